@@ -1,0 +1,84 @@
+"""Launchable artifacts: turn a recommended candidate into what a user runs.
+
+Where it sits: the report (report.py) calls `launch_artifact(values)` on the
+best validated candidate. Megatron-LM spaces become command-line arguments;
+JAX spaces become a mesh (axis names and shape), the sharding rules the
+train step uses, and the XLA flags.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+# Megatron-LM argument names for the knobs that carry them verbatim.
+_MEGATRON_INT = ("tensor_model_parallel_size", "pipeline_model_parallel_size",
+                 "context_parallel_size", "expert_model_parallel_size",
+                 "num_layers_per_virtual_pipeline_stage", "micro_batch_size",
+                 "recompute_num_layers", "ddp_bucket_size")
+_MEGATRON_STR = ("recompute_granularity", "recompute_method")
+_MEGATRON_BOOL = ("sequence_parallel", "use_distributed_optimizer", "overlap_grad_reduce",
+                  "overlap_param_gather", "tp_comm_overlap")
+
+_XLA_FLAG_KNOBS = {
+    "xla_latency_hiding_scheduler": "--xla_gpu_enable_latency_hiding_scheduler",
+    "xla_triton_gemm": "--xla_gpu_enable_triton_gemm",
+    "xla_async_collectives": "--xla_gpu_enable_async_collectives",
+    "xla_collective_matmul": "--xla_gpu_threshold_for_windowed_einsum_mib",
+}
+
+JAX_LOCAL_AXES = ("data", "fsdp", "tensor")
+
+# Parameter sharding rules of the local train step (logical dim -> mesh axes).
+JAX_LOCAL_RULES = {
+    "batch": ("data", "fsdp"),
+    "embed (model width)": "fsdp",
+    "heads / mlp (column-parallel)": "tensor",
+    "vocab": "tensor",
+}
+
+
+def megatron_args(values: Mapping[str, Any], global_batch: int | None = None) -> list[str]:
+  args: list[str] = []
+  for k in _MEGATRON_INT:
+    if k in values:
+      args += [f"--{k.replace('_', '-')}", str(int(values[k]))]
+  for k in _MEGATRON_STR:
+    if k in values and values[k] not in (None, "none"):
+      args += [f"--{k.replace('_', '-')}", str(values[k])]
+  for k in _MEGATRON_BOOL:
+    if values.get(k):
+      args.append(f"--{k.replace('_', '-')}")
+  if global_batch is not None:
+    args += ["--global-batch-size", str(int(global_batch))]
+  return args
+
+
+def xla_flags(values: Mapping[str, Any]) -> list[str]:
+  out = []
+  for k, flag in _XLA_FLAG_KNOBS.items():
+    if k in values:
+      v = values[k]
+      if k == "xla_collective_matmul":
+        out.append(f"{flag}={0 if v else -1}")
+      else:
+        out.append(f"{flag}={'true' if v else 'false'}")
+  return out
+
+
+def launch_artifact(values: Mapping[str, Any], global_batch: int | None = None) -> dict[str, Any]:
+  if "tensor_model_parallel_size" in values:
+    return {"kind": "megatron", "args": megatron_args(values, global_batch)}
+  mesh_axes = [a for a in JAX_LOCAL_AXES if a in values]
+  ici = {k: v for k, v in values.items() if k.startswith("ici_")}
+  dcn = {k: v for k, v in values.items() if k.startswith("dcn_")}
+  art: dict[str, Any] = {"kind": "jax", "xla_flags": xla_flags(values)}
+  if mesh_axes:
+    art["mesh_axis_names"] = mesh_axes
+    art["mesh_shape"] = [int(values[a]) for a in mesh_axes]
+    art["sharding_rules"] = JAX_LOCAL_RULES
+  if ici or dcn:
+    art["ici_mesh"] = ici
+    art["dcn_mesh"] = dcn
+  art["train_step"] = {k: v for k, v in values.items()
+                       if k not in mesh_axes and k not in ici and k not in dcn and k not in _XLA_FLAG_KNOBS}
+  return art

@@ -1,0 +1,32 @@
+"""Designer interface (ask/tell): designers suggest, the loop evaluates.
+
+Where it sits: `search.run_search` calls `suggest(n)`, routes each candidate
+to the evaluator of the fidelity it names (None: the top fidelity), and
+hands every resulting measurement (also failures and invalid suggestions)
+back through `update`. Designers never evaluate and hold no storage; a
+resumed run replays their suggestions against the store, so a designer must
+be deterministic given its seed and the measurements it was told.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Sequence
+
+from autoscout_jax.measurement import Measurement
+from autoscout_jax.space import Candidate, SearchSpace
+
+
+class Designer(abc.ABC):
+
+  def __init__(self, space: SearchSpace, seed: int = 0):
+    self.space = space
+    self.seed = seed
+
+  @abc.abstractmethod
+  def suggest(self, n: int) -> list[Candidate]:
+    """Up to n candidates; an empty list means the designer is done."""
+
+  def update(self, measurements: Sequence[Measurement]) -> None:
+    """Learn from measurements of earlier suggestions (default: nothing)."""
+    del measurements

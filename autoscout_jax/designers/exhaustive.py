@@ -1,0 +1,25 @@
+"""Exhaustive search: every valid candidate of a finite space, in a seeded
+random order (so a budget cut short is still an unbiased sample)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autoscout_jax.designers.base import Designer
+from autoscout_jax.space import Candidate, SearchSpace
+
+
+class ExhaustiveSearch(Designer):
+
+  def __init__(self, space: SearchSpace, seed: int = 0, shuffle: bool = True):
+    super().__init__(space, seed)
+    self._pool = space.enumerate()
+    if shuffle:
+      order = np.random.default_rng(seed).permutation(len(self._pool))
+      self._pool = [self._pool[i] for i in order]
+    self._next = 0
+
+  def suggest(self, n: int) -> list[Candidate]:
+    out = self._pool[self._next:self._next + n]
+    self._next += len(out)
+    return out

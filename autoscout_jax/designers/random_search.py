@@ -1,0 +1,28 @@
+"""Random search: uniform samples of valid candidates, never repeating one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autoscout_jax.designers.base import Designer
+from autoscout_jax.space import Candidate, SearchSpace
+
+
+class RandomSearch(Designer):
+
+  def __init__(self, space: SearchSpace, seed: int = 0, max_draws: int = 200):
+    super().__init__(space, seed)
+    self._rng = np.random.default_rng(seed)
+    self._given: set[Candidate] = set()
+    self._max_draws = max_draws
+
+  def suggest(self, n: int) -> list[Candidate]:
+    out: list[Candidate] = []
+    for _ in range(self._max_draws):
+      if len(out) == n:
+        break
+      for c in self.space.sample(self._rng, n - len(out)):
+        if c not in self._given:
+          self._given.add(c)
+          out.append(c)
+    return out

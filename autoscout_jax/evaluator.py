@@ -1,0 +1,26 @@
+"""Evaluator interface: candidates in, measurements out, one fidelity each.
+
+Where it sits: the search loop routes each suggestion to the evaluator of its
+fidelity and charges `Measurement.cost_s` against the budget. Simulators
+score a whole batch in one vectorized call; profilers may run candidates one
+by one in child processes. Evaluators never decide what to measure.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Sequence
+
+from autoscout_jax.measurement import Measurement
+from autoscout_jax.space import Candidate
+
+
+class Evaluator(abc.ABC):
+  """`fidelity` is one of measurement.FIDELITIES."""
+
+  fidelity: str = ""
+
+  @abc.abstractmethod
+  def evaluate(self, workload: Any, cluster: Any, candidates: Sequence[Candidate]) -> list[Measurement]:
+    """One measurement per candidate, in order. Never raises for a failing
+    candidate: failures are measurements with a failure_kind."""

@@ -1,0 +1,103 @@
+"""run_experiment: the one library function the entry point calls.
+
+Where it sits: `run.py` parses flags and gin, then calls this with
+everything bound (workload, cluster, space factory, designer factory,
+evaluators, budget). It checks the inputs, builds the space, replays or
+runs the search against the workdir's store, and writes the report
+(stdout, TensorBoard text, `report.json`, `report.md`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from absl import logging
+
+from autoscout_jax import report as report_lib
+from autoscout_jax.designers.base import Designer
+from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.search import SearchResult, run_search
+from autoscout_jax.space import SearchSpace, SpaceError
+from autoscout_jax.store import MeasurementStore
+from autoscout_jax.writers import Writer, default_writer
+
+
+class ExperimentError(ValueError):
+  """Bad input to an experiment: the message names the problem."""
+
+
+def run_experiment(workdir: str, workload: Any, cluster: Any,
+                   space_fn: Callable[[Any, Any], SearchSpace],
+                   designer_fn: Callable[..., Designer],
+                   evaluators: Sequence[Evaluator] | Mapping[str, Evaluator],
+                   budget_s: float = math.inf, batch_size: int = 4, max_rounds: int = 50,
+                   seed: int = 0, screen_fidelities: Sequence[str] = ("compile",),
+                   compare_default: bool = True,
+                   on_round_end: Callable[..., None] | None = None,
+                   writer: Writer | None = None,
+                   printer: Callable[[str], None] = print) -> SearchResult:
+  if isinstance(evaluators, Mapping):
+    evals = dict(evaluators)
+  else:
+    evals = {}
+    for e in evaluators:
+      if e.fidelity in evals:
+        raise ExperimentError(f"two evaluators for fidelity {e.fidelity!r}")
+      evals[e.fidelity] = e
+  if not evals:
+    raise ExperimentError("no evaluators configured")
+  if budget_s <= 0:
+    raise ExperimentError(f"budget_s must be positive, got {budget_s}")
+  if batch_size <= 0 or max_rounds <= 0:
+    raise ExperimentError("batch_size and max_rounds must be positive")
+  for e in evals.values():
+    check = getattr(e, "check_fits", None)
+    if check is not None:
+      problem = check(workload, cluster)
+      if problem:
+        raise ExperimentError(problem)
+
+  space = space_fn(workload, cluster)
+  default = None
+  if compare_default:
+    try:
+      default = space.make(workload.default_values)
+    except SpaceError as e:
+      raise ExperimentError(f"the default configuration of workload {workload.name!r}: {e}") from e
+    viol = space.validate(default)
+    if viol:
+      raise ExperimentError(f"the default configuration of workload {workload.name!r} is invalid: "
+                            + "; ".join(str(v) for v in viol))
+  space.sample(np.random.default_rng(seed), 1)  # raises SpaceError if empty
+  designer = designer_fn(space=space, seed=seed)
+
+  store = MeasurementStore(workdir)
+  resumed = len(store)
+  own_writer = writer is None
+  writer = writer or default_writer(workdir)
+  printer(f"autoscout_jax: {workload.name} on {cluster.name} ({cluster.num_devices} devices), "
+          f"space {space.name} ({len(space.knobs)} knobs), designer {type(designer).__name__}, "
+          f"fidelities {sorted(evals, key=list(evals).index)}; workdir {workdir}"
+          + (f"; resuming with {resumed} stored measurements" if resumed else ""))
+  try:
+    result = run_search(workload, cluster, space, designer, evals, store, budget_s=budget_s,
+                        batch_size=batch_size, max_rounds=max_rounds,
+                        screen_fidelities=screen_fidelities, writer=writer, default=default,
+                        on_round_end=on_round_end, progress=printer)
+    rep = report_lib.build_report(workload, cluster, space, result, workdir)
+    text = report_lib.render_markdown(rep)
+    writer.write_texts(len(result.rounds), {"report": text})
+    with open(os.path.join(workdir, "report.json"), "w") as f:
+      json.dump(rep, f, indent=2, sort_keys=True, default=str)
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+      f.write(text)
+    printer(report_lib.render_summary(rep))
+  finally:
+    if own_writer:
+      writer.close()
+  logging.info("stored measurements: %d", len(store))
+  return result

@@ -1,0 +1,105 @@
+"""The final report of a search: what to launch and the evidence behind it.
+
+Where it sits: `experiment.run_experiment` builds it from the SearchResult
+and writes it to stdout (summary), TensorBoard text and the workdir
+(`report.json`, `report.md`).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from typing import Any
+
+from autoscout_jax.artifacts import launch_artifact
+from autoscout_jax.search import SearchResult
+from autoscout_jax.space import SearchSpace
+
+
+def _m(m) -> dict[str, Any] | None:
+  if m is None:
+    return None
+  return {
+      "candidate": m.candidate.values, "key": m.candidate.key, "fidelity": m.fidelity,
+      "tokens_per_s": m.metrics.tokens_per_s, "step_time_s": m.metrics.step_time_s,
+      "peak_mem_bytes": m.metrics.peak_mem_bytes, "mfu": m.metrics.mfu,
+      "feasible": m.feasible, "failure_kind": m.metrics.failure_kind,
+      "breakdown": dict(m.metrics.breakdown),
+  }
+
+
+def build_report(workload, cluster, space: SearchSpace, result: SearchResult, workdir: str) -> dict[str, Any]:
+  spent = collections.Counter()
+  counts = collections.Counter()
+  for m in result.measurements:
+    counts[(m.fidelity, m.metrics.failure_kind or "ok")] += 1
+  seen = set()
+  for m in result.measurements:
+    if (m.candidate.key, m.fidelity) not in seen:
+      seen.add((m.candidate.key, m.fidelity))
+      spent[m.fidelity] += m.cost_s
+  return {
+      "workload": workload.name, "cluster": cluster.name, "num_devices": cluster.num_devices,
+      "space": space.name, "top_fidelity": result.top_fidelity,
+      "best": _m(result.best), "default": _m(result.default),
+      "speedup_vs_default": result.speedup_vs_default,
+      "launch": launch_artifact(result.best.candidate.values, workload.global_batch) if result.best else None,
+      "top": [_m(m) for m in result.top(5)],
+      "cost_s": result.cost_s, "cost_by_fidelity_s": dict(spent),
+      "outcomes": {f"{f}/{k}": n for (f, k), n in sorted(counts.items())},
+      "rounds": len(result.rounds), "stop_reason": result.stop_reason,
+      "workdir": workdir, "tensorboard": os.path.join(workdir, "tb"),
+      "measurements": os.path.join(workdir, "measurements.jsonl"),
+  }
+
+
+def _fmt_cand(values: dict[str, Any]) -> str:
+  return " ".join(f"{k}={v}" for k, v in values.items())
+
+
+def render_summary(rep: dict[str, Any]) -> str:
+  lines = ["", "=== autoscout_jax result ==="]
+  best = rep["best"]
+  if best is None:
+    lines.append(f"No feasible configuration was validated at fidelity {rep['top_fidelity']!r} "
+                 f"({rep['stop_reason']}); outcomes: {rep['outcomes']}")
+  else:
+    lines.append(f"best ({best['fidelity']}): {_fmt_cand(best['candidate'])}")
+    lines.append(f"  throughput {best['tokens_per_s']:,.1f} tokens/s, step {best['step_time_s']:.4g} s")
+    d = rep["default"]
+    if d is not None and d["tokens_per_s"]:
+      lines.append(f"  default: {_fmt_cand(d['candidate'])} -> {d['tokens_per_s']:,.1f} tokens/s")
+      lines.append(f"  speedup over the default: {rep['speedup_vs_default']:.3f}x")
+    elif d is not None:
+      lines.append(f"  default: {_fmt_cand(d['candidate'])} failed ({d['failure_kind']})")
+  lines.append(f"spent {rep['cost_s']:,.1f} device-seconds "
+               + ", ".join(f"{k}: {v:,.1f}" for k, v in rep["cost_by_fidelity_s"].items())
+               + f" over {rep['rounds']} rounds (stopped: {rep['stop_reason']})")
+  lines.append(f"report: {os.path.join(rep['workdir'], 'report.md')}; "
+               f"measurements: {rep['measurements']}; tensorboard --logdir {rep['tensorboard']}")
+  return "\n".join(lines)
+
+
+def render_markdown(rep: dict[str, Any]) -> str:
+  out = [f"# autoscout_jax report: {rep['workload']} on {rep['cluster']} ({rep['num_devices']} devices)", ""]
+  best = rep["best"]
+  if best is None:
+    out.append(f"No feasible configuration validated at `{rep['top_fidelity']}`.")
+  else:
+    out += ["## Recommendation", "", "| knob | value |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in best["candidate"].items()]
+    out += ["", f"Measured at `{best['fidelity']}`: {best['tokens_per_s']:,.1f} tokens/s, "
+            f"step {best['step_time_s']:.4g} s."]
+    if rep["speedup_vs_default"]:
+      out.append(f"Speedup over the workload's default configuration: **{rep['speedup_vs_default']:.3f}x**.")
+    if best["breakdown"]:
+      out += ["", "### Time breakdown", "", "| part | seconds |", "|---|---|"]
+      out += [f"| {k} | {v:.4g} |" for k, v in best["breakdown"].items()]
+    out += ["", "### Launch", "", "```", str(rep["launch"]), "```"]
+  out += ["", "## Top candidates", "", "| tokens/s | step s | candidate |", "|---|---|---|"]
+  out += [f"| {m['tokens_per_s']:,.1f} | {m['step_time_s']:.4g} | {_fmt_cand(m['candidate'])} |"
+          for m in rep["top"]]
+  out += ["", "## Spend", "", f"{rep['cost_s']:,.1f} device-seconds in {rep['rounds']} rounds "
+          f"(stopped: {rep['stop_reason']}).", ""]
+  out += [f"- {k}: {v}" for k, v in rep["outcomes"].items()]
+  return "\n".join(out) + "\n"

@@ -1,0 +1,262 @@
+"""The search loop: suggest -> validate -> route by fidelity -> store -> update.
+
+Where it sits: `experiment.run_experiment` builds the pieces and calls
+`run_search`. Each round the designer suggests candidates; each candidate
+names the fidelity it wants (None: the top one available). A candidate with
+a constraint violation never reaches an evaluator: the designer gets an
+`invalid` measurement back at no cost. Cheaper "screen" fidelities (F2
+compile by default) run first when the candidate is headed for a more
+expensive one; if the screen says it cannot run (OOM, compile error), the
+expensive fidelity is not paid for.
+
+Every new measurement is appended to the store before anyone sees it. A
+candidate already in the store is not measured again: on a resumed run the
+designer's (deterministic) suggestions are replayed against the store and
+charged their recorded cost, so the budget trajectory and the final answer
+are those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from autoscout_jax.designers.base import Designer
+from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.measurement import INVALID, Measurement, Metrics, fidelity_rank
+from autoscout_jax.space import Candidate, SearchSpace
+from autoscout_jax.store import MeasurementStore
+from autoscout_jax.writers import Writer
+
+
+@dataclasses.dataclass
+class RoundStats:
+  round: int
+  suggested: int = 0
+  valid: int = 0
+  invalid: int = 0
+  infeasible: int = 0  # OOM
+  failed: int = 0  # compile error, crash, timeout
+  new_measurements: int = 0
+  cached: int = 0
+  cost_s: float = 0.0
+
+
+@dataclasses.dataclass
+class SearchResult:
+  best: Measurement | None
+  default: Measurement | None
+  top_fidelity: str
+  cost_s: float
+  rounds: list[RoundStats]
+  measurements: list[Measurement]  # every outcome this run handed to the designer
+  curve: list[tuple[float, float]]  # (cumulative cost, best objective so far)
+  stop_reason: str
+
+  @property
+  def speedup_vs_default(self) -> float | None:
+    if self.best is None or self.default is None or self.default.objective is None:
+      return None
+    return self.best.objective / self.default.objective
+
+  def top(self, k: int = 5) -> list[Measurement]:
+    seen, out = set(), []
+    ranked = sorted((m for m in self.measurements
+                     if m.fidelity == self.top_fidelity and m.objective is not None),
+                    key=lambda m: -m.objective)
+    for m in ranked:
+      if m.candidate not in seen:
+        seen.add(m.candidate)
+        out.append(m)
+    return out[:k]
+
+
+def _invalid(cand: Candidate, fidelity: str, violations, wk: str, ck: str) -> Measurement:
+  msg = "; ".join(str(v) for v in violations)
+  return Measurement(cand, fidelity, Metrics.failed(INVALID, msg), 0.0, wk, ck)
+
+
+class _Router:
+  """Looks measurements up in the store, evaluates what is missing in one
+  batch per fidelity, and charges each (candidate, fidelity) once per run."""
+
+  def __init__(self, workload, cluster, evaluators: Mapping[str, Evaluator], store: MeasurementStore,
+               writer: Writer | None):
+    self.workload, self.cluster = workload, cluster
+    self.evaluators = evaluators
+    self.store = store
+    self.writer = writer
+    self.wk, self.ck = workload.key, cluster.key
+    self.charged: set[tuple[str, str]] = set()
+
+  def measure(self, cands: Sequence[Candidate], fidelity: str, stats: RoundStats) -> list[Measurement]:
+    out: dict[int, Measurement] = {}
+    todo: list[int] = []
+    for i, c in enumerate(cands):
+      m = self.store.get(self.wk, self.ck, c.key, fidelity)
+      if m is None:
+        todo.append(i)
+      else:
+        out[i] = m
+        stats.cached += 1
+    if todo:
+      fresh = self.evaluators[fidelity].evaluate(self.workload, self.cluster, [cands[i] for i in todo])
+      if len(fresh) != len(todo):
+        raise RuntimeError(f"evaluator {fidelity!r} returned {len(fresh)} measurements for {len(todo)} candidates")
+      for i, m in zip(todo, fresh):
+        m = dataclasses.replace(m, candidate=Candidate.of(cands[i].values), fidelity=fidelity,
+                                workload_key=self.wk, cluster_key=self.ck)
+        self.store.append(m)
+        out[i] = m
+        stats.new_measurements += 1
+        if self.writer is not None:
+          _write_session(self.writer, m)
+    result = [out[i] for i in range(len(cands))]
+    for m in result:
+      tag = (m.candidate.key, fidelity)
+      if tag not in self.charged:
+        self.charged.add(tag)
+        stats.cost_s += m.cost_s
+    return result
+
+
+def _write_session(writer: Writer, m: Measurement) -> None:
+  hp: dict[str, Any] = dict(m.candidate.values)
+  hp["fidelity"] = m.fidelity
+  hp["failure_kind"] = m.metrics.failure_kind or "none"
+  metrics = {"cost_s": m.cost_s}
+  for k in ("tokens_per_s", "step_time_s", "peak_mem_bytes", "mfu"):
+    v = getattr(m.metrics, k)
+    if v is not None:
+      metrics[k] = v
+  metrics["feasible"] = 1.0 if m.feasible else 0.0
+  writer.write_hparams(f"{m.candidate.key}-{m.fidelity}", hp, metrics)
+
+
+def run_search(workload, cluster, space: SearchSpace, designer: Designer,
+               evaluators: Mapping[str, Evaluator], store: MeasurementStore, *,
+               budget_s: float = math.inf, batch_size: int = 4, max_rounds: int = 100,
+               screen_fidelities: Sequence[str] = ("compile",), writer: Writer | None = None,
+               default: Candidate | None = None,
+               on_round_end: Callable[[RoundStats, "SearchResult"], None] | None = None,
+               progress: Callable[[str], None] | None = None) -> SearchResult:
+  if not evaluators:
+    raise ValueError("run_search needs at least one evaluator")
+  for f in evaluators:
+    fidelity_rank(f)
+  top = max(evaluators, key=fidelity_rank)
+  screens = [f for f in screen_fidelities if f in evaluators and f != top]
+  router = _Router(workload, cluster, evaluators, store, writer)
+  if writer is not None:
+    domains = {k.name: list(k.finite_values() or ()) for k in space.knobs}
+    domains["fidelity"] = list(evaluators)
+    domains["failure_kind"] = ["none", "oom", "compile_error", "crash", "timeout"]
+    writer.write_hparams_config(domains, ["tokens_per_s", "step_time_s", "peak_mem_bytes", "mfu",
+                                          "cost_s", "feasible"])
+
+  result = SearchResult(None, None, top, 0.0, [], [], [], "")
+
+  def process(cands: Sequence[Candidate], stats: RoundStats) -> list[Measurement]:
+    """Outcome per candidate: the invalid marker, a failing screen, or the
+    measurement at the requested fidelity."""
+    outcome: dict[int, Measurement] = {}
+    by_fid: dict[str, list[int]] = {}
+    for i, c in enumerate(cands):
+      fid = c.fidelity or top
+      if fid not in evaluators:
+        raise ValueError(f"designer asked for fidelity {fid!r}; available: {sorted(evaluators)}")
+      viol = space.validate(c)
+      if viol:
+        outcome[i] = _invalid(c, fid, viol, router.wk, router.ck)
+        stats.invalid += 1
+        continue
+      stats.valid += 1
+      by_fid.setdefault(fid, []).append(i)
+    extra: list[Measurement] = []
+    for fid, idx in sorted(by_fid.items(), key=lambda kv: fidelity_rank(kv[0])):
+      alive = list(idx)
+      for s in screens:
+        if fidelity_rank(s) >= fidelity_rank(fid) or not alive:
+          continue
+        ms = router.measure([cands[i] for i in alive], s, stats)
+        keep = []
+        for i, m in zip(alive, ms):
+          if m.feasible:
+            keep.append(i)
+            extra.append(m)
+          else:
+            outcome[i] = m
+        alive = keep
+      if alive:
+        for i, m in zip(alive, router.measure([cands[i] for i in alive], fid, stats)):
+          outcome[i] = m
+    ordered = [outcome[i] for i in range(len(cands))]
+    for m in ordered:
+      if m.metrics.failure_kind == "oom":
+        stats.infeasible += 1
+      elif m.metrics.failure_kind not in (None, INVALID):
+        stats.failed += 1
+    return extra + ordered
+
+  def account(ms: Sequence[Measurement], stats: RoundStats) -> None:
+    result.cost_s += stats.cost_s
+    result.measurements.extend(ms)
+    for m in ms:
+      if m.fidelity == top and m.objective is not None and (
+          result.best is None or m.objective > result.best.objective):
+        result.best = m
+    if result.best is not None:
+      result.curve.append((result.cost_s, result.best.objective))
+
+  if default is not None:
+    stats = RoundStats(0, suggested=1)
+    ms = process([default.at(top)], stats)
+    result.default = ms[-1]
+    account(ms, stats)
+    designer.update(ms)
+    if writer is not None:
+      _write_round(writer, stats, result)
+
+  stop = "max_rounds"
+  for r in range(1, max_rounds + 1):
+    if result.cost_s >= budget_s:
+      stop = "budget"
+      break
+    t0 = time.time()
+    cands = designer.suggest(batch_size)
+    if not cands:
+      stop = "designer_done"
+      break
+    stats = RoundStats(r, suggested=len(cands))
+    ms = process(cands, stats)
+    account(ms, stats)
+    designer.update(ms)
+    result.rounds.append(stats)
+    if writer is not None:
+      _write_round(writer, stats, result)
+    if progress is not None:
+      best = f"{result.best.objective:,.0f} tok/s" if result.best else "none yet"
+      progress(f"round {r:3d}: {stats.valid} valid, {stats.invalid} invalid, {stats.infeasible} oom, "
+               f"{stats.failed} failed, {stats.new_measurements} new / {stats.cached} cached; "
+               f"cost {result.cost_s:,.1f} dev-s; best {best} ({time.time() - t0:.1f} s)")
+    if on_round_end is not None:
+      on_round_end(stats, result)
+  result.stop_reason = stop
+  return result
+
+
+def _write_round(writer: Writer, stats: RoundStats, result: SearchResult) -> None:
+  scalars = {
+      "round/valid": stats.valid, "round/invalid": stats.invalid, "round/oom": stats.infeasible,
+      "round/failed": stats.failed, "round/new_measurements": stats.new_measurements,
+      "cost/cumulative_device_s": result.cost_s,
+  }
+  if result.best is not None:
+    scalars["best/tokens_per_s"] = result.best.objective
+  writer.write_scalars(stats.round, scalars)
+  if result.best is not None:
+    # TensorBoard's x-axis is an integer step: cumulative cost in device-ms.
+    writer.write_scalars(int(round(result.cost_s * 1000)),
+                         {"best/tokens_per_s_vs_cost_device_ms": result.best.objective})

@@ -1,0 +1,70 @@
+"""Candidate: one point of a search space, the value that flows from designers
+to evaluators and into the store.
+
+Frozen, hashable and JSON round-trippable. Only active knobs carry values.
+A candidate may name the fidelity it should be evaluated at (a hint from the
+designer to the loop); the hint is not part of its identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Mapping
+
+from autoscout_jax.space.knobs import Value
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  items: tuple[tuple[str, Value], ...]
+  fidelity: str | None = dataclasses.field(default=None, compare=False)
+
+  @classmethod
+  def of(cls, values: Mapping[str, Value], fidelity: str | None = None) -> "Candidate":
+    return cls(tuple(sorted(values.items())), fidelity)
+
+  def __getitem__(self, name: str) -> Value:
+    for k, v in self.items:
+      if k == name:
+        return v
+    raise KeyError(name)
+
+  def get(self, name: str, default: Any = None) -> Any:
+    for k, v in self.items:
+      if k == name:
+        return v
+    return default
+
+  def __contains__(self, name: str) -> bool:
+    return any(k == name for k, _ in self.items)
+
+  @property
+  def values(self) -> dict[str, Value]:
+    return dict(self.items)
+
+  def at(self, fidelity: str | None) -> "Candidate":
+    """The same point with a fidelity hint for the loop."""
+    return Candidate(self.items, fidelity)
+
+  def replace(self, **changes: Value) -> "Candidate":
+    vals = self.values
+    vals.update(changes)
+    return Candidate.of(vals, self.fidelity)
+
+  def to_json(self) -> dict[str, Value]:
+    return self.values
+
+  @classmethod
+  def from_json(cls, data: Mapping[str, Any]) -> "Candidate":
+    return cls.of(dict(data))
+
+  @property
+  def key(self) -> str:
+    """Stable across processes and Python versions (sorted JSON digest)."""
+    blob = json.dumps(self.values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+  def short(self) -> str:
+    return " ".join(f"{k}={v}" for k, v in self.items)

@@ -1,0 +1,127 @@
+"""Workload and local-cluster descriptions: the "what" and "where" of a search.
+
+Where it sits: gin builds a `Workload` and a cluster; `SearchSpace`
+factories, evaluators and the store key on them. Simulated clusters (GPU/TPU
+catalogs) live in `autoscout_jax.sim`; this module holds what every
+fidelity shares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Mapping
+
+
+def _digest(obj: Any) -> str:
+  blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+  return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """A decoder-only transformer (dense or mixture-of-experts)."""
+
+  name: str
+  num_layers: int
+  hidden_size: int
+  num_heads: int
+  ffn_hidden_size: int
+  vocab_size: int
+  seq_len: int
+  num_kv_heads: int | None = None  # None: multi-head attention (= num_heads)
+  gated_mlp: bool = False  # SwiGLU-style MLP: three matrices instead of two
+  tie_embeddings: bool = False
+  num_experts: int = 0  # 0: dense
+  moe_top_k: int = 0
+  moe_ffn_hidden_size: int | None = None  # per-expert FFN width (default ffn_hidden_size)
+  num_shared_experts: int = 0
+  num_dense_layers: int = 0  # leading dense layers in an MoE model (DeepSeek-style)
+
+  def __post_init__(self):
+    for f in ("num_layers", "hidden_size", "num_heads", "ffn_hidden_size", "vocab_size", "seq_len"):
+      v = getattr(self, f)
+      if not isinstance(v, int) or v <= 0:
+        raise ValueError(f"model {self.name!r}: {f} must be a positive integer, got {v!r}")
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"model {self.name!r}: hidden_size {self.hidden_size} is not divisible by "
+                       f"num_heads {self.num_heads}")
+    kv = self.kv_heads
+    if kv <= 0 or self.num_heads % kv:
+      raise ValueError(f"model {self.name!r}: num_kv_heads {kv} must divide num_heads {self.num_heads}")
+    if self.num_experts and not 0 < self.moe_top_k <= self.num_experts:
+      raise ValueError(f"model {self.name!r}: moe_top_k {self.moe_top_k} must be in 1..{self.num_experts}")
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def is_moe(self) -> bool:
+    return self.num_experts > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  """A model and a job. `global_batch` counts sequences per optimizer step.
+  `default` is the expert default configuration (knob values) that results
+  are compared against."""
+
+  name: str
+  model: ModelConfig
+  global_batch: int
+  task: str = "pretrain"  # pretrain | finetune | serve
+  precision: str = "bf16"
+  optimizer: str = "adam"
+  default: tuple[tuple[str, Any], ...] = ()
+
+  def __post_init__(self):
+    if self.global_batch <= 0:
+      raise ValueError(f"workload {self.name!r}: global_batch must be positive, got {self.global_batch}")
+    if self.task not in ("pretrain", "finetune", "serve"):
+      raise ValueError(f"workload {self.name!r}: unknown task {self.task!r}")
+    if isinstance(self.default, Mapping):
+      object.__setattr__(self, "default", tuple(sorted(dict(self.default).items())))
+
+  @property
+  def default_values(self) -> dict[str, Any]:
+    return dict(self.default)
+
+  @property
+  def tokens_per_step(self) -> int:
+    return self.global_batch * self.model.seq_len
+
+  @property
+  def key(self) -> str:
+    d = dataclasses.asdict(self)
+    d.pop("default")  # the default is a comparison point, not part of the job
+    return f"{self.name}-{_digest(d)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalCluster:
+  """The devices of this machine: CPU virtual devices here, GPUs/TPUs where
+  present. `platform='auto'` takes an accelerator when JAX sees one, else
+  the CPU with `num_devices` virtual devices."""
+
+  num_devices: int = 8
+  memory_bytes_per_device: int = 2 * 2**30
+  platform: str = "auto"
+  name: str = "local"
+
+  def __post_init__(self):
+    if self.num_devices <= 0:
+      raise ValueError(f"cluster {self.name!r}: num_devices must be positive, got {self.num_devices}")
+    if self.memory_bytes_per_device <= 0:
+      raise ValueError(f"cluster {self.name!r}: memory_bytes_per_device must be positive")
+    if self.platform not in ("auto", "cpu", "gpu", "tpu"):
+      raise ValueError(f"cluster {self.name!r}: platform must be auto, cpu, gpu or tpu, got {self.platform!r}")
+
+  @property
+  def key(self) -> str:
+    return f"{self.name}-{_digest(dataclasses.asdict(self))}"
