@@ -38,13 +38,16 @@ class ModelConfig:
   moe_ffn_hidden_size: int | None = None  # per-expert FFN width (default ffn_hidden_size)
   num_shared_experts: int = 0
   num_dense_layers: int = 0  # leading dense layers in an MoE model (DeepSeek-style)
+  kv_channels: int | None = None  # per-head width when not hidden_size // num_heads (Qwen3, MaxText)
 
   def __post_init__(self):
     for f in ("num_layers", "hidden_size", "num_heads", "ffn_hidden_size", "vocab_size", "seq_len"):
       v = getattr(self, f)
       if not isinstance(v, int) or v <= 0:
         raise ValueError(f"model {self.name!r}: {f} must be a positive integer, got {v!r}")
-    if self.hidden_size % self.num_heads:
+    if self.kv_channels is not None and (not isinstance(self.kv_channels, int) or self.kv_channels <= 0):
+      raise ValueError(f"model {self.name!r}: kv_channels must be a positive integer, got {self.kv_channels!r}")
+    if self.kv_channels is None and self.hidden_size % self.num_heads:
       raise ValueError(f"model {self.name!r}: hidden_size {self.hidden_size} is not divisible by "
                        f"num_heads {self.num_heads}")
     kv = self.kv_heads
@@ -59,7 +62,7 @@ class ModelConfig:
 
   @property
   def head_dim(self) -> int:
-    return self.hidden_size // self.num_heads
+    return self.kv_channels or self.hidden_size // self.num_heads
 
   @property
   def is_moe(self) -> bool:

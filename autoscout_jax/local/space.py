@@ -10,7 +10,7 @@ layers and, under it, the scan unroll factor; optionally XLA GPU flags.
 from __future__ import annotations
 
 from autoscout_jax.space import (Boolean, Categorical, Constraint, Ordinal, ProductGroup,
-                                 SearchSpace, When)
+                                 SearchSpace, SpaceError, When)
 from autoscout_jax.workload import LocalCluster, Workload
 
 REMAT_POLICIES = ("none", "dots_saveable", "full")
@@ -45,11 +45,36 @@ def _batch_split(vals, facts):
   return None
 
 
+def param_count(workload: Workload) -> int:
+  """Parameters of the local model (local/model.py): embedding, per layer
+  q/k/v/out projections, MLP (two or three matrices) and two norms, final
+  norm, untied output layer."""
+  m = workload.model
+  d, hd = m.hidden_size, m.head_dim
+  attn = d * hd * (m.num_heads + 2 * m.kv_heads) + m.num_heads * hd * d
+  mlp = (3 if m.gated_mlp else 2) * d * m.ffn_hidden_size
+  per_layer = attn + mlp + 2 * d
+  unembed = 0 if m.tie_embeddings else d * m.vocab_size
+  return m.vocab_size * d + m.num_layers * per_layer + d + unembed
+
+
+def min_state_bytes_per_device(workload: Workload, num_devices: int) -> int:
+  """Lower bound on per-device memory of any layout: fp32 parameters,
+  gradients and two Adam moments (16 bytes a parameter), fully sharded."""
+  return 16 * param_count(workload) // num_devices
+
+
 def local_training_space(workload: Workload, cluster: LocalCluster,
                          microbatch_choices: tuple[int, ...] = (1, 2, 4, 8),
                          remat_policies: tuple[str, ...] = REMAT_POLICIES,
                          xla_gpu_flags: bool = False) -> SearchSpace:
   n = cluster.num_devices
+  need = min_state_bytes_per_device(workload, n)
+  if need > cluster.memory_bytes_per_device:
+    raise SpaceError(
+        f"model {workload.model.name!r} cannot fit: its parameters, gradients and Adam states need "
+        f"at least {need:,} bytes per device even fully sharded over {n} devices, but the budget is "
+        f"{cluster.memory_bytes_per_device:,} bytes per device")
   axes = _pow2_upto(n)
   m = workload.model
   knobs = [

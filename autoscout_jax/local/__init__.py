@@ -1,0 +1,36 @@
+"""The local-device training space and its real evaluators (F2 compile, F3 profile).
+
+Flow: `local_training_space` (space.py) -> candidates -> `CompileEvaluator` /
+`ProfileEvaluator` (evaluators.py) -> child process (runner.py, child.py) ->
+`probe.py` -> `train_step.py` + `model.py` (the sharded Flax step).
+
+The evaluators and the space import no JAX; the model and step builders do,
+so they are loaded on first use of their names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from autoscout_jax.local.evaluators import CompileEvaluator, LocalSetupError, ProfileEvaluator
+from autoscout_jax.local.space import REMAT_POLICIES, local_training_space
+
+_LAZY = {
+    "Decoder": "autoscout_jax.local.model",
+    "init_params": "autoscout_jax.local.model",
+    "LayoutError": "autoscout_jax.local.train_step",
+    "StepConfig": "autoscout_jax.local.train_step",
+    "TrainSetup": "autoscout_jax.local.train_step",
+    "build_train_setup": "autoscout_jax.local.train_step",
+    "train_step_and_state": "autoscout_jax.local.train_step",
+}
+
+__all__ = ["CompileEvaluator", "LocalSetupError", "ProfileEvaluator", "REMAT_POLICIES",
+           "local_training_space", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

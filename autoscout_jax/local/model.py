@@ -1,0 +1,231 @@
+"""A small decoder-only transformer (Flax linen) for the local-device evaluators.
+
+Where it sits: `train_step.py` builds a `Decoder` from a workload's
+`ModelConfig` and a candidate's remat / scan knobs, shards its parameters over
+the device mesh and jits one training step; F2 (compile) compiles that step,
+F3 (profile) times it.
+
+Parameter leaf names are unique per role (`embedding`, `query`, `key`,
+`value`, `out`, `wi`, `wg`, `wo`, `scale`, `unembed`) so `train_step.py` can
+derive every PartitionSpec from the leaf name alone, for the parameters and
+for the optimizer state that mirrors them.
+
+Parameters are float32; matmuls run in the workload's compute dtype
+(`compute_dtype`), softmax and the loss in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from autoscout_jax.local.space import REMAT_POLICIES
+from autoscout_jax.workload import ModelConfig
+
+# Mesh axes the batch dimension is split over (fsdp is data parallel for
+# activations; it differs from `data` only in how parameters are stored).
+BATCH_AXES = ("data", "fsdp")
+
+# fp8 training keeps master weights and most activations in higher precision;
+# locally we run its matmuls in bf16 (no fp8 kernels on CPU).
+_COMPUTE_DTYPES = {"fp32": jnp.float32, "tf32": jnp.float32, "bf16": jnp.bfloat16,
+                   "fp16": jnp.float16, "fp8": jnp.bfloat16}
+
+_init = nn.initializers.normal(stddev=0.02)
+
+
+def compute_dtype(precision: str) -> Any:
+  try:
+    return _COMPUTE_DTYPES[precision]
+  except KeyError:
+    raise ValueError(f"unknown precision {precision!r}; the local model supports "
+                     f"{sorted(_COMPUTE_DTYPES)}") from None
+
+
+def check_supported(model: ModelConfig) -> None:
+  """Raise one clear error for models this local transformer cannot build."""
+  if model.is_moe:
+    raise ValueError(f"model {model.name!r} is a mixture-of-experts model; the local "
+                     "compile/profile evaluators build dense decoders only")
+  if model.head_dim % 2:
+    raise ValueError(f"model {model.name!r}: head_dim {model.head_dim} must be even "
+                     "(rotary position embedding)")
+
+
+def _constrain(x: jax.Array, mesh: Mesh | None, *spec: Any) -> jax.Array:
+  # Activation layouts pin what GSPMD would otherwise have to guess; without
+  # a mesh (single device, tests of the bare model) they are no-ops.
+  if mesh is None:
+    return x
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
+
+
+def _rope(x: jax.Array, positions: jax.Array) -> jax.Array:
+  """Rotary position embedding over the last (head) dimension of [B,S,H,D]."""
+  half = x.shape[-1] // 2
+  freqs = 1.0 / (10000.0 ** (jnp.arange(half, dtype=jnp.float32) / half))
+  angles = positions[:, None].astype(jnp.float32) * freqs[None, :]  # [S, half]
+  sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+class RMSNorm(nn.Module):
+  eps: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (y * scale).astype(x.dtype)
+
+
+class Attention(nn.Module):
+  """Causal self-attention with grouped-query heads (num_kv_heads <= num_heads).
+
+  Megatron layout: query/key/value are column-parallel over heads ('tensor'),
+  `out` is row-parallel, so one all-reduce per attention block."""
+
+  cfg: ModelConfig
+  dtype: Any
+  mesh: Mesh | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c, dt = self.cfg, self.dtype
+    d, h, kv, hd = c.hidden_size, c.num_heads, c.kv_heads, c.head_dim
+    wq = self.param("query", _init, (d, h, hd), jnp.float32)
+    wk = self.param("key", _init, (d, kv, hd), jnp.float32)
+    wv = self.param("value", _init, (d, kv, hd), jnp.float32)
+    wo = self.param("out", _init, (h, hd, d), jnp.float32)
+    heads = (BATCH_AXES, None, "tensor", None)
+    q = _constrain(jnp.einsum("bsd,dhk->bshk", x, wq.astype(dt)), self.mesh, *heads)
+    k = _constrain(jnp.einsum("bsd,dhk->bshk", x, wk.astype(dt)), self.mesh, *heads)
+    v = _constrain(jnp.einsum("bsd,dhk->bshk", x, wv.astype(dt)), self.mesh, *heads)
+    b, s = x.shape[:2]
+    positions = jnp.arange(s)
+    q, k = _rope(q, positions), _rope(k, positions)
+    # Group the query heads under their kv head: head h = kv_index * g + j, so
+    # sharding heads over 'tensor' (which divides kv) keeps groups local.
+    q = q.reshape(b, s, kv, h // kv, hd)
+    scores = jnp.einsum("bskgd,btkd->bkgst", q, k).astype(jnp.float32) / jnp.sqrt(float(hd))
+    causal = jnp.tril(jnp.ones((s, s), dtype=bool))
+    scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+    ctx = jnp.einsum("bkgst,btkd->bskgd", probs, v).reshape(b, s, h, hd)
+    out = jnp.einsum("bshk,hkd->bsd", ctx, wo.astype(dt))
+    return _constrain(out, self.mesh, BATCH_AXES, None, None)
+
+
+class Mlp(nn.Module):
+  """`wi` (and `wg` when gated) column-parallel, `wo` row-parallel."""
+
+  cfg: ModelConfig
+  dtype: Any
+  mesh: Mesh | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c, dt = self.cfg, self.dtype
+    d, f = c.hidden_size, c.ffn_hidden_size
+    hidden = (BATCH_AXES, None, "tensor")
+    wi = self.param("wi", _init, (d, f), jnp.float32)
+    act = _constrain(jnp.einsum("bsd,df->bsf", x, wi.astype(dt)), self.mesh, *hidden)
+    if c.gated_mlp:
+      wg = self.param("wg", _init, (d, f), jnp.float32)
+      gate = _constrain(jnp.einsum("bsd,df->bsf", x, wg.astype(dt)), self.mesh, *hidden)
+      act = jax.nn.silu(gate) * act
+    else:
+      act = jax.nn.gelu(act)
+    wo = self.param("wo", _init, (f, d), jnp.float32)
+    return _constrain(jnp.einsum("bsf,fd->bsd", act, wo.astype(dt)), self.mesh,
+                      BATCH_AXES, None, None)
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block. Returns (x, None) so that the same class can
+  be the body of `nn.scan`."""
+
+  cfg: ModelConfig
+  dtype: Any
+  mesh: Mesh | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, _: Any = None) -> tuple[jax.Array, None]:
+    kw = dict(cfg=self.cfg, dtype=self.dtype, mesh=self.mesh)
+    x = x + Attention(**kw, name="attn")(RMSNorm(name="attn_norm")(x))
+    x = x + Mlp(**kw, name="mlp")(RMSNorm(name="mlp_norm")(x))
+    return _constrain(x, self.mesh, BATCH_AXES, None, None), None
+
+
+def _remat_block(policy: str, scanned: bool) -> type[nn.Module]:
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"unknown remat_policy {policy!r}; known: {REMAT_POLICIES}")
+  if policy == "none":
+    return Block
+  # 'full' saves nothing but the block input (jax.checkpoint's default);
+  # dots_saveable keeps matmul outputs and recomputes the cheap elementwise ops.
+  jax_policy = jax.checkpoint_policies.dots_saveable if policy == "dots_saveable" else None
+  # Under scan, the loop boundary already stops XLA from CSE-ing the
+  # recomputation away, so prevent_cse (which costs fusion) is only needed
+  # for the unrolled Python loop.
+  return nn.remat(Block, policy=jax_policy, prevent_cse=not scanned)
+
+
+class Decoder(nn.Module):
+  """tokens int32[B,S] -> logits [B,S,vocab] (compute dtype)."""
+
+  cfg: ModelConfig
+  dtype: Any = jnp.float32
+  remat_policy: str = "none"
+  scan_layers: bool = False
+  scan_unroll: int = 1
+  mesh: Mesh | None = None
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    c, dt = self.cfg, self.dtype
+    embedding = self.param("embedding", _init, (c.vocab_size, c.hidden_size), jnp.float32)
+    # Gather rows from a table that is whole along the width: a gather from an
+    # fsdp-sharded width forces GSPMD into a full rematerialization.
+    table = _constrain(embedding, self.mesh, "tensor", None)
+    x = _constrain(jnp.take(table, tokens, axis=0).astype(dt), self.mesh, BATCH_AXES, None, None)
+    block = _remat_block(self.remat_policy, self.scan_layers)
+    kw = dict(cfg=c, dtype=dt, mesh=self.mesh)
+    if self.scan_layers:
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                      length=c.num_layers, unroll=self.scan_unroll)
+      x, _ = stack(**kw, name="layers")(x, None)
+    else:
+      for i in range(c.num_layers):
+        x, _ = block(**kw, name=f"layers_{i}")(x, None)
+    x = RMSNorm(name="final_norm")(x)
+    if c.tie_embeddings:
+      logits = jnp.einsum("bsd,vd->bsv", x, embedding.astype(dt))
+    else:
+      unembed = self.param("unembed", _init, (c.hidden_size, c.vocab_size), jnp.float32)
+      logits = jnp.einsum("bsd,dv->bsv", x, unembed.astype(dt))
+    return _constrain(logits, self.mesh, BATCH_AXES, None, "tensor")
+
+
+def stack_layers(params: dict[str, Any], num_layers: int) -> dict[str, Any]:
+  """Per-layer params (`layers_0..`) -> the stacked layout of `nn.scan` (`layers`)."""
+  out = {k: v for k, v in params.items() if not k.startswith("layers_")}
+  per_layer = [params[f"layers_{i}"] for i in range(num_layers)]
+  out["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)
+  return out
+
+
+def init_params(cfg: ModelConfig, key: jax.Array, scan_layers: bool = False) -> dict[str, Any]:
+  """Initial parameters, identical for every layout: always initialized per
+  layer and stacked for scan, so scan_layers / remat / mesh do not change the
+  model being trained (the sharded-step tests rely on this)."""
+  params = Decoder(cfg).init(key, jnp.zeros((1, 1), jnp.int32))["params"]
+  params = dict(params)
+  return stack_layers(params, cfg.num_layers) if scan_layers else params

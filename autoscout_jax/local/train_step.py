@@ -1,0 +1,278 @@
+"""The sharded training step of one local-space candidate.
+
+Where it sits: the child process (`local/child.py` via `local/probe.py`)
+calls `build_train_setup(workload, candidate values, devices)` and then
+lowers + compiles the step (F2) or also runs it (F3). Tests call it directly
+to check that every mesh computes the same loss.
+
+Layout: a `Mesh` with axes ('data', 'fsdp', 'tensor'). The batch dimension
+is split over ('data', 'fsdp'). Parameters and optimizer state are sharded
+over 'fsdp' along the model-width dimension and over 'tensor' Megatron-style
+(column-parallel query/key/value and MLP-in, row-parallel attention-out and
+MLP-out, embedding and output layer over the vocabulary). One step = forward +
+backward over `num_microbatches` micro-batches (lax.scan, gradients summed
+in float32) + one AdamW update; params and optimizer state are donated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from autoscout_jax.local.model import (BATCH_AXES, Decoder, check_supported, compute_dtype,
+                                       init_params, stack_layers)
+from autoscout_jax.local.space import REMAT_POLICIES
+from autoscout_jax.local.xla_flags import XLA_FLAG_KNOBS
+from autoscout_jax.workload import Workload
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+# Leaf name -> PartitionSpec of the unstacked parameter (see model.py). A
+# stacked (scan_layers) parameter gets a leading unsharded layer axis.
+_PARAM_RULES: dict[str, tuple[Any, ...]] = {
+    "embedding": ("tensor", "fsdp"),
+    "unembed": ("fsdp", "tensor"),
+    "query": ("fsdp", "tensor", None),
+    "key": ("fsdp", "tensor", None),
+    "value": ("fsdp", "tensor", None),
+    "out": ("tensor", None, "fsdp"),
+    "wi": ("fsdp", "tensor"),
+    "wg": ("fsdp", "tensor"),
+    "wo": ("tensor", "fsdp"),
+    "scale": (None,),
+}
+
+
+class LayoutError(ValueError):
+  """Knob values this model, batch or device set cannot take."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """The program knobs of a local-space candidate."""
+
+  data: int = 1
+  fsdp: int = 1
+  tensor: int = 1
+  num_microbatches: int = 1
+  remat_policy: str = "none"
+  scan_layers: bool = False
+  scan_unroll: int = 1
+
+  @classmethod
+  def from_values(cls, values: Mapping[str, Any]) -> "StepConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    # XLA flag knobs shape the child's runtime (xla_flags.py), not the program.
+    unknown = sorted(set(values) - names - set(XLA_FLAG_KNOBS))
+    if unknown:
+      raise LayoutError(f"unknown knob(s) for the local train step: {unknown}")
+    kw = {k: v for k, v in values.items() if k in names}
+    for k in ("data", "fsdp", "tensor", "num_microbatches", "scan_unroll"):
+      if k in kw:
+        kw[k] = int(kw[k])
+    if "scan_layers" in kw:
+      kw["scan_layers"] = bool(kw["scan_layers"])
+    return cls(**kw)
+
+  @property
+  def num_devices(self) -> int:
+    return self.data * self.fsdp * self.tensor
+
+  def check(self, workload: Workload, num_devices: int) -> None:
+    """One clear error naming the first problem (the space's constraints
+    normally rule these out before a candidate gets here)."""
+    m = workload.model
+    for k in ("data", "fsdp", "tensor", "num_microbatches", "scan_unroll"):
+      if getattr(self, k) < 1:
+        raise LayoutError(f"{k} must be >= 1, got {getattr(self, k)}")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise LayoutError(f"unknown remat_policy {self.remat_policy!r}; known: {REMAT_POLICIES}")
+    if self.num_devices != num_devices:
+      raise LayoutError(f"mesh data*fsdp*tensor = {self.data}*{self.fsdp}*{self.tensor} = "
+                       f"{self.num_devices} but {num_devices} devices are given")
+    for what, size in (("num_heads", m.num_heads), ("kv_heads", m.kv_heads),
+                       ("ffn_hidden_size", m.ffn_hidden_size), ("vocab_size", m.vocab_size)):
+      if size % self.tensor:
+        raise LayoutError(f"tensor={self.tensor} does not divide {what}={size}")
+    if m.hidden_size % self.fsdp:
+      raise LayoutError(f"fsdp={self.fsdp} does not divide hidden_size={m.hidden_size}")
+    split = self.data * self.fsdp * self.num_microbatches
+    if workload.global_batch % split:
+      raise LayoutError(f"global batch {workload.global_batch} is not divisible by "
+                       f"data*fsdp*num_microbatches = {split}")
+
+
+def spec_for(path: Sequence[Any], shape: Sequence[int]) -> PartitionSpec:
+  """PartitionSpec of a parameter or optimizer-state leaf, from its leaf name."""
+  if len(shape) == 0:
+    return PartitionSpec()  # step counters and other scalars
+  names = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
+  name = names[-1] if names else None
+  rule = _PARAM_RULES.get(name)
+  if rule is None:
+    raise ValueError(f"no sharding rule for leaf {jax.tree_util.keystr(tuple(path))} "
+                     f"of shape {tuple(shape)}")
+  if len(shape) == len(rule) + 1:
+    rule = (None,) + rule  # stacked layers
+  elif len(shape) != len(rule):
+    raise ValueError(f"leaf {name!r} has shape {tuple(shape)}; its rule {rule} expects "
+                     f"{len(rule)} dims")
+  return PartitionSpec(*rule)
+
+
+def shardings_for(mesh: Mesh, tree: Any) -> Any:
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: NamedSharding(mesh, spec_for(path, leaf.shape)), tree)
+
+
+def make_mesh(config: StepConfig, devices: Sequence[jax.Device]) -> Mesh:
+  shape = (config.data, config.fsdp, config.tensor)
+  devices = list(devices)[:config.num_devices]
+  try:
+    # Topology-aware placement (tensor on the closest devices) where known.
+    grid = mesh_utils.create_device_mesh(shape, devices)
+  except Exception:  # unknown topologies (CPU virtual devices, odd counts): plain order
+    grid = np.asarray(devices, dtype=object).reshape(shape)
+  return Mesh(grid, MESH_AXES)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+  """Everything needed to lower, compile and run one candidate's step.
+
+  `step(params, opt_state, tokens) -> (params, opt_state, loss)` is jitted
+  with explicit in/out shardings and donates params and opt_state; `tokens`
+  is int32[global_batch, seq_len + 1] (inputs and shifted targets)."""
+
+  workload: Workload
+  config: StepConfig
+  mesh: Mesh
+  model: Decoder
+  step: Any
+  param_shardings: Any
+  opt_shardings: Any
+  batch_sharding: NamedSharding
+  abstract_params: Any
+  abstract_opt_state: Any
+  _init: Any
+  _opt_init: Any
+  _batch: Any
+
+  @property
+  def batch_shape(self) -> tuple[int, int]:
+    return (self.workload.global_batch, self.workload.model.seq_len + 1)
+
+  def init(self, seed: int = 0) -> tuple[Any, Any]:
+    """Sharded (params, opt_state), created on the devices (never gathered)."""
+    return self._init(jax.random.key(seed))
+
+  def place(self, params: Any) -> tuple[Any, Any]:
+    """Put given per-layer parameters (e.g. from `model.init_params`) onto
+    this layout and create a fresh optimizer state for them. Lets several
+    layouts train the very same parameters without recompiling an init."""
+    if self.config.scan_layers and "layers" not in params:
+      params = stack_layers(params, self.workload.model.num_layers)
+    # Copy first: the step donates its parameters, and device_put may reuse
+    # the caller's buffer for one shard; the caller keeps theirs intact.
+    params = jax.device_put(jax.tree.map(jnp.copy, params), self.param_shardings)
+    return params, self._opt_init(params)
+
+  def batch(self, seed: int = 0) -> jax.Array:
+    """Synthetic tokens from a seeded PRNG, sharded over the batch axes."""
+    return self._batch(jax.random.key(seed + 1))
+
+  def abstract_args(self) -> tuple[Any, Any, Any]:
+    def sds(tree, shardings):
+      return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          tree, shardings)
+    tokens = jax.ShapeDtypeStruct(self.batch_shape, jnp.int32, sharding=self.batch_sharding)
+    return (sds(self.abstract_params, self.param_shardings),
+            sds(self.abstract_opt_state, self.opt_shardings), tokens)
+
+  def lower(self) -> Any:
+    """Lower from shapes only: nothing is allocated on the devices."""
+    return self.step.lower(*self.abstract_args())
+
+
+def build_train_setup(workload: Workload, values: Mapping[str, Any], devices: Sequence[jax.Device],
+                      learning_rate: float = 1e-3) -> TrainSetup:
+  m = workload.model
+  check_supported(m)
+  config = StepConfig.from_values(values)
+  config.check(workload, len(devices))
+  mesh = make_mesh(config, devices)
+  model = Decoder(m, dtype=compute_dtype(workload.precision), remat_policy=config.remat_policy,
+                  scan_layers=config.scan_layers, scan_unroll=config.scan_unroll, mesh=mesh)
+  tx = optax.adamw(learning_rate, weight_decay=0.01)
+
+  def init_state(key):
+    params = init_params(m, key, config.scan_layers)
+    return params, tx.init(params)
+
+  abstract_params, abstract_opt = jax.eval_shape(init_state, jax.random.key(0))
+  param_sh = shardings_for(mesh, abstract_params)
+  opt_sh = shardings_for(mesh, abstract_opt)
+  batch_sh = NamedSharding(mesh, PartitionSpec(BATCH_AXES, None))
+  gb, seq = workload.global_batch, m.seq_len
+
+  def loss_fn(params, tokens):
+    logits = model.apply({"params": params}, tokens[:, :-1])
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
+                                                             tokens[:, 1:])
+    return losses.mean()
+
+  grad_fn = jax.value_and_grad(loss_fn)
+  nmb = config.num_microbatches
+
+  def step(params, opt_state, tokens):
+    if nmb == 1:
+      loss, grads = grad_fn(params, tokens)
+    else:
+      # Row b goes to micro-batch b % nmb: every device's contiguous block of
+      # rows splits evenly over the micro-batches, so no data moves.
+      micro = tokens.reshape(gb // nmb, nmb, seq + 1).swapaxes(0, 1)
+      micro = jax.lax.with_sharding_constraint(
+          micro, NamedSharding(mesh, PartitionSpec(None, BATCH_AXES, None)))
+
+      def accumulate(carry, mb_tokens):
+        grad_sum, loss_sum = carry
+        loss, grads = grad_fn(params, mb_tokens)
+        grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+        # Keep the accumulator fsdp-sharded so gradients are reduce-scattered.
+        grad_sum = jax.lax.with_sharding_constraint(grad_sum, param_sh)
+        return (grad_sum, loss_sum + loss), None
+
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      (grad_sum, loss_sum), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)), micro)
+      grads = jax.tree.map(lambda g: g / nmb, grad_sum)
+      loss = loss_sum / nmb
+    grads = jax.lax.with_sharding_constraint(grads, param_sh)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  replicated = NamedSharding(mesh, PartitionSpec())
+  step_jit = jax.jit(step, in_shardings=(param_sh, opt_sh, batch_sh),
+                     out_shardings=(param_sh, opt_sh, replicated), donate_argnums=(0, 1))
+  init_jit = jax.jit(init_state, out_shardings=(param_sh, opt_sh))
+  opt_init_jit = jax.jit(tx.init, out_shardings=opt_sh)
+  batch_jit = jax.jit(lambda key: jax.random.randint(key, (gb, seq + 1), 0, m.vocab_size, jnp.int32),
+                      out_shardings=batch_sh)
+  return TrainSetup(workload=workload, config=config, mesh=mesh, model=model, step=step_jit,
+                    param_shardings=param_sh, opt_shardings=opt_sh, batch_sharding=batch_sh,
+                    abstract_params=abstract_params, abstract_opt_state=abstract_opt,
+                    _init=init_jit, _opt_init=opt_init_jit, _batch=batch_jit)
+
+
+def train_step_and_state(workload: Workload, values: Mapping[str, Any],
+                         devices: Sequence[jax.Device], seed: int = 0) -> tuple[Any, Any, jax.Array]:
+  """(jitted step, (params, opt_state), tokens): the whole thing, ready to run."""
+  setup = build_train_setup(workload, values, devices)
+  return setup.step, setup.init(seed), setup.batch(seed)

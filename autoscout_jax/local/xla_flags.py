@@ -1,0 +1,61 @@
+"""The environment of a local evaluator's child process (jax-free).
+
+Where it sits: `local/evaluators.py` groups a batch of candidates by the
+environment this module derives for them and starts one child process per
+group (`local/runner.py`); XLA reads XLA_FLAGS once, when the child's
+backend starts, so candidates that differ in XLA flag knobs cannot share a
+child.
+
+On the CPU (cluster.platform 'cpu', or 'auto' on a machine without an
+accelerator) the child gets `--xla_force_host_platform_device_count=N`; the
+flag only shapes the host platform, so 'auto' can always set it and still
+use a GPU/TPU where JAX finds one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+# Candidate knob -> XLA flag (GPU flags are parsed, and ignored, on the CPU).
+XLA_FLAG_KNOBS = {
+    "xla_latency_hiding_scheduler": "--xla_gpu_enable_latency_hiding_scheduler",
+    "xla_triton_gemm": "--xla_gpu_enable_triton_gemm",
+}
+
+_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def knob_flags(values: Mapping[str, Any]) -> list[str]:
+  """The XLA flags a candidate's flag knobs ask for, in a stable order."""
+  return [f"{flag}={'true' if bool(values[knob]) else 'false'}"
+          for knob, flag in sorted(XLA_FLAG_KNOBS.items()) if knob in values]
+
+
+def child_env(platform: str, num_devices: int, values: Mapping[str, Any],
+              base: Mapping[str, str] | None = None) -> dict[str, str]:
+  """A copy of `base` (default: this process's environment) with the XLA
+  flags and platform selection for one candidate's child process."""
+  env = dict(os.environ if base is None else base)
+  ours = knob_flags(values)
+  overridden = {f.split("=", 1)[0] for f in ours} | {_DEVICE_COUNT_FLAG}
+  # Inherited flags stay (a user's dump or debug flags) unless we set them.
+  flags = [f for f in env.get("XLA_FLAGS", "").split() if f.split("=", 1)[0] not in overridden]
+  if platform in ("cpu", "auto"):
+    flags.append(f"{_DEVICE_COUNT_FLAG}={int(num_devices)}")
+  flags += ours
+  env["XLA_FLAGS"] = " ".join(flags)
+  if platform == "cpu":
+    env["JAX_PLATFORMS"] = "cpu"
+  else:
+    # 'auto' means what this machine has, however the parent restricted itself
+    # (a search process may pin itself to the CPU to leave the GPU to us).
+    env.pop("JAX_PLATFORMS", None)
+  # The child runs `python -m autoscout_jax.local.child`: make this checkout
+  # importable there even when it is not installed.
+  root = str(Path(__file__).resolve().parents[2])
+  paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+  if root not in paths:
+    env["PYTHONPATH"] = os.pathsep.join([root] + paths)
+  return env
