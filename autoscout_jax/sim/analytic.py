@@ -1,0 +1,199 @@
+"""F0: the analytic simulator (fidelity "analytic"), vectorized over candidates.
+
+Where it sits: the search loop routes "analytic" suggestions to
+`AnalyticEvaluator.evaluate`; it turns candidates of a sim space
+(sim/spaces.py) into PLAN arrays (`candidates_to_arrays`), scores all of them
+in ONE jitted call (`simulate_f0`), and returns one Measurement each.
+`score_space` scores a whole enumerated space (millions of points) the same
+way. The cost model itself lives in sim/costs.py (shared with F1).
+
+    candidates -> table -> PLAN arrays --jit--> {step_time_s, ...}[N] -> Measurements
+
+Outputs per candidate: step_time_s, tokens_per_s, model_tflops_per_device,
+mfu (model FLOPs against the dense bf16 peak), peak_mem_bytes, feasible
+(fits HBM), and the breakdown of step time: compute, recompute, exposed
+tp/cp/ep/pp/dp communication, pipeline bubble, optimizer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.measurement import OOM, INVALID, Measurement, Metrics
+from autoscout_jax.sim import costs, hardware, spaces
+from autoscout_jax.sim.vspace import SimSpace
+from autoscout_jax.space import Candidate
+
+BREAKDOWN = ("compute_s", "recompute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "pp_comm_s", "dp_comm_s",
+             "bubble_s", "optimizer_s")
+
+
+def f0(xp, plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[str, Any],
+       consts: Mapping[str, Any]) -> dict[str, Any]:
+  """The F0 formulas over array module `xp` (jnp under jit, numpy for the
+  per-candidate reference path)."""
+  lc = costs.layer_costs(xp, plan, model, hw, consts)
+  st = costs.step_time(xp, lc, plan, consts)
+  step = st["step_time_s"]
+  n_dev = plan["tp"] * plan["pp"] * plan["cp"] * plan["dp"]
+  tokens = model["gbs"] * model["s"]
+  tflops = lc["model_flops"] / (step * n_dev) / 1e12
+  out = dict(step_time_s=step, tokens_per_s=tokens / step, tokens_per_s_per_device=tokens / step / n_dev,
+             model_tflops_per_device=tflops, mfu=tflops * 1e12 / hw["peak_bf16"],
+             peak_mem_bytes=lc["mem_peak"], feasible=lc["mem_peak"] <= hw["hbm_bytes"],
+             model_flops=lc["model_flops"],
+             layer_s=(lc["fwd_s"] + lc["bwd_s"] + lc["tp_fwd_s"] + lc["tp_bwd_s"] + lc["cp_fwd_s"]
+                      + lc["cp_bwd_s"] + lc["ep_fwd_s"] + lc["ep_bwd_s"]))
+  out.update({k: st[k] for k in BREAKDOWN})
+  return out
+
+
+@jax.jit
+def _f0_jit(plan, model, hw, consts):
+  return f0(jnp, plan, model, hw, consts)
+
+
+def simulate_f0(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[str, Any],
+                consts: costs.SimConstants | Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+  """Scores N candidates in one jitted call. `plan` holds [N] arrays
+  (costs.PLAN_FIELDS); `model`/`hw` hold scalars or [N] arrays
+  (costs.model_scalars, hardware.cluster_scalars). Returns numpy arrays."""
+  consts = _consts(consts)
+  n = int(np.size(plan["tp"]))
+  size = _bucket(n)
+
+  def pad(d):  # [N] arrays padded to the bucket (edge values), scalars kept
+    out = {}
+    for k, v in d.items():
+      v = np.asarray(v, np.float32)
+      out[k] = jnp.asarray(np.pad(v.reshape(-1), (0, size - n), mode="edge") if v.ndim else v)
+    return out
+
+  out = _f0_jit(pad({k: plan[k] for k in costs.PLAN_FIELDS}), pad({k: model[k] for k in costs.MODEL_FIELDS}),
+                pad(hw), pad(consts))
+  return {k: np.broadcast_to(np.asarray(v), (size,))[:n] for k, v in out.items()}
+
+
+def _bucket(n: int) -> int:
+  """Padded batch size: 64, then 8 sizes per power of two (at most 12.5 %
+  padding), so batches of any size reuse a handful of compiled shapes."""
+  if n <= 64:
+    return 64
+  step = 1 << max(n.bit_length() - 4, 0)
+  return -(-n // step) * step
+
+
+def simulate_f0_reference(plan_row: Mapping[str, float], model: Mapping[str, float], hw: Mapping[str, float],
+                          consts: costs.SimConstants | Mapping[str, float] | None = None) -> dict[str, float]:
+  """One candidate in plain numpy float64 (the scalar reference path)."""
+  consts = _consts(consts)
+  f64 = lambda d: {k: np.float64(v) for k, v in d.items()}
+  out = f0(np, f64(plan_row), f64(model), f64(hw), f64(consts))
+  return {k: float(v) for k, v in out.items()}
+
+
+def _consts(consts) -> dict[str, float]:
+  if consts is None:
+    from autoscout_jax.sim.calibration import CALIBRATED
+    consts = CALIBRATED
+  return consts.as_dict() if isinstance(consts, costs.SimConstants) else dict(consts)
+
+
+def candidates_to_arrays(space: SimSpace, candidates: Sequence[Candidate], workload, cluster) -> dict[str, np.ndarray]:
+  """PLAN arrays ([N] float64) of candidates of a sim space."""
+  return spaces.plan_arrays(space, space.table_from_candidates(candidates), workload, cluster)
+
+
+def score_space(space: SimSpace, workload, cluster, consts=None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """Every valid point of a sim space and its F0 outputs: (table, outputs),
+  row-aligned. `space.candidates_from_table(table, idx)` recovers points."""
+  table = space.table()
+  plan = spaces.plan_arrays(space, table, workload, cluster)
+  return table, simulate_f0(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), consts)
+
+
+def space_for(workload, cluster, candidates: Sequence[Candidate]) -> SimSpace:
+  """The sim space the candidates' knob names belong to."""
+  names = set().union(*(c.values for c in candidates)) if candidates else set()
+  if "ici_fsdp" in names:
+    return spaces.jax_mesh_training_space(workload, cluster)
+  return spaces.megatron_training_space(workload, cluster)
+
+
+class AnalyticEvaluator(Evaluator):
+  """F0 over a batch: one jitted call, failures (invalid, OOM) as measurements."""
+
+  fidelity = "analytic"
+
+  def __init__(self, constants: costs.SimConstants | None = None, space: str = "auto"):
+    if space not in ("auto", "megatron", "jax_mesh"):
+      raise ValueError(f"AnalyticEvaluator: space must be auto, megatron or jax_mesh, got {space!r}")
+    self.constants = constants
+    self.space_kind = space
+    self._spaces: dict[tuple[str, str, str], SimSpace] = {}
+
+  def _space(self, workload, cluster, candidates) -> SimSpace:
+    kind = self.space_kind
+    if kind == "auto":
+      kind = "jax_mesh" if any("ici_fsdp" in c for c in candidates) else "megatron"
+    key = (workload.key, cluster.key, kind)
+    if key not in self._spaces:
+      fn = spaces.jax_mesh_training_space if kind == "jax_mesh" else spaces.megatron_training_space
+      self._spaces[key] = fn(workload, cluster)
+    return self._spaces[key]
+
+  def check_fits(self, workload, cluster) -> str | None:
+    """A workload whose training state cannot fit even fully sharded."""
+    if not isinstance(cluster, hardware.Cluster):
+      return f"the analytic simulator needs a sim cluster (autoscout_jax.sim.hardware.Cluster), got {type(cluster).__name__}"
+    from autoscout_jax.sim.catalog import param_count
+    need = param_count(workload.model) * 16.0
+    have = cluster.device.hbm_bytes * cluster.num_devices
+    if need > have:
+      return (f"workload {workload.name!r}: {need / 1e12:.1f} TB of weights, gradients and Adam state exceed the "
+              f"{have / 1e12:.1f} TB of HBM of cluster {cluster.name!r}")
+    return None
+
+  def evaluate(self, workload, cluster, candidates: Sequence[Candidate]) -> list[Measurement]:
+    t0 = time.perf_counter()
+    cands = list(candidates)
+    if not cands:
+      return []
+    space = self._space(workload, cluster, cands)
+    problems = [space.validate(c) for c in cands]
+    ok = [i for i, p in enumerate(problems) if not p]
+    out_arr = {}
+    if ok:
+      plan = candidates_to_arrays(space, [cands[i] for i in ok], workload, cluster)
+      out_arr = simulate_f0(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), self.constants)
+    wall = time.perf_counter() - t0
+    per = wall / len(cands)
+    row = {i: j for j, i in enumerate(ok)}
+    res = []
+    for i, c in enumerate(cands):
+      if problems[i]:
+        metrics = Metrics.failed(INVALID, "; ".join(str(v) for v in problems[i]))
+      else:
+        j = row[i]
+        get = lambda k: float(out_arr[k][j])
+        breakdown = {k: get(k) for k in BREAKDOWN}
+        common = dict(peak_mem_bytes=get("peak_mem_bytes"), breakdown=breakdown,
+                      flops_per_step=get("model_flops") / cluster.num_devices,
+                      extra=dict(model_tflops_per_device=get("model_tflops_per_device")))
+        if bool(out_arr["feasible"][j]):
+          metrics = Metrics(feasible=True, step_time_s=get("step_time_s"), tokens_per_s=get("tokens_per_s"),
+                            mfu=get("mfu"), **common)
+        else:
+          metrics = Metrics.failed(
+              OOM, f"needs {get('peak_mem_bytes') / 2**30:.1f} GiB per device, "
+                   f"{cluster.device.hbm_bytes / 2**30:.1f} GiB available", **common)
+      res.append(Measurement(candidate=c, fidelity=self.fidelity, metrics=metrics, cost_s=per,
+                             workload_key=workload.key, cluster_key=cluster.key, wall_s=per,
+                             provenance=dict(simulator="F0", space=space.name)))
+    return res

@@ -1,0 +1,256 @@
+"""Model and workload catalog for the cluster-scale simulators.
+
+Where it sits: gin (`gin/workloads/sim_*.gin`) binds `make_workload` to build
+a `Workload` (autoscout_jax/workload.py) for a named model and device count;
+the simulator spaces (sim/spaces.py) and evaluators read it; the calibration
+tools look models up by the names published tables use (`find_model`).
+
+Each model has the published architecture and the framework recipe that
+trained it (`Recipe`): the expert default the search is compared against.
+`make_workload` turns a recipe into knob values of the Megatron space or the
+JAX-mesh space for a given device count (data parallelism takes the rest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from autoscout_jax.workload import ModelConfig, Workload
+
+
+def param_count(model: ModelConfig) -> int:
+  """Trainable parameters: attention (GQA-aware), MLP (gated or not), routed
+  + shared experts and router, norms, embedding (+ untied output layer).
+  Biases and learned position embeddings are left out (under 0.1 %)."""
+  h, d = model.hidden_size, model.head_dim
+  mats = 3 if model.gated_mlp else 2
+  attn = h * (model.num_heads * d + 2 * model.kv_heads * d) + model.num_heads * d * h + 2 * h
+  dense = h * model.ffn_hidden_size * mats
+  n_moe = model.num_layers - model.num_dense_layers if model.is_moe else 0
+  fe = model.moe_ffn_hidden_size or model.ffn_hidden_size
+  moe = model.num_experts * h * fe * mats + model.num_shared_experts * h * fe * mats + h * model.num_experts
+  emb = model.vocab_size * h * (1 if model.tie_embeddings else 2)
+  return int(model.num_layers * attn + (model.num_layers - n_moe) * dense + n_moe * moe + emb + h)
+
+
+def active_param_count(model: ModelConfig) -> int:
+  """Parameters one token touches (top-k routed experts only)."""
+  if not model.is_moe:
+    return param_count(model)
+  dense_like = dataclasses.replace(model, num_experts=model.moe_top_k)
+  return param_count(dense_like)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """A framework's published configuration for a model (Megatron vocabulary;
+  `make_workload` maps it onto the JAX-mesh space too)."""
+
+  tp: int = 1
+  pp: int = 1
+  cp: int = 1
+  ep: int = 1
+  vp: int = 1
+  mbs: int = 1
+  global_batch: int = 512
+  recompute: str = "selective"  # none | selective | full
+  sequence_parallel: bool = True
+  distributed_optimizer: bool = True
+  source: str = ""
+
+
+def _gpt(name, L, h, a, recipe, seq=2048, vocab=51200):
+  return (ModelConfig(name=name, num_layers=L, hidden_size=h, num_heads=a, ffn_hidden_size=4 * h,
+                      vocab_size=vocab, seq_len=seq, tie_embeddings=True), recipe)
+
+
+# Narayanan et al. 2021 Table 1 (weak scaling on Selene) with the micro-batch
+# and interleaving of Megatron-LM's sc21/run_table_1.sh: full recompute, no SP.
+_NARAYANAN = "Narayanan 2021 Table 1 + run_table_1.sh"
+_CATALOG: dict[str, tuple[ModelConfig, Recipe]] = dict((n, m) for n, m in (
+    ("gpt_1.7b", _gpt("gpt_1.7b", 24, 2304, 24, Recipe(1, 1, mbs=16, global_batch=512, recompute="full",
+                                                         sequence_parallel=False, source=_NARAYANAN))),
+    ("gpt_3.6b", _gpt("gpt_3.6b", 30, 3072, 32, Recipe(2, 1, mbs=16, global_batch=512, recompute="full",
+                                                         sequence_parallel=False, source=_NARAYANAN))),
+    ("gpt_7.5b", _gpt("gpt_7.5b", 36, 4096, 32, Recipe(4, 1, mbs=16, global_batch=512, recompute="full",
+                                                         sequence_parallel=False, source=_NARAYANAN))),
+    ("gpt_18.4b", _gpt("gpt_18.4b", 40, 6144, 48, Recipe(8, 1, mbs=8, global_batch=1024, recompute="full",
+                                                           sequence_parallel=False, source=_NARAYANAN))),
+    ("gpt_39.1b", _gpt("gpt_39.1b", 48, 8192, 64, Recipe(8, 2, mbs=4, global_batch=1536, recompute="full",
+                                                           sequence_parallel=False, source=_NARAYANAN))),
+    ("gpt_76.1b", _gpt("gpt_76.1b", 60, 10240, 80, Recipe(8, 4, vp=3, mbs=2, global_batch=1792,
+                                                            recompute="full", sequence_parallel=False,
+                                                            source=_NARAYANAN))),
+    ("gpt_145.6b", _gpt("gpt_145.6b", 80, 12288, 96, Recipe(8, 8, vp=2, mbs=2, global_batch=2304,
+                                                              recompute="full", sequence_parallel=False,
+                                                              source=_NARAYANAN))),
+    ("gpt_310.1b", _gpt("gpt_310.1b", 96, 16384, 128, Recipe(8, 16, vp=2, global_batch=2160,
+                                                               recompute="full", sequence_parallel=False,
+                                                               source=_NARAYANAN))),
+    ("gpt_529.6b", _gpt("gpt_529.6b", 105, 20480, 128, Recipe(8, 35, vp=3, global_batch=2520,
+                                                                recompute="full", sequence_parallel=False,
+                                                                source=_NARAYANAN))),
+    ("gpt_1t", _gpt("gpt_1t", 128, 25600, 160, Recipe(8, 64, global_batch=3072, recompute="full",
+                                                        sequence_parallel=False, source=_NARAYANAN))),
+    # GPT-3 175B: Korthikanti et al. 2022 Table 3 (tp 8, pp 8, 4 layers per
+    # virtual stage), selective recompute + SP, GPT-3's 1536-sequence batch.
+    ("gpt3_175b", _gpt("gpt3_175b", 96, 12288, 96, Recipe(8, 8, vp=3, global_batch=1536,
+                                                           source="Korthikanti 2022 Table 3"))),
+    ("gpt_22b", _gpt("gpt_22b", 48, 6144, 64, Recipe(8, 1, mbs=4, global_batch=512,
+                                                     source="Korthikanti 2022 Table 3"))),
+    # NeMo 24.07 performance summary (DGX-H100) GPT-3 rows.
+    ("gpt3_5b", _gpt("gpt3_5b", 24, 4096, 32, Recipe(1, 1, mbs=4, global_batch=2048, source="NeMo 24.07"),
+                     vocab=50304)),
+    ("gpt3_20b", _gpt("gpt3_20b", 44, 6144, 48, Recipe(2, 1, mbs=2, global_batch=256, source="NeMo 24.07"),
+                      vocab=50304)),
+))
+
+
+def _add(model: ModelConfig, recipe: Recipe):
+  _CATALOG[model.name] = (model, recipe)
+
+
+_NEMO = "NeMo 24.07 performance summary"
+_MB = "Megatron-Bridge performance summary (H100)"
+# Llama 2 (Touvron et al. 2023, Table/Appendix dims), NeMo recipes.
+_add(ModelConfig("llama2_7b", 32, 4096, 32, 11008, 32000, 4096, gated_mlp=True), Recipe(1, 1, global_batch=128, source=_NEMO))
+_add(ModelConfig("llama2_13b", 40, 5120, 40, 13824, 32000, 4096, gated_mlp=True),
+     Recipe(1, 4, vp=10, global_batch=128, source=_NEMO))
+_add(ModelConfig("llama2_70b", 80, 8192, 64, 28672, 32000, 4096, num_kv_heads=8, gated_mlp=True),
+     Recipe(4, 4, vp=20, global_batch=128, source=_NEMO))
+# Llama 3 / 3.1 (Dubey et al. 2024 Table 3): GQA with 8 KV heads, 128256 vocab.
+_add(ModelConfig("llama3_8b", 32, 4096, 32, 14336, 128256, 8192, num_kv_heads=8, gated_mlp=True),
+     Recipe(1, 1, cp=2, global_batch=128, source=_NEMO))
+_add(ModelConfig("llama3_70b", 80, 8192, 64, 28672, 128256, 8192, num_kv_heads=8, gated_mlp=True),
+     Recipe(4, 4, cp=2, vp=5, global_batch=128, source=_NEMO))
+_add(ModelConfig("llama3_405b", 126, 16384, 128, 53248, 128256, 8192, num_kv_heads=8, gated_mlp=True),
+     Recipe(8, 8, cp=2, vp=8, global_batch=1536, source=_MB))
+# BLOOM 176B (BigScience 2022): tp 4, pp 12, micro-batch 2, batch 2048.
+_add(ModelConfig("bloom_176b", 70, 14336, 112, 57344, 250880, 2048, tie_embeddings=True),
+     Recipe(4, 12, mbs=2, global_batch=2048, recompute="full", sequence_parallel=False,
+            distributed_optimizer=False, source="BLOOM (ZeRO-1 via DeepSpeed; here no SP)"))
+# Nemotron-4 (NVIDIA 2024): squared-ReLU MLP (not gated), 256k vocab.
+_add(ModelConfig("nemotron_8b", 32, 4096, 32, 16384, 256000, 4096), Recipe(2, 1, mbs=4, global_batch=256, source=_NEMO))
+_add(ModelConfig("nemotron_22b", 40, 6144, 48, 24576, 256000, 4096),
+     Recipe(2, 4, vp=10, mbs=2, global_batch=256, source=_NEMO + " (dims approximate)"))
+_add(ModelConfig("nemotron_340b", 96, 18432, 96, 73728, 256000, 4096, num_kv_heads=8),
+     Recipe(8, 8, vp=12, global_batch=32, source=_NEMO))
+# Mixture of experts.
+_add(ModelConfig("mixtral_8x7b", 32, 4096, 32, 14336, 32000, 4096, num_kv_heads=8, gated_mlp=True,
+                 num_experts=8, moe_top_k=2), Recipe(1, 4, ep=8, vp=8, global_batch=256, source="NeMo Mixtral recipe"))
+_add(ModelConfig("mixtral_8x22b", 56, 6144, 48, 16384, 32768, 4096, num_kv_heads=8, gated_mlp=True,
+                 num_experts=8, moe_top_k=2), Recipe(2, 8, ep=8, global_batch=256, source="NeMo Mixtral recipe"))
+_add(ModelConfig("qwen3_30b_a3b", 48, 2048, 32, 6144, 151936, 4096, num_kv_heads=4, gated_mlp=True,
+                 num_experts=128, moe_top_k=8, moe_ffn_hidden_size=768, kv_channels=128),
+     Recipe(1, 1, ep=8, global_batch=512, source=_MB))
+_add(ModelConfig("qwen3_235b_a22b", 94, 4096, 64, 12288, 151936, 4096, num_kv_heads=4, gated_mlp=True,
+                 num_experts=128, moe_top_k=8, moe_ffn_hidden_size=1536, kv_channels=128),
+     Recipe(2, 8, ep=32, vp=4, global_batch=8192, source=_MB))
+# DeepSeek-V3 (DeepSeek-AI 2024): 3 leading dense layers, 256 routed experts
+# top-8 + 1 shared. Multi-head latent attention is approximated by GQA with
+# 128 heads x 128 dims and 8 KV heads (attention parameters within ~30 %,
+# total within 1 %).
+_add(ModelConfig("deepseek_v3", 61, 7168, 128, 18432, 129280, 4096, num_kv_heads=8, gated_mlp=True,
+                 num_experts=256, moe_top_k=8, moe_ffn_hidden_size=2048, num_shared_experts=1,
+                 num_dense_layers=3, kv_channels=128),
+     Recipe(2, 8, ep=64, vp=4, global_batch=8192, source=_MB))
+# GPT-OSS-120B (OpenAI 2025): 128 experts top-4, 64 heads x 64 dims, 8 KV
+# heads; the alternating 128-token sliding-window layers are modelled as full.
+_add(ModelConfig("gpt_oss_120b", 36, 2880, 64, 2880, 201088, 4096, num_kv_heads=8, gated_mlp=True,
+                 num_experts=128, moe_top_k=4, moe_ffn_hidden_size=2880, kv_channels=64),
+     Recipe(1, 4, ep=8, global_batch=1280, recompute="none", source=_MB))
+
+MODELS = tuple(sorted(_CATALOG))
+
+# Names published tables use, normalized (lower case, alphanumerics only).
+_ALIASES = {
+    "gpt3175b": "gpt3_175b", "gpt3175b1746b": "gpt3_175b", "gpt175bkorthikantitable3": "gpt3_175b",
+    "gpt22bkorthikantitable3": "gpt_22b", "gpt530bkorthikantitable3": "gpt_529.6b",
+    "gpt1tkorthikantitable3": "gpt_1t", "gpt5296bmtnlglike": "gpt_529.6b", "gpt10080b": "gpt_1t",
+    "gpt35b": "gpt3_5b", "gpt320b": "gpt3_20b",
+    "llama27b": "llama2_7b", "llama213b": "llama2_13b", "llama270b": "llama2_70b",
+    "llama38b": "llama3_8b", "llama370b": "llama3_70b", "llama31405b": "llama3_405b",
+    "llama3405b": "llama3_405b", "nemotron8b": "nemotron_8b", "nemotron22b": "nemotron_22b",
+    "nemotron340b": "nemotron_340b", "qwen330ba3b": "qwen3_30b_a3b", "qwen3235ba22b": "qwen3_235b_a22b",
+    "deepseekv3": "deepseek_v3", "gptoss120b": "gpt_oss_120b", "mixtral8x7b": "mixtral_8x7b",
+    "mixtral8x22b": "mixtral_8x22b", "bloom176b": "bloom_176b",
+}
+
+
+def _norm(name: str) -> str:
+  return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def find_model(name: str) -> tuple[ModelConfig, Recipe]:
+  """Catalog entry by catalog name or a published table's name ("LLAMA3.1_405B",
+  "GPT-3 175B (174.6B)", "Qwen3_30B_a3B"). Unknown: ValueError naming it."""
+  if name in _CATALOG:
+    return _CATALOG[name]
+  key = _norm(name)
+  for n in _CATALOG:
+    if _norm(n) == key:
+      return _CATALOG[n]
+  if key in _ALIASES:
+    return _CATALOG[_ALIASES[key]]
+  raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+
+
+def recipe_defaults(model: ModelConfig, recipe: Recipe, num_devices: int, space: str = "megatron",
+                    devices_per_slice: int | None = None) -> dict[str, Any]:
+  """The recipe as knob values of `space` ('megatron' or 'jax_mesh') on
+  `num_devices` devices; data parallelism takes what the recipe leaves."""
+  mp = recipe.tp * recipe.pp * recipe.cp
+  if num_devices % mp:
+    raise ValueError(f"model {model.name!r}: its recipe's tp*pp*cp={mp} does not divide {num_devices} devices")
+  dp = num_devices // mp
+  if space == "megatron":
+    vals: dict[str, Any] = dict(
+        tensor_model_parallel_size=recipe.tp, pipeline_model_parallel_size=recipe.pp,
+        context_parallel_size=recipe.cp, data_parallel_size=dp,
+        use_distributed_optimizer=recipe.distributed_optimizer, micro_batch_size=recipe.mbs,
+        recompute_granularity=recipe.recompute, ddp_bucket_size=40_000_000)
+    if model.is_moe:
+      vals["expert_model_parallel_size"] = recipe.ep
+      vals["expert_tensor_parallel_size"] = 1
+    if recipe.pp > 1:
+      vals["virtual_pipeline_model_parallel_size"] = recipe.vp
+    if recipe.tp > 1:
+      vals["sequence_parallel"] = recipe.sequence_parallel or model.is_moe
+      vals["tp_comm_overlap"] = False
+    if recipe.recompute == "full":
+      vals["recompute_method"] = "uniform"
+      vals["recompute_num_layers"] = 1
+    if recipe.distributed_optimizer:
+      vals["overlap_grad_reduce"] = True
+      vals["overlap_param_gather"] = True
+    return vals
+  if space == "jax_mesh":
+    # MaxText's published recipes: FSDP over every chip of a slice, data
+    # parallelism over DCN between slices, full remat, all overlap flags on.
+    slice_ = devices_per_slice or num_devices
+    if num_devices % slice_:
+      raise ValueError(f"{num_devices} devices is not a whole number of {slice_}-chip slices")
+    return dict(ici_data=1, ici_fsdp=slice_, ici_tensor=1, ici_sequence=1, ici_expert=1, ici_stage=1,
+                dcn_data=num_devices // slice_, dcn_fsdp=1, dcn_stage=1,
+                per_device_batch_size=max(1, recipe.global_batch // num_devices),
+                remat_policy="full", latency_hiding_scheduler=True, async_collectives=True)
+  raise ValueError(f"unknown space {space!r}; known: megatron, jax_mesh")
+
+
+def make_workload(model: str, num_devices: int, global_batch: int | None = None, precision: str = "bf16",
+                  space: str = "megatron", devices_per_slice: int | None = None,
+                  seq_len: int | None = None) -> Workload:
+  """A pre-training workload of a catalog model whose `default` is its
+  framework recipe on `num_devices` devices, in the vocabulary of `space`."""
+  cfg, recipe = find_model(model)
+  if seq_len is not None:
+    cfg = dataclasses.replace(cfg, seq_len=int(seq_len))
+  gb = int(global_batch or recipe.global_batch)
+  recipe = dataclasses.replace(recipe, global_batch=gb)
+  if precision not in ("bf16", "fp16", "fp8"):
+    raise ValueError(f"workload {model!r}: precision must be bf16, fp16 or fp8, got {precision!r}")
+  default = recipe_defaults(cfg, recipe, num_devices, space, devices_per_slice)
+  return Workload(name=f"{cfg.name}_gbs{gb}", model=cfg, global_batch=gb, precision=precision,
+                  default=default)

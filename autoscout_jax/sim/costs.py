@@ -1,0 +1,420 @@
+"""Per-layer cost model shared by the F0 (analytic) and F1 (event) simulators.
+
+Where it sits: `sim/analytic.py` turns candidates into PLAN arrays and calls
+`layer_costs` (then composes a step time); the F1 event simulator calls the
+same `layer_costs` and schedules its outputs micro-batch by micro-batch; the
+calibration (sim/calibration.py) fits the few `SimConstants`.
+
+Every function here is written over an array module `xp` (numpy or
+jax.numpy) and broadcasts: plan, model and hardware values may each be
+scalars or [N] arrays, so one call scores N candidates, or N published runs
+of different models on different clusters, with no Python loop.
+
+Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
+  plan  -- tp, pp, dp (total data-parallel degree, ZeRO/FSDP included),
+           cp, ep, etp (expert tensor parallel), vp (virtual stages per
+           rank, 1 = plain 1F1B), mbs (sequences per micro-batch),
+           num_micro (micro-batches per step per pipeline), sp (0/1),
+           zero (0 replicated, 1 ZeRO-1 = distributed optimizer, 3 ZeRO-3 =
+           FSDP), shard (size of the ZeRO group; dp/shard replicas
+           all-reduce), recompute (0 none, 1 selective = attention core,
+           2 full), rc_frac (fraction of a stage's layers fully recomputed),
+           rc_chunk (layers per recompute chunk), overlap_grad,
+           overlap_param, tp_overlap (0/1), bucket_bytes, tier placement
+           (tp_local, cp_local, ep_local, dp_local, shard_local, rep_local: members of
+           the group on the same node/slice as a given member; pp_inter:
+           1 when adjacent stages talk over the slow tier) and framework
+           bytes per parameter for weights/grads/optimizer (w_bytes,
+           g_bytes, o_bytes), flash (1: fused flash attention; 0: scores
+           materialized in HBM, as Megatron-LM before 2023), xla (1: a JAX/XLA
+           program: static buffers, no allocator fragmentation, and remat
+           recomputes only what the backward needs; 0: PyTorch/Megatron).
+           recompute 3 = save every matmul output, recompute the rest
+           (JAX 'minimal' / dots-saveable remat).
+  model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
+           V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
+           fs (shared-expert FFN total), Ld (leading dense layers), tie,
+           gbs, fp8 (0/1).
+  hw    -- peak_bf16, peak_fp8, hbm_bytes, hbm_bw, intra_bw/lat,
+           inter_bw/lat, node_size, num_devices.
+
+Output of `layer_costs` (the contract F1 consumes), per candidate, seconds
+per device unless noted:
+  layers_per_stage  layers on the busiest stage (all virtual chunks)
+  num_micro, vp, pp micro-batches per step, virtual stages, stages
+  fwd_s, bwd_s      compute of ONE layer for ONE micro-batch (bwd_s
+                    includes recompute), averaged over dense/MoE layers
+  recompute_s       the recompute part of bwd_s
+  tp_fwd_s, tp_bwd_s  exposed TP (all-reduce or SP all-gather/reduce-
+                    scatter) per layer per micro-batch
+  cp_fwd_s, cp_bwd_s, ep_fwd_s, ep_bwd_s  exposed CP ring / EP all-to-all
+  head_fwd_s, head_bwd_s  output layer + loss per micro-batch (last stage)
+  p2p_s             one pipeline send per micro-batch boundary
+  dp_grad_bytes, dp_param_bytes  per device on the busiest stage
+  dp_bw, dp_lat, dp_size         the ZeRO/DP group's tier and size
+  dp_step_s         total DP gradient/parameter collective time per step
+  zero3_mb_s        ZeRO-3 gathers + reduce-scatter per micro-batch
+  optimizer_s       optimizer update per step
+  mem_state, mem_act_layer, mem_first, mem_last, mem_peak, mem_capacity
+                    bytes per device (mem_peak includes the fixed overhead)
+  model_flops       model FLOPs per step, whole cluster (no recompute)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+PLAN_FIELDS = (
+    "tp", "pp", "dp", "cp", "ep", "etp", "vp", "mbs", "num_micro", "sp", "zero", "shard",
+    "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
+    "bucket_bytes", "tp_local", "cp_local", "ep_local", "dp_local", "shard_local", "rep_local", "pp_inter",
+    "w_bytes", "g_bytes", "o_bytes", "flash", "xla")
+
+MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
+                "tie", "gbs", "fp8")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimConstants:
+  """The few global efficiency constants of the cost model. The defaults
+  are datasheet-minded starting points; sim/calibration.py fits the first
+  seven (calibration.CALIBRATED is what the simulators use). All physical:
+  efficiencies in (0, 1], sizes in elements or bytes, times in seconds."""
+
+  gemm_eff: float = 0.80       # fraction of dense peak a large GEMM reaches
+  gemm_knee: float = 128.0     # per-device GEMM min-dimension at which efficiency halves
+  attn_eff: float = 0.55       # fraction of bf16 peak a fused (flash) attention kernel reaches
+  comm_eff: float = 0.75       # fraction of link bandwidth a collective reaches
+  fp8_eff: float = 0.65        # fp8 GEMMs: fraction of the fp8 peak reached relative to bf16
+  moe_eff: float = 0.7         # grouped expert GEMMs relative to dense GEMMs of the same shape
+  launch_s: float = 2e-5       # fixed host/launch time per layer per micro-batch pass (MoE layers: 8x)
+  # fixed from first principles / vendor docs, not fitted:
+  tp_overlap_eff: float = 0.7  # share of TP communication hidden by comm-GEMM overlap
+  overlap_eff: float = 0.9     # share of a compute window that can hide bucketed DP traffic
+  p2p_overlap: float = 0.8     # share of pipeline p2p hidden by the interleaved schedule
+  elem_h_vectors: float = 16.0  # h-sized bf16 vectors read+written per token per layer (norms, residuals)
+  mem_overhead_bytes: float = 0.5 * 2**30  # CUDA/XLA context, comm buffers, workspaces
+  mem_reserve_frac: float = 0.02  # of HBM held by the runtime/allocator reserve
+  mem_frag: float = 0.05       # allocator fragmentation, fraction of the live bytes
+
+  def __post_init__(self):
+    for f in dataclasses.fields(self):
+      v = getattr(self, f.name)
+      if not isinstance(v, (int, float)) or v < 0:
+        raise ValueError(f"SimConstants.{f.name} must be a non-negative number, got {v!r}")
+    for f in ("gemm_eff", "attn_eff", "comm_eff", "fp8_eff", "moe_eff", "tp_overlap_eff", "overlap_eff",
+              "p2p_overlap"):
+      if not 0 < getattr(self, f) <= 1:
+        raise ValueError(f"SimConstants.{f} must be in (0, 1], got {getattr(self, f)!r}")
+
+  def as_dict(self) -> dict[str, float]:
+    return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def model_scalars(workload: Any) -> dict[str, float]:
+  """The model/job numbers of a `Workload` as floats (see module docstring)."""
+  m = workload.model
+  fe = m.moe_ffn_hidden_size or m.ffn_hidden_size
+  prec = str(workload.precision).lower()
+  return dict(
+      L=m.num_layers, h=m.hidden_size, a=m.num_heads, g=m.kv_heads, d=m.head_dim, f=m.ffn_hidden_size,
+      V=m.vocab_size, s=m.seq_len, gated=float(m.gated_mlp), E=m.num_experts, k=m.moe_top_k,
+      fe=fe, fs=m.num_shared_experts * fe, Ld=m.num_dense_layers if m.is_moe else m.num_layers,
+      tie=float(m.tie_embeddings), gbs=workload.global_batch,
+      fp8=float("fp8" in prec or "fp4" in prec))
+
+
+# --- parameter counts -------------------------------------------------------------
+
+
+def layer_params(xp, m: Mapping[str, Any]) -> dict[str, Any]:
+  """Parameters of one attention block, one dense MLP, one MoE MLP (routed
+  experts apart), and the embedding/output matrices."""
+  mats = 2.0 + m["gated"]
+  attn = m["h"] * (m["a"] * m["d"] + 2 * m["g"] * m["d"]) + m["a"] * m["d"] * m["h"] + 2 * m["h"]
+  dense = m["h"] * m["f"] * mats
+  moe_shared = m["h"] * m["fs"] * mats + m["h"] * m["E"]
+  experts = m["E"] * m["h"] * m["fe"] * mats
+  emb = m["V"] * m["h"]
+  return dict(attn=attn, dense=dense, moe_shared=moe_shared, experts=experts, emb=emb, mats=mats)
+
+
+def total_params(xp, m: Mapping[str, Any]) -> Any:
+  p = layer_params(xp, m)
+  n_moe = m["L"] - m["Ld"]
+  return (m["L"] * p["attn"] + m["Ld"] * p["dense"] + n_moe * (p["moe_shared"] + p["experts"])
+          + p["emb"] * (2 - m["tie"]) + m["h"])
+
+
+def model_flops_per_token(xp, m: Mapping[str, Any]) -> Any:
+  """Forward+backward model FLOPs per token (3x forward), no recompute,
+  causal attention counted once (half the s^2 matrix)."""
+  p = layer_params(xp, m)
+  attn_core = 2 * m["s"] * m["a"] * m["d"]
+  active_moe = m["h"] * (m["k"] * m["fe"] + m["fs"]) * p["mats"] + m["h"] * m["E"]
+  n_moe = m["L"] - m["Ld"]
+  fwd = (2 * (m["L"] * (p["attn"] - 2 * m["h"]) + m["Ld"] * p["dense"] + n_moe * active_moe)
+         + m["L"] * attn_core + 2 * m["h"] * m["V"])
+  return 3 * fwd
+
+
+# --- collectives (alpha-beta, ring/tree) -------------------------------------------
+
+
+def _log2(xp, n):
+  return xp.log2(xp.maximum(n, 1.0))
+
+
+def all_reduce_s(xp, n, nbytes, bw, lat):
+  """Ring bandwidth term, tree-like latency term (NCCL picks the better)."""
+  return xp.where(n > 1, 2 * (n - 1) / n * nbytes / bw + 2 * _log2(xp, n) * lat, 0.0)
+
+
+def gather_s(xp, n, nbytes, bw, lat):
+  """All-gather or reduce-scatter of a `nbytes` full buffer."""
+  return xp.where(n > 1, (n - 1) / n * nbytes / bw + _log2(xp, n) * lat, 0.0)
+
+
+def _tier(xp, local, size, hw, c):
+  """(bandwidth, latency) of a group: the slow tier as soon as it leaves
+  the node/slice."""
+  inter = local < size
+  bw = xp.where(inter, hw["inter_bw"], hw["intra_bw"]) * c["comm_eff"]
+  lat = xp.where(inter, hw["inter_lat"], hw["intra_lat"])
+  return bw, lat
+
+
+# --- the contract ---------------------------------------------------------------
+
+
+def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any],
+                c: Mapping[str, Any]) -> dict[str, Any]:
+  """See the module docstring for inputs and outputs."""
+  tp, pp, cp, ep, etp = plan["tp"], plan["pp"], plan["cp"], plan["ep"], plan["etp"]
+  dp, vp, mbs, mic = plan["dp"], plan["vp"], plan["mbs"], plan["num_micro"]
+  sp_div = xp.where(plan["sp"] > 0, tp, 1.0)
+  rc = plan["recompute"]
+  full = xp.where(rc == 2, 1.0, 0.0) * plan["rc_frac"]
+  sel = xp.where(rc == 1, 1.0, 0.0)
+  dots = xp.where(rc == 3, 1.0, 0.0)
+  flash = plan["flash"] > 0
+  h, s, A, KV = m["h"], m["s"], m["a"] * m["d"], 2 * m["g"] * m["d"]
+  mats = 2.0 + m["gated"]
+  is_moe = m["E"] > 0
+  f_moe = xp.where(is_moe, (m["L"] - m["Ld"]) / m["L"], 0.0)
+  T = mbs * s / cp  # tokens per device per micro-batch (before the TP split)
+
+  # --- compute of one layer, forward ---------------------------------------------
+  lin_peak = xp.maximum(hw["peak_bf16"], xp.where(m["fp8"] > 0, hw["peak_fp8"] * c["fp8_eff"], 0.0))
+
+  def gemm(flops, md):
+    md = xp.maximum(md, 1.0)
+    eff = c["gemm_eff"] * md / (md + c["gemm_knee"])
+    return flops / (lin_peak * eff)
+
+  def mn(*xs):
+    out = xs[0]
+    for x in xs[1:]:
+      out = xp.minimum(out, x)
+    return out
+
+  t_qkv = gemm(2 * T * h * (A + KV) / tp, mn(T, h, (A + KV) / tp))
+  t_out = gemm(2 * T * A * h / tp, mn(T, A / tp, h))
+  t_attn_lin = t_qkv + t_out
+  # flash: causal half of the score matrix at the fused kernel's efficiency;
+  # otherwise two batched GEMMs over the full matrix (contraction = head dim)
+  # plus the softmax/mask traffic of the s x s scores through HBM.
+  t_flash = 2 * T * s * A / tp / (hw["peak_bf16"] * c["attn_eff"])
+  t_scores = (4 * T * s * A / tp / (hw["peak_bf16"] * c["gemm_eff"] * m["d"] / (m["d"] + c["gemm_knee"]))
+              + T * s * m["a"] / tp * 11 / hw["hbm_bw"])
+  t_core = xp.where(flash, t_flash, t_scores)
+  t_fc2 = gemm(2 * T * m["f"] * h / tp, mn(T, m["f"] / tp, h))
+  t_dense = gemm(2 * T * h * m["f"] * (mats - 1) / tp, mn(T, h, m["f"] * (mats - 1) / tp)) + t_fc2
+  m_exp = xp.maximum(T * m["k"] * ep * etp / xp.maximum(m["E"] * tp, 1.0), 1.0)  # tokens per local expert
+  t_routed = gemm(2 * T * m["k"] * h * m["fe"] * mats / tp, mn(m_exp, h, m["fe"] / etp)) / c["moe_eff"]
+  t_shared = gemm(2 * T * h * m["fs"] * mats / tp + 2 * T * h * m["E"] / tp, mn(T, h, m["fs"] / tp + m["E"]))
+  t_moe = t_routed + xp.where(m["fs"] + m["E"] > 0, t_shared, 0.0)
+  # memory-bound element-wise work: norms/residuals on h-vectors (replicated
+  # across TP ranks unless SP shards them), activation functions, token
+  # permutation for MoE.
+  elem_bytes = T * 2 * (c["elem_h_vectors"] * h / sp_div + KV / tp
+                        + (1 - f_moe) * mats * m["f"] / tp
+                        + f_moe * (4 * m["k"] * h / sp_div + mats * (m["k"] * m["fe"] + m["fs"]) / tp))
+  t_elem = elem_bytes / hw["hbm_bw"]
+  t_launch = c["launch_s"] * (1 + 7 * f_moe)  # router, sort, permute, grouped GEMM, unpermute
+  fwd = t_attn_lin + t_core + (1 - f_moe) * t_dense + f_moe * t_moe + t_elem + t_launch
+  bwd_base = 2 * (fwd - t_core) + xp.where(flash, 2.5, 2.0) * t_core  # flash backward recomputes the scores
+  # XLA prunes the rematerialized forward to what the backward reads: the
+  # attention out-projection and the dense MLP down-projection only feed
+  # the residual stream, so they are not recomputed
+  pruned = plan["xla"] * (t_out + (1 - f_moe) * t_fc2)
+  recompute = (sel + dots) * t_core + dots * t_elem + full * (fwd - pruned)
+  bwd = bwd_base + recompute
+
+  # --- output layer + loss (last stage), per micro-batch ----------------------------
+  head_fwd = gemm(2 * T * h * m["V"] / tp, mn(T, h, m["V"] / tp)) + T * m["V"] / tp * 6 / hw["hbm_bw"]
+  head_bwd = 2 * head_fwd
+
+  # --- TP, CP, EP communication per layer per micro-batch --------------------------
+  bw_tp, lat_tp = _tier(xp, plan["tp_local"], tp, hw, c)
+  tp_one = all_reduce_s(xp, tp, T * h * 2, bw_tp, lat_tp)  # one AR == one AG + one RS
+  tp_hide = 1 - plan["tp_overlap"] * c["tp_overlap_eff"]
+  tp_fwd = 2 * tp_one * tp_hide
+  tp_bwd = (2 + 2 * full) * tp_one * tp_hide  # full recompute repeats the forward's collectives
+
+  bw_cp, lat_cp = _tier(xp, plan["cp_local"], cp, hw, c)
+  cp_bytes = (cp - 1) * T * KV * 2 / tp
+  cp_t = xp.where(cp > 1, cp_bytes / bw_cp + (cp - 1) * lat_cp, 0.0)
+  cp_fwd = xp.maximum(cp_t - t_core, 0.0)
+  cp_bwd = xp.maximum(2 * cp_t - 2.5 * t_core, 0.0) + full * cp_fwd
+
+  # all-to-all dispatch/combine. Inside a node each token goes to each of
+  # its k experts' ranks; across nodes a node-deduplicating dispatcher
+  # (DeepEP / HybridEP style) sends it once per remote node it needs.
+  ep_local = xp.minimum(plan["ep_local"], ep)
+  ep_nodes = xp.maximum(ep / xp.maximum(ep_local, 1.0), 1.0)
+  tok_bytes = T * h * 2 / sp_div
+  local_bytes = tok_bytes * m["k"] * (ep_local - 1) / xp.maximum(ep, 1.0)
+  remote_bytes = tok_bytes * (ep_nodes - 1) * (1 - (1 - 1 / ep_nodes) ** m["k"])
+  a2a = xp.where(ep > 1, xp.maximum(remote_bytes / (hw["inter_bw"] * c["comm_eff"]),
+                                    local_bytes / (hw["intra_bw"] * c["comm_eff"]))
+                 + _log2(xp, ep) * xp.where(ep_nodes > 1, hw["inter_lat"], hw["intra_lat"]), 0.0)
+  ep_fwd = 2 * a2a * f_moe
+  ep_bwd = (2 + 2 * full) * a2a * f_moe
+
+  # --- pipeline --------------------------------------------------------------------
+  layers_stage = xp.ceil(m["L"] / (pp * vp)) * vp
+  p2p_bytes = T * h * 2 / sp_div
+  p2p_bw = xp.where(plan["pp_inter"] > 0, hw["inter_bw"], hw["intra_bw"]) * c["comm_eff"]
+  p2p_lat = xp.where(plan["pp_inter"] > 0, hw["inter_lat"], hw["intra_lat"])
+  p2p = xp.where(pp > 1, p2p_lat + p2p_bytes / p2p_bw, 0.0)
+
+  # --- parameters and state per device (busiest = first stage) ---------------------
+  p = layer_params(xp, m)
+  dense_layer = (p["attn"] + (1 - f_moe) * p["dense"] + f_moe * p["moe_shared"]) / tp
+  expert_layer = f_moe * p["experts"] / (ep * etp)
+  emb_dev = p["emb"] / tp
+  out_dev = xp.where(m["tie"] > 0, 0.0, p["emb"] / tp)
+  P_dense_first = layers_stage * dense_layer + emb_dev + xp.where(pp > 1, 0.0, out_dev)
+  P_dense_last = layers_stage * dense_layer + out_dev + xp.where(pp > 1, 0.0, emb_dev)
+  P_exp = layers_stage * expert_layer
+  zero, shard = plan["zero"], xp.maximum(plan["shard"], 1.0)
+  dpg = dp * cp  # context-parallel ranks hold the same weights: gradients sync over dp x cp
+  edp = xp.maximum(tp * cp * dp / (ep * etp), 1.0)  # expert data-parallel group
+  e_shard = xp.where(zero > 0, xp.minimum(shard, edp), 1.0)
+  # fp8 runs keep fp8 model weights (Transformer Engine fp8 params, 1 byte)
+  # while master weights, gradients and Adam moments keep their precision.
+  wb = xp.where((m["fp8"] > 0) & (plan["w_bytes"] <= 2), 1.0, plan["w_bytes"])
+  gb, ob = plan["g_bytes"], plan["o_bytes"]
+
+  def state_bytes(P, sh):
+    per = xp.where(zero == 3, (wb + gb + ob) / sh, xp.where(zero == 1, wb + gb + ob / sh, wb + gb + ob))
+    return P * per
+
+  zero3_work = xp.where(zero == 3, (dense_layer + expert_layer) * 2, 0.0)  # one gathered layer, bf16
+  state_first = state_bytes(P_dense_first, shard) + state_bytes(P_exp, e_shard) + zero3_work
+  state_last = state_bytes(P_dense_last, shard) + state_bytes(P_exp, e_shard) + zero3_work
+
+  # --- activations (Korthikanti et al. 2022, with flash attention and no dropout) ---
+  # GEMM inputs are saved in the GEMM precision (1 byte under fp8), the rest in bf16
+  gin = 2 - m["fp8"]
+  tok_attn = 2 * h / sp_div + gin * h / sp_div + 2 * (A + KV) / tp + gin * A / tp + 4 * m["a"] / tp
+  tok_dense = 2 * h / sp_div + gin * h / sp_div + 2 * (mats - 1) * m["f"] / tp + gin * m["f"] / tp
+  tok_moe = (2 * h / sp_div + gin * m["k"] * h / sp_div
+             + (m["k"] * m["fe"] + m["fs"]) * (2 * (mats - 1) + gin) / tp)
+  tok_scores = xp.where(flash, 0.0, 5 * m["a"] * s / tp)  # scores, softmax, dropout mask
+  tok_full = tok_attn + (1 - f_moe) * tok_dense + f_moe * tok_moe + tok_scores
+  # selective drops the core-attention output (and any materialized scores);
+  # 'dots' keeps the layer input and the matmul outputs the backward needs:
+  # q/k/v, attention out-projection, MLP up/gate (the last matmul's output
+  # only feeds the next layer's input, which is kept anyway)
+  tok_dots = 2 * ((A + KV) / tp + 2 * h / sp_div + (1 - f_moe) * (mats - 1) * m["f"] / tp
+                  + f_moe * ((m["k"] * m["fe"] + m["fs"]) * (mats - 1) / tp + m["k"] * h / sp_div))
+  tok_sel = xp.where(rc == 3, tok_dots, tok_full - sel * (2 * A / tp + tok_scores))
+  tok_ckpt = 2 * h / sp_div  # a fully recomputed layer keeps only its input
+  act_layer = T * tok_sel  # bytes per layer per micro-batch when nothing is recomputed
+  frac = xp.where(rc == 2, plan["rc_frac"], 0.0)
+  chunk = xp.maximum(plan["rc_chunk"], 1.0)
+  per_layer_stored = T * ((1 - frac) * tok_sel + frac * tok_ckpt / chunk)
+  work = xp.where(rc == 2, chunk * T * tok_full, 0.0)  # one chunk live during its recompute
+  interleave = xp.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0)
+  inflight = xp.where(pp > 1, xp.minimum(mic, pp) * interleave, 1.0)
+  act_first = layers_stage * per_layer_stored * inflight + work + T * 2 * h / sp_div * inflight
+  logits = T * m["V"] / tp * 4  # fp32 logits of one micro-batch (the loss gradient reuses them)
+  act_last = layers_stage * per_layer_stored + work + logits
+  live_first = state_first + act_first + xp.where(pp > 1, 0.0, logits)
+  live_last = state_last + act_last
+  over = c["mem_overhead_bytes"] + c["mem_reserve_frac"] * hw["hbm_bytes"]
+  frag = 1 + c["mem_frag"] * (1 - plan["xla"])
+  mem_first = live_first * frag + over
+  mem_last = live_last * frag + over
+  mem_peak = xp.maximum(mem_first, xp.where(pp > 1, mem_last, 0.0))
+
+  # --- data parallel: gradients and parameters ------------------------------------
+  rep = xp.maximum(dpg / shard, 1.0)
+  bw_sh, lat_sh = _tier(xp, plan["shard_local"], shard, hw, c)
+  bw_rep, lat_rep = _tier(xp, plan["rep_local"], rep, hw, c)
+  bw_dp, lat_dp = _tier(xp, plan["dp_local"], dpg, hw, c)
+  grad_bytes = (P_dense_first + P_exp) * gb
+  param_bytes = (P_dense_first + P_exp) * xp.minimum(wb, 2.0)  # gathers move bf16 (or fp8) weights
+  dg_bytes, ep_grad_bytes = P_dense_first * gb, P_exp * gb
+  ar_plain = (all_reduce_s(xp, dpg, dg_bytes, bw_dp, lat_dp)
+              + all_reduce_s(xp, edp, ep_grad_bytes, bw_dp, lat_dp))
+  zero1_rs = gather_s(xp, shard, dg_bytes, bw_sh, lat_sh) + gather_s(xp, e_shard, ep_grad_bytes, bw_sh, lat_sh)
+  gather_b = xp.minimum(wb, 2.0)  # gathers move model-precision weights (fp8 params: 1 byte)
+  zero1_ag = (gather_s(xp, shard, P_dense_first * gather_b, bw_sh, lat_sh)
+              + gather_s(xp, e_shard, P_exp * gather_b, bw_sh, lat_sh))
+  rep_ar = all_reduce_s(xp, rep, grad_bytes / shard, bw_rep, lat_rep)
+  grad_t = xp.where(zero == 0, ar_plain, zero1_rs + rep_ar)
+  param_t = xp.where(zero == 1, zero1_ag, 0.0)
+  zero3_mb = xp.where(zero == 3, 2 * gather_s(xp, shard, param_bytes, bw_sh, lat_sh)
+                      + gather_s(xp, shard, grad_bytes, bw_sh, lat_sh), 0.0)
+  grad_t = xp.where(zero == 3, rep_ar, grad_t)
+  local_opt = xp.where(zero > 0, (P_dense_first / shard + P_exp / e_shard), P_dense_first + P_exp)
+  optimizer = local_opt * (2 * ob + gb + 2 * wb) / hw["hbm_bw"]
+
+  return dict(
+      layers_per_stage=layers_stage, num_micro=mic, vp=vp, pp=pp,
+      fwd_s=fwd, bwd_s=bwd, recompute_s=recompute,
+      tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, cp_fwd_s=cp_fwd, cp_bwd_s=cp_bwd, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd,
+      head_fwd_s=head_fwd, head_bwd_s=head_bwd, p2p_s=p2p,
+      dp_grad_bytes=grad_bytes, dp_param_bytes=param_bytes, dp_bw=xp.where(zero == 0, bw_dp, bw_sh),
+      dp_lat=xp.where(zero == 0, lat_dp, lat_sh), dp_size=dpg,
+      dp_grad_s=grad_t, dp_param_s=param_t, dp_step_s=grad_t + param_t, zero3_mb_s=zero3_mb,
+      optimizer_s=optimizer,
+      mem_state=state_first, mem_act_layer=act_layer, mem_first=mem_first, mem_last=mem_last,
+      mem_peak=mem_peak, mem_capacity=hw["hbm_bytes"] + 0 * mem_peak,
+      model_flops=model_flops_per_token(xp, m) * m["gbs"] * m["s"])
+
+
+def step_time(xp, lc: Mapping[str, Any], plan: Mapping[str, Any], c: Mapping[str, Any]) -> dict[str, Any]:
+  """F0's composition of `layer_costs` into one training step: 1F1B /
+  interleaved pipeline with its bubble, exposed communication by knob, the
+  optimizer. Returns step time and its breakdown (seconds)."""
+  n_l = lc["layers_per_stage"]
+  mic, vp, pp = lc["num_micro"], lc["vp"], lc["pp"]
+  comp = n_l * (lc["fwd_s"] + lc["bwd_s"] - lc["recompute_s"]) + lc["head_fwd_s"] + lc["head_bwd_s"]
+  rec = n_l * lc["recompute_s"]
+  tp = n_l * (lc["tp_fwd_s"] + lc["tp_bwd_s"])
+  cp = n_l * (lc["cp_fwd_s"] + lc["cp_bwd_s"])
+  ep = n_l * (lc["ep_fwd_s"] + lc["ep_bwd_s"])
+  per_mb = comp + rec + tp + cp + ep
+  bubble_mb = (pp - 1) / vp
+  p2p_hidden = xp.where(vp > 1, c["p2p_overlap"], 0.0)
+  p2p = xp.where(pp > 1, 2 * (mic * vp + pp - 1) * lc["p2p_s"] * (1 - p2p_hidden), 0.0)
+  # ZeRO-3 gathers of the next layer overlap this layer's compute (prefetch)
+  z3_window = xp.where(plan["overlap_param"] > 0, c["overlap_eff"] * (comp + rec), 0.0)
+  z3 = mic * xp.maximum(lc["zero3_mb_s"] - z3_window, 0.0)
+  bwd_window = c["overlap_eff"] * n_l * lc["bwd_s"]
+  fwd_window = c["overlap_eff"] * n_l * lc["fwd_s"]
+  bucket_t = plan["bucket_bytes"] / xp.maximum(lc["dp_grad_bytes"], 1.0) * lc["dp_grad_s"]
+  dp_grad = xp.where(plan["overlap_grad"] > 0,
+                     xp.maximum(lc["dp_grad_s"] - bwd_window, xp.minimum(bucket_t, lc["dp_grad_s"])),
+                     lc["dp_grad_s"])
+  dp_param = xp.where(plan["overlap_param"] > 0, xp.maximum(lc["dp_param_s"] - fwd_window, 0.0),
+                      lc["dp_param_s"])
+  total = ((mic + bubble_mb) * per_mb + p2p + z3 + dp_grad + dp_param + lc["optimizer_s"])
+  return dict(step_time_s=total, compute_s=mic * comp, recompute_s=mic * rec, tp_comm_s=mic * tp,
+              cp_comm_s=mic * cp, ep_comm_s=mic * ep, bubble_s=bubble_mb * per_mb, pp_comm_s=p2p,
+              dp_comm_s=dp_grad + dp_param + z3, optimizer_s=lc["optimizer_s"])

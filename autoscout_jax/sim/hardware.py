@@ -1,0 +1,295 @@
+"""Hardware catalog: accelerators, interconnect tiers, and simulated clusters.
+
+Where it sits: gin (`gin/clusters/*.gin`) binds `make_cluster` to build a
+`Cluster`; the simulator spaces (sim/spaces.py) read its device count and
+node/slice size, and the simulators (sim/costs.py, sim/analytic.py, F1) read
+its peak FLOP/s, HBM and per-tier link bandwidth/latency through
+`cluster_scalars`. The calibration tools look systems up by the names the
+published-runs CSV writes (`system_for_hardware_name`).
+
+All numbers are per device, dense (no structured sparsity), from vendor
+datasheets unless marked "approximate". Bandwidths are bytes/s in ONE
+direction per device: NVLink 600 GB/s bidirectional is 300e9 here, an
+8x200 Gb/s HDR node gives each GPU one 200 Gb/s NIC = 25e9. Inter-node
+bandwidth is a property of the system/cluster, never a global constant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+
+GB = 1e9
+GIB = 2**30
+TFLOP = 1e12
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSpec:
+  """One accelerator. `peak_flops` maps a precision ('bf16', 'fp16', 'fp8')
+  to dense FLOP/s; a precision a device lacks is absent."""
+
+  name: str
+  peak_bf16: float
+  peak_fp8: float | None
+  hbm_bytes: float
+  hbm_bw: float
+  platform: str  # gpu | tpu
+
+  def __post_init__(self):
+    for f in ("peak_bf16", "hbm_bytes", "hbm_bw"):
+      v = getattr(self, f)
+      if not isinstance(v, (int, float)) or not v > 0:
+        raise ValueError(f"device {self.name!r}: {f} must be positive, got {v!r}")
+    if self.peak_fp8 is not None and not self.peak_fp8 > 0:
+      raise ValueError(f"device {self.name!r}: peak_fp8 must be positive or None, got {self.peak_fp8!r}")
+    if self.platform not in ("gpu", "tpu"):
+      raise ValueError(f"device {self.name!r}: platform must be gpu or tpu, got {self.platform!r}")
+
+  def peak(self, precision: str) -> float:
+    """Dense peak for a precision name; fp8 falls back to bf16 where the
+    device has no fp8 units (A100, TPU v4/v5p: the GEMMs run in bf16)."""
+    if _is_fp8(precision) and self.peak_fp8:
+      return self.peak_fp8
+    return self.peak_bf16
+
+
+def _is_fp8(precision: str) -> bool:
+  p = precision.lower()
+  return "fp8" in p or "fp4" in p
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+  """One interconnect tier: bandwidth per device, one direction (bytes/s),
+  and the latency of one collective step (s)."""
+
+  name: str
+  bw: float
+  latency: float
+
+  def __post_init__(self):
+    if not self.bw > 0 or not self.latency >= 0:
+      raise ValueError(f"link {self.name!r}: bandwidth must be positive and latency non-negative, "
+                       f"got bw={self.bw!r} latency={self.latency!r}")
+
+
+# --- devices (datasheets) -----------------------------------------------------
+# NVIDIA A100 datasheet (2021): 312 TF dense bf16/fp16; 40 GB HBM2 1555 GB/s,
+# 80 GB HBM2e 2039 GB/s; NVLink3 600 GB/s bidirectional.
+# NVIDIA H100 SXM datasheet: 989 TF bf16, 1979 TF fp8 (dense); 80 GB HBM3
+# 3.35 TB/s; NVLink4 900 GB/s bidirectional. H200: same compute, 141 GB, 4.8 TB/s.
+# DGX/HGX B200 (2024): 2.25 PF bf16, 4.5 PF fp8 dense per GPU; 180 GB usable
+# HBM3e 8 TB/s; NVLink5 1.8 TB/s bidirectional. B300 (Blackwell Ultra, HGX
+# B300 datasheet, approximate): bf16/fp8 as B200, 288 GB HBM3e 8 TB/s.
+# GB200/GB300 NVL72 rack datasheets: 2.5 PF bf16 / 5 PF fp8 dense per GPU;
+# 186 GB (GB200) / 288 GB (GB300) HBM3e at 8 TB/s; 72 GPUs per NVLink domain.
+# Google Cloud TPU system-architecture pages: v4 275 TF bf16, 32 GiB 1.2 TB/s;
+# v5e 197 TF, 16 GiB 819 GB/s; v5p 459 TF, 95 GiB 2.765 TB/s; v6e (Trillium)
+# 918 TF, 32 GiB 1.64 TB/s. ICI per chip (bidirectional, all links): v4
+# 2400 Gb/s, v5e 1600 Gb/s, v5p 4800 Gb/s, v6e 3584 Gb/s.
+DEVICES: dict[str, DeviceSpec] = {d.name: d for d in (
+    DeviceSpec("a100_40gb", 312 * TFLOP, None, 40 * GIB, 1555 * GB, "gpu"),
+    DeviceSpec("a100_80gb", 312 * TFLOP, None, 80 * GIB, 2039 * GB, "gpu"),
+    DeviceSpec("h100_sxm", 989.4 * TFLOP, 1978.9 * TFLOP, 80 * GIB, 3350 * GB, "gpu"),
+    DeviceSpec("h200", 989.4 * TFLOP, 1978.9 * TFLOP, 141 * GB, 4800 * GB, "gpu"),
+    DeviceSpec("b200", 2250 * TFLOP, 4500 * TFLOP, 180 * GB, 8000 * GB, "gpu"),
+    DeviceSpec("b300", 2250 * TFLOP, 4500 * TFLOP, 288 * GB, 8000 * GB, "gpu"),
+    DeviceSpec("gb200", 2500 * TFLOP, 5000 * TFLOP, 186 * GB, 8000 * GB, "gpu"),
+    DeviceSpec("gb300", 2500 * TFLOP, 5000 * TFLOP, 288 * GB, 8000 * GB, "gpu"),
+    DeviceSpec("tpu_v4", 275 * TFLOP, None, 32 * GIB, 1228 * GB, "tpu"),
+    DeviceSpec("tpu_v5e", 197 * TFLOP, None, 16 * GIB, 819 * GB, "tpu"),
+    DeviceSpec("tpu_v5p", 459 * TFLOP, None, 95 * GIB, 2765 * GB, "tpu"),
+    DeviceSpec("tpu_v6e", 918 * TFLOP, None, 32 * GIB, 1640 * GB, "tpu"),
+)}
+
+# --- interconnect tiers ---------------------------------------------------------
+LINKS: dict[str, Link] = {l.name: l for l in (
+    Link("nvlink3", 300 * GB, 5e-6),          # A100 NVSwitch
+    Link("nvlink4", 450 * GB, 5e-6),          # H100/H200 NVSwitch
+    Link("nvlink5", 900 * GB, 5e-6),          # B200/B300/GB200/GB300 (NVL72 too)
+    Link("ib_hdr_200", 25 * GB, 12e-6),       # one 200 Gb/s HDR NIC per GPU (Selene)
+    Link("ib_ndr_400", 50 * GB, 12e-6),       # one 400 Gb/s NDR NIC per GPU (DGX H100/B200)
+    Link("ib_xdr_800", 100 * GB, 12e-6),      # ConnectX-8 800 Gb/s per GPU (GB300)
+    Link("gcp_tcpx", 12.5 * GB, 25e-6),       # GCP A3: 4x200 Gb/s per 8-GPU VM
+    Link("ici_v4", 150 * GB, 5e-6),
+    Link("ici_v5e", 100 * GB, 5e-6),
+    Link("ici_v5p", 300 * GB, 5e-6),
+    Link("ici_v6e", 224 * GB, 5e-6),
+    # DCN between TPU slices: approximate, not a datasheet number (Google
+    # publishes per-host NIC speeds; a v5p/v6e host carries 4 chips on
+    # 2x100-200 Gb/s). Multi-slice jobs are calibrated against MaxText runs.
+    Link("dcn_v4", 6.25 * GB, 30e-6),
+    Link("dcn_v5e", 6.25 * GB, 30e-6),
+    Link("dcn_v5p", 12.5 * GB, 30e-6),
+    Link("dcn_v6e", 12.5 * GB, 30e-6),
+)}
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+  """A building block of clusters: a device, how many share the fast tier
+  (NVLink node/NVL72 rack, TPU slice), and the fast and slow tiers."""
+
+  name: str
+  device: str
+  devices_per_node: int
+  intra: str
+  inter: str
+  aliases: tuple[str, ...] = ()
+
+
+SYSTEMS: dict[str, System] = {s.name: s for s in (
+    System("dgx_a100_40gb", "a100_40gb", 8, "nvlink3", "ib_hdr_200", ("a100-sxm4-40gb", "a100 40gb")),
+    System("dgx_a100_80gb", "a100_80gb", 8, "nvlink3", "ib_hdr_200",
+           ("a100-sxm4-80gb", "a100 80gb", "selene")),
+    System("dgx_h100", "h100_sxm", 8, "nvlink4", "ib_ndr_400", ("dgx-h100", "h100 sxm", "h100 80gb")),
+    System("gcp_a3_h100", "h100_sxm", 8, "nvlink4", "gcp_tcpx", ("gcp a3", "a3,", "gpudirect-tcpx")),
+    System("dgx_h200", "h200", 8, "nvlink4", "ib_ndr_400", ("h200",)),
+    System("dgx_b200", "b200", 8, "nvlink5", "ib_ndr_400", ("dgx-b200", "b200")),
+    System("dgx_b300", "b300", 8, "nvlink5", "ib_xdr_800", ("dgx-b300", "b300")),
+    System("gb200_nvl72", "gb200", 72, "nvlink5", "ib_ndr_400", ("gb200",)),
+    System("gb300_nvl72", "gb300", 72, "nvlink5", "ib_xdr_800", ("gb300",)),
+    System("tpu_v4", "tpu_v4", 0, "ici_v4", "dcn_v4", ("tpu v4",)),
+    System("tpu_v5e", "tpu_v5e", 0, "ici_v5e", "dcn_v5e", ("tpu v5e", "tpu v5 lite")),
+    System("tpu_v5p", "tpu_v5p", 0, "ici_v5p", "dcn_v5p", ("tpu v5p",)),
+    System("tpu_v6e", "tpu_v6e", 0, "ici_v6e", "dcn_v6e", ("tpu v6e", "trillium")),
+)}
+# devices_per_node == 0: a TPU system, whose "node" is the slice the cluster
+# is built with (make_cluster's devices_per_node argument).
+
+
+def _digest(obj) -> str:
+  blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+  return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  """A simulated cluster. `devices_per_node` is the size of the fast domain
+  (8-GPU NVLink node, 72-GPU NVL72 rack, chips per TPU slice); `intra` and
+  `inter` are the tiers inside and between domains."""
+
+  name: str
+  device: DeviceSpec
+  num_devices: int
+  devices_per_node: int
+  intra: Link
+  inter: Link
+  torus: tuple[int, ...] = ()  # TPU slice ICI torus shape (chips per axis); () for GPUs
+
+  def __post_init__(self):
+    if not isinstance(self.num_devices, int) or self.num_devices <= 0:
+      raise ValueError(f"cluster {self.name!r}: num_devices must be a positive integer, got {self.num_devices!r}")
+    if not isinstance(self.devices_per_node, int) or self.devices_per_node <= 0:
+      raise ValueError(f"cluster {self.name!r}: devices_per_node must be a positive integer, "
+                       f"got {self.devices_per_node!r}")
+    if self.num_devices > self.devices_per_node and self.num_devices % self.devices_per_node:
+      raise ValueError(f"cluster {self.name!r}: {self.num_devices} devices is not a whole number of "
+                       f"{self.devices_per_node}-device nodes/slices")
+    if self.torus and math.prod(self.torus) != self.node_size:
+      raise ValueError(f"cluster {self.name!r}: torus {self.torus} does not hold the {self.node_size} chips "
+                       f"of a slice")
+
+  @property
+  def platform(self) -> str:
+    return self.device.platform
+
+  @property
+  def num_nodes(self) -> int:
+    return max(1, self.num_devices // self.devices_per_node)
+
+  @property
+  def node_size(self) -> int:
+    """Devices that share the fast tier (the node, rack or slice)."""
+    return min(self.devices_per_node, self.num_devices)
+
+  @property
+  def memory_bytes_per_device(self) -> float:
+    return self.device.hbm_bytes
+
+  @property
+  def key(self) -> str:
+    return f"{self.name}-{_digest(dataclasses.asdict(self))}"
+
+
+def default_torus(device: str, chips: int) -> tuple[int, ...]:
+  """ICI torus of a TPU slice: 3-D for v4/v5p (near-cubic), 2-D for
+  v5e/v6e (near-square), each axis a power of two where the count allows."""
+  dims = 3 if device in ("tpu_v4", "tpu_v5p") else 2
+  shape = [1] * dims
+  rest, i = chips, 0
+  while rest % 2 == 0 and rest > 1:
+    shape[i % dims] *= 2
+    rest //= 2
+    i += 1
+  shape[0] *= rest
+  return tuple(sorted(shape))
+
+
+def make_cluster(system: str, num_devices: int, devices_per_node: int | None = None,
+                 inter_bw: float | None = None, inter_latency: float | None = None,
+                 name: str | None = None, torus: tuple[int, ...] | None = None) -> Cluster:
+  """A cluster of `num_devices` devices of a catalog system. For TPU
+  systems `devices_per_node` is the slice size (chips per slice; default:
+  one slice of every device; `torus` its ICI shape, default near-cubic).
+  `inter_bw`/`inter_latency` override the system's inter-node/DCN tier for
+  this cluster (bytes/s per device, s)."""
+  if system not in SYSTEMS:
+    raise ValueError(f"unknown system {system!r}; known: {', '.join(sorted(SYSTEMS))}")
+  sysm = SYSTEMS[system]
+  dpn = devices_per_node or sysm.devices_per_node or num_devices
+  if sysm.devices_per_node and devices_per_node and devices_per_node > sysm.devices_per_node:
+    raise ValueError(f"system {system!r} has {sysm.devices_per_node} devices per node, "
+                     f"not {devices_per_node}")
+  inter = LINKS[sysm.inter]
+  if inter_bw is not None or inter_latency is not None:
+    inter = Link(inter.name + "*", inter_bw if inter_bw is not None else inter.bw,
+                 inter_latency if inter_latency is not None else inter.latency)
+  dev = DEVICES[sysm.device]
+  if torus is None:
+    torus = default_torus(sysm.device, min(int(dpn), int(num_devices))) if dev.platform == "tpu" else ()
+  return Cluster(name=name or f"{system}_{num_devices}", device=dev, num_devices=int(num_devices),
+                 devices_per_node=int(dpn), intra=LINKS[sysm.intra], inter=inter, torus=tuple(torus))
+
+
+def system_for_hardware_name(hardware: str) -> System:
+  """The catalog system a published run names ("A100-SXM4-80GB (Selene DGX
+  A100)", "H100 80GB (DGX-H100)", "TPU v5p (2x v5p-128)", ...). The system
+  with the most alias hits wins (then the longest alias), so "H100 80GB
+  (GCP A3, ...)" is the A3 system, not a DGX."""
+  text = " " + re.sub(r"\s+", " ", hardware.lower()) + " "
+  best, best_score = None, (0, 0)
+  for s in SYSTEMS.values():
+    hits = [a for a in s.aliases + (s.name,) if a in text]
+    score = (len(hits), max((len(a) for a in hits), default=0))
+    if hits and score > best_score:
+      best, best_score = s, score
+  if best is None:
+    known = sorted({a for s in SYSTEMS.values() for a in s.aliases})
+    raise ValueError(f"unknown hardware name {hardware!r}; known names contain one of: {', '.join(known)}")
+  return best
+
+
+def tpu_chips_from_name(name: str) -> int | None:
+  """Chips in a TPU slice name: v4-N and v5p-N count TensorCores (2 per
+  chip), v5e-N and v6e-N count chips."""
+  m = re.search(r"v(4|5p|5e|6e)-(\d+)", name.lower())
+  if not m:
+    return None
+  n = int(m.group(2))
+  return n // 2 if m.group(1) in ("4", "5p") else n
+
+
+def cluster_scalars(cluster: Cluster) -> dict[str, float]:
+  """The numbers the simulators read, as plain floats (the jit boundary
+  turns them into arrays, so changing cluster does not recompile)."""
+  d = cluster.device
+  return dict(
+      peak_bf16=d.peak_bf16, peak_fp8=d.peak_fp8 or d.peak_bf16, hbm_bytes=d.hbm_bytes, hbm_bw=d.hbm_bw,
+      intra_bw=cluster.intra.bw, intra_lat=cluster.intra.latency,
+      inter_bw=cluster.inter.bw, inter_lat=cluster.inter.latency,
+      node_size=float(cluster.node_size), num_devices=float(cluster.num_devices))

@@ -1,0 +1,255 @@
+"""Published training runs as simulator inputs: one CSV row -> (PLAN, model,
+hardware) numbers, plus the row's published throughput in a common unit.
+
+Where it sits: sim/calibration.py fits the SimConstants on these rows and
+scores fidelities on them; tools/predict_published.py writes predictions for
+any CSV with the same columns (shared/calibration/published_points.csv and
+its README define them). A row the simulators cannot model raises
+`Unsupported` with the reason; callers report it, never drop it.
+
+Conventions honoured (see the CSV's README): `dp` is the total
+data-parallel degree (ZeRO/FSDP included, EP folded in for MoE); TPU rows put
+slices in `num_nodes` and chips per slice in `devices_per_node`; TFLOP/s
+definitions differ by source, so published throughput is converted to tokens
+per second per device with the source's own FLOP count (`published_tokens_per_s`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from autoscout_jax.sim import costs, hardware, spaces
+from autoscout_jax.sim.catalog import find_model
+
+PRED_COLUMNS = ("pred_step_time_s", "pred_tokens_per_sec_per_device", "pred_model_tflops_per_device",
+                "pred_mfu_pct", "pred_peak_mem_gb_per_device", "pred_feasible", "pred_status")
+
+
+class Unsupported(ValueError):
+  """A row the simulators cannot model; the message is the reason."""
+
+
+def read_rows(path: str) -> list[dict[str, str]]:
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def write_rows(path: str, rows: list[Mapping[str, Any]], columns: list[str]) -> None:
+  with open(path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+      w.writerow(r)
+
+
+def _num(row, key, default=None):
+  v = (row.get(key) or "").strip()
+  if not v:
+    return default
+  try:
+    return float(v)
+  except ValueError:
+    raise Unsupported(f"column {key}={v!r} is not a number") from None
+
+
+def _is_maxtext(row) -> bool:
+  return "maxtext" in (row.get("framework") or "").lower() or row.get("source_id") == "MAXTEXT"
+
+
+def is_layer_timing(row) -> bool:
+  return "single-layer" in (row.get("task") or "")
+
+
+def model_numbers(row) -> dict[str, float]:
+  """Model/job scalars (costs.MODEL_FIELDS) of a row: its own dimensions, or
+  the catalog entry its model name matches."""
+  name = row.get("model") or ""
+  if re.search(r"nemotron[_ ]?3", name, re.I):
+    raise Unsupported("hybrid Mamba-Transformer (Nemotron 3) is not modelled")
+  task = (row.get("task") or "").lower()
+  if "lora" in task:
+    raise Unsupported("LoRA fine-tuning (frozen base weights) is not modelled")
+  prec = (row.get("precision") or "").lower()
+  if "fp4" in prec:
+    raise Unsupported("NVFP4 training is not modelled")
+  L, h = _num(row, "num_layers"), _num(row, "hidden_size")
+  if L and h:
+    a = _num(row, "num_heads")
+    if not a:
+      raise Unsupported("num_heads missing")
+    maxtext = _is_maxtext(row)
+    d = 128.0 if maxtext else h / a  # MaxText's head_dim is 128 regardless of width
+    f = _num(row, "ffn_hidden_size", 4 * h)
+    V = _num(row, "vocab_size", 51200.0)
+    s = _num(row, "seq_len")
+    gated = 1.0 if (maxtext or "llama" in name.lower()) else 0.0
+    m = dict(L=L, h=h, a=a, g=_num(row, "num_kv_heads", a), d=d, f=f, V=V, s=s, gated=gated, E=0.0, k=0.0,
+             fe=f, fs=0.0, Ld=L, tie=0.0 if maxtext or gated else 1.0)
+  else:
+    try:
+      cfg, _ = find_model(re.sub(r"\((tokendrop|dropless|w/ mtp)\)", "", name, flags=re.I).strip())
+    except ValueError as e:
+      raise Unsupported(f"no dimensions and {e}") from None
+    fe = cfg.moe_ffn_hidden_size or cfg.ffn_hidden_size
+    m = dict(L=cfg.num_layers, h=cfg.hidden_size, a=cfg.num_heads, g=cfg.kv_heads, d=cfg.head_dim,
+             f=cfg.ffn_hidden_size, V=cfg.vocab_size, s=_num(row, "seq_len", cfg.seq_len),
+             gated=float(cfg.gated_mlp), E=cfg.num_experts, k=cfg.moe_top_k, fe=fe,
+             fs=cfg.num_shared_experts * fe, Ld=cfg.num_dense_layers if cfg.is_moe else cfg.num_layers,
+             tie=float(cfg.tie_embeddings))
+  if not m["s"]:
+    raise Unsupported("seq_len missing")
+  gbs = _num(row, "global_batch_size")
+  if not gbs:
+    raise Unsupported("global_batch_size missing")
+  m["gbs"] = gbs
+  # "FP8", "MXFP8", "FP8-CS", and the 25.09 tables' "unstated ... implies FP8"
+  m["fp8"] = float("fp8" in prec)
+  return {k: float(v) for k, v in m.items()}
+
+
+def cluster_for(row) -> hardware.Cluster:
+  hw_name = row.get("hardware") or ""
+  n = _num(row, "num_devices")
+  if not n:
+    raise Unsupported("num_devices missing")
+  try:
+    sysm = hardware.system_for_hardware_name(hw_name)
+  except ValueError as e:
+    raise Unsupported(str(e)) from None
+  per = None
+  if hardware.DEVICES[sysm.device].platform == "tpu":
+    per = int(_num(row, "devices_per_node") or hardware.tpu_chips_from_name(hw_name) or n)
+  return hardware.make_cluster(sysm.name, int(n), devices_per_node=per)
+
+
+def _recompute(text: str, default: str) -> tuple[float, str]:
+  t = (text or "").lower()
+  if not t:
+    t = default
+  if "minimal" in t or "dots" in t:
+    return 1.0, t  # mesh_plan maps JAX 'minimal' to code 3
+  if "selective" in t:
+    return 1.0, t
+  if "full" in t or "offload" in t:
+    return 2.0, t
+  if "none" in t:
+    return 0.0, t
+  raise Unsupported(f"unknown recompute setting {text!r}")
+
+
+def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict[str, float]:
+  """PLAN scalars (costs.PLAN_FIELDS) of a row."""
+  n = cluster.num_devices
+  sharding = (row.get("sharding") or "").lower()
+  tp, pp = _num(row, "tp"), _num(row, "pp")
+  if tp is None or pp is None:
+    # Narayanan Table 2 PTD-P rows give only the model-parallel size; Megatron
+    # keeps tp at the 8 GPUs of a node and pipelines the rest.
+    mp = re.search(r"model-parallel size (\d+)", row.get("notes") or "", re.I)
+    if not mp:
+      raise Unsupported("tp/pp not given")
+    tp, pp = 8.0, float(int(mp.group(1)) // 8)
+  cp = _num(row, "cp", 1.0)
+  dp = _num(row, "dp") or n / (tp * pp * cp)
+  ep = _num(row, "ep", 1.0) if m["E"] > 0 else 1.0
+  vp = _num(row, "vp", 1.0)
+  mbs = _num(row, "micro_batch_size")
+  if mbs is None:
+    raise Unsupported("micro_batch_size missing")
+  if abs(tp * pp * cp * dp - n) > 0.5:
+    raise Unsupported(f"tp*pp*cp*dp = {tp * pp * cp * dp:g} is not the {n} devices")
+  if _is_maxtext(row):
+    fsdp = re.search(r"(\d+)-way", sharding)
+    dcn = re.search(r"dcn (\d+)-way", sharding) or re.search(r"dp (\d+)-way", sharding)
+    ici_fsdp = float(fsdp.group(1)) if fsdp else dp
+    slices = float(dcn.group(1)) if dcn else max(1.0, dp / ici_fsdp)
+    rc, _ = _recompute(row.get("recompute", "").replace("remat_policy=", ""), "full")
+    # MaxText's per_device_batch_size counts chips; per batch shard it is gbs/dp
+    p = spaces.mesh_plan({"fsdp": ici_fsdp, "tensor": tp}, {"data": slices}, m["gbs"] / dp, rc, 1.0, 1.0, 0.0,
+                         m["gbs"], m["L"])
+    return {k: float(v) for k, v in p.items()}
+  zero3 = "zero-3" in sharding or "fsdp" in sharding
+  deepspeed = "deepspeed" in sharding
+  # NeMo / Megatron-Bridge recipes use the distributed optimizer and SP
+  # (with tp > 1); Megatron-LM 2021/2022 papers predate both.
+  modern = row.get("source_id") in ("NEMO_2407", "MBRIDGE")
+  sp_txt = (row.get("sequence_parallel") or "").lower()
+  sp = 1.0 if sp_txt == "on" else 0.0 if sp_txt == "off" else float(modern and tp > 1)
+  if m["E"] > 0 and tp > 1:
+    sp = 1.0
+  # Narayanan 2021 recomputes every run (Table 1 configs); elsewhere an
+  # unstated policy starts at none (callers may raise it until it fits).
+  rc, _ = _recompute(row.get("recompute", ""), "full" if (deepspeed or row.get("source_id") == "NARAYANAN2021")
+                     else "none")
+  # Megatron-LM of 2021-22 materialized attention scores (no flash) and
+  # reduced fp32 gradients; NeMo/Megatron-Bridge performance recipes run
+  # flash attention and reduce gradients in bf16 (grad_reduce_in_fp32=False);
+  # DeepSpeed ZeRO-3 keeps fp16 gradients.
+  p = spaces.megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(modern), rc, 0.0, 1.0, 1.0, 1.0,
+                           40e6, float(modern and tp > 1 and sp > 0), m["gbs"], m["L"], cluster.node_size,
+                           fsdp=float(zero3), flash=float(modern),
+                           grad_bytes=2.0 if (modern or deepspeed) else 4.0)
+  return {k: float(v) for k, v in p.items()}
+
+
+def recompute_unstated(row) -> bool:
+  """The row does not say how it recomputed (NeMo / Megatron-Bridge tables)."""
+  return not (row.get("recompute") or "").strip() and row.get("source_id") != "NARAYANAN2021"
+
+
+def row_inputs(row) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+  """(plan, model, hw) scalars for one row; raises Unsupported."""
+  m = model_numbers(row)
+  cluster = cluster_for(row)
+  plan = plan_numbers(row, m, cluster)
+  if plan["num_micro"] < 1 - 1e-9:
+    raise Unsupported(f"global batch {m['gbs']:g} is smaller than dp x micro-batch")
+  return plan, m, hardware.cluster_scalars(cluster)
+
+
+# --- the published side -------------------------------------------------------
+
+
+def source_flops_per_token(row, m: Mapping[str, float]) -> float:
+  """Training FLOPs per token as the row's source counts them."""
+  L, h, s, V, a, g, d, f = (m[k] for k in ("L", "h", "s", "V", "a", "g", "d", "f"))
+  src = row.get("source_id")
+  if src == "NARAYANAN2021":  # eq. 3, counts the recompute forward
+    return 96 * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))
+  if _is_maxtext(row):  # maxtext_utils.calculate_tflops_training_per_device (non-causal attention)
+    mlp = 2 * h * f * (2 + 1)  # two input matrices (silu, linear) + output
+    qkv = 2 * h * (a + 2 * g) * d
+    proj = 2 * h * a * d
+    attn = 4 * s * a * d
+    return 3 * (L * (mlp + qkv + proj + attn) + 2 * h * V)
+  return float(costs.model_flops_per_token(np, m))
+
+
+def published_tokens_per_s(row, m: Mapping[str, float]) -> float | None:
+  """Published throughput in tokens/s per device (None when the row has no
+  throughput: single-layer timing rows use `published_layer_s`)."""
+  n = _num(row, "num_devices")
+  tok = _num(row, "tokens_per_sec_per_device")
+  if tok:
+    return tok
+  step = _num(row, "step_time_s")
+  if step and not is_layer_timing(row):
+    return m["gbs"] * m["s"] / (step * n)
+  tf = _num(row, "tflops_per_device")
+  if tf:
+    return tf * 1e12 / source_flops_per_token(row, m)
+  return None
+
+
+def published_layer_s(row) -> float | None:
+  mt = re.search(r"layer_combined_ms=([\d.]+)", row.get("other_metrics") or "")
+  return float(mt.group(1)) / 1e3 if mt else None
+
+
+def finite(x: float | None) -> bool:
+  return x is not None and math.isfinite(x)

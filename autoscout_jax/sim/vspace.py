@@ -1,0 +1,223 @@
+"""SimSpace: a SearchSpace whose constraints are vectorized, so the whole
+valid set of a large simulator space can be enumerated as numpy arrays.
+
+Where it sits: sim/spaces.py builds the Megatron and JAX-mesh spaces as
+SimSpaces. Designers use them like any SearchSpace (validate, sample,
+neighbours, encode: the core methods, unchanged); the F0 simulator and
+exhaustive scoring use `enumerate_table()` (every valid point as a table of
+knob arrays, millions in seconds) and `table_from_candidates`.
+
+A table is a dict knob name -> float64 array; categorical and boolean knobs
+hold the index of their value in the knob's domain; an inactive knob holds
+NaN. Each constraint is written once, vectorized (`VecConstraint.ok` over a
+table), and the scalar `Constraint` the core SearchSpace calls wraps it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from autoscout_jax.space import Candidate, Categorical, Boolean, Constraint, Knob, ProductGroup, SearchSpace
+
+Table = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class VecConstraint:
+  """`ok(table, facts) -> bool array`; `message(values, facts) -> str` says
+  why a single point fails."""
+
+  name: str
+  ok: Callable[[Table, Mapping[str, Any]], np.ndarray]
+  message: Callable[[Mapping[str, Any], Mapping[str, Any]], str]
+  doc: str = ""
+
+
+def _domain(k: Knob) -> tuple:
+  dom = k.finite_values()
+  if dom is None:
+    raise ValueError(f"knob {k.name!r}: simulator spaces need finite domains")
+  return tuple(dom)
+
+
+def _codes(k: Knob) -> bool:
+  return isinstance(k, (Categorical, Boolean))
+
+
+class SimSpace(SearchSpace):
+  """A SearchSpace with vectorized constraints and array enumeration."""
+
+  sample_enumerate_limit = 100_000_000  # raw points; beyond, sample() does not enumerate
+
+  def __init__(self, knobs: Sequence[Knob], vec_constraints: Sequence[VecConstraint],
+               groups: Sequence[ProductGroup] = (), facts: Mapping[str, Any] | None = None,
+               name: str = "space", kind: str = ""):
+    self.vec_constraints = tuple(vec_constraints)
+    self.kind = kind
+    scalar = [Constraint(vc.name, self._scalar_check(vc), vc.doc) for vc in self.vec_constraints]
+    super().__init__(knobs, scalar, groups, facts, name)
+
+  def _scalar_check(self, vc: VecConstraint):
+    def check(vals, facts):
+      # one validate() passes the same dict to every constraint: build its
+      # one-row table once
+      cached = getattr(self, "_last_row", None)
+      if cached is not None and cached[0] is vals:
+        table = cached[1]
+      else:
+        table = self.table_from_values([vals])
+        self._last_row = (vals, table)
+      if bool(vc.ok(table, facts)[0]):
+        return None
+      return vc.message(vals, facts)
+    return check
+
+  # --- tables <-> candidates -----------------------------------------------------
+  def table_from_values(self, rows: Sequence[Mapping[str, Any]]) -> Table:
+    out: Table = {}
+    for k in self.knobs:
+      dom = _domain(k)
+      col = np.full(len(rows), np.nan)
+      for i, vals in enumerate(rows):
+        if k.name in vals:
+          v = vals[k.name]
+          col[i] = dom.index(v) if _codes(k) and v in dom else (np.nan if _codes(k) else float(v))
+      out[k.name] = col
+    return out
+
+  def table_from_candidates(self, cands: Sequence[Candidate]) -> Table:
+    return self.table_from_values([c.values for c in cands])
+
+  def value(self, table: Table, name: str, i: int) -> Any:
+    k = self[name]
+    x = table[name][i]
+    if np.isnan(x):
+      return None
+    if _codes(k):
+      return _domain(k)[int(x)]
+    return k.coerce(x)
+
+  def candidates_from_table(self, table: Table, index: Sequence[int] | np.ndarray | None = None) -> list[Candidate]:
+    n = len(next(iter(table.values())))
+    idx = range(n) if index is None else index
+    out = []
+    for i in idx:
+      vals = {}
+      for k in self.knobs:
+        v = self.value(table, k.name, int(i))
+        if v is not None:
+          vals[k.name] = v
+      out.append(Candidate.of(vals))
+    return out
+
+  def code(self, name: str, value: Any) -> float:
+    """The table entry of a categorical/boolean value (for vectorized checks)."""
+    return float(_domain(self[name]).index(value))
+
+  # --- vectorized enumeration ---------------------------------------------------------
+  def enumerate_table(self, max_rows: int = 50_000_000) -> Table:
+    """Every valid point: product groups from their factorizations, then
+    each knob in declaration order (inactive -> NaN), constraints applied as
+    soon as all the knobs they read are present, so the table stays small."""
+    table: Table = {}
+    n = 1
+    for g in self.groups:
+      fac = np.array(self._factorizations[g.name], dtype=np.float64)
+      table = {k: np.repeat(v, len(fac)) for k, v in table.items()}
+      for j, name in enumerate(g.names):
+        table[name] = np.tile(fac[:, j], n)
+      n *= len(fac)
+    pending = list(self.vec_constraints)
+    table, pending = self._apply_ready(table, pending)
+    for k in self.knobs:
+      if k.name in table:
+        continue
+      n = len(next(iter(table.values()))) if table else 1
+      active = np.ones(n, bool)
+      for cond in k.when:
+        parent = self[cond.parent]
+        vals = [self.code(cond.parent, v) if _codes(parent) else float(v) for v in cond.values]
+        active &= np.isin(table[cond.parent], vals)
+      dom = _domain(k)
+      vals = np.arange(len(dom), dtype=np.float64) if _codes(k) else np.array(dom, np.float64)
+      reps = np.where(active, len(vals), 1)
+      if int(reps.sum()) > max_rows:
+        raise ValueError(f"space {self.name!r}: more than {max_rows} points before constraints at knob "
+                         f"{k.name!r}; shrink the domains")
+      table = {name: np.repeat(col, reps) for name, col in table.items()}
+      act = np.repeat(active, reps)
+      # position of each row inside its block of repeats
+      starts = np.repeat(np.cumsum(reps) - reps, reps)
+      pos = np.arange(int(reps.sum())) - starts
+      table[k.name] = np.where(act, vals[np.minimum(pos, len(vals) - 1)], np.nan)
+      table, pending = self._apply_ready(table, pending)
+    if pending:
+      raise ValueError(f"constraints {[c.name for c in pending]} read knobs the space lacks")
+    return table
+
+  def _apply_ready(self, table: Table, pending: list[VecConstraint]) -> tuple[Table, list[VecConstraint]]:
+    still = []
+    for vc in pending:
+      try:
+        mask = np.asarray(vc.ok(_Strict(table), self.facts), bool)
+      except _NotYet:
+        still.append(vc)
+        continue
+      table = {k: v[mask] for k, v in table.items()}
+    return table, still
+
+  def table(self) -> Table:
+    """The enumerated valid set, computed once."""
+    if getattr(self, "_table", None) is None:
+      self._table = self.enumerate_table()
+    return self._table
+
+  def size(self) -> int:
+    return len(next(iter(self.table().values())))
+
+  def sample(self, rng: np.random.Generator, n: int = 1, max_tries: int = 20000) -> list[Candidate]:
+    """Uniform over the valid set, drawn from the enumerated table; spaces
+    too large to enumerate quickly (raw size above `sample_enumerate_limit`)
+    fall back to the core tree sampling with rejection."""
+    if getattr(self, "_table", None) is None and self.raw_size() > self.sample_enumerate_limit:
+      return super().sample(rng, n, max_tries)
+    if self.size() == 0:
+      from autoscout_jax.space import SpaceError
+      raise SpaceError(f"space {self.name!r} has no valid candidate")
+    return self.candidates_from_table(self.table(), rng.integers(self.size(), size=n))
+
+  def enumerate(self, limit: int | None = None) -> list[Candidate]:
+    """All valid candidates, via the vectorized table (same set as the core
+    recursion, much faster)."""
+    table = self.table()
+    n = len(next(iter(table.values())))
+    if limit is not None and n > limit:
+      from autoscout_jax.space import SpaceError
+      raise SpaceError(f"space {self.name!r} has more than {limit} valid candidates")
+    return self.candidates_from_table(table)
+
+
+class _NotYet(KeyError):
+  pass
+
+
+class _Strict(dict):
+  """A table view that signals a constraint is not ready yet when it reads a
+  knob the enumeration has not reached."""
+
+  def __getitem__(self, key):
+    if key not in self.keys():
+      raise _NotYet(key)
+    return dict.__getitem__(self, key)
+
+
+def active(x: np.ndarray) -> np.ndarray:
+  return ~np.isnan(x)
+
+
+def nz(x: np.ndarray, default: float) -> np.ndarray:
+  """Inactive (NaN) entries replaced by `default`."""
+  return np.where(np.isnan(x), default, x)

@@ -1,0 +1,141 @@
+"""Hardware and model catalogs of the simulators: numbers, lookups, recipes,
+and the errors bad input gets."""
+
+import math
+
+import pytest
+
+from autoscout_jax.sim import catalog, hardware, spaces
+from autoscout_jax.workload import ModelConfig
+
+
+def test_parameter_counts_match_published_sizes():
+  count = lambda n: catalog.param_count(catalog.find_model(n)[0]) / 1e9
+  assert count("gpt3_175b") == pytest.approx(174.6, abs=0.1)
+  assert count("llama3_70b") == pytest.approx(70.6, abs=0.1)
+  assert count("llama3_8b") == pytest.approx(8.03, abs=0.05)
+  assert count("llama2_7b") == pytest.approx(6.74, abs=0.05)
+  assert count("mixtral_8x7b") == pytest.approx(46.7, abs=0.2)
+  assert count("qwen3_30b_a3b") == pytest.approx(30.5, abs=0.2)
+  assert count("deepseek_v3") == pytest.approx(671, rel=0.02)
+
+
+def test_active_parameters_count_only_the_routed_top_k():
+  mix, _ = catalog.find_model("mixtral_8x7b")
+  assert catalog.active_param_count(mix) / 1e9 == pytest.approx(12.9, abs=0.2)
+  dense, _ = catalog.find_model("llama3_8b")
+  assert catalog.active_param_count(dense) == catalog.param_count(dense)
+
+
+def test_gqa_has_fewer_attention_parameters_than_mha():
+  gqa, _ = catalog.find_model("llama3_70b")
+  mha = ModelConfig(**{**gqa.__dict__, "num_kv_heads": None})
+  assert catalog.param_count(mha) - catalog.param_count(gqa) == 80 * 2 * 8192 * (8192 - 1024)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("LLAMA3.1_405B", "llama3_405b"), ("GPT-3 175B (174.6B)", "gpt3_175b"), ("Qwen3_30B_a3B", "qwen3_30b_a3b"),
+    ("LLAMA2-70B", "llama2_70b"), ("DeepSeekV3", "deepseek_v3"), ("GPT OSS 120B", "gpt_oss_120b")])
+def test_published_model_names_resolve(name, expected):
+  assert catalog.find_model(name)[0].name == expected
+
+
+def test_unknown_model_names_the_known_ones():
+  with pytest.raises(ValueError, match=r"unknown model 'gpt-5'.*llama3_70b"):
+    catalog.find_model("gpt-5")
+
+
+@pytest.mark.parametrize("name,system", [
+    ("A100-SXM4-80GB (Selene DGX A100)", "dgx_a100_80gb"), ("H100 80GB (DGX-H100)", "dgx_h100"),
+    ("H100 80GB (GCP A3, 8 GPUs/VM)", "gcp_a3_h100"), ("B200 (DGX-B200)", "dgx_b200"),
+    ("TPU v5p (2x v5p-128)", "tpu_v5p"), ("TPU v5e (4x v5e-256)", "tpu_v5e"), ("TPU v4 (2x v4-384)", "tpu_v4")])
+def test_hardware_names_of_the_published_table_resolve(name, system):
+  assert hardware.system_for_hardware_name(name).name == system
+
+
+def test_unknown_hardware_lists_known_names():
+  with pytest.raises(ValueError, match=r"unknown hardware name 'MI300X'.*selene"):
+    hardware.system_for_hardware_name("MI300X")
+
+
+def test_tpu_slice_names_count_chips():
+  assert hardware.tpu_chips_from_name("v5p-128") == 64
+  assert hardware.tpu_chips_from_name("v4-384") == 192
+  assert hardware.tpu_chips_from_name("v5e-256") == 256
+
+
+def test_inter_node_bandwidth_is_a_property_of_the_cluster():
+  selene = hardware.make_cluster("dgx_a100_80gb", 64)
+  dgx_h100 = hardware.make_cluster("dgx_h100", 64)
+  slow = hardware.make_cluster("dgx_h100", 64, inter_bw=5e9)
+  assert selene.inter.bw < dgx_h100.inter.bw
+  assert slow.inter.bw == 5e9 and slow.key != dgx_h100.key
+  assert hardware.cluster_scalars(slow)["inter_bw"] == 5e9
+
+
+def test_cluster_geometry():
+  c = hardware.make_cluster("tpu_v5p", 128, devices_per_node=64)
+  assert (c.num_nodes, c.node_size, c.platform) == (2, 64, "tpu")
+  assert c.torus == (4, 4, 4)  # v5p slices are 3-D tori
+  assert hardware.make_cluster("tpu_v5e", 256).torus == (16, 16)
+  with pytest.raises(ValueError, match=r"torus \(4, 4, 2\) does not hold the 64 chips"):
+    hardware.make_cluster("tpu_v5p", 64, torus=(4, 4, 2))
+  assert hardware.make_cluster("gb200_nvl72", 144).node_size == 72
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: hardware.DeviceSpec("bad", -1.0, None, 1e9, 1e9, "gpu"), "peak_bf16 must be positive"),
+    (lambda: hardware.DeviceSpec("bad", 1e12, None, 1e9, 1e9, "fpga"), "platform must be gpu or tpu"),
+    (lambda: hardware.Link("bad", 0.0, 1e-6), "bandwidth must be positive"),
+    (lambda: hardware.make_cluster("dgx_z100", 8), "unknown system 'dgx_z100'"),
+    (lambda: hardware.make_cluster("dgx_h100", 12), "not a whole number of 8-device nodes"),
+    (lambda: hardware.make_cluster("dgx_h100", 0), "num_devices must be a positive integer"),
+    (lambda: catalog.make_workload("llama3_70b", 12), "does not divide 12 devices"),
+    (lambda: catalog.make_workload("llama3_8b", 8, precision="int3"), "precision must be"),
+    (lambda: ModelConfig("m", 4, 64, 4, 256, 100, 128, num_kv_heads=3), "num_kv_heads 3 must divide"),
+    (lambda: ModelConfig("m", 4, 64, 4, 256, 100, 128, kv_channels=0), "kv_channels must be a positive"),
+])
+def test_bad_input_gets_one_clear_message(build, message):
+  with pytest.raises(ValueError, match=message):
+    build()
+
+
+def _first_valid_default(name):
+  """The recipe on the smallest data-parallel degree (>= 2) where its
+  micro-batch arithmetic works out, as in the published runs."""
+  model, recipe = catalog.find_model(name)
+  for dp in range(max(2, math.ceil(recipe.ep / (recipe.tp * recipe.cp))), 65):
+    n = recipe.tp * recipe.pp * recipe.cp * dp
+    if n > 8 and n % 8:
+      continue
+    wl = catalog.make_workload(name, n)
+    space = spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", n))
+    cand = space.make(wl.default_values)
+    if not space.validate(cand):
+      return model, recipe, cand
+  raise AssertionError(f"{name}: recipe invalid for every dp up to 64: {space.validate(cand)}")
+
+
+@pytest.mark.parametrize("name", catalog.MODELS)
+def test_every_recipe_is_a_valid_megatron_default(name):
+  model, recipe, cand = _first_valid_default(name)
+  assert cand["tensor_model_parallel_size"] == recipe.tp
+  assert cand["pipeline_model_parallel_size"] == recipe.pp
+  assert ("expert_model_parallel_size" in cand) == model.is_moe
+
+
+def test_an_impossible_default_is_reported_by_constraint_name():
+  wl = catalog.make_workload("gpt_310.1b", 16 * 8 * 2)  # 1080 micro-batches cannot interleave over 16 stages
+  space = spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 256))
+  names = [v.constraint for v in space.validate(space.make(wl.default_values))]
+  assert names == ["micro_batches_fill_pipeline"]
+
+
+@pytest.mark.parametrize("name", ["gpt_22b", "llama3_8b", "gpt3_175b"])
+def test_recipes_map_onto_the_jax_mesh_space(name):
+  wl = catalog.make_workload(name, 128, space="jax_mesh", devices_per_slice=64)
+  cluster = hardware.make_cluster("tpu_v5p", 128, devices_per_node=64)
+  space = spaces.jax_mesh_training_space(wl, cluster)
+  cand = space.make(wl.default_values)
+  assert space.validate(cand) == []
+  assert (cand["ici_fsdp"], cand["dcn_data"]) == (64, 2)

@@ -1,0 +1,141 @@
+"""The Megatron and JAX-mesh simulator spaces: valid samples, conditional
+knobs, named constraints, and the vectorized enumeration."""
+
+import numpy as np
+import pytest
+
+from autoscout_jax.sim import catalog, hardware, spaces
+from autoscout_jax.space import SpaceError
+from autoscout_jax.workload import ModelConfig, Workload
+
+
+@pytest.fixture(scope="module")
+def gpt_space():
+  wl = catalog.make_workload("gpt_18.4b", 64)
+  return spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 64)), wl
+
+
+@pytest.fixture(scope="module")
+def moe_space():
+  wl = catalog.make_workload("mixtral_8x7b", 64)
+  return spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 64)), wl
+
+
+def test_knob_names_are_megatrons(gpt_space):
+  space, _ = gpt_space
+  for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size",
+               "sequence_parallel", "use_distributed_optimizer", "micro_batch_size", "recompute_granularity",
+               "recompute_method", "recompute_num_layers", "overlap_grad_reduce", "overlap_param_gather",
+               "ddp_bucket_size", "tp_comm_overlap", "virtual_pipeline_model_parallel_size"):
+    assert name in space.names
+  assert "expert_model_parallel_size" not in space.names  # dense model
+
+
+def test_samples_are_valid_and_respect_the_device_count(gpt_space):
+  space, wl = gpt_space
+  for c in space.sample(np.random.default_rng(0), 60):
+    assert space.validate(c) == []
+    v = c.values
+    assert (v["tensor_model_parallel_size"] * v["pipeline_model_parallel_size"] * v["context_parallel_size"]
+            * v["data_parallel_size"]) == 64
+    assert wl.global_batch % (v["data_parallel_size"] * v["micro_batch_size"]) == 0
+
+
+def test_conditional_knobs_exist_only_under_their_parent(gpt_space):
+  space, _ = gpt_space
+  seen = set()
+  for c in space.sample(np.random.default_rng(1), 300):
+    v = c.values
+    assert ("sequence_parallel" in v) == (v["tensor_model_parallel_size"] > 1)
+    assert ("tp_comm_overlap" in v) == (v["tensor_model_parallel_size"] > 1)
+    assert ("virtual_pipeline_model_parallel_size" in v) == (v["pipeline_model_parallel_size"] > 1)
+    assert ("recompute_method" in v) == (v["recompute_granularity"] == "full")
+    assert ("recompute_num_layers" in v) == (v["recompute_granularity"] == "full")
+    assert ("overlap_grad_reduce" in v) == v["use_distributed_optimizer"]
+    assert ("overlap_param_gather" in v) == v["use_distributed_optimizer"]
+    seen.add((v["tensor_model_parallel_size"] > 1, v["recompute_granularity"]))
+  assert len(seen) == 6  # both sides of every condition were sampled
+
+
+def test_named_constraints_explain_themselves():
+  wl = catalog.make_workload("gpt_18.4b", 64, global_batch=64)
+  space = spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 64))
+  base = dict(wl.default_values)
+  cases = {
+      "tp_divides_heads": dict(tensor_model_parallel_size=32, data_parallel_size=2),
+      "pp_divides_layers": dict(tensor_model_parallel_size=8, pipeline_model_parallel_size=8, data_parallel_size=1,
+                                virtual_pipeline_model_parallel_size=3),
+      "micro_batches_fill_pipeline": dict(tensor_model_parallel_size=1, pipeline_model_parallel_size=8,
+                                          data_parallel_size=8, micro_batch_size=2,
+                                          virtual_pipeline_model_parallel_size=1),
+      "batch_divides": dict(micro_batch_size=16, tensor_model_parallel_size=1, data_parallel_size=64),
+      "tp_comm_overlap_needs_sp": dict(sequence_parallel=False, tp_comm_overlap=True),
+  }
+  for name, change in cases.items():
+    if "tensor_model_parallel_size" in change and change["tensor_model_parallel_size"] not in \
+        space["tensor_model_parallel_size"].values:
+      continue
+    cand = space.make({**base, **change})
+    names = [v.constraint for v in space.validate(cand)]
+    assert name in names, (name, names)
+
+
+def test_tp_not_dividing_heads_is_named():
+  model = ModelConfig("odd", 12, 768, 12, 3072, 1000, 512)
+  wl = Workload("odd", model, global_batch=64)
+  space = spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 16))
+  assert 8 not in space["tensor_model_parallel_size"].values  # 12 heads: tp in {1, 2, 4}
+  cand = space.make(tensor_model_parallel_size=4, pipeline_model_parallel_size=1, context_parallel_size=1,
+                    data_parallel_size=4, micro_batch_size=1)
+  assert space.validate(cand) == []
+
+
+def test_moe_space_folds_expert_parallelism_into_data_parallelism(moe_space):
+  space, _ = moe_space
+  for c in space.sample(np.random.default_rng(2), 100):
+    v = c.values
+    assert 8 % v["expert_model_parallel_size"] == 0
+    ranks = v["tensor_model_parallel_size"] * v["context_parallel_size"] * v["data_parallel_size"]
+    assert ranks % (v["expert_model_parallel_size"] * v["expert_tensor_parallel_size"]) == 0
+    if v["tensor_model_parallel_size"] > 1:
+      assert v["sequence_parallel"]
+
+
+def test_a_layout_that_cannot_exist_is_one_clear_error():
+  model = ModelConfig("prime", 9, 70, 7, 280, 100, 14)  # 7 heads, 9 layers
+  wl = Workload("prime", model, global_batch=3)
+  with pytest.raises(SpaceError, match="no tensor x pipeline x context x data layout of 8 devices"):
+    spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 8))
+
+
+def test_vectorized_enumeration_equals_the_core_recursion():
+  model = ModelConfig("tiny", 4, 64, 4, 256, 128, 64)
+  wl = Workload("tiny", model, global_batch=16)
+  space = spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 4), max_tp=2, max_cp=2,
+                                         micro_batch_sizes=(1, 2))
+  fast = set(space.candidates_from_table(space.enumerate_table()))
+  slow = set(super(type(space), space).enumerate())  # the core SearchSpace recursion
+  assert fast == slow and len(fast) > 100
+
+
+def test_jax_mesh_space_products_and_conditions():
+  wl = catalog.make_workload("gpt_22b", 128, space="jax_mesh", devices_per_slice=64)
+  space = spaces.jax_mesh_training_space(wl, hardware.make_cluster("tpu_v5p", 128, devices_per_node=64))
+  for c in space.sample(np.random.default_rng(3), 100):
+    v = c.values
+    assert space.validate(c) == []
+    assert np.prod([v[k] for k in spaces._ICI]) == 64
+    assert np.prod([v[k] for k in spaces._DCN]) == 2
+    assert ("collective_matmul" in v) == (v["ici_tensor"] > 1)
+  for flag in ("latency_hiding_scheduler", "async_collectives", "remat_policy", "per_device_batch_size"):
+    assert flag in space.names
+
+
+def test_plan_arrays_place_groups_on_the_right_tier(gpt_space):
+  space, wl = gpt_space
+  cluster = hardware.make_cluster("dgx_h100", 64)
+  inside = space.make({**wl.default_values, "tensor_model_parallel_size": 8, "data_parallel_size": 8})
+  plan = spaces.plan_arrays(space, space.table_from_candidates([inside]), wl, cluster)
+  assert plan["tp_local"][0] == 8  # tp = 8 rides NVLink
+  assert plan["dp_local"][0] == 1  # its data-parallel peers sit in other nodes
+  assert plan["zero"][0] == 1 and plan["shard"][0] == 8  # distributed optimizer = ZeRO-1 over dp
