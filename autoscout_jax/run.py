@@ -29,7 +29,9 @@ def _repo_root() -> str:
 
 
 def _fail(msg: str) -> None:
-  print(f"autoscout_jax: error: {msg}", file=sys.stderr)
+  # One line: gin's messages point at the offending text over several lines.
+  one_line = " ".join(part.strip() for part in str(msg).splitlines() if part.strip())
+  print(f"autoscout_jax: error: {one_line}", file=sys.stderr)
   sys.exit(2)
 
 

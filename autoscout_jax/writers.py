@@ -83,8 +83,11 @@ class LoggingWriter(Writer):
     logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in scalars.items()))
 
   def write_texts(self, step, texts):
+    # Long texts (configs, reports) go to TensorBoard and files; the log
+    # names them and shows them only at verbosity 1.
     for k, v in texts.items():
-      logging.info("[%d] %s:\n%s", step, k, v)
+      logging.info("[%d] wrote text %r (%d lines)", step, k, v.count("\n") + 1)
+      logging.vlog(1, "%s:\n%s", k, v)
 
 
 class JsonlWriter(Writer):
