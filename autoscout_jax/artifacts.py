@@ -13,7 +13,7 @@ from typing import Any, Mapping
 # Megatron-LM argument names for the knobs that carry them verbatim.
 _MEGATRON_INT = ("tensor_model_parallel_size", "pipeline_model_parallel_size",
                  "context_parallel_size", "expert_model_parallel_size",
-                 "num_layers_per_virtual_pipeline_stage", "micro_batch_size",
+                 "expert_tensor_parallel_size", "micro_batch_size",
                  "recompute_num_layers", "ddp_bucket_size")
 _MEGATRON_STR = ("recompute_granularity", "recompute_method")
 _MEGATRON_BOOL = ("sequence_parallel", "use_distributed_optimizer", "overlap_grad_reduce",
@@ -24,6 +24,10 @@ _XLA_FLAG_KNOBS = {
     "xla_triton_gemm": "--xla_gpu_enable_triton_gemm",
     "xla_async_collectives": "--xla_gpu_enable_async_collectives",
     "xla_collective_matmul": "--xla_gpu_threshold_for_windowed_einsum_mib",
+    # knob names of the simulated JAX-mesh space
+    "latency_hiding_scheduler": "--xla_gpu_enable_latency_hiding_scheduler",
+    "async_collectives": "--xla_gpu_enable_async_collectives",
+    "collective_matmul": "--xla_gpu_threshold_for_windowed_einsum_mib",
 }
 
 JAX_LOCAL_AXES = ("data", "fsdp", "tensor")
@@ -37,8 +41,11 @@ JAX_LOCAL_RULES = {
 }
 
 
-def megatron_args(values: Mapping[str, Any], global_batch: int | None = None) -> list[str]:
+def megatron_args(values: Mapping[str, Any], global_batch: int | None = None,
+                  num_layers: int | None = None) -> list[str]:
   args: list[str] = []
+  vp = int(values.get("virtual_pipeline_model_parallel_size", 1))
+  pp = int(values.get("pipeline_model_parallel_size", 1))
   for k in _MEGATRON_INT:
     if k in values:
       args += [f"--{k.replace('_', '-')}", str(int(values[k]))]
@@ -48,6 +55,9 @@ def megatron_args(values: Mapping[str, Any], global_batch: int | None = None) ->
   for k in _MEGATRON_BOOL:
     if values.get(k):
       args.append(f"--{k.replace('_', '-')}")
+  if vp > 1 and num_layers:
+    # Megatron takes the interleaving as layers per virtual stage.
+    args += ["--num-layers-per-virtual-pipeline-stage", str(max(1, num_layers // (pp * vp)))]
   if global_batch is not None:
     args += ["--global-batch-size", str(int(global_batch))]
   return args
@@ -58,16 +68,18 @@ def xla_flags(values: Mapping[str, Any]) -> list[str]:
   for k, flag in _XLA_FLAG_KNOBS.items():
     if k in values:
       v = values[k]
-      if k == "xla_collective_matmul":
+      if k in ("xla_collective_matmul", "collective_matmul"):
         out.append(f"{flag}={0 if v else -1}")
       else:
         out.append(f"{flag}={'true' if v else 'false'}")
   return out
 
 
-def launch_artifact(values: Mapping[str, Any], global_batch: int | None = None) -> dict[str, Any]:
+def launch_artifact(values: Mapping[str, Any], global_batch: int | None = None,
+                    num_layers: int | None = None) -> dict[str, Any]:
   if "tensor_model_parallel_size" in values:
-    return {"kind": "megatron", "args": megatron_args(values, global_batch)}
+    return {"kind": "megatron", "args": megatron_args(values, global_batch, num_layers),
+            "data_parallel_size (derived)": values.get("data_parallel_size")}
   mesh_axes = [a for a in JAX_LOCAL_AXES if a in values]
   ici = {k: v for k, v in values.items() if k.startswith("ici_")}
   dcn = {k: v for k, v in values.items() if k.startswith("dcn_")}
@@ -77,8 +89,9 @@ def launch_artifact(values: Mapping[str, Any], global_batch: int | None = None) 
     art["mesh_shape"] = [int(values[a]) for a in mesh_axes]
     art["sharding_rules"] = JAX_LOCAL_RULES
   if ici or dcn:
-    art["ici_mesh"] = ici
-    art["dcn_mesh"] = dcn
+    # MaxText-style hybrid mesh: ICI degrees inside a slice, DCN across.
+    art["ici_parallelism"] = ici
+    art["dcn_parallelism"] = dcn
   art["train_step"] = {k: v for k, v in values.items()
                        if k not in mesh_axes and k not in ici and k not in dcn and k not in _XLA_FLAG_KNOBS}
   return art

@@ -62,6 +62,7 @@ def run_experiment(workdir: str, workload: Any, cluster: Any,
         raise ExperimentError(problem)
 
   space = space_fn(workload, cluster)
+  space.sample(np.random.default_rng(seed), 1)  # raises SpaceError naming what empties the space
   default = None
   if compare_default:
     try:
@@ -72,7 +73,6 @@ def run_experiment(workdir: str, workload: Any, cluster: Any,
     if viol:
       raise ExperimentError(f"the default configuration of workload {workload.name!r} is invalid: "
                             + "; ".join(str(v) for v in viol))
-  space.sample(np.random.default_rng(seed), 1)  # raises SpaceError if empty
   designer = designer_fn(space=space, seed=seed)
 
   store = MeasurementStore(workdir)

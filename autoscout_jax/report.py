@@ -43,7 +43,8 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       "space": space.name, "top_fidelity": result.top_fidelity,
       "best": _m(result.best), "default": _m(result.default),
       "speedup_vs_default": result.speedup_vs_default,
-      "launch": launch_artifact(result.best.candidate.values, workload.global_batch) if result.best else None,
+      "launch": (launch_artifact(result.best.candidate.values, workload.global_batch, workload.model.num_layers)
+                 if result.best else None),
       "top": [_m(m) for m in result.top(5)],
       "cost_s": result.cost_s, "cost_by_fidelity_s": dict(spent),
       "outcomes": {f"{f}/{k}": n for (f, k), n in sorted(counts.items())},
