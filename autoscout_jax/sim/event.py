@@ -1,0 +1,249 @@
+"""F1: the event simulator (fidelity "event"), vectorized over candidates.
+
+Where it sits: the search loop routes "event" suggestions to
+`EventEvaluator.evaluate`; the calibration tools call `simulate_f1` (same
+inputs and outputs as F0's `simulate_f0`: PLAN arrays, model and hardware
+scalars, constants -> dict of [N] arrays). Both use the per-layer cost
+model F0 uses (sim/costs.py `layer_costs`) and differ from F0 in how the
+step is composed: instead of closed forms for the bubble and the exposed
+communication, the step is played out pass by pass.
+
+    candidates -> PLAN arrays -> layer_costs -> per-virtual-stage PipelineInputs
+               -> event_engine.simulate_pipeline (timeline) -> outputs, breakdown
+
+What F1 sees that F0's closed forms approximate:
+- uneven stages: the layers of each virtual stage (Megatron counts the
+  embedding and the loss as pipeline layers when the layer count needs it),
+  the embedding on the first stage, the output layer and loss on the last;
+  the bubble is whatever the schedule leaves idle, not (pp-1)/m.
+- data-parallel buckets reduced while the last micro-batch's backward is
+  still producing gradients (overlap_grad_reduce), parameter all-gathers
+  racing the first forward of each chunk (overlap_param_gather), each
+  rank's own gradient volume and optimizer step.
+- links shared by two traffic classes (DP and pipeline sends on one NIC,
+  DP and TP on NVLink) slow each other down.
+- pipeline sends block the sender in 1F1B and overlap compute in the
+  interleaved schedule.
+Memory (peak bytes, feasibility) is F0's model.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from autoscout_jax.measurement import INVALID, OOM, Measurement, Metrics
+from autoscout_jax.sim import costs, hardware
+from autoscout_jax.sim.analytic import BREAKDOWN, AnalyticEvaluator, candidates_to_arrays
+from autoscout_jax.sim.event_engine import PipelineInputs, simulate_pipeline
+from autoscout_jax.space import Candidate
+
+EMB_GRAD_BYTES = 12.0  # per embedding element per backward: dense bf16 grad, fp32 main-grad update
+
+
+def _consts(consts) -> dict[str, float]:
+  if consts is None:
+    from autoscout_jax.sim.calibration import CALIBRATED
+    consts = CALIBRATED
+  return consts.as_dict() if isinstance(consts, costs.SimConstants) else dict(consts)
+
+
+def stage_layers(L: np.ndarray, pp: np.ndarray, vp: np.ndarray, V: int, P: int) -> np.ndarray:
+  """Transformer layers of each virtual stage [N, V, P] (chunk c, rank r =
+  virtual stage c*pp+r). Even split when pp*vp divides L; otherwise, as
+  Megatron's pipeline-split accounting does, the embedding (first stage)
+  and the loss (last stage; an MTP block too) take a layer's slot, and
+  any remaining imbalance goes to the first stages."""
+  Q = (pp * vp).astype(np.int64)
+  L = L.astype(np.int64)
+  q = np.arange(V)[None, :, None] * pp[:, None, None] + np.arange(P)[None, None, :]
+  valid = (np.arange(V)[None, :, None] < vp[:, None, None]) & (np.arange(P)[None, None, :] < pp[:, None, None])
+  extra = np.full(len(L), -1)
+  for e in (3, 2, 1, 0):  # the smallest extra that makes the split even wins
+    extra = np.where(((L + e) % Q == 0) & (L + e >= Q), e, extra)
+  base = np.where(extra >= 0, (L + np.maximum(extra, 0)) // Q, L // Q)[:, None, None]
+  layers = np.broadcast_to(base, q.shape).copy()
+  e = extra[:, None, None]
+  first, last = q == 0, q == (Q - 1)[:, None, None]
+  layers -= (first & (e >= 2)).astype(np.int64)        # embedding slot
+  layers -= (last & (e >= 1)).astype(np.int64)         # loss slot
+  layers -= (last & (e >= 3)).astype(np.int64)         # MTP slot
+  rem = np.where(extra < 0, L - (L // Q) * Q, 0)[:, None, None]
+  layers += ((extra[:, None, None] < 0) & (q < rem)).astype(np.int64)
+  return np.where(valid, np.maximum(layers, 0), 0).astype(np.float64)
+
+
+def pipeline_inputs(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[str, Any],
+                    consts: Mapping[str, float]) -> tuple[PipelineInputs, dict[str, np.ndarray]]:
+  """PipelineInputs of N candidates and the per-rank figures the breakdown
+  needs. All inputs are broadcast to [N] float64."""
+  n = int(np.size(plan["tp"]))
+  b = lambda d: {k: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy() for k, v in d.items()}
+  plan, model, hw = b({k: plan[k] for k in costs.PLAN_FIELDS}), b(model), b(hw)
+  lc = costs.layer_costs(np, plan, model, hw, consts)
+  lc = {k: np.broadcast_to(np.asarray(v, np.float64), (n,)) for k, v in lc.items()}
+  pp = np.maximum(np.rint(plan["pp"]), 1).astype(np.int64)
+  vp = np.where(pp > 1, np.maximum(np.rint(plan["vp"]), 1), 1).astype(np.int64)
+  m = np.maximum(np.rint(plan["num_micro"]), 1).astype(np.int64)
+  V, P = int(vp.max()), int(pp.max())
+  layers = stage_layers(model["L"], pp, vp, V, P)
+  x = lambda a: a[:, None, None]
+  q = np.arange(V)[None, :, None] * x(pp) + np.arange(P)[None, None, :]
+  valid = (np.arange(V)[None, :, None] < x(vp)) & (np.arange(P)[None, None, :] < x(pp))
+  first = valid & (q == 0)
+  last = valid & (q == x(pp * vp - 1))
+
+  # which traffic shares the data-parallel group's tier (1 = the slow one)
+  zero = plan["zero"]
+  dp_size = np.where(zero > 0, plan["shard"], lc["dp_size"])
+  dp_inter = np.where(zero > 0, plan["shard_local"] < plan["shard"], plan["dp_local"] < lc["dp_size"])
+  share = lambda inter: (inter == dp_inter) & (dp_size > 1)
+  s_tp = share(plan["tp_local"] < plan["tp"])
+  s_cp = share(plan["cp_local"] < plan["cp"])
+  s_ep = share(plan["ep_local"] < plan["ep"])
+
+  # ZeRO-3: parameter gathers (forward) and gather + reduce-scatter (backward)
+  # of each layer, hidden behind the layer's compute when prefetching
+  layers_dev0 = np.maximum(layers[:, :, 0].sum(axis=1), 1.0)
+  z3_layer = lc["zero3_mb_s"] / layers_dev0
+  hide = np.where(plan["overlap_param"] > 0, consts["overlap_eff"], 0.0)
+  z3_f = np.maximum(z3_layer / 3 - hide * lc["fwd_s"], 0.0)
+  z3_b = np.maximum(2 * z3_layer / 3 - hide * lc["bwd_s"], 0.0)
+
+  T = plan["mbs"] * model["s"] / plan["cp"]
+  emb_fwd = T * model["h"] * 4 / hw["hbm_bw"]
+  emb_bwd = model["V"] * model["h"] / plan["tp"] * EMB_GRAD_BYTES / hw["hbm_bw"]
+  per_f = lc["fwd_s"] + lc["tp_fwd_s"] + lc["cp_fwd_s"] + lc["ep_fwd_s"] + z3_f
+  per_b = lc["bwd_s"] + lc["tp_bwd_s"] + lc["cp_bwd_s"] + lc["ep_bwd_s"] + z3_b
+  fwd = layers * x(per_f) + first * x(emb_fwd) + last * x(lc["head_fwd_s"])
+  bwd = layers * x(per_b) + first * x(emb_bwd) + last * x(lc["head_bwd_s"])
+  comm_f = s_tp * lc["tp_fwd_s"] + s_cp * lc["cp_fwd_s"] + s_ep * lc["ep_fwd_s"] + (zero == 3) * z3_f
+  comm_b = s_tp * lc["tp_bwd_s"] + s_cp * lc["cp_bwd_s"] + s_ep * lc["ep_bwd_s"] + (zero == 3) * z3_b
+
+  # parameters of each virtual stage, per device, and their share of F0's
+  # busiest-stage DP and optimizer times
+  lp = costs.layer_params(np, model)
+  f_moe = np.where(model["E"] > 0, (model["L"] - model["Ld"]) / model["L"], 0.0)
+  per_layer = ((lp["attn"] + (1 - f_moe) * lp["dense"] + f_moe * lp["moe_shared"]) / plan["tp"]
+               + f_moe * lp["experts"] / (plan["ep"] * plan["etp"]))
+  emb_dev = lp["emb"] / plan["tp"]
+  out_dev = np.where(model["tie"] > 0, 0.0, emb_dev)
+  params = layers * x(per_layer) + first * x(emb_dev) + last * x(out_dev)
+  f0_dev0 = np.maximum(lc["dp_grad_bytes"] / np.maximum(plan["g_bytes"], 1e-9), 1.0)
+  share_of = params / x(f0_dev0)
+  buckets = np.maximum(np.ceil(params * x(plan["g_bytes"]) / x(np.maximum(plan["bucket_bytes"], 1.0))), 1.0)
+  opt = (params.sum(axis=1) / f0_dev0[:, None]) * lc["optimizer_s"][:, None]
+
+  inp = PipelineInputs(
+      pp=pp, vp=vp, m=m, fwd=fwd, bwd=bwd, fwd_comm=layers * x(comm_f), bwd_comm=layers * x(comm_b),
+      dp=share_of * x(lc["dp_grad_s"]), buckets=buckets, ag=share_of * x(lc["dp_param_s"]),
+      p2p=lc["p2p_s"], p2p_shared=share(plan["pp_inter"] > 0), p2p_async=vp > 1,
+      interference=np.full(n, 1.0 - consts["overlap_eff"]),
+      overlap_grad=plan["overlap_grad"] > 0, overlap_param=(plan["overlap_param"] > 0) & (zero == 1), opt=opt)
+  mx = lambda a: m[:, None] * (a * valid).sum(axis=1)  # per rank, whole step
+  rank = dict(
+      compute=mx(layers * x(lc["fwd_s"] + lc["bwd_s"] - lc["recompute_s"]) + first * x(emb_fwd + emb_bwd)
+                 + last * x(lc["head_fwd_s"] + lc["head_bwd_s"])),
+      recompute=mx(layers * x(lc["recompute_s"])), tp=mx(layers * x(lc["tp_fwd_s"] + lc["tp_bwd_s"])),
+      cp=mx(layers * x(lc["cp_fwd_s"] + lc["cp_bwd_s"])), ep=mx(layers * x(lc["ep_fwd_s"] + lc["ep_bwd_s"])),
+      zero3=mx(layers * x(z3_f + z3_b)), opt=opt,
+      ag_tail=np.where(inp.overlap_param[:, None], 0.0, (inp.ag * valid).sum(axis=1)))
+  return inp, dict(lc=lc, plan=plan, model=model, hw=hw, rank=rank)
+
+
+def simulate_f1(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[str, Any],
+                consts: costs.SimConstants | Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+  """Scores N candidates with the event simulator. Same inputs and outputs
+  as analytic.simulate_f0 (plan: [N] PLAN arrays; model/hw: scalars or [N]
+  arrays), plus contention_s (delay from shared links) and stalled (the
+  schedule cannot run: step time NaN, infeasible).
+
+  The breakdown is read off the timeline of the critical rank (the one that
+  finishes last) and sums to the step time: its passes (compute,
+  recompute, exposed TP/CP/EP inside them), pp_comm_s = the time it was
+  held by its own sends, dp_comm_s = its DP tail after its last pass +
+  contention delays + waits for parameter gathers + exposed ZeRO-3
+  traffic, bubble_s = the rest of its idle time (waiting for inputs from
+  other stages, including their sends and slower stages), optimizer_s."""
+  consts = _consts(consts)
+  inp, aux = pipeline_inputs(plan, model, hw, consts)
+  lc, plan, model, hw, rank = aux["lc"], aux["plan"], aux["model"], aux["hw"], aux["rank"]
+  ev = simulate_pipeline(inp)
+  n = len(inp.pp)
+  rows = np.arange(n)
+  crit = ev["critical_rank"].astype(np.int64)
+  at = lambda a: a[rows, crit]
+  live = np.arange(rank["opt"].shape[1])[None, :] < inp.pp[:, None]
+  tail_rank = np.argmax(np.where(live, rank["opt"] + rank["ag_tail"], -np.inf), axis=1)
+  opt_s = rank["opt"][rows, tail_rank]
+  step = np.where(ev["stalled"], np.nan, ev["step_time_s"])
+  n_dev = plan["tp"] * plan["pp"] * plan["cp"] * plan["dp"]
+  tokens = model["gbs"] * model["s"]
+  tflops = lc["model_flops"] / (step * n_dev) / 1e12
+  breakdown = dict(
+      compute_s=at(rank["compute"]), recompute_s=at(rank["recompute"]), tp_comm_s=at(rank["tp"]),
+      cp_comm_s=at(rank["cp"]), ep_comm_s=at(rank["ep"]), pp_comm_s=ev["send_s"],
+      dp_comm_s=(ev["dp_end_s"] - ev["pipe_end_s"] + ev["contention_s"] + ev["ag_wait_s"]
+                 + (ev["tail_s"] - opt_s) + at(rank["zero3"])),
+      bubble_s=ev["idle_s"] - ev["ag_wait_s"], optimizer_s=opt_s)
+  out = dict(step_time_s=step, tokens_per_s=tokens / step, tokens_per_s_per_device=tokens / step / n_dev,
+             model_tflops_per_device=tflops, mfu=tflops * 1e12 / hw["peak_bf16"],
+             peak_mem_bytes=np.asarray(lc["mem_peak"], np.float64),
+             feasible=(lc["mem_peak"] <= hw["hbm_bytes"]) & ~ev["stalled"],
+             model_flops=np.asarray(lc["model_flops"], np.float64),
+             layer_s=(lc["fwd_s"] + lc["bwd_s"] + lc["tp_fwd_s"] + lc["tp_bwd_s"] + lc["cp_fwd_s"]
+                      + lc["cp_bwd_s"] + lc["ep_fwd_s"] + lc["ep_bwd_s"]),
+             contention_s=ev["contention_s"], stalled=ev["stalled"])
+  out.update({k: np.asarray(v, np.float64) for k, v in breakdown.items()})
+  assert set(BREAKDOWN) <= set(out)
+  return out
+
+
+class EventEvaluator(AnalyticEvaluator):
+  """F1 over a batch: one vectorized timeline for all candidates; failures
+  (invalid, OOM, a schedule that cannot run) are measurements. Space
+  resolution and the fits check are F0's."""
+
+  fidelity = "event"
+
+  def evaluate(self, workload, cluster, candidates: Sequence[Candidate]) -> list[Measurement]:
+    t0 = time.perf_counter()
+    cands = list(candidates)
+    if not cands:
+      return []
+    space = self._space(workload, cluster, cands)
+    problems = [space.validate(c) for c in cands]
+    ok = [i for i, p in enumerate(problems) if not p]
+    out = {}
+    if ok:
+      plan = candidates_to_arrays(space, [cands[i] for i in ok], workload, cluster)
+      out = simulate_f1(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), self.constants)
+    per = (time.perf_counter() - t0) / len(cands)
+    row = {i: j for j, i in enumerate(ok)}
+    res = []
+    for i, c in enumerate(cands):
+      if problems[i]:
+        metrics = Metrics.failed(INVALID, "; ".join(str(v) for v in problems[i]))
+      else:
+        metrics = self._metrics(out, row[i], cluster)
+      res.append(Measurement(candidate=c, fidelity=self.fidelity, metrics=metrics, cost_s=per,
+                             workload_key=workload.key, cluster_key=cluster.key, wall_s=per,
+                             provenance=dict(simulator="F1", space=space.name)))
+    return res
+
+  @staticmethod
+  def _metrics(out: Mapping[str, np.ndarray], j: int, cluster) -> Metrics:
+    get = lambda k: float(out[k][j])
+    if bool(out["stalled"][j]):
+      return Metrics.failed(INVALID, "the pipeline schedule cannot run this micro-batch layout")
+    common = dict(peak_mem_bytes=get("peak_mem_bytes"), breakdown={k: get(k) for k in BREAKDOWN},
+                  flops_per_step=get("model_flops") / cluster.num_devices,
+                  extra=dict(model_tflops_per_device=get("model_tflops_per_device"),
+                             contention_s=get("contention_s")))
+    if bool(out["feasible"][j]):
+      return Metrics(feasible=True, step_time_s=get("step_time_s"), tokens_per_s=get("tokens_per_s"),
+                     mfu=get("mfu"), **common)
+    return Metrics.failed(OOM, f"needs {get('peak_mem_bytes') / 2**30:.1f} GiB per device, "
+                               f"{cluster.device.hbm_bytes / 2**30:.1f} GiB available", **common)
