@@ -58,6 +58,10 @@ def _fmt_cand(values: dict[str, Any]) -> str:
   return " ".join(f"{k}={v}" for k, v in values.items())
 
 
+def _fmt_breakdown(b: dict[str, float]) -> str:
+  return " ".join(f"{k}={v:.3g}" for k, v in b.items()) if b else "-"
+
+
 def render_summary(rep: dict[str, Any]) -> str:
   lines = ["", "=== autoscout_jax result ==="]
   best = rep["best"]
@@ -73,6 +77,12 @@ def render_summary(rep: dict[str, Any]) -> str:
       lines.append(f"  speedup over the default: {rep['speedup_vs_default']:.3f}x")
     elif d is not None:
       lines.append(f"  default: {_fmt_cand(d['candidate'])} failed ({d['failure_kind']})")
+  if len(rep["top"]) > 1:
+    lines.append("top candidates:")
+    for m in rep["top"][:5]:
+      lines.append(f"  {m['tokens_per_s']:>12,.1f} tok/s  {_fmt_cand(m['candidate'])}")
+      if m["breakdown"]:
+        lines.append(f"  {'':>12}        {_fmt_breakdown(m['breakdown'])}")
   lines.append(f"spent {rep['cost_s']:,.1f} device-seconds "
                + ", ".join(f"{k}: {v:,.1f}" for k, v in rep["cost_by_fidelity_s"].items())
                + f" over {rep['rounds']} rounds (stopped: {rep['stop_reason']})")
@@ -97,9 +107,10 @@ def render_markdown(rep: dict[str, Any]) -> str:
       out += ["", "### Time breakdown", "", "| part | seconds |", "|---|---|"]
       out += [f"| {k} | {v:.4g} |" for k, v in best["breakdown"].items()]
     out += ["", "### Launch", "", "```", str(rep["launch"]), "```"]
-  out += ["", "## Top candidates", "", "| tokens/s | step s | candidate |", "|---|---|---|"]
-  out += [f"| {m['tokens_per_s']:,.1f} | {m['step_time_s']:.4g} | {_fmt_cand(m['candidate'])} |"
-          for m in rep["top"]]
+  out += ["", "## Top candidates", "", "| tokens/s | step s | candidate | breakdown (s) |",
+          "|---|---|---|---|"]
+  out += [f"| {m['tokens_per_s']:,.1f} | {m['step_time_s']:.4g} | {_fmt_cand(m['candidate'])} | "
+          f"{_fmt_breakdown(m['breakdown'])} |" for m in rep["top"]]
   out += ["", "## Spend", "", f"{rep['cost_s']:,.1f} device-seconds in {rep['rounds']} rounds "
           f"(stopped: {rep['stop_reason']}).", ""]
   out += [f"- {k}: {v}" for k, v in rep["outcomes"].items()]
