@@ -1,0 +1,153 @@
+"""The designers scoutbench compares: a registry of names -> factories.
+
+Where it sits: runner.py builds one designer per (task, seed) from this
+registry and runs it through the search loop. Every factory gets the same
+view of a task: the space, the seed and a `TaskView` (the expert default,
+the fidelities on offer, the budget) -- never the truth.
+
+Entries name a factory directly or lazily as "module:attribute", so
+optional designers (Optuna, SMAC3: the `bench` extra) are imported only
+when asked for, and a missing extra is reported before anything runs. A
+factory is called as `factory(space=..., seed=...)`, plus `view=...` if it
+accepts that argument. The project's own designer registers here too (add
+an entry to `DESIGNERS`, or call `register` from its module).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import time
+from typing import Any, Callable, Sequence
+
+from autoscout_jax.designers.base import Designer
+from autoscout_jax.designers.exhaustive import ExhaustiveSearch
+from autoscout_jax.designers.random_search import RandomSearch
+from autoscout_jax.measurement import Measurement
+from autoscout_jax.space import Candidate, SearchSpace
+
+BENCH_EXTRA = "pip install -e '.[bench]'"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskView:
+  """What a designer may know of a task besides its space."""
+
+  default: Candidate  # the workload's expert default configuration
+  fidelities: tuple[str, ...]  # on offer, cheapest first; the last is the truth's
+  budget_s: float  # device-seconds this run may spend
+
+
+@dataclasses.dataclass(frozen=True)
+class DesignerEntry:
+  factory: Callable[..., Designer] | str  # or "package.module:attribute"
+  batch_size: int = 1  # suggestions per round of the loop
+  requires: tuple[str, ...] = ()  # importable modules it needs
+  install: str = ""  # how to get them
+  doc: str = ""
+  suites: tuple[str, ...] = ("quick", "full")  # the suites that run it by default
+
+
+class ExpertDefault(Designer):
+  """The workload's declared default configuration, evaluated once."""
+
+  def __init__(self, space: SearchSpace, seed: int = 0, view: TaskView | None = None):
+    super().__init__(space, seed)
+    if view is None:
+      raise ValueError("the expert designer needs the task view (its default configuration)")
+    self._todo = [view.default]
+
+  def suggest(self, n: int) -> list[Candidate]:
+    out, self._todo = self._todo[:n], self._todo[n:]
+    return out
+
+
+DESIGNERS: dict[str, DesignerEntry] = {
+    "random": DesignerEntry(RandomSearch, doc="uniform over valid candidates, no repeats"),
+    "exhaustive": DesignerEntry(ExhaustiveSearch, doc="every valid candidate in a seeded random order"),
+    "expert": DesignerEntry(ExpertDefault, doc="the workload's default configuration, once"),
+    "optuna_tpe": DesignerEntry("autoscout_jax.designers.optuna_tpe:OptunaTPE", requires=("optuna",),
+                                install=BENCH_EXTRA, doc="Optuna TPE, define-by-run"),
+    "smac": DesignerEntry("autoscout_jax.designers.smac:SMACDesigner", requires=("smac", "ConfigSpace"),
+                          install=BENCH_EXTRA, doc="SMAC3 HPO facade (random forest + EI)"),
+    # The project's designer and its ablations (autoscout_jax/designers/autoscout/factories.py).
+    # Ablations run in the full suite only: the quick one must stay under 10 minutes.
+    **{n: DesignerEntry(f"autoscout_jax.designers.autoscout.factories:{n}", doc=d, suites=s) for n, d, s in (
+        ("autoscout", "AutoScout: surrogate-guided sparse + dense search, bandit, priorities, cheap screens",
+         ("quick", "full")),
+        ("autoscout_no_dense", "AutoScout without gradient relaxation of dense knobs", ("full",)),
+        ("autoscout_no_priority", "AutoScout without knob prioritization", ("full",)),
+        ("autoscout_top_only", "AutoScout without cheap fidelities (profiles only)", ("full",)),
+        ("autoscout_fixed_split", "AutoScout without the bandit (fixed 50/50 sparse/dense split)", ("full",)))},
+}
+PEERS = ("optuna_tpe", "smac")  # the external optimizers ratios are taken against
+
+
+def register(name: str, entry: DesignerEntry) -> None:
+  DESIGNERS[name] = entry
+
+
+def suite_designers(suite: str) -> list[str]:
+  return [n for n, e in DESIGNERS.items() if suite in e.suites]
+
+
+def missing_requirements(name: str) -> list[str]:
+  return [m for m in DESIGNERS[name].requires if importlib.util.find_spec(m) is None]
+
+
+def check_designers(names: Sequence[str]) -> None:
+  """One clear error for an unknown designer or a missing optional extra."""
+  from autoscout_jax.bench.tasks import BenchError
+  unknown = [n for n in names if n not in DESIGNERS]
+  if unknown:
+    raise BenchError(f"unknown designer(s) {unknown}; known: {sorted(DESIGNERS)}")
+  for n in names:
+    miss = missing_requirements(n)
+    if miss:
+      e = DESIGNERS[n]
+      raise BenchError(f"designer {n!r} needs {', '.join(miss)}, which is not installed; "
+                       f"install the bench extra: {e.install or 'pip install ' + ' '.join(miss)}")
+
+
+def _resolve(factory: Callable[..., Designer] | str) -> Callable[..., Designer]:
+  if callable(factory):
+    return factory
+  module, _, attr = factory.partition(":")
+  return getattr(importlib.import_module(module), attr)
+
+
+def make_designer(name: str, space: SearchSpace, seed: int, view: TaskView) -> Designer:
+  fn = _resolve(DESIGNERS[name].factory)
+  try:
+    params = inspect.signature(fn).parameters
+  except (TypeError, ValueError):
+    params = {}
+  kwargs: dict[str, Any] = dict(space=space, seed=seed)
+  if "view" in params:
+    kwargs["view"] = view
+  return fn(**kwargs)
+
+
+class TimedDesigner(Designer):
+  """Wraps a designer and counts the CPU seconds its suggest and update
+  calls take (process time: what the optimizer itself costs)."""
+
+  def __init__(self, inner: Designer):
+    super().__init__(inner.space, inner.seed)
+    self.inner = inner
+    self.cpu_s = 0.0
+    self.suggested = 0
+
+  def suggest(self, n: int) -> list[Candidate]:
+    t0 = time.process_time()
+    out = self.inner.suggest(n)
+    self.cpu_s += time.process_time() - t0
+    self.suggested += len(out)
+    return out
+
+  def update(self, measurements: Sequence[Measurement]) -> None:
+    t0 = time.process_time()
+    self.inner.update(measurements)
+    self.cpu_s += time.process_time() - t0

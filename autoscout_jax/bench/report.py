@@ -1,0 +1,192 @@
+"""Writing a benchmark run: the markdown table, results.json, TensorBoard.
+
+Where it sits: the last step of bench/__main__.py, after runner.run_bench.
+- `results.json`: every number (medians, IQRs, each seed's measures and the
+  points where its incumbent changed), task summaries, suite and commit;
+- `results.md`: one row per task x designer, costs in units of the task's
+  median profiling cost ("evals"), ratio columns against the better of the
+  external peers (Optuna TPE, SMAC3) in the same run;
+- TensorBoard (`tb/<task>/<designer>`): median and quartiles over seeds of
+  the regret of the incumbent and its true tokens/s against cumulative cost
+  (the step is device-seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from autoscout_jax.bench import metrics as metrics_lib
+from autoscout_jax.bench.peers import PEERS
+
+GRID_POINTS = 64
+
+
+def best_peer(results: Sequence[Mapping[str, Any]], task: str) -> Mapping[str, Any] | None:
+  """The better external peer on a task: lower median regret at the largest
+  budget, then lower median cost to 5 %."""
+  rows = [r for r in results if r["task"] == task and r["designer"] in PEERS]
+  if not rows:
+    return None
+  def key(r):
+    reg = r["regret_at_budgets"][-1]["median"]
+    c5 = r["cost_to_5pct"]
+    return (math.inf if reg is None else reg, math.inf if c5 is None else c5)
+  return min(rows, key=key)
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+  if x is None:
+    return "never"
+  return f"{x:.{digits}f}"
+
+
+def _cost(r: Mapping[str, Any], key: str, unit: float) -> str:
+  med = r[key]
+  n = len(r["seeds"])
+  reached = r[key + "_reached"]
+  if med is None:
+    return f"never ({reached}/{n})"
+  lo, hi = r[key + "_iqr"]
+  iqr = f" [{_fmt(lo / unit)}–{_fmt(hi / unit) if hi is not None else 'never'}]" if lo is not None else ""
+  return f"{med / unit:.1f}{iqr}" + (f" ({reached}/{n})" if reached < n else "")
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+  if a is None or b is None or b == 0:
+    return "—"
+  return f"{a / b:.2f}"
+
+
+def markdown_table(results: Mapping[str, Any]) -> str:
+  info = {t["name"]: t for t in results["task_info"]}
+  lines = [
+      "| task | designer | seeds | cost to 5 % (evals) | cost to 2 % (evals) | regret % @ budgets | "
+      "speedup vs expert | failed paid | invalid | CPU s / suggestion | cost to 5 % ÷ best peer | "
+      "best found ÷ best peer |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in results["results"]:
+    t = info[r["task"]]
+    unit = t["median_eval_cost_s"]
+    peer = best_peer(results["results"], r["task"])
+    regrets = " / ".join(_fmt(None if b["median"] is None else 100 * b["median"]) for b in r["regret_at_budgets"])
+    sp = r["speedup_vs_expert"]
+    ov = r["overhead_s_per_suggestion"]
+    peer_c5 = _ratio(r["cost_to_5pct"], peer["cost_to_5pct"]) if peer else "—"
+    peer_best = _ratio(r["best_true_tokens_per_s"], peer["best_true_tokens_per_s"]) if peer else "—"
+    if peer is not None and r["designer"] == peer["designer"]:
+      peer_c5, peer_best = "(best peer)", "(best peer)"
+    lines.append(
+        f"| {r['task']} | {r['designer']} | {len(r['seeds'])} | {_cost(r, 'cost_to_5pct', unit)} | "
+        f"{_cost(r, 'cost_to_2pct', unit)} | {regrets} | {'—' if sp is None else f'{sp:.2f}x'} | "
+        f"{r['infeasible_paid']:g} | {r['invalid_suggestions']:g} | "
+        f"{'—' if ov is None else f'{ov:.3f}'} | {peer_c5} | {peer_best} |")
+  notes = ["", "Budgets and units per task (one \"eval\" = the median cost of profiling one feasible "
+           "candidate):", ""]
+  for t in results["task_info"]:
+    b = ", ".join(f"{e:g}" for e in t["budget_evals"])
+    expert = t["expert_tokens_per_s"]
+    gap = "n/a" if not expert else f"{t['optimum_tokens_per_s'] / expert:.2f}x from optimum"
+    notes.append(
+        f"- {t['name']}: {t['candidates']} valid candidates; truth: {t['truth'].get('kind', '?')} "
+        f"({t['source_fidelity']}, {t['repeats']} repeats, noise CV {100 * t['noise_cv']:.1f} %); "
+        f"1 eval = {t['median_eval_cost_s']:,.1f} device-s; budgets {b} evals; optimum "
+        f"{t['optimum_tokens_per_s']:,.1f} tok/s, expert default "
+        f"{'n/a' if expert is None else f'{expert:,.1f}'} tok/s "
+        f"({gap}); "
+        f"{100 * t['infeasible_fraction']:.0f} % of candidates infeasible")
+  return "\n".join(lines + notes) + "\n"
+
+
+def _trace_points(tr: metrics_lib.RunTrace) -> list[list[Any]]:
+  """(cost, true incumbent) where the incumbent changed, plus the last point."""
+  out, last = [], object()
+  for c, v in zip(tr.costs, tr.best_true):
+    if v != last:
+      out.append([c, v])
+      last = v
+  if tr.costs and (not out or out[-1][0] != tr.costs[-1]):
+    out.append([tr.costs[-1], tr.best_true[-1]])
+  return out
+
+
+def results_json(results: Mapping[str, Any]) -> dict[str, Any]:
+  out = {k: v for k, v in results.items() if not k.startswith("_")}
+  traces = results.get("_traces", {})
+  out["results"] = []
+  for r in results["results"]:
+    r = dict(r)
+    r["per_seed"] = [dict(s, curve=_trace_points(traces[(r["task"], r["designer"], s["seed"])]))
+                     if (r["task"], r["designer"], s["seed"]) in traces else s for s in r["per_seed"]]
+    out["results"].append(r)
+  return out
+
+
+def write_tensorboard(results: Mapping[str, Any], logdir: str, table_md: str) -> None:
+  from autoscout_jax.writers import TensorBoardWriter
+  traces = results.get("_traces", {})
+  for t in results["task_info"]:
+    grid = np.linspace(0.0, t["budgets_s"][-1], GRID_POINTS + 1)[1:]
+    for d in results["designers"]:
+      trs = [tr for (task, name, _), tr in traces.items() if task == t["name"] and name == d]
+      if not trs:
+        continue
+      curves = np.stack([metrics_lib.curve_on_grid(tr, grid) for tr in trs])
+      regret = 100.0 * np.where(np.isnan(curves), 1.0, 1.0 - curves / t["optimum_tokens_per_s"])
+      w = TensorBoardWriter(os.path.join(logdir, t["name"], d))
+      try:
+        for j, g in enumerate(grid):
+          vals = {"regret_pct/median": float(np.median(regret[:, j])),
+                  "regret_pct/q25": float(np.percentile(regret[:, j], 25)),
+                  "regret_pct/q75": float(np.percentile(regret[:, j], 75))}
+          col = curves[:, j]
+          if np.isfinite(col).any():
+            vals["best_true_tokens_per_s/median"] = float(np.nanmedian(col))
+          w.write_scalars(int(round(g)), vals)
+      finally:
+        w.close()
+  w = TensorBoardWriter(os.path.join(logdir, "summary"))
+  try:
+    w.write_texts(0, {"scoutbench/table": table_md})
+  finally:
+    w.close()
+
+
+def write_all(results: Mapping[str, Any], workdir: str) -> dict[str, str]:
+  os.makedirs(workdir, exist_ok=True)
+  table = markdown_table(results)
+  head = (f"# scoutbench: suite {results['suite']}, commit {results['commit']}, {results['date']}\n\n"
+          f"Seeds {results['seeds']}; medians over seeds with [interquartile range]; regret % at the "
+          f"three budgets; ratio columns against the better of {', '.join(PEERS)} in this run.\n\n")
+  paths = {"json": os.path.join(workdir, "results.json"), "md": os.path.join(workdir, "results.md"),
+           "tb": os.path.join(workdir, "tb")}
+  with open(paths["json"], "w", encoding="utf-8") as f:
+    json.dump(_finite(results_json(results)), f, indent=1, sort_keys=True, allow_nan=False,
+              default=_json_default)
+    f.write("\n")
+  with open(paths["md"], "w", encoding="utf-8") as f:
+    f.write(head + table)
+  write_tensorboard(results, paths["tb"], head + table)
+  return paths
+
+
+def _finite(x: Any) -> Any:
+  """NaN/inf -> None, so results.json is strict JSON."""
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  if isinstance(x, dict):
+    return {k: _finite(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_finite(v) for v in x]
+  return x
+
+
+def _json_default(x: Any) -> Any:
+  if isinstance(x, (np.floating, np.integer)):
+    return x.item()
+  return str(x)

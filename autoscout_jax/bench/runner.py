@@ -1,0 +1,126 @@
+"""Running the benchmark: every (task, designer, seed) through the search loop.
+
+Where it sits: bench/__main__.py parses flags and task gin files, then calls
+`run_bench`. For each task it builds the truth (tasks.py), then for each
+designer and seed runs `search.run_search` with the replay evaluator as the
+top fidelity and the task's cheap evaluators beside it, all under the same
+budget (the largest of the task's three), scores the run (metrics.py), and
+finally hands everything to report.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import subprocess
+import time
+from typing import Any, Callable, Sequence
+
+from autoscout_jax.bench import metrics as metrics_lib
+from autoscout_jax.bench import peers
+from autoscout_jax.bench.replay import FixedCostEvaluator, MemoryStore, ReplayEvaluator
+from autoscout_jax.bench.tasks import BenchError, Task, TaskSpec, build_task, repo_root
+from autoscout_jax.measurement import fidelity_rank
+from autoscout_jax.search import run_search
+
+TOP = "profile"  # the fidelity the replayed truth is served at
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+  seeds: int
+  budget_scale: float = 1.0  # multiplies every task's budgets
+  max_rounds: int = 20_000
+
+
+SUITES = {"quick": Suite(seeds=3), "full": Suite(seeds=10)}
+
+
+def evaluators_for(task: Task, seed: int) -> dict[str, Any]:
+  evals: dict[str, Any] = {TOP: ReplayEvaluator(task.table, seed, TOP)}
+  for e in task.spec.cheap:
+    if fidelity_rank(e.fidelity) >= fidelity_rank(TOP):
+      raise BenchError(f"task {task.name!r}: cheap evaluator fidelity {e.fidelity!r} is not below {TOP!r}")
+    evals[e.fidelity] = FixedCostEvaluator(e, task.spec.cheap_cost_s)
+  return evals
+
+
+def run_one(task: Task, designer: str, seed: int, budget_s: float | None = None,
+            max_rounds: int = 20_000) -> tuple[metrics_lib.RunTrace, Any]:
+  """One run; returns its trace and the loop's SearchResult."""
+  budget = task.budgets_s[-1] if budget_s is None else budget_s
+  evals = evaluators_for(task, seed)
+  fids = tuple(sorted(evals, key=fidelity_rank))
+  view = peers.TaskView(default=task.default, fidelities=fids, budget_s=budget)
+  timed = peers.TimedDesigner(peers.make_designer(designer, task.space, seed, view))
+  entry = peers.DESIGNERS[designer]
+  try:
+    result = run_search(task.workload, task.cluster, task.space, timed, evals, MemoryStore(),
+                        budget_s=budget, batch_size=entry.batch_size, max_rounds=max_rounds,
+                        screen_fidelities=())
+  finally:
+    close = getattr(timed.inner, "close", None)
+    if close is not None:
+      close()
+  tr = metrics_lib.trace_run(task.name, designer, seed, result.measurements, task.table, TOP)
+  tr.cpu_s, tr.suggested, tr.stop_reason = timed.cpu_s, timed.suggested, result.stop_reason
+  return tr, result
+
+
+def git_commit() -> str | None:
+  try:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(), capture_output=True,
+                         text=True, timeout=10, check=False)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root(),
+                           capture_output=True, text=True, timeout=10, check=False)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  if out.returncode != 0:
+    return None
+  return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def run_bench(specs: Sequence[TaskSpec], designers: Sequence[str], seeds: Sequence[int], workdir: str,
+              suite: str = "custom", budget_scale: float = 1.0, remeasure: bool = False,
+              max_rounds: int = 20_000, printer: Callable[[str], None] = print) -> dict[str, Any]:
+  """Everything of one benchmark run, as the `results.json` dict (also
+  carrying the traces under the private key `_traces` for the report)."""
+  if not specs:
+    raise BenchError("no tasks selected")
+  if not designers:
+    raise BenchError("no designers selected")
+  if not seeds:
+    raise BenchError("no seeds selected")
+  if not budget_scale > 0 or not math.isfinite(budget_scale):
+    raise BenchError(f"the budget must be positive, got a budget scale of {budget_scale}")
+  peers.check_designers(designers)
+  t_start = time.time()
+  results, tasks_info, traces = [], [], {}
+  for spec in specs:
+    task = build_task(spec, workdir, remeasure=remeasure, progress=printer)
+    budgets = tuple(b * budget_scale for b in task.budgets_s)
+    evals = tuple(e * budget_scale for e in spec.budget_evals)
+    info = task.summary()
+    info.update(budgets_s=list(budgets), budget_evals=list(evals))
+    tasks_info.append(info)
+    printer(f"{task.name}: {len(task.candidates)} candidates, optimum {task.optimum:,.1f} tok/s, "
+            f"expert {task.expert_value or float('nan'):,.1f} tok/s, budgets "
+            f"{', '.join(f'{e:g}' for e in evals)} x {task.table.median_cost_s():,.1f} device-s")
+    for name in designers:
+      per_seed = []
+      for seed in seeds:
+        t0 = time.time()
+        tr, _ = run_one(task, name, seed, budget_s=budgets[-1], max_rounds=max_rounds)
+        per_seed.append(metrics_lib.run_measures(tr, task.optimum, task.expert_value, budgets))
+        traces[(task.name, name, seed)] = tr
+        r = per_seed[-1]
+        printer(f"  {name:>12s} seed {seed}: regret {100 * r['regret_at_budgets'][-1]:5.1f} %, "
+                f"{r['paid_top']} profiled, {r['infeasible_paid']} failed, {r['invalid_suggestions']} invalid, "
+                f"{time.time() - t0:.1f} s")
+      results.append(metrics_lib.aggregate(task.name, name, per_seed, budgets, evals))
+  return {
+      "suite": suite, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+      "seconds": round(time.time() - t_start, 1), "designers": list(designers), "seeds": list(seeds),
+      "budget_scale": budget_scale, "tasks": [t["name"] for t in tasks_info], "task_info": tasks_info,
+      "results": results, "_traces": traces,
+  }

@@ -1,0 +1,120 @@
+"""The Optuna TPE and SMAC3 wrappers suggest only valid, fresh candidates on a
+conditional space with a product group and constraints, learn from
+failures, and say how to install themselves when their library is absent."""
+
+import math
+import sys
+
+import pytest
+
+from autoscout_jax.bench import peers
+from autoscout_jax.bench.tasks import BenchError
+from autoscout_jax.measurement import Measurement, Metrics
+from autoscout_jax.space import (Boolean, Categorical, Constraint, Ordinal, ProductGroup, SearchSpace,
+                                 When)
+
+
+def conditional_space():
+  pow2 = (1, 2, 4, 8)
+  knobs = [
+      Ordinal("tp", values=pow2), Ordinal("pp", values=pow2), Ordinal("dp", values=pow2, default=8),
+      Boolean("sp", when=(When("tp", (2, 4, 8)),)),  # conditioned on a mesh axis
+      Ordinal("vp", values=(1, 2), when=(When("pp", (2, 4, 8)),)),
+      Categorical("recompute", choices=("none", "selective", "full")),
+      Ordinal("rc_layers", values=(1, 2, 4), when=(When("recompute", "full"),)),
+      Ordinal("mbs", values=(1, 2, 4)),
+  ]
+  cons = [
+      Constraint("batch", lambda v, f: None if 16 % (v["dp"] * v["mbs"]) == 0 else "batch does not split"),
+      Constraint("rc_fit", lambda v, f: None if v.get("rc_layers", 1) * v["pp"] <= 8 else "too many layers"),
+      Constraint("vp_fit", lambda v, f: None if v.get("vp", 1) * v["pp"] <= 8 else "too many stages"),
+  ]
+  return SearchSpace(knobs, cons, groups=[ProductGroup(("tp", "pp", "dp"), 8)], name="cond")
+
+
+def outcome(c):
+  if c["tp"] == 1 and c["recompute"] == "none" and c["mbs"] >= 2:
+    return Metrics.failed("oom", "does not fit")
+  t = 1.0 + 0.2 * math.log2(c["pp"]) + 0.1 * math.log2(c["tp"]) - 0.05 * c.get("sp", False) + 0.1 / c["mbs"]
+  return Metrics(True, step_time_s=t, tokens_per_s=1000 / t)
+
+
+def drive(designer, space, rounds=10, batch=2):
+  seen, failures = [], 0
+  for _ in range(rounds):
+    cands = designer.suggest(batch)
+    assert cands
+    for c in cands:
+      assert space.validate(c) == [], (c, space.validate(c))
+      assert c not in seen
+      seen.append(c)
+    ms = [Measurement(c, "profile", outcome(c), 1.0) for c in cands]
+    failures += sum(not m.feasible for m in ms)
+    designer.update(ms)
+  return seen, failures
+
+
+@pytest.mark.parametrize("name", ["optuna_tpe", "smac"])
+def test_wrapper_suggests_only_valid_fresh_candidates(name):
+  missing = peers.missing_requirements(name)
+  if missing:
+    pytest.skip(f"the bench extra is not installed ({', '.join(missing)}): pip install -e '.[bench]'")
+  space = conditional_space()
+  view = peers.TaskView(default=space.make(dp=8), fidelities=("profile",), budget_s=100.0)
+  d = peers.make_designer(name, space, seed=1, view=view)
+  # an outcome it did not suggest (e.g. the loop's default) is learned, not an error
+  d.update([Measurement(view.default, "profile", outcome(view.default), 1.0)])
+  seen, _ = drive(d, space, rounds=10)
+  assert view.default not in seen
+  assert any("sp" in c for c in seen) and any("rc_layers" in c for c in seen)
+  assert d.stats["fallbacks"] < len(seen)  # the library, not the fallback, proposed most
+  # the same seed proposes the same sequence
+  fresh = peers.make_designer(name, space, seed=1, view=view)
+  fresh.update([Measurement(view.default, "profile", outcome(view.default), 1.0)])
+  assert drive(fresh, space, rounds=3)[0] == seen[:6]
+  if hasattr(d, "close"):
+    d.close()
+
+
+def test_optuna_group_axes_are_named_by_the_remaining_product():
+  pytest.importorskip("optuna", reason="the bench extra is not installed: pip install -e '.[bench]'")
+  from autoscout_jax.designers.external import group_prefix_choices
+  from autoscout_jax.designers.optuna_tpe import OptunaTPE
+  space = conditional_space()
+  choices = group_prefix_choices(space, ("tp", "pp", "dp"), 8)
+  assert choices[(0, 8)] == [1, 2, 4, 8] and choices[(1, 2)] == [1, 2] and choices[(2, 4)] == [4]
+  d = OptunaTPE(space, seed=0)
+  params, _ = d._params_of(space.make(tp=2, pp=2, dp=2, sp=True, vp=2))
+  assert params["tp"] == 2 and params["pp|rest=4"] == 2 and "dp" not in params and params["vp"] == 1
+
+
+@pytest.mark.parametrize("module, cls", [("autoscout_jax.designers.optuna_tpe", "OptunaTPE"),
+                                         ("autoscout_jax.designers.smac", "SMACDesigner")])
+def test_missing_extra_says_how_to_install(monkeypatch, module, cls):
+  import importlib
+  mod = importlib.import_module(module)
+  monkeypatch.setitem(sys.modules, "optuna", None)
+  monkeypatch.setitem(sys.modules, "smac", None)
+  with pytest.raises(ImportError, match=r"pip install -e '\.\[bench\]'"):
+    getattr(mod, cls)(conditional_space(), seed=0)
+
+
+def test_check_designers_messages():
+  with pytest.raises(BenchError, match=r"unknown designer\(s\) \['nope'\]; known: .*random"):
+    peers.check_designers(["random", "nope"])
+  peers.register("needs_ghost", peers.DesignerEntry("ghost:Designer", requires=("ghost_module_xyz",),
+                                                    install=peers.BENCH_EXTRA))
+  try:
+    with pytest.raises(BenchError, match=r"needs ghost_module_xyz, which is not installed; install the bench "
+                                         r"extra: pip install -e '\.\[bench\]'"):
+      peers.check_designers(["needs_ghost"])
+  finally:
+    del peers.DESIGNERS["needs_ghost"]
+
+
+def test_importing_designers_does_not_need_the_extras(monkeypatch):
+  import importlib
+  monkeypatch.setitem(sys.modules, "optuna", None)
+  monkeypatch.setitem(sys.modules, "smac", None)
+  monkeypatch.delitem(sys.modules, "autoscout_jax.designers", raising=False)
+  importlib.import_module("autoscout_jax.designers")
