@@ -1,0 +1,145 @@
+"""AutoScout's parts on their own: knob roles, dense relaxation + rounding,
+knob importances, the bandit, cheap-fidelity trust, and bad input."""
+
+import math
+
+import numpy as np
+import pytest
+
+from autoscout_jax.designers.autoscout import (AutoScoutDesigner, Bandit, FidelityPlan,
+                                               FusedSurrogate, Observations, SurrogateSpec,
+                                               knob_roles, permutation_importance)
+from autoscout_jax.designers.autoscout import dense as dense_lib
+from autoscout_jax.local.space import local_training_space
+from autoscout_jax.measurement import Measurement, Metrics
+from autoscout_jax.space import Candidate, Categorical, Constraint, IntRange, Ordinal, SearchSpace
+from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
+
+SMALL = SurrogateSpec(ensemble_size=4, hidden_sizes=(32, 32), max_steps=300, max_epochs=300)
+
+
+def sched_space() -> SearchSpace:
+  cap = Constraint("mb_cap", lambda v, f: None if v["sched"] == "a" or v["mb"] <= 16 else "mb > 16 under b")
+  return SearchSpace([Categorical("sched", choices=("a", "b")),
+                      Ordinal("mb", values=(1, 2, 4, 8, 16, 32)),
+                      IntRange("bucket", 1, 10)], [cap], name="sched")
+
+
+def step_time(v) -> float:
+  return 1.0 + 0.1 * (math.log2(v["mb"]) - 3) ** 2 + 0.02 * abs(v["bucket"] - 6) + 0.2 * (v["sched"] == "a")
+
+
+def measure(c: Candidate, fidelity="profile", scale=1.0) -> Measurement:
+  t = step_time(c.values) * scale
+  return Measurement(c, fidelity, Metrics(True, step_time_s=t, tokens_per_s=1000.0 / t), 1.0)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+  s = sched_space()
+  obs = Observations(s, ("profile",))
+  obs.add([measure(c) for c in s.enumerate()])
+  surr = FusedSurrogate(s.width, 1, seed=0, spec=SMALL)
+  surr.fit(obs.to_data())
+  return s, obs, surr
+
+
+def test_knob_roles_split_structure_from_dense():
+  w = Workload("tiny", ModelConfig("tiny", 2, 64, 4, 256, 256, 32), 16)
+  roles = knob_roles(local_training_space(w, LocalCluster()))
+  assert roles.dense == ("num_microbatches", "scan_unroll")
+  assert {"data", "fsdp", "tensor", "remat_policy", "scan_layers"} <= set(roles.structural)
+  with pytest.raises(ValueError, match="cannot be dense"):
+    knob_roles(local_training_space(w, LocalCluster()), dense=("remat_policy",))
+
+
+def test_relaxation_climbs_and_rounds_to_valid_candidates(fitted):
+  s, _, surr = fitted
+  bases = [s.make(sched="b", mb=1, bucket=1), s.make(sched="a", mb=32, bucket=10)]
+  relaxed = dense_lib.relax(s, surr.state, bases, ("mb", "bucket"), np.random.default_rng(0),
+                            kappa=0.0)
+  assert len(relaxed) == 2 * 3
+  out = []
+  for base, feats in relaxed:
+    cands = dense_lib.round_relaxed(s, feats, base, ("mb", "bucket"))
+    assert cands and all(s.is_valid(c) for c in cands)
+    assert all(c["sched"] == base["sched"] for c in cands)  # the structure is held
+    out += cands
+  # The relaxed points sit near the optimum of the dense knobs (mb 8, bucket 6),
+  # far from where the first base started.
+  best = min(out, key=lambda c: step_time(c.values))
+  assert best["mb"] == 8 and abs(best["bucket"] - 6) <= 1
+  # A relaxed vector off every valid grid point still rounds to a valid one.
+  feats = s.encode([s.make(sched="b", mb=16)])[0][0]
+  feats[s.knob_slice("mb")] = 1.0  # mb = 32 is invalid under sched b
+  assert all(s.is_valid(c) for c in dense_lib.round_relaxed(s, feats, s.make(sched="b"), ("mb",)))
+
+
+def test_permutation_importance_finds_the_knob_that_matters(fitted):
+  s, obs, surr = fitted
+  cands = s.enumerate()
+  x, act = obs.encode(cands)
+  imp = permutation_importance(s, surr.predict, x, act, np.random.default_rng(0))
+  assert imp["mb"] > imp["bucket"] and imp["sched"] > imp["bucket"]
+
+
+def test_bandit_shifts_budget_toward_the_arm_that_pays():
+  rng = np.random.default_rng(0)
+  b = Bandit(("sparse", "dense"))
+  for _ in range(60):
+    arm = b.choose()
+    b.reward(arm, float(rng.random() < (0.7 if arm == "dense" else 0.05)))
+  assert b.shares()["dense"] > 0.7
+  # When the paying arm changes, the discounted bandit follows.
+  picks = []
+  for _ in range(60):
+    arm = b.choose()
+    picks.append(arm)
+    b.reward(arm, float(rng.random() < (0.7 if arm == "sparse" else 0.0)))
+  assert picks[-30:].count("sparse") > 20
+  fixed = Bandit(("sparse", "dense"), fixed_split={"sparse": 1, "dense": 1})
+  for _ in range(40):
+    arm = fixed.choose()
+    fixed.reward(arm, 1.0 if arm == "dense" else 0.0)
+  assert fixed.shares() == {"sparse": 0.5, "dense": 0.5}
+
+
+def test_cheap_fidelity_trust_from_pairs():
+  s = sched_space()
+  cands = s.enumerate()[:10]
+  plan = FidelityPlan(("analytic", "event", "profile"), threshold=0.15)
+  obs = Observations(s, plan.model_fidelities)
+  # analytic: 2x too optimistic but ranks right; event: ranks backwards.
+  obs.add([measure(c, "analytic", scale=0.5) for c in cands])
+  obs.add([Measurement(c, "event", Metrics(True, tokens_per_s=1000.0 * step_time(c.values)), 1e-3)
+           for c in cands])
+  obs.add([measure(cands[0])])
+  plan.refresh(obs)
+  assert plan.trust("analytic") == plan.trust("event") == 1.0  # too few pairs to judge
+  obs.add([measure(c) for c in cands[1:6]])
+  plan.refresh(obs)
+  a, e = plan.errors["analytic"], plan.errors["event"]
+  assert a.trust == 1.0 and a.calibrated_mape == pytest.approx(0.0, abs=1e-9)
+  assert a.mape == pytest.approx(1.0) and a.offset == pytest.approx(-math.log(2.0))
+  assert e.trust == 0.0 and e.kendall_tau == -1.0
+  assert plan.trusted() == plan.gates() == ["analytic"] and plan.bypassed() == ["event"]
+  assert plan.top_cost(np.zeros(3)) == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_bad_input_is_named():
+  s = sched_space()
+  with pytest.raises(ValueError, match="unknown fidelity 'bogus'"):
+    AutoScoutDesigner(s, fidelities=("bogus", "profile"))
+  with pytest.raises(ValueError, match="not knobs of space"):
+    AutoScoutDesigner(s, dense_knobs=("nope",))
+  with pytest.raises(ValueError, match="initial candidate .* is invalid"):
+    AutoScoutDesigner(s, initial=(Candidate.of({"sched": "b", "mb": 32, "bucket": 1}),))
+  with pytest.raises(ValueError, match="acquisition"):
+    AutoScoutDesigner(s, acquisition="greedy")
+  other = SearchSpace([Ordinal("x", values=(1, 2))], name="other")
+  obs = Observations(other, ("profile",))
+  obs.add([Measurement(other.make(x=1), "profile", Metrics(True, tokens_per_s=1.0), 1.0)])
+  state = FusedSurrogate(other.width, 1, seed=0, spec=SMALL)
+  state.fit(obs.to_data())
+  with pytest.raises(ValueError, match="warm-start surrogate does not fit this space"):
+    AutoScoutDesigner(s, warm_start=state.state)

@@ -1,0 +1,161 @@
+"""AutoScout end to end through the search loop, on a synthetic conditional
+space whose optimum is known: it finds the optimum on a small budget, never
+suggests an invalid candidate, stops trusting a cheap fidelity that lies,
+and a resumed run replays to the same suggestions."""
+
+import math
+
+import pytest
+
+from autoscout_jax.designers.autoscout import AutoScoutDesigner, SurrogateSpec
+from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.measurement import Measurement, Metrics
+from autoscout_jax.search import run_search
+from autoscout_jax.space import (Boolean, Categorical, Constraint, IntRange, Ordinal, ProductGroup,
+                                 SearchSpace, When)
+from autoscout_jax.store import MeasurementStore
+from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
+
+SMALL = SurrogateSpec(ensemble_size=4, hidden_sizes=(32, 32), max_steps=200, max_epochs=200)
+P2 = (1, 2, 4, 8)
+
+
+def synth_space() -> SearchSpace:
+  knobs = [
+      Ordinal("a", values=P2, default=8), Ordinal("b", values=P2, default=1),
+      Categorical("mode", choices=("x", "y", "z")),
+      Boolean("flag"), IntRange("depth", 1, 4, when=(When("flag", True),)),
+      Ordinal("mb", values=(1, 2, 4, 8, 16), default=1),
+  ]
+  fits = Constraint("mb_fits", lambda v, f: None if v["mb"] * v["a"] <= 64 else "mb * a > 64")
+  return SearchSpace(knobs, [fits], groups=[ProductGroup(("a", "b"), 8)], name="synth")
+
+
+def step_time(v) -> float:
+  t = 1.0 + 0.3 * abs(math.log2(v["a"]) - 2) + {"x": 0.3, "y": 0.0, "z": 0.15}[v["mode"]]
+  t += 0.1 * abs(v["depth"] - 3) if v["flag"] else 0.4
+  return t + 0.05 * (math.log2(v["mb"]) - 3) ** 2
+
+
+def oom(v) -> bool:
+  return v["mb"] * v["b"] >= 32
+
+
+OPTIMUM = 1000.0  # a=4 b=2 mode=y flag depth=3 mb=8
+
+
+class Synthetic(Evaluator):
+  """Throughput 1000 / step_time; `lie` inverts it (a wrong simulator)."""
+
+  def __init__(self, fidelity, cost, lie=False):
+    self.fidelity, self.cost, self.lie = fidelity, cost, lie
+    self.seen = []
+
+  def evaluate(self, workload, cluster, candidates):
+    out = []
+    for c in candidates:
+      self.seen.append(c)
+      v = c.values
+      if oom(v):
+        out.append(Measurement(c, self.fidelity, Metrics.failed("oom", "too big"), self.cost))
+        continue
+      t = step_time(v)
+      t = 1.0 / t if self.lie else t
+      out.append(Measurement(c, self.fidelity, Metrics(True, step_time_s=t, tokens_per_s=1000.0 / t,
+                                                       peak_mem_bytes=1e6 * v["mb"]), self.cost))
+    return out
+
+
+class Recording(AutoScoutDesigner):
+  """Logs each round's suggestions and the cheap fidelity's trust when the
+  round was planned."""
+
+  def __init__(self, *a, **kw):
+    super().__init__(*a, **kw)
+    self.suggested, self.trust_log = [], []
+
+  def suggest(self, n):
+    trust = self.plan.trust("analytic") if "analytic" in self.plan.cheap else None
+    out = super().suggest(n)
+    self.suggested.append([(c.key, c.fidelity) for c in out])
+    self.trust_log.append(trust)
+    return out
+
+
+WORKLOAD = Workload("synth", ModelConfig("m", 2, 64, 4, 256, 256, 32), 16)
+CLUSTER = LocalCluster()
+
+
+def search(space, designer, evals, workdir, **kw):
+  return run_search(WORKLOAD, CLUSTER, space, designer, evals, MeasurementStore(str(workdir)), **kw)
+
+
+def test_space_has_the_stated_optimum():
+  s = synth_space()
+  best = max((c for c in s.iter_all() if not oom(c.values)), key=lambda c: -step_time(c.values))
+  assert 1000.0 / step_time(best.values) == OPTIMUM
+  assert len(s.enumerate()) > 200
+
+
+def test_finds_optimum_on_small_budget_and_never_suggests_invalid(tmp_path):
+  s = synth_space()
+  valid = len(s.enumerate())
+  d = Recording(s, seed=0, fidelities=("profile",), surrogate=SMALL)
+  top = Synthetic("profile", 10.0)
+  res = search(s, d, {"profile": top}, tmp_path, budget_s=450.0, batch_size=2, max_rounds=40,
+               default=s.default())
+  assert res.best.objective == pytest.approx(OPTIMUM)
+  # Random search needs half the space on average; this is under a sixth.
+  first = next(i for i, c in enumerate(top.seen) if 1000.0 / step_time(c.values) == OPTIMUM)
+  assert first + 1 <= 45 < valid / 6
+  assert all(m.metrics.failure_kind != "invalid" for m in res.measurements)
+  assert all(s.is_valid(c) for c in top.seen)
+  keys = [k for rnd in d.suggested for k in rnd]
+  assert len(keys) == len(set(keys))  # never asked twice
+  imp = d.importances
+  assert set(imp) == set(s.names) and sum(imp.values()) == pytest.approx(1.0)
+
+
+def test_cheap_fidelity_screens_and_a_lying_one_is_bypassed(tmp_path):
+  s = synth_space()
+  honest = Recording(s, seed=1, fidelities=("analytic", "profile"), extra_screens=4, surrogate=SMALL)
+  cheap, top = Synthetic("analytic", 0.01), Synthetic("profile", 10.0)
+  res = search(s, honest, {"analytic": cheap, "profile": top}, tmp_path / "honest", budget_s=120.0,
+               max_rounds=40)
+  assert res.best.objective == pytest.approx(OPTIMUM)
+  assert len(cheap.seen) > 2 * len(top.seen)  # screened far more than profiled
+  assert honest.plan.trust("analytic") == 1.0
+
+  liar = Recording(s, seed=1, fidelities=("analytic", "profile"), extra_screens=4, surrogate=SMALL)
+  cheap, top = Synthetic("analytic", 0.01, lie=True), Synthetic("profile", 10.0)
+  search(s, liar, {"analytic": cheap, "profile": top}, tmp_path / "liar", budget_s=150.0,
+         max_rounds=40)
+  err = liar.plan.errors["analytic"]
+  assert liar.plan.trust("analytic") == 0.0 and "analytic" in liar.plan.bypassed()
+  assert err.kendall_tau < 0  # it ranks backwards
+  # Bypassed after a few profiles, never asked again once bypassed.
+  first = liar.trust_log.index(0.0)
+  profiles_before = sum(f == "profile" for rnd in liar.suggested[:first] for _, f in rnd)
+  assert profiles_before <= 8
+  assert all(f != "analytic" for rnd in liar.suggested[first:] for _, f in rnd)
+  assert len(top.seen) > profiles_before  # and the search went on with profiles alone
+
+
+def test_resumed_run_suggests_what_an_uninterrupted_one_does(tmp_path):
+  s = synth_space()
+
+  def run(workdir, rounds):
+    d = Recording(s, seed=3, fidelities=("analytic", "profile"), extra_screens=2, surrogate=SMALL)
+    evals = {"analytic": Synthetic("analytic", 0.01), "profile": Synthetic("profile", 10.0)}
+    res = search(s, d, evals, workdir, max_rounds=rounds, batch_size=2, default=s.default())
+    return d, evals, res
+
+  full, _, res_full = run(tmp_path / "a", 8)
+  run(tmp_path / "b", 4)  # killed after 4 rounds
+  resumed, evals, res = run(tmp_path / "b", 8)
+  assert resumed.suggested == full.suggested
+  assert res.best.candidate == res_full.best.candidate and res.cost_s == pytest.approx(res_full.cost_s)
+  # Only the rounds after the interruption were evaluated again.
+  fresh = len(evals["analytic"].seen) + len(evals["profile"].seen)
+  total = sum(len(r) for r in full.suggested) + 1
+  assert 0 < fresh < total
