@@ -143,3 +143,13 @@ def test_bad_input_is_named():
   state.fit(obs.to_data())
   with pytest.raises(ValueError, match="warm-start surrogate does not fit this space"):
     AutoScoutDesigner(s, warm_start=state.state)
+
+
+def test_warm_start_surrogate_seeds_the_knob_order(fitted):
+  s, _, surr = fitted
+  d = AutoScoutDesigner(s, seed=0, warm_start=surr.state, surrogate=SMALL)
+  imp = d.importances  # before this workload measured anything
+  assert imp["mb"] > imp["bucket"] and sum(imp.values()) == pytest.approx(1.0)
+  assert d.prio.ranked()[-1] == "bucket"
+  cold = AutoScoutDesigner(s, seed=0, surrogate=SMALL)
+  assert len(set(cold.importances.values())) == 1  # no prior: every knob alike

@@ -99,7 +99,7 @@ def markdown_table(results: Mapping[str, Any]) -> str:
         f"{t['optimum_tokens_per_s']:,.1f} tok/s, expert default "
         f"{'n/a' if expert is None else f'{expert:,.1f}'} tok/s "
         f"({gap}); "
-        f"{100 * t['infeasible_fraction']:.0f} % of candidates infeasible")
+        f"{100 * t['infeasible_fraction']:.1f} % of candidates infeasible")
   return "\n".join(lines + notes) + "\n"
 
 

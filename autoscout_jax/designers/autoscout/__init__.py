@@ -1,16 +1,20 @@
 """AutoScout: surrogate-guided hybrid search (sparse structure moves +
 dense gradient relaxation, a bandit between them, knob prioritization and
-multi-fidelity screening). `AutoScoutDesigner` is the entry point; the
-ablation factories switch off one part each."""
+multi-fidelity screening). `AutoScoutDesigner` is the entry point;
+`factories` holds the named variants scoutbench runs (the full method and
+one ablation per part)."""
 
+from autoscout_jax.designers.autoscout.acquisition import Scorer
 from autoscout_jax.designers.autoscout.bandit import Bandit
 from autoscout_jax.designers.autoscout.designer import AutoScoutDesigner
 from autoscout_jax.designers.autoscout.features import KnobRoles, Observations, knob_roles
 from autoscout_jax.designers.autoscout.fidelity import FidelityError, FidelityPlan
 from autoscout_jax.designers.autoscout.priority import Priorities, permutation_importance
+from autoscout_jax.designers.autoscout.proposals import Proposer
 from autoscout_jax.designers.autoscout.surrogate import FusedSurrogate, SurrogateSpec
 
 __all__ = [
     "AutoScoutDesigner", "Bandit", "FidelityError", "FidelityPlan", "FusedSurrogate", "KnobRoles",
-    "Observations", "Priorities", "SurrogateSpec", "knob_roles", "permutation_importance",
+    "Observations", "Priorities", "Proposer", "Scorer", "SurrogateSpec", "knob_roles",
+    "permutation_importance",
 ]

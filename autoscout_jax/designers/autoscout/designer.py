@@ -289,18 +289,14 @@ class AutoScoutDesigner(Designer):
     return cand.at(self.plan.hint(fidelity))
 
   def _split(self, n: int, eligible: int, trusted: Sequence[str]) -> int:
-    """How many of n slots go to the top fidelity; the rest screen. A credit
-    counter keeps screens per profile near screens_per_top x trust."""
+    """How many of n slots go to the top fidelity; the rest (and the extra
+    screens) screen. A credit counter keeps screens per profile at least
+    screens_per_top x trust."""
     ratio = self.screens_per_top * max((self.plan.trust(f) for f in trusted), default=0.0)
     if ratio <= 0:
       return min(n, eligible)
-    tops = 0
-    for _ in range(n):
-      if self._credit >= 1.0 and tops < eligible:
-        tops += 1
-        self._credit -= 1.0
-      else:
-        self._credit += 1.0 / ratio
+    tops = min(n, eligible, int(self._credit))
+    self._credit += (n - tops + self.extra_screens) / ratio - tops
     return tops
 
   def _initial(self, n: int, trusted: Sequence[str]) -> list[Candidate]:
