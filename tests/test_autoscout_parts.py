@@ -3,9 +3,11 @@ knob importances, the bandit, cheap-fidelity trust, and bad input."""
 
 import math
 
+import jax
 import numpy as np
 import pytest
 
+import surrogates
 from autoscout_jax.designers.autoscout import (AutoScoutDesigner, Bandit, FidelityPlan,
                                                FusedSurrogate, Observations, SurrogateSpec,
                                                knob_roles, permutation_importance)
@@ -136,13 +138,10 @@ def test_bad_input_is_named():
     AutoScoutDesigner(s, initial=(Candidate.of({"sched": "b", "mb": 32, "bucket": 1}),))
   with pytest.raises(ValueError, match="acquisition"):
     AutoScoutDesigner(s, acquisition="greedy")
-  other = SearchSpace([Ordinal("x", values=(1, 2))], name="other")
-  obs = Observations(other, ("profile",))
-  obs.add([Measurement(other.make(x=1), "profile", Metrics(True, tokens_per_s=1.0), 1.0)])
-  state = FusedSurrogate(other.width, 1, seed=0, spec=SMALL)
-  state.fit(obs.to_data())
+  other = surrogates.untrained_state(surrogates.ModelConfig(num_features=1, ensemble_size=2,
+                                                           hidden_sizes=(4,)), jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="warm-start surrogate does not fit this space"):
-    AutoScoutDesigner(s, warm_start=state.state)
+    AutoScoutDesigner(s, warm_start=other)
 
 
 def test_warm_start_surrogate_seeds_the_knob_order(fitted):
