@@ -160,6 +160,26 @@ class AnalyticEvaluator(Evaluator):
               f"{have / 1e12:.1f} TB of HBM of cluster {cluster.name!r}")
     return None
 
+  simulator = "F0"  # provenance label; the F1 subclass changes it
+
+  def _simulate(self, plan, workload, cluster) -> Mapping[str, np.ndarray]:
+    """One vectorized call over the plan arrays (F1 overrides this)."""
+    return simulate_f0(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), self.constants)
+
+  def _metrics(self, out: Mapping[str, np.ndarray], j: int, cluster) -> Metrics:
+    get = lambda k: float(out[k][j])
+    common = dict(peak_mem_bytes=get("peak_mem_bytes"), breakdown={k: get(k) for k in BREAKDOWN},
+                  flops_per_step=get("model_flops") / cluster.num_devices,
+                  extra=self._extra(out, j))
+    if bool(out["feasible"][j]):
+      return Metrics(feasible=True, step_time_s=get("step_time_s"), tokens_per_s=get("tokens_per_s"),
+                     mfu=get("mfu"), **common)
+    return Metrics.failed(OOM, f"needs {get('peak_mem_bytes') / 2**30:.1f} GiB per device, "
+                               f"{cluster.device.hbm_bytes / 2**30:.1f} GiB available", **common)
+
+  def _extra(self, out: Mapping[str, np.ndarray], j: int) -> dict:
+    return dict(model_tflops_per_device=float(out["model_tflops_per_device"][j]))
+
   def evaluate(self, workload, cluster, candidates: Sequence[Candidate]) -> list[Measurement]:
     t0 = time.perf_counter()
     cands = list(candidates)
@@ -171,29 +191,16 @@ class AnalyticEvaluator(Evaluator):
     out_arr = {}
     if ok:
       plan = candidates_to_arrays(space, [cands[i] for i in ok], workload, cluster)
-      out_arr = simulate_f0(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), self.constants)
-    wall = time.perf_counter() - t0
-    per = wall / len(cands)
+      out_arr = self._simulate(plan, workload, cluster)
+    per = (time.perf_counter() - t0) / len(cands)
     row = {i: j for j, i in enumerate(ok)}
     res = []
     for i, c in enumerate(cands):
       if problems[i]:
         metrics = Metrics.failed(INVALID, "; ".join(str(v) for v in problems[i]))
       else:
-        j = row[i]
-        get = lambda k: float(out_arr[k][j])
-        breakdown = {k: get(k) for k in BREAKDOWN}
-        common = dict(peak_mem_bytes=get("peak_mem_bytes"), breakdown=breakdown,
-                      flops_per_step=get("model_flops") / cluster.num_devices,
-                      extra=dict(model_tflops_per_device=get("model_tflops_per_device")))
-        if bool(out_arr["feasible"][j]):
-          metrics = Metrics(feasible=True, step_time_s=get("step_time_s"), tokens_per_s=get("tokens_per_s"),
-                            mfu=get("mfu"), **common)
-        else:
-          metrics = Metrics.failed(
-              OOM, f"needs {get('peak_mem_bytes') / 2**30:.1f} GiB per device, "
-                   f"{cluster.device.hbm_bytes / 2**30:.1f} GiB available", **common)
+        metrics = self._metrics(out_arr, row[i], cluster)
       res.append(Measurement(candidate=c, fidelity=self.fidelity, metrics=metrics, cost_s=per,
                              workload_key=workload.key, cluster_key=cluster.key, wall_s=per,
-                             provenance=dict(simulator="F0", space=space.name)))
+                             provenance=dict(simulator=self.simulator, space=space.name)))
     return res

@@ -29,16 +29,14 @@ Memory (peak bytes, feasibility) is F0's model.
 
 from __future__ import annotations
 
-import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
-from autoscout_jax.measurement import INVALID, OOM, Measurement, Metrics
+from autoscout_jax.measurement import INVALID, Metrics
 from autoscout_jax.sim import costs, hardware
-from autoscout_jax.sim.analytic import BREAKDOWN, AnalyticEvaluator, candidates_to_arrays
+from autoscout_jax.sim.analytic import BREAKDOWN, AnalyticEvaluator
 from autoscout_jax.sim.event_engine import PipelineInputs, simulate_pipeline
-from autoscout_jax.space import Candidate
 
 EMB_GRAD_BYTES = 12.0  # per embedding element per backward: dense bf16 grad, fp32 main-grad update
 
@@ -208,42 +206,15 @@ class EventEvaluator(AnalyticEvaluator):
 
   fidelity = "event"
 
-  def evaluate(self, workload, cluster, candidates: Sequence[Candidate]) -> list[Measurement]:
-    t0 = time.perf_counter()
-    cands = list(candidates)
-    if not cands:
-      return []
-    space = self._space(workload, cluster, cands)
-    problems = [space.validate(c) for c in cands]
-    ok = [i for i, p in enumerate(problems) if not p]
-    out = {}
-    if ok:
-      plan = candidates_to_arrays(space, [cands[i] for i in ok], workload, cluster)
-      out = simulate_f1(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), self.constants)
-    per = (time.perf_counter() - t0) / len(cands)
-    row = {i: j for j, i in enumerate(ok)}
-    res = []
-    for i, c in enumerate(cands):
-      if problems[i]:
-        metrics = Metrics.failed(INVALID, "; ".join(str(v) for v in problems[i]))
-      else:
-        metrics = self._metrics(out, row[i], cluster)
-      res.append(Measurement(candidate=c, fidelity=self.fidelity, metrics=metrics, cost_s=per,
-                             workload_key=workload.key, cluster_key=cluster.key, wall_s=per,
-                             provenance=dict(simulator="F1", space=space.name)))
-    return res
+  simulator = "F1"
 
-  @staticmethod
-  def _metrics(out: Mapping[str, np.ndarray], j: int, cluster) -> Metrics:
-    get = lambda k: float(out[k][j])
+  def _simulate(self, plan, workload, cluster) -> Mapping[str, np.ndarray]:
+    return simulate_f1(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), self.constants)
+
+  def _metrics(self, out: Mapping[str, np.ndarray], j: int, cluster) -> Metrics:
     if bool(out["stalled"][j]):
       return Metrics.failed(INVALID, "the pipeline schedule cannot run this micro-batch layout")
-    common = dict(peak_mem_bytes=get("peak_mem_bytes"), breakdown={k: get(k) for k in BREAKDOWN},
-                  flops_per_step=get("model_flops") / cluster.num_devices,
-                  extra=dict(model_tflops_per_device=get("model_tflops_per_device"),
-                             contention_s=get("contention_s")))
-    if bool(out["feasible"][j]):
-      return Metrics(feasible=True, step_time_s=get("step_time_s"), tokens_per_s=get("tokens_per_s"),
-                     mfu=get("mfu"), **common)
-    return Metrics.failed(OOM, f"needs {get('peak_mem_bytes') / 2**30:.1f} GiB per device, "
-                               f"{cluster.device.hbm_bytes / 2**30:.1f} GiB available", **common)
+    return super()._metrics(out, j, cluster)
+
+  def _extra(self, out: Mapping[str, np.ndarray], j: int) -> dict:
+    return dict(super()._extra(out, j), contention_s=float(out["contention_s"][j]))
