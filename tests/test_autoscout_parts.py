@@ -21,14 +21,16 @@ SMALL = SurrogateSpec(ensemble_size=4, hidden_sizes=(32, 32), max_steps=300, max
 
 
 def sched_space() -> SearchSpace:
-  cap = Constraint("mb_cap", lambda v, f: None if v["sched"] == "a" or v["mb"] <= 16 else "mb > 16 under b")
+  cap = Constraint("mb_cap",
+                   lambda v, f: None if v["sched"] == "a" or v["mb"] <= 16 else "mb > 16 under b")
   return SearchSpace([Categorical("sched", choices=("a", "b")),
                       Ordinal("mb", values=(1, 2, 4, 8, 16, 32)),
                       IntRange("bucket", 1, 10)], [cap], name="sched")
 
 
 def step_time(v) -> float:
-  return 1.0 + 0.1 * (math.log2(v["mb"]) - 3) ** 2 + 0.02 * abs(v["bucket"] - 6) + 0.2 * (v["sched"] == "a")
+  return (1.0 + 0.1 * (math.log2(v["mb"]) - 3) ** 2 + 0.02 * abs(v["bucket"] - 6)
+          + 0.2 * (v["sched"] == "a"))
 
 
 def measure(c: Candidate, fidelity="profile", scale=1.0) -> Measurement:
@@ -138,8 +140,8 @@ def test_bad_input_is_named():
     AutoScoutDesigner(s, initial=(Candidate.of({"sched": "b", "mb": 32, "bucket": 1}),))
   with pytest.raises(ValueError, match="acquisition"):
     AutoScoutDesigner(s, acquisition="greedy")
-  other = surrogates.untrained_state(surrogates.ModelConfig(num_features=1, ensemble_size=2,
-                                                           hidden_sizes=(4,)), jax.random.PRNGKey(0))
+  cfg = surrogates.ModelConfig(num_features=1, ensemble_size=2, hidden_sizes=(4,))
+  other = surrogates.untrained_state(cfg, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="warm-start surrogate does not fit this space"):
     AutoScoutDesigner(s, warm_start=other)
 

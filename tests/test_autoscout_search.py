@@ -118,7 +118,8 @@ def test_finds_optimum_on_small_budget_and_never_suggests_invalid(tmp_path):
 
 def test_cheap_fidelity_screens_and_a_lying_one_is_bypassed(tmp_path):
   s = synth_space()
-  honest = Recording(s, seed=1, fidelities=("analytic", "profile"), extra_screens=4, surrogate=SMALL)
+  honest = Recording(s, seed=1, fidelities=("analytic", "profile"), extra_screens=4,
+                     surrogate=SMALL)
   cheap, top = Synthetic("analytic", 0.01), Synthetic("profile", 10.0)
   res = search(s, honest, {"analytic": cheap, "profile": top}, tmp_path / "honest", budget_s=120.0,
                max_rounds=40)
@@ -154,7 +155,8 @@ def test_resumed_run_suggests_what_an_uninterrupted_one_does(tmp_path):
   run(tmp_path / "b", 4)  # killed after 4 rounds
   resumed, evals, res = run(tmp_path / "b", 8)
   assert resumed.suggested == full.suggested
-  assert res.best.candidate == res_full.best.candidate and res.cost_s == pytest.approx(res_full.cost_s)
+  assert res.best.candidate == res_full.best.candidate
+  assert res.cost_s == pytest.approx(res_full.cost_s)
   # Only the rounds after the interruption were evaluated again.
   fresh = len(evals["analytic"].seen) + len(evals["profile"].seen)
   total = sum(len(r) for r in full.suggested) + 1

@@ -17,10 +17,12 @@ surrogate prediction -- and picks by its columns:
 
 Evidence from screens: a candidate measured at a trusted cheap fidelity
 already has a number. Its predicted top throughput becomes that number
-plus the fidelity's typical offset to the top one, blended with the
-surrogate by the fidelity's trust, so profiling goes to the screened
-candidate that measured best rather than to the surrogate's smoothed guess
-of it.
+plus the surrogate's predicted difference between the two fidelities at
+that candidate (the learned correction of the cheap fidelity), blended
+with the surrogate's own top prediction by the fidelity's trust, so
+profiling goes to the screened candidate that measured best, corrected
+where the cheap fidelity is known to be off, rather than to the
+surrogate's smoothed guess of it.
 
 Calibration: a small ensemble fit to a few clustered points is
 overconfident away from them. Each profile of a candidate picked on the
@@ -68,10 +70,17 @@ class Scorer:
     if pred is not None and row.feasible and row.fidelity == self.obs.top:
       self._z.append((row.y - pred[0]) / max(pred[1], 1e-6))
 
-  def _evidence(self, cands: Sequence[Candidate], mu_model: np.ndarray):
-    """(value, weight, error) of the best trusted screen of each candidate."""
+  def _evidence(self, cands: Sequence[Candidate], x: np.ndarray, act: np.ndarray,
+                mu_model: np.ndarray):
+    """Per candidate: the top-fidelity value its best trusted screen implies
+    (the screen's measurement plus the surrogate's predicted difference
+    between the top fidelity and that one, at this candidate: the learned
+    correction of the cheap fidelity, which may differ by structure), the
+    weight of that evidence (the fidelity's trust), its error, the fidelity
+    index it came from (-1: none) and the screen's measurement itself."""
     n = len(cands)
-    val, w, err = np.zeros(n), np.zeros(n), np.full(n, _UNKNOWN_SCREEN_ERROR)
+    val, w, measured = np.zeros(n), np.zeros(n), np.zeros(n)
+    err, level = np.full(n, _UNKNOWN_SCREEN_ERROR), np.full(n, -1)
     for f in reversed(self.plan.trusted()):  # the most trusted level first
       e = self.plan.errors[f]
       rows = [(i, self.obs.get(c, f)) for i, c in enumerate(cands) if w[i] == 0.0]
@@ -80,19 +89,19 @@ class Scorer:
         continue
       idx = np.array([i for i, _ in rows])
       yc = np.array([r.y for _, r in rows])
-      # Offset to the top fidelity: measured on pairs once there are any,
-      # else what the surrogate's fidelity bias says.
-      off = e.offset if e.offset is not None else float(np.median(mu_model[idx] - yc))
-      val[idx] = yc + off
+      mu_f, _, _ = throughput_stats(self.surr.predict(x[idx], act[idx], self.obs.index[f]))
+      val[idx] = yc + (mu_model[idx] - mu_f)
+      measured[idx] = yc
       w[idx] = e.trust
       err[idx] = max(e.calibrated_mape or _UNKNOWN_SCREEN_ERROR, NOISE_STD)
-    return val, w, err
+      level[idx] = self.obs.index[f]
+    return val, w, err, level, measured
 
   def scores(self, cands: Sequence[Candidate]) -> dict[str, np.ndarray]:
     x, act = self.obs.encode(cands)
     mu_model, sd_raw, p = throughput_stats(self.surr.predict(x, act))
     sd_model = sd_raw * self.std_scale
-    val, w, err = self._evidence(cands, mu_model)
+    val, w, err, level, measured = self._evidence(cands, x, act, mu_model)
     mu = w * val + (1 - w) * mu_model
     sd = np.sqrt(np.square(w * err) + np.square((1 - w) * sd_model))
     p_eff = w + (1 - w) * p  # a trusted screen ran it: feasible
@@ -103,13 +112,20 @@ class Scorer:
     gain = ei * p_eff / cost
     screen = mu_model + self.kappa * sd_model + np.log(np.clip(p / 0.3, 1e-6, 1.0))
     return {"mu": mu, "sd": sd, "mu_model": mu_model, "sd_raw": sd_raw, "p": p_eff,
-            "w": w, "val": val, "ei": ei, "gain": gain, "screen": screen, "cost": cost}
+            "w": w, "val": val, "level": level, "measured": measured, "ei": ei, "gain": gain,
+            "screen": screen, "cost": cost}
 
   def draws(self, cands: Sequence[Candidate], sc: dict[str, np.ndarray]) -> np.ndarray:
     """f64[K, N] Thompson scores: each member's log throughput (blended with
     screen evidence like the mean), + log P(feasible) - log cost."""
     x, act = self.obs.encode(cands)
     members = self.surr.member_log_throughput(x, act)
+    blended = members.copy()
+    for fi in np.unique(sc["level"][sc["level"] >= 0]):
+      idx = np.flatnonzero(sc["level"] == fi)
+      cheap = self.surr.member_log_throughput(x[idx], act[idx], int(fi))
+      # Each member corrects the screen with its own fidelity difference.
+      blended[:, idx] = sc["measured"][idx][None] + (members[:, idx] - cheap)
     w = sc["w"][None]
-    members = w * sc["val"][None] + (1 - w) * members
+    members = w * blended + (1 - w) * members
     return members + np.log(np.maximum(sc["p"], 1e-6))[None] - np.log(sc["cost"])[None]

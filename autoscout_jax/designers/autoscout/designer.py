@@ -46,7 +46,7 @@ from autoscout_jax.space import Candidate, SearchSpace
 
 GAIN_SCALE = 0.05  # a 5 % throughput gain earns an arm the full reward
 P_MIN = 0.15  # below this predicted feasibility a candidate is not profiled
-MIN_EI = 0.002  # expected log gain below which a screened candidate waits
+MIN_EI = 0.005  # expected log gain below which a screened candidate waits
 
 
 class AutoScoutDesigner(Designer):
@@ -221,9 +221,11 @@ class AutoScoutDesigner(Designer):
     if gate is not None:
       # While screening is cheap and trusted, profile only what promises a
       # real gain; after a few rounds without one, profile the best anyway
-      # (the cheap fidelity's agreement with the top one must be checked).
+      # while the cheap fidelity's agreement with the top one is still
+      # being established (a full window of pairs).
       worth = any(sc["ei"][pos[c]] >= MIN_EI for v in by_arm.values() for c in v)
-      if worth or self._dry_rounds >= 4:
+      checking = self.plan.errors[gate].pairs < self.plan.window
+      if worth or (checking and self._dry_rounds >= 4):
         self._dry_rounds = 0
       else:
         eligible = 0
@@ -313,7 +315,8 @@ class AutoScoutDesigner(Designer):
     known = [r.candidate for r in self.obs.rows] + [c for c in out]
     x_known, _ = self.obs.encode(known)
     x, _ = self.obs.encode(pool)
-    return out + [self._ask(pool[i], fid) for i in sparse_lib.maximin(pool, x_known, x, k - len(out))]
+    picks = sparse_lib.maximin(pool, x_known, x, k - len(out))
+    return out + [self._ask(pool[i], fid) for i in picks]
 
   # --- the surrogate ----------------------------------------------------------
   def _maybe_refit(self) -> None:

@@ -32,7 +32,8 @@ BENCH_EXTRA_SCREENS = 8
 
 def _make(space: SearchSpace, seed: int, view: Any = None, **kw: Any) -> AutoScoutDesigner:
   fidelities = tuple(view.fidelities) if view is not None else None
-  initial = (view.default,) if view is not None and getattr(view, "default", None) is not None else ()
+  default = getattr(view, "default", None)
+  initial = (default,) if default is not None else ()
   kw.setdefault("extra_screens", BENCH_EXTRA_SCREENS)
   return AutoScoutDesigner(space, seed, fidelities=fidelities, initial=initial, **kw)
 

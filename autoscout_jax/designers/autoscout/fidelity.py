@@ -65,7 +65,8 @@ class FidelityPlan:
     self.costs = {f: float(c) for f, c in (costs or {}).items()}
     for f, c in self.costs.items():
       if f not in FIDELITIES or not c >= 0:
-        raise ValueError(f"cost of fidelity {f!r} must be a non-negative number of device-seconds, got {c}")
+        raise ValueError(f"cost of fidelity {f!r} must be a non-negative number of "
+                         f"device-seconds, got {c}")
     if threshold <= 0 or window < 1 or min_pairs < 1:
       raise ValueError("threshold must be > 0 and window, min_pairs >= 1")
     self.threshold, self.window, self.min_pairs = threshold, window, min_pairs

@@ -94,7 +94,8 @@ class Priorities:
     if prior is not None:
       unknown = sorted(set(prior) - set(self.names))
       if unknown:
-        raise ValueError(f"prior importance names unknown knobs {unknown}; knobs are {list(self.names)}")
+        raise ValueError(f"prior importance names unknown knobs {unknown}; "
+                         f"knobs are {list(self.names)}")
     self.prior = normalize(prior, self.names) if prior else None
     self.prior_weight = prior_weight
     self.enabled = enabled

@@ -73,8 +73,8 @@ class Proposer:
     """Per-arm proposals ("sparse", "dense") and the uniform samples
     ("global", also part of the sparse arm). `score(cands)` is the
     acquisition the climb follows."""
-    local, dense_moves, _ = sparse_lib.structure_pool(
-        self.space, incs, self.roles, self.prio, self.rng, self.neigh, samples=0)
+    local, dense_moves = sparse_lib.structure_pool(incs, self.roles, self.prio, self.rng,
+                                                   self.neigh)
     glob = self.global_pool(done_top)
     if self.dense_relaxation:
       moves = lambda c: sparse_lib.split_moves(c, self.neigh(c), self.roles)[0]

@@ -14,11 +14,12 @@ Moves, by how far they reach:
 - two moves where the first is structural and both touch the most
   important knobs (a tp change usually wants a micro-batch change too);
 - importance-weighted random walks of a few moves (knobs that matter are
-  moved more often: "search those first");
-- uniform samples of the whole space, so the search is never confined to
-  the incumbents' basin.
-Dense-only moves (one dense knob changed) are returned separately: they
-are the dense arm's discrete fallback when relaxation has nothing new.
+  moved more often: "search those first").
+Uniform samples of the whole space join the pool in proposals.py, so the
+search is never confined to the incumbents' basin, and `hill_climb` then
+follows the acquisition from the best of all of them. Dense-only moves
+(one dense knob changed) are returned separately: they are the dense
+arm's discrete fallback when relaxation has nothing new.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from autoscout_jax.designers.autoscout.features import KnobRoles
 from autoscout_jax.designers.autoscout.priority import Priorities
-from autoscout_jax.space import Candidate, SearchSpace, SpaceError
+from autoscout_jax.space import Candidate, SearchSpace
 
 
 def moved_knobs(a: Candidate, b: Candidate) -> list[str]:
@@ -77,13 +78,12 @@ def _move_weight(cand: Candidate, nb: Candidate, prio: Priorities) -> float:
   return max((prio.weight(m) for m in moved_knobs(cand, nb)), default=0.0)
 
 
-def structure_pool(space: SearchSpace, incumbents: Sequence[Candidate], roles: KnobRoles,
-                   prio: Priorities, rng: np.random.Generator, neighbours: NeighbourCache,
+def structure_pool(incumbents: Sequence[Candidate], roles: KnobRoles, prio: Priorities,
+                   rng: np.random.Generator, neighbours: NeighbourCache,
                    top_knobs: int = 4, max_two_moves: int = 300, walks: int = 16,
-                   walk_len: int = 3, samples: int = 128
-                   ) -> tuple[list[Candidate], list[Candidate], list[Candidate]]:
-  """(local structural candidates, dense-only moves, global samples), each
-  deduplicated and in a deterministic order."""
+                   walk_len: int = 3) -> tuple[list[Candidate], list[Candidate]]:
+  """(local structural candidates, dense-only moves), each deduplicated and
+  in a deterministic order."""
   local: dict[Candidate, None] = {}
   dense_moves: dict[Candidate, None] = {}
   important = set(prio.top(top_knobs))
@@ -117,17 +117,10 @@ def structure_pool(space: SearchSpace, incumbents: Sequence[Candidate], roles: K
       wts = np.array([_move_weight(cur, nb, prio) for nb in nbs]) + 1e-3
       cur = nbs[int(rng.choice(len(nbs), p=wts / wts.sum()))]
       local.setdefault(cur)
-  glob: dict[Candidate, None] = {}
-  if samples:
-    try:
-      for c in space.sample(rng, samples):
-        glob.setdefault(c)
-    except SpaceError:
-      pass
   for inc in incumbents:
     local.pop(inc, None)
     dense_moves.pop(inc, None)
-  return list(local), list(dense_moves), [c for c in glob if c not in local]
+  return list(local), list(dense_moves)
 
 
 def hill_climb(starts: Sequence[Candidate], score, neighbours: NeighbourCache, steps: int = 3,

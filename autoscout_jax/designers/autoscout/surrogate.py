@@ -46,7 +46,8 @@ class SurrogateSpec:
 class FusedSurrogate:
   """A deep ensemble over (features, active mask, fidelity index)."""
 
-  def __init__(self, width: int, num_fidelities: int, seed: int, spec: SurrogateSpec = SurrogateSpec(),
+  def __init__(self, width: int, num_fidelities: int, seed: int,
+               spec: SurrogateSpec = SurrogateSpec(),
                warm_start: surrogates.SurrogateState | None = None):
     if warm_start is not None:
       cfg = warm_start.config
