@@ -19,16 +19,35 @@ _MEGATRON_STR = ("recompute_granularity", "recompute_method")
 _MEGATRON_BOOL = ("sequence_parallel", "use_distributed_optimizer", "overlap_grad_reduce",
                   "overlap_param_gather", "tp_comm_overlap")
 
-_XLA_FLAG_KNOBS = {
-    "xla_latency_hiding_scheduler": "--xla_gpu_enable_latency_hiding_scheduler",
-    "xla_triton_gemm": "--xla_gpu_enable_triton_gemm",
-    "xla_async_collectives": "--xla_gpu_enable_async_collectives",
-    "xla_collective_matmul": "--xla_gpu_threshold_for_windowed_einsum_mib",
-    # knob names of the simulated JAX-mesh space
-    "latency_hiding_scheduler": "--xla_gpu_enable_latency_hiding_scheduler",
-    "async_collectives": "--xla_gpu_enable_async_collectives",
-    "collective_matmul": "--xla_gpu_threshold_for_windowed_einsum_mib",
+# XLA flag knobs -> the flags that set them, per platform: GPU flags go in
+# XLA_FLAGS, TPU flags in LIBTPU_INIT_ARGS (libtpu reads them). A boolean
+# knob sets each of its flags to true/false, except where a flag is given
+# with an explicit "on" value: that one is set only when the knob is on
+# (off keeps XLA's default, which is off).
+_XLA_FLAGS: dict[str, dict[str, tuple[tuple[str, str | None], ...]]] = {
+    "gpu": {
+        "latency_hiding_scheduler": (("--xla_gpu_enable_latency_hiding_scheduler", None),),
+        "triton_gemm": (("--xla_gpu_enable_triton_gemm", None),),
+        "async_collectives": (("--xla_gpu_enable_async_collectives", None),),
+        # windowed einsum from 0 MiB up; XLA's default threshold leaves it off
+        "collective_matmul": (("--xla_gpu_threshold_for_windowed_einsum_mib", "0"),),
+    },
+    "tpu": {
+        "latency_hiding_scheduler": (("--xla_tpu_enable_latency_hiding_scheduler", None),),
+        "async_collectives": (("--xla_tpu_enable_async_collective_fusion", None),
+                              ("--xla_tpu_enable_async_collective_fusion_fuse_all_gather", None),
+                              ("--xla_tpu_overlap_compute_collective_tc", None)),
+        "collective_matmul": (("--xla_tpu_enable_windowed_einsum_for_all_gather", None),
+                              ("--xla_tpu_enable_windowed_einsum_for_reduce_scatter", None)),
+    },
 }
+_FLAG_ENV = {"gpu": "XLA_FLAGS", "tpu": "LIBTPU_INIT_ARGS"}
+
+
+def _flag_knob(name: str) -> str:
+  """Knob name -> its flag table key: the local spaces prefix 'xla_'."""
+  return name[len("xla_"):] if name.startswith("xla_") else name
+
 
 JAX_LOCAL_AXES = ("data", "fsdp", "tensor")
 
@@ -63,27 +82,34 @@ def megatron_args(values: Mapping[str, Any], global_batch: int | None = None,
   return args
 
 
-def xla_flags(values: Mapping[str, Any]) -> list[str]:
+def xla_flags(values: Mapping[str, Any], platform: str = "gpu") -> list[str]:
+  """The XLA flags a candidate's flag knobs ask for on `platform` ('gpu',
+  'tpu'; the CPU takes the GPU spelling, which it parses and ignores)."""
+  table = _XLA_FLAGS["tpu" if platform == "tpu" else "gpu"]
   out = []
-  for k, flag in _XLA_FLAG_KNOBS.items():
-    if k in values:
-      v = values[k]
-      if k in ("xla_collective_matmul", "collective_matmul"):
-        out.append(f"{flag}={0 if v else -1}")
-      else:
+  for k, v in values.items():
+    for flag, on_value in table.get(_flag_knob(k), ()):
+      if on_value is None:
         out.append(f"{flag}={'true' if v else 'false'}")
+      elif v:
+        out.append(f"{flag}={on_value}")
   return out
 
 
+def is_flag_knob(name: str) -> bool:
+  return any(_flag_knob(name) in t for t in _XLA_FLAGS.values())
+
+
 def launch_artifact(values: Mapping[str, Any], global_batch: int | None = None,
-                    num_layers: int | None = None) -> dict[str, Any]:
+                    num_layers: int | None = None, platform: str = "gpu") -> dict[str, Any]:
   if "tensor_model_parallel_size" in values:
     return {"kind": "megatron", "args": megatron_args(values, global_batch, num_layers),
             "data_parallel_size (derived)": values.get("data_parallel_size")}
   mesh_axes = [a for a in JAX_LOCAL_AXES if a in values]
   ici = {k: v for k, v in values.items() if k.startswith("ici_")}
   dcn = {k: v for k, v in values.items() if k.startswith("dcn_")}
-  art: dict[str, Any] = {"kind": "jax", "xla_flags": xla_flags(values)}
+  art: dict[str, Any] = {"kind": "jax", "xla_flags": xla_flags(values, platform),
+                         "xla_flags_env": _FLAG_ENV["tpu" if platform == "tpu" else "gpu"]}
   if mesh_axes:
     art["mesh_axis_names"] = mesh_axes
     art["mesh_shape"] = [int(values[a]) for a in mesh_axes]
@@ -93,5 +119,5 @@ def launch_artifact(values: Mapping[str, Any], global_batch: int | None = None,
     art["ici_parallelism"] = ici
     art["dcn_parallelism"] = dcn
   art["train_step"] = {k: v for k, v in values.items()
-                       if k not in mesh_axes and k not in ici and k not in dcn and k not in _XLA_FLAG_KNOBS}
+                       if k not in mesh_axes and k not in ici and k not in dcn and not is_flag_knob(k)}
   return art

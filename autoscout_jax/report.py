@@ -43,15 +43,26 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       "space": space.name, "top_fidelity": result.top_fidelity,
       "best": _m(result.best), "default": _m(result.default),
       "speedup_vs_default": result.speedup_vs_default,
-      "launch": (launch_artifact(result.best.candidate.values, workload.global_batch, workload.model.num_layers)
+      "launch": (launch_artifact(result.best.candidate.values, workload.global_batch,
+                                 workload.model.num_layers, getattr(cluster, "platform", "gpu"))
                  if result.best else None),
       "top": [_m(m) for m in result.top(5)],
       "cost_s": result.cost_s, "cost_by_fidelity_s": dict(spent),
       "outcomes": {f"{f}/{k}": n for (f, k), n in sorted(counts.items())},
       "rounds": len(result.rounds), "stop_reason": result.stop_reason,
+      "designer": result.designer_summary,
       "workdir": workdir, "tensorboard": os.path.join(workdir, "tb"),
       "measurements": os.path.join(workdir, "measurements.jsonl"),
   }
+
+
+def _importances(rep: dict[str, Any]) -> list[tuple[str, float]]:
+  """The designer's knob importances, largest first (empty if it learned none)."""
+  des = rep.get("designer") or {}
+  if des.get("importance_source") == "uniform":
+    return []
+  imp = des.get("importances") or {}
+  return sorted(((k, float(v)) for k, v in imp.items()), key=lambda kv: -kv[1])
 
 
 def _fmt_cand(values: dict[str, Any]) -> str:
@@ -83,6 +94,9 @@ def render_summary(rep: dict[str, Any]) -> str:
       lines.append(f"  {m['tokens_per_s']:>12,.1f} tok/s  {_fmt_cand(m['candidate'])}")
       if m["breakdown"]:
         lines.append(f"  {'':>12}        {_fmt_breakdown(m['breakdown'])}")
+  imp = _importances(rep)
+  if imp:
+    lines.append("knobs that mattered most: " + ", ".join(f"{k} {v:.2f}" for k, v in imp[:5]))
   lines.append(f"spent {rep['cost_s']:,.1f} device-seconds "
                + ", ".join(f"{k}: {v:,.1f}" for k, v in rep["cost_by_fidelity_s"].items())
                + f" over {rep['rounds']} rounds (stopped: {rep['stop_reason']})")
@@ -111,7 +125,20 @@ def render_markdown(rep: dict[str, Any]) -> str:
           "|---|---|---|---|"]
   out += [f"| {m['tokens_per_s']:,.1f} | {m['step_time_s']:.4g} | {_fmt_cand(m['candidate'])} | "
           f"{_fmt_breakdown(m['breakdown'])} |" for m in rep["top"]]
+  imp = _importances(rep)
+  if imp:
+    out += ["", "## Knob importances", "",
+            "What the designer learned matters for this workload: how much its surrogate's "
+            "prediction moves when the knob is shuffled (permutation importance), as shares "
+            "summing to 1. It moved the top knobs first.", "",
+            "| knob | importance |", "|---|---|"]
+    out += [f"| {k} | {v:.3f} |" for k, v in imp]
   out += ["", "## Spend", "", f"{rep['cost_s']:,.1f} device-seconds in {rep['rounds']} rounds "
           f"(stopped: {rep['stop_reason']}).", ""]
   out += [f"- {k}: {v}" for k, v in rep["outcomes"].items()]
+  learned = {k: v for k, v in (rep.get("designer") or {}).items()
+             if k not in ("importances", "importance_source")}
+  if learned:
+    out += ["", "## Designer state", ""]
+    out += [f"- {k}: {v}" for k, v in learned.items()]
   return "\n".join(out) + "\n"

@@ -54,6 +54,7 @@ class SearchResult:
   measurements: list[Measurement]  # every outcome this run handed to the designer
   curve: list[tuple[float, float]]  # (cumulative cost, best objective so far)
   stop_reason: str
+  designer_summary: dict[str, Any] = dataclasses.field(default_factory=dict)  # Designer.summary()
 
   @property
   def speedup_vs_default(self) -> float | None:
@@ -217,7 +218,7 @@ def run_search(workload, cluster, space: SearchSpace, designer: Designer,
     account(ms, stats)
     designer.update(ms)
     if writer is not None:
-      _write_round(writer, stats, result)
+      _write_round(writer, stats, result, designer)
 
   stop = "max_rounds"
   for r in range(1, max_rounds + 1):
@@ -235,7 +236,7 @@ def run_search(workload, cluster, space: SearchSpace, designer: Designer,
     designer.update(ms)
     result.rounds.append(stats)
     if writer is not None:
-      _write_round(writer, stats, result)
+      _write_round(writer, stats, result, designer)
     if progress is not None:
       best = f"{result.best.objective:,.0f} tok/s" if result.best else "none yet"
       progress(f"round {r:3d}: {stats.valid} valid, {stats.invalid} invalid, {stats.infeasible} oom, "
@@ -244,10 +245,11 @@ def run_search(workload, cluster, space: SearchSpace, designer: Designer,
     if on_round_end is not None:
       on_round_end(stats, result)
   result.stop_reason = stop
+  result.designer_summary = designer.summary()
   return result
 
 
-def _write_round(writer: Writer, stats: RoundStats, result: SearchResult) -> None:
+def _write_round(writer: Writer, stats: RoundStats, result: SearchResult, designer: Designer) -> None:
   scalars = {
       "round/valid": stats.valid, "round/invalid": stats.invalid, "round/oom": stats.infeasible,
       "round/failed": stats.failed, "round/new_measurements": stats.new_measurements,
@@ -260,3 +262,6 @@ def _write_round(writer: Writer, stats: RoundStats, result: SearchResult) -> Non
     # TensorBoard's x-axis is an integer step: cumulative cost in device-ms.
     writer.write_scalars(int(round(result.cost_s * 1000)),
                          {"best/tokens_per_s_vs_cost_device_ms": result.best.objective})
+  learned = designer.scalars()
+  if learned:
+    writer.write_scalars(stats.round, learned)

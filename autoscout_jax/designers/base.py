@@ -11,7 +11,7 @@ be deterministic given its seed and the measurements it was told.
 from __future__ import annotations
 
 import abc
-from typing import Sequence
+from typing import Any, Sequence
 
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.space import Candidate, SearchSpace
@@ -30,3 +30,15 @@ class Designer(abc.ABC):
   def update(self, measurements: Sequence[Measurement]) -> None:
     """Learn from measurements of earlier suggestions (default: nothing)."""
     del measurements
+
+  # Reporting hooks: the loop writes `scalars()` to TensorBoard after every
+  # round and puts `summary()` in the final report (JSON-serializable; a
+  # designer that learns knob importances reports them under "importances",
+  # knob -> share, summing to 1).
+  def scalars(self) -> dict[str, float]:
+    """Flat numbers for TensorBoard, tag -> value (default: none)."""
+    return {}
+
+  def summary(self) -> dict[str, Any]:
+    """What the designer learned, for the final report (default: nothing)."""
+    return {}

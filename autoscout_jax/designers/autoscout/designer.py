@@ -414,6 +414,7 @@ class AutoScoutDesigner(Designer):
   def summary(self) -> dict[str, Any]:
     return {
         "importances": self.importances,
+        "importance_source": self.prio.source,
         "fidelity_errors": self.plan.report(),
         "bypassed": self.plan.bypassed(),
         "bandit_shares": self.bandit.shares(),

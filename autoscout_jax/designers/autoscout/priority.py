@@ -119,6 +119,14 @@ class Priorities:
     return normalize({n: w * self.prior[n] + (1 - w) * self.learned[n] for n in self.names},
                      self.names)
 
+  @property
+  def source(self) -> str:
+    """Where `scores` come from: 'learned' (from the surrogate, blended with
+    any prior), 'prior', or 'uniform' (disabled, or nothing learned yet)."""
+    if not self.enabled or (self.learned is None and not self.prior):
+      return "uniform"
+    return "prior" if self.learned is None else "learned"
+
   def ranked(self, among: Sequence[str] | None = None) -> list[str]:
     """Knob names, most important first (ties: declaration order)."""
     s = self.scores
