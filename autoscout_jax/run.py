@@ -21,7 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where measurements, logs and th
                                "(default: runs/<time>). Re-using a workdir resumes the run.")
 
 # Errors whose message is enough for the user (no traceback).
-_USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, IOError)
+_USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, IOError, ImportError)
 
 
 def _repo_root() -> str:

@@ -70,3 +70,17 @@ def test_flag_spelling_per_platform():
   art = launch_artifact(local, platform="gpu")
   assert art["xla_flags"] == ["--xla_gpu_enable_triton_gemm=false"] and art["xla_flags_env"] == "XLA_FLAGS"
   assert art["mesh_shape"] == [2, 2, 2] and art["train_step"] == {"num_microbatches": 1}
+
+
+@pytest.mark.parametrize("block", ["optuna_tpe", "smac"])
+def test_peer_designer_blocks_run_a_plan(tmp_path, block):
+  """The peers' gin blocks replace the plan's designer (a later file wins)."""
+  workdir = tmp_path / block
+  cmd = [sys.executable, "-m", "autoscout_jax.run", f"--gin_file={PLAN}",
+         f"--gin_file=gin/designers/{block}.gin", "--gin_bindings=MAX_ROUNDS = 2",
+         "--gin_bindings=BATCH_SIZE = 4", f"--workdir={workdir}"]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.load(open(workdir / "report.json"))
+  assert report["rounds"] == 2 and report["designer"] == {}
+  assert f"DESIGNER = @{block}." in open(workdir / "operative_config.gin").read()
