@@ -5,7 +5,8 @@ Where it sits: the last step of bench/__main__.py, after runner.run_bench.
   points where its incumbent changed), task summaries, suite and commit;
 - `results.md`: one row per task x designer, costs in units of the task's
   median profiling cost ("evals"), ratio columns against the better of the
-  external peers (Optuna TPE, SMAC3) in the same run;
+  external peers (Optuna TPE, SMAC3) in the same run; then, for every other
+  searching designer, how it stands against those peers (`peer_comparison`);
 - TensorBoard (`tb/<task>/<designer>`): median and quartiles over seeds of
   the regret of the incumbent and its true tokens/s against cumulative cost
   (the step is device-seconds).
@@ -103,6 +104,54 @@ def markdown_table(results: Mapping[str, Any]) -> str:
   return "\n".join(lines + notes) + "\n"
 
 
+BASELINES = ("random", "exhaustive", "expert")  # not compared against the peers
+
+
+def peer_comparison(results: Mapping[str, Any]) -> str:
+  """Per task, each designer that is neither a peer nor a baseline against
+  the external peers of the same run: its median cost to 2 % beside the
+  lowest peer median (a peer that never got there within the largest
+  budget costs more than that budget, which bounds the ratio); its regret
+  at each budget where even the better peer's median regret is >= 5 %; and
+  the failed or infeasible candidates it paid for beside the fewest any
+  peer paid for."""
+  info = {t["name"]: t for t in results["task_info"]}
+  rows = results["results"]
+  lines = ["| task | designer | cost to 2 % (evals) | best peer's | ratio | regret where the better peer's "
+           "is >= 5 % | failed paid (fewest of peers) |", "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    if r["designer"] in PEERS or r["designer"] in BASELINES:
+      continue
+    peers = [p for p in rows if p["task"] == r["task"] and p["designer"] in PEERS]
+    if not peers:
+      continue
+    t = info[r["task"]]
+    unit, largest = t["median_eval_cost_s"], t["budget_evals"][-1]
+    mine = None if r["cost_to_2pct"] is None else r["cost_to_2pct"] / unit
+    reached = [p["cost_to_2pct"] / unit for p in peers if p["cost_to_2pct"] is not None]
+    theirs = min(reached) if reached else None
+    if mine is None:
+      ratio = "—"
+    elif theirs is None:
+      ratio = f"< {mine / largest:.2f}"
+    else:
+      ratio = f"{mine / theirs:.2f}"
+    where = []
+    for i, b in enumerate(r["regret_at_budgets"]):
+      peer_regret = min(p["regret_at_budgets"][i]["median"] for p in peers)
+      if peer_regret >= 0.05:
+        where.append(f"{b['budget_evals']:g} evals: {100 * b['median']:.1f} % (peer {100 * peer_regret:.1f} %)")
+    fewest = min(p["infeasible_paid"] for p in peers)
+    lines.append(f"| {r['task']} | {r['designer']} | {_fmt(mine)} | "
+                 f"{_fmt(theirs) if theirs is not None else f'never in {largest:g}'} | {ratio} | "
+                 f"{'; '.join(where) or '— (the better peer is within 5 % at every budget)'} | "
+                 f"{r['infeasible_paid']:g} ({fewest:g}) |")
+  if len(lines) == 2:
+    return ""
+  return ("\n## Against the peers\n\nMedians over seeds; \"never\" = the median seed did not get "
+          "within 2 % inside the largest budget.\n\n" + "\n".join(lines) + "\n")
+
+
 def _trace_points(tr: metrics_lib.RunTrace) -> list[list[Any]]:
   """(cost, true incumbent) where the incumbent changed, plus the last point."""
   out, last = [], object()
@@ -159,7 +208,7 @@ def write_tensorboard(results: Mapping[str, Any], logdir: str, table_md: str) ->
 
 def write_all(results: Mapping[str, Any], workdir: str) -> dict[str, str]:
   os.makedirs(workdir, exist_ok=True)
-  table = markdown_table(results)
+  table = markdown_table(results) + peer_comparison(results)
   head = (f"# scoutbench: suite {results['suite']}, commit {results['commit']}, {results['date']}\n\n"
           f"Seeds {results['seeds']}; medians over seeds with [interquartile range]; regret % at the "
           f"three budgets; ratio columns against the better of {', '.join(PEERS)} in this run.\n\n")
