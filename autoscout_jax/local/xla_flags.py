@@ -18,19 +18,19 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-# Candidate knob -> XLA flag (GPU flags are parsed, and ignored, on the CPU).
-XLA_FLAG_KNOBS = {
-    "xla_latency_hiding_scheduler": "--xla_gpu_enable_latency_hiding_scheduler",
-    "xla_triton_gemm": "--xla_gpu_enable_triton_gemm",
-}
+from autoscout_jax.artifacts import xla_flags
+
+# The local spaces' XLA flag knobs; their flags' spelling lives in
+# artifacts.py, shared with the launch artifact (GPU flags are parsed, and
+# ignored, on the CPU).
+XLA_FLAG_KNOBS = ("xla_latency_hiding_scheduler", "xla_triton_gemm")
 
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 
 def knob_flags(values: Mapping[str, Any]) -> list[str]:
   """The XLA flags a candidate's flag knobs ask for, in a stable order."""
-  return [f"{flag}={'true' if bool(values[knob]) else 'false'}"
-          for knob, flag in sorted(XLA_FLAG_KNOBS.items()) if knob in values]
+  return xla_flags({k: bool(values[k]) for k in sorted(XLA_FLAG_KNOBS) if k in values}, "gpu")
 
 
 def child_env(platform: str, num_devices: int, values: Mapping[str, Any],
