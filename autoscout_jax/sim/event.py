@@ -38,8 +38,6 @@ from autoscout_jax.sim import costs, hardware
 from autoscout_jax.sim.analytic import BREAKDOWN, AnalyticEvaluator
 from autoscout_jax.sim.event_engine import PipelineInputs, simulate_pipeline
 
-EMB_GRAD_BYTES = 12.0  # per embedding element per backward: dense bf16 grad, fp32 main-grad update
-
 
 def _consts(consts) -> dict[str, float]:
   if consts is None:
@@ -110,9 +108,7 @@ def pipeline_inputs(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mappi
   z3_f = np.maximum(z3_layer / 3 - hide * lc["fwd_s"], 0.0)
   z3_b = np.maximum(2 * z3_layer / 3 - hide * lc["bwd_s"], 0.0)
 
-  T = plan["mbs"] * model["s"] / plan["cp"]
-  emb_fwd = T * model["h"] * 4 / hw["hbm_bw"]
-  emb_bwd = model["V"] * model["h"] / plan["tp"] * EMB_GRAD_BYTES / hw["hbm_bw"]
+  emb_fwd, emb_bwd = lc["emb_fwd_s"], lc["emb_bwd_s"]
   per_f = lc["fwd_s"] + lc["tp_fwd_s"] + lc["cp_fwd_s"] + lc["ep_fwd_s"] + z3_f
   per_b = lc["bwd_s"] + lc["tp_bwd_s"] + lc["cp_bwd_s"] + lc["ep_bwd_s"] + z3_b
   fwd = layers * x(per_f) + first * x(emb_fwd) + last * x(lc["head_fwd_s"])

@@ -292,4 +292,5 @@ def cluster_scalars(cluster: Cluster) -> dict[str, float]:
       peak_bf16=d.peak_bf16, peak_fp8=d.peak_fp8 or d.peak_bf16, hbm_bytes=d.hbm_bytes, hbm_bw=d.hbm_bw,
       intra_bw=cluster.intra.bw, intra_lat=cluster.intra.latency,
       inter_bw=cluster.inter.bw, inter_lat=cluster.inter.latency,
-      node_size=float(cluster.node_size), num_devices=float(cluster.num_devices))
+      node_size=float(cluster.node_size), num_devices=float(cluster.num_devices),
+      torus=float(d.platform == "tpu"))

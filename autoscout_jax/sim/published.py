@@ -193,7 +193,11 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   p = spaces.megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(modern), rc, 0.0, 1.0, 1.0, 1.0,
                            40e6, float(modern and tp > 1 and sp > 0), m["gbs"], m["L"], cluster.node_size,
                            fsdp=float(zero3), flash=float(modern),
-                           grad_bytes=2.0 if (modern or deepspeed) else 4.0)
+                           grad_bytes=2.0 if (modern or deepspeed) else 4.0,
+                           # DeepSpeed ZeRO-3 (2021) gathers parameter by parameter from
+                           # every rank: its collectives do not spread over a node's NICs
+                           rails=0.0 if (deepspeed and zero3) else 1.0)
+
   return {k: float(v) for k, v in p.items()}
 
 
