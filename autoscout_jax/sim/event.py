@@ -24,7 +24,8 @@ What F1 sees that F0's closed forms approximate:
   DP and TP on NVLink) slow each other down.
 - pipeline sends block the sender in 1F1B and overlap compute in the
   interleaved schedule.
-Memory (peak bytes, feasibility) is F0's model.
+Memory (peak bytes, intervals, the verdict and feasibility) is F0's model
+(sim/uncertainty.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from autoscout_jax.measurement import INVALID, Metrics
-from autoscout_jax.sim import costs, hardware
+from autoscout_jax.sim import costs, hardware, uncertainty
 from autoscout_jax.sim.analytic import BREAKDOWN, AnalyticEvaluator
 from autoscout_jax.sim.event_engine import PipelineInputs, simulate_pipeline
 
@@ -185,12 +186,15 @@ def simulate_f1(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[s
   out = dict(step_time_s=step, tokens_per_s=tokens / step, tokens_per_s_per_device=tokens / step / n_dev,
              model_tflops_per_device=tflops, mfu=tflops * 1e12 / hw["peak_bf16"],
              peak_mem_bytes=np.asarray(lc["mem_peak"], np.float64),
-             feasible=(lc["mem_peak"] <= hw["hbm_bytes"]) & ~ev["stalled"],
+             fits_point=(lc["mem_peak"] <= hw["hbm_bytes"]) & ~ev["stalled"],
              model_flops=np.asarray(lc["model_flops"], np.float64),
              layer_s=(lc["fwd_s"] + lc["bwd_s"] + lc["tp_fwd_s"] + lc["tp_bwd_s"] + lc["cp_fwd_s"]
                       + lc["cp_bwd_s"] + lc["ep_fwd_s"] + lc["ep_bwd_s"]),
              contention_s=ev["contention_s"], stalled=ev["stalled"])
   out.update({k: np.asarray(v, np.float64) for k, v in breakdown.items()})
+  out.update(uncertainty.intervals(np, plan, model, hw, consts, out["tokens_per_s_per_device"],
+                                   np.asarray(lc["mem_peak"], np.float64)))
+  out["feasible"] = (out["mem_verdict"] >= uncertainty.UNCERTAIN) & ~ev["stalled"]
   assert set(BREAKDOWN) <= set(out)
   return out
 

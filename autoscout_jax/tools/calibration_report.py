@@ -44,12 +44,14 @@ def _fmt(x, pct=False) -> str:
 def format_report(rep: dict, fidelity: str) -> str:
   lines = [f"fidelity {fidelity}",
            f"  {'source':16s} {'rows':>5s} {'coverage':>9s} {'MAPE':>7s} {'spearman':>9s} {'groups':>6s} "
-           f"{'runs fit':>9s} {'OOMs caught':>11s}"]
+           f"{'runs fit':>9s} {'fit|unc':>8s} {'OOMs caught':>11s} {'in 80%':>7s}"]
   for name, d in rep.items():
     ooms = _fmt(d.get("ooms_pred_infeasible"), True) if d.get("published_ooms") else "none"
     lines.append(f"  {name:16s} {d['rows']:5d} {_fmt(d['coverage'], True):>9s} {_fmt(d.get('mape'), True):>7s} "
                  f"{_fmt(d.get('spearman')):>9s} {d.get('spearman_groups', 0):6d} "
-                 f"{_fmt(d.get('runs_pred_feasible'), True):>9s} {ooms:>11s}")
+                 f"{_fmt(d.get('runs_pred_feasible'), True):>9s} "
+                 f"{_fmt(d.get('runs_pred_feasible_or_uncertain'), True):>8s} {ooms:>11s} "
+                 f"{_fmt(d.get('interval_coverage'), True):>7s}")
   return "\n".join(lines)
 
 
