@@ -34,6 +34,9 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            activations live in host memory (CPU activation offload).
            rails (0/1): data-parallel collectives drive one NIC per group
            member on a node (NCCL channels; 1) or one per rank (0).
+           ep_overlap (0/1): expert all-to-all overlapped with another
+           micro-batch's compute (Megatron-core
+           overlap_moe_expert_parallel_comm).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
@@ -73,7 +76,7 @@ PLAN_FIELDS = (
     "tp", "pp", "dp", "cp", "ep", "etp", "vp", "mbs", "num_micro", "sp", "zero", "shard",
     "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
     "bucket_bytes", "tp_local", "cp_local", "ep_local", "dp_local", "shard_local", "rep_local", "pp_inter",
-    "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails")
+    "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap")
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
                 "tie", "gbs", "fp8")
@@ -329,8 +332,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   a2a = xp.where(ep > 1, xp.maximum(remote_bytes / (hw["inter_bw"] * c["comm_eff"]),
                                     local_bytes / (hw["intra_bw"] * c["comm_eff"]))
                  + _log2(xp, ep) * xp.where(ep_nodes > 1, hw["inter_lat"], hw["intra_lat"]), 0.0)
-  ep_fwd = 2 * a2a * f_moe
-  ep_bwd = (2 + 2 * full) * a2a * f_moe
+  # with expert-parallel overlap (Megatron-core's overlapped 1F1B: one
+  # micro-batch's dispatch/combine runs under another's compute) only the
+  # excess over the compute window shows
+  ep_hide = plan["ep_overlap"] * c["overlap_eff"]
+  ep_fwd = xp.maximum(2 * a2a * f_moe - ep_hide * fwd, 0.0)
+  ep_bwd = xp.maximum((2 + 2 * full) * a2a * f_moe - ep_hide * bwd, 0.0)
 
   # --- pipeline --------------------------------------------------------------------
   layers_stage = xp.ceil(m["L"] / (pp * vp)) * vp
