@@ -35,6 +35,9 @@ class Cluster(Protocol):
   @property
   def num_devices(self) -> int: ...
 
+  @property
+  def platform(self) -> str: ...  # 'cpu', 'gpu', 'tpu' (a LocalCluster may say 'auto')
+
 
 @dataclasses.dataclass(frozen=True)
 class Problem:

@@ -11,9 +11,9 @@ import collections
 import os
 from typing import Any
 
-from autoscout_jax.artifacts import launch_artifact
 from autoscout_jax.search import SearchResult
 from autoscout_jax.space import SearchSpace
+from autoscout_jax.targets import launch_artifact
 
 
 def _m(m) -> dict[str, Any] | None:
@@ -43,8 +43,7 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       "space": space.name, "top_fidelity": result.top_fidelity,
       "best": _m(result.best), "default": _m(result.default),
       "speedup_vs_default": result.speedup_vs_default,
-      "launch": (launch_artifact(space.family, result.best.candidate.values, workload.global_batch,
-                                 workload.model.num_layers, getattr(cluster, "platform", "gpu"))
+      "launch": (launch_artifact(space, result.best.candidate, workload, cluster)
                  if result.best else None),
       "top": [_m(m) for m in result.top(5)],
       "cost_s": result.cost_s, "cost_by_fidelity_s": dict(spent),

@@ -12,7 +12,7 @@ from autoscout_jax.designers.autoscout import (AutoScoutConfig, AutoScoutDesigne
                                                FusedSurrogate, Observations, SurrogateSpec,
                                                knob_roles, permutation_importance)
 from autoscout_jax.designers.autoscout import dense as dense_lib
-from autoscout_jax.local.space import local_training_space
+from autoscout_jax.targets.local import space as local_training_space
 from autoscout_jax.measurement import Measurement, Metrics
 from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate, Categorical, Constraint, IntRange, Ordinal, SearchSpace

@@ -11,7 +11,7 @@ from autoscout_jax.bench import metrics, peers, runner, tasks, truth
 from autoscout_jax.bench.replay import MemoryStore, ReplayEvaluator, repeat_index
 from autoscout_jax.designers import RandomSearch
 from autoscout_jax.evaluator import Evaluator
-from autoscout_jax.local.space import local_training_space
+from autoscout_jax.targets.local import space as local_training_space
 from autoscout_jax.measurement import Measurement, Metrics
 from autoscout_jax.problem import Problem
 from autoscout_jax.search import run_search

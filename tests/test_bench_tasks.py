@@ -7,7 +7,7 @@ import pytest
 
 from autoscout_jax.bench import tasks, truth
 from autoscout_jax.bench.__main__ import load_tasks, select
-from autoscout_jax.local.space import local_training_space
+from autoscout_jax.targets.local import space as local_training_space
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
 
@@ -45,10 +45,11 @@ def test_restrict_local_space_drops_dead_conditional_knobs():
 
 
 def test_restrict_simulator_space_pins_categoricals_by_constraint():
-  from autoscout_jax.sim import catalog, hardware, spaces
+  from autoscout_jax.sim import catalog, hardware
+  from autoscout_jax.targets import megatron
   w = catalog.make_workload("llama3_8b", 8)
   c = hardware.make_cluster("dgx_h100", 8)
-  full = spaces.megatron_training_space(w, c, micro_batch_sizes=(1, 2))
+  full = megatron.space(w, c, micro_batch_sizes=(1, 2))
   small = tasks.restrict_space(full, {"use_distributed_optimizer": [True], "ddp_bucket_size": [40_000_000]})
   cands = small.enumerate()
   assert cands and all(x["use_distributed_optimizer"] and x["ddp_bucket_size"] == 40_000_000 for x in cands)

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from autoscout_jax.local import CompileEvaluator, LocalSetupError, ProfileEvaluator
-from autoscout_jax.local import local_training_space
+from autoscout_jax.targets.local import space as local_training_space
 from autoscout_jax.problem import Problem
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 

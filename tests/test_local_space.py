@@ -4,7 +4,8 @@ import jax
 import pytest
 
 from autoscout_jax.local.model import init_params
-from autoscout_jax.local.space import local_training_space, param_count
+from autoscout_jax.targets.local import param_count
+from autoscout_jax.targets.local import space as local_training_space
 from autoscout_jax.space import SpaceError
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from autoscout_jax.local.model import Decoder, init_params
-from autoscout_jax.local.train_step import LayoutError, StepConfig, build_train_setup, spec_for
+from autoscout_jax.local.train_step import build_train_setup, spec_for
+from autoscout_jax.targets.local import Config, LayoutError
 from autoscout_jax.workload import ModelConfig, Workload
 
 # GQA (8 query heads over 4 kv heads) so that tensor=4 is legal.
@@ -87,8 +88,8 @@ def test_tied_embeddings_have_no_output_matrix():
 
 @pytest.mark.parametrize("values, message", [
     ({"data": 4}, "4 but 8 devices"),
-    ({"tensor": 8}, "does not divide kv_heads"),
-    ({"data": 8, "num_microbatches": 4}, "not divisible by data*fsdp*num_microbatches"),
+    ({"tensor": 8}, "does not divide the key/value heads"),
+    ({"data": 8, "num_microbatches": 4}, "cannot be split into data*fsdp=8 shards x num_microbatches=4"),
     ({"data": 8, "remat_policy": "some"}, "unknown remat_policy"),
     ({"data": 8, "pipeline": 2}, "unknown knob"),
 ])
@@ -98,8 +99,8 @@ def test_bad_layouts_name_the_problem(devices, values, message):
 
 
 def test_step_config_ignores_xla_flag_knobs():
-  cfg = StepConfig.from_values({"data": 8, "xla_triton_gemm": True})
-  assert cfg == StepConfig(data=8)
+  cfg = Config.from_candidate({"data": 8, "xla_triton_gemm": True})
+  assert cfg == Config(data=8)
 
 
 def test_unknown_leaf_has_no_sharding_rule():

@@ -13,7 +13,10 @@ import sys
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from autoscout_jax.artifacts import launch_artifact, xla_flags
+from autoscout_jax.targets import launch_artifact
+from autoscout_jax.targets.local import space as local_space
+from autoscout_jax.targets.xla import xla_flags
+from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAN = "experiments/plan_llama3_70b_tpu_v5p/plan_llama3_70b_tpu_v5p.gin"
@@ -66,10 +69,17 @@ def test_flag_spelling_per_platform():
   assert not any("windowed_einsum" in f for f in gpu)
   assert "--xla_gpu_threshold_for_windowed_einsum_mib=0" in xla_flags(dict(v, collective_matmul=True))
   # The local space's knobs carry an "xla_" prefix and the same meaning.
-  local = {"data": 2, "fsdp": 2, "tensor": 2, "xla_triton_gemm": False, "num_microbatches": 1}
-  art = launch_artifact("local", local, platform="gpu")
-  assert art["xla_flags"] == ["--xla_gpu_enable_triton_gemm=false"] and art["xla_flags_env"] == "XLA_FLAGS"
-  assert art["mesh_shape"] == [2, 2, 2] and art["train_step"] == {"num_microbatches": 1}
+  wl = Workload("w", ModelConfig("m", 2, 64, 4, 256, 256, 32), 16)
+  cl = LocalCluster(platform="gpu")
+  space = local_space(wl, cl, microbatch_choices=(1,), remat_policies=("none",), xla_gpu_flags=True)
+  cand = space.make({"data": 2, "fsdp": 2, "tensor": 2, "xla_triton_gemm": False,
+                     "xla_latency_hiding_scheduler": True})
+  art = launch_artifact(space, cand, wl, cl)
+  assert art["xla_flags"] == ["--xla_gpu_enable_latency_hiding_scheduler=true",
+                              "--xla_gpu_enable_triton_gemm=false"] and art["xla_flags_env"] == "XLA_FLAGS"
+  assert art["mesh_shape"] == [2, 2, 2]
+  assert art["train_step"] == {"num_microbatches": 1, "remat_policy": "none", "scan_layers": False}
+  assert art["sharding_rules"]["wo"] == ["tensor", "fsdp"]  # the rules the train step shards by
 
 
 @pytest.mark.parametrize("block", ["optuna_tpe", "smac"])

@@ -8,7 +8,8 @@ from autoscout_jax import experiment
 from autoscout_jax.designers import RandomSearch
 from autoscout_jax.measurement import INVALID
 from autoscout_jax.problem import Cluster, DefaultError, Problem, expert_default
-from autoscout_jax.sim import analytic, catalog, event, hardware, spaces
+from autoscout_jax.sim import analytic, catalog, event, hardware
+from autoscout_jax.targets import megatron
 
 
 def llama_8b():
@@ -17,7 +18,7 @@ def llama_8b():
 
 def test_problem_orders_fidelities_and_rejects_bad_ones():
   wl, cl = llama_8b()
-  space = spaces.megatron_training_space(wl, cl)
+  space = megatron.space(wl, cl)
   p = Problem(wl, cl, space, ("event", "analytic"))
   assert p.fidelities == ("analytic", "event") and p.top == "event" and p.family == "megatron"
   assert isinstance(cl, Cluster)
@@ -26,7 +27,7 @@ def test_problem_orders_fidelities_and_rejects_bad_ones():
   with pytest.raises(ValueError, match="repeat"):
     Problem(wl, cl, space, ("event", "event"))
   with pytest.raises(DefaultError, match="not in space"):
-    expert_default(spaces.megatron_training_space(wl, cl, micro_batch_sizes=(2,)), wl)
+    expert_default(megatron.space(wl, cl, micro_batch_sizes=(2,)), wl)
 
 
 @pytest.mark.parametrize("evaluator", [analytic.AnalyticEvaluator(), event.EventEvaluator()])
@@ -34,14 +35,14 @@ def test_simulators_measure_the_runs_space_not_a_rebuilt_default(evaluator):
   """A space restricted by its factory's arguments (micro_batch_sizes=(32,),
   outside the default space's 1..16) is the space the simulators check."""
   wl, cl = llama_8b()
-  space = spaces.megatron_training_space(wl, cl, micro_batch_sizes=(32,))
+  space = megatron.space(wl, cl, micro_batch_sizes=(32,))
   cands = space.sample(np.random.default_rng(0), 6)
   assert all(c["micro_batch_size"] == 32 for c in cands)
   ms = evaluator.evaluate(Problem(wl, cl, space, (evaluator.fidelity,)), cands)
   assert all(m.metrics.failure_kind != INVALID for m in ms), [m.metrics.error for m in ms]
   assert any(m.feasible and m.metrics.tokens_per_s > 0 for m in ms)
   # and a candidate outside the run's space is invalid there
-  other = spaces.megatron_training_space(wl, cl).make(wl.default_values)
+  other = megatron.space(wl, cl).make(wl.default_values)
   (m,) = evaluator.evaluate(Problem(wl, cl, space, (evaluator.fidelity,)), [other])
   assert m.metrics.failure_kind == INVALID and "micro_batch_size" in m.metrics.error
 
@@ -54,7 +55,7 @@ def test_experiment_hands_the_designer_factory_one_problem(tmp_path):
     seen.append((problem, seed))
     return RandomSearch(problem, seed)
 
-  space_fn = lambda w, c: spaces.megatron_training_space(w, c, micro_batch_sizes=(1, 2))
+  space_fn = lambda w, c: megatron.space(w, c, micro_batch_sizes=(1, 2))
   res = experiment.run_experiment(str(tmp_path), wl, cl, space_fn, designer_fn,
                                   [event.EventEvaluator(), analytic.AnalyticEvaluator()],
                                   batch_size=2, max_rounds=1, seed=5, printer=lambda s: None)

@@ -8,7 +8,7 @@ import pytest
 
 from autoscout_jax.designers import ExhaustiveSearch, RandomSearch
 from autoscout_jax.evaluator import Evaluator
-from autoscout_jax.local.space import local_training_space
+from autoscout_jax.targets.local import space as local_training_space
 from autoscout_jax.measurement import Measurement, Metrics
 from autoscout_jax.problem import Problem
 from autoscout_jax.search import run_search

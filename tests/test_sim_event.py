@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from autoscout_jax.problem import Problem
-from autoscout_jax.sim import catalog, costs, event, hardware, spaces
+from autoscout_jax.sim import catalog, costs, event, hardware
 from autoscout_jax.sim import event_reference as ref
 from autoscout_jax.sim.analytic import BREAKDOWN, AnalyticEvaluator, candidates_to_arrays, simulate_f0
 from autoscout_jax.sim.event_engine import PipelineInputs, simulate_pipeline
+from autoscout_jax.targets import megatron
 
 
 def uniform(pp=4, vp=1, m=8, f=1.0, b=2.0, n=1, **kw):
@@ -172,7 +173,7 @@ def test_stage_layers_count_embedding_and_loss_slots():
 def gpt():
   wl = catalog.make_workload("gpt3_175b", 1024)
   cl = hardware.make_cluster("dgx_a100_80gb", 1024)
-  return wl, cl, spaces.megatron_training_space(wl, cl)
+  return wl, cl, megatron.space(wl, cl)
 
 
 def _f0_f1(wl, cl, space, cands):

@@ -5,7 +5,8 @@ its monotonic responses to recompute and tensor parallelism."""
 import numpy as np
 import pytest
 
-from autoscout_jax.sim import catalog, costs, hardware, spaces
+from autoscout_jax.sim import catalog, costs, hardware
+from autoscout_jax.targets import megatron
 from autoscout_jax.workload import Workload
 
 C = costs.SimConstants().as_dict()
@@ -18,7 +19,7 @@ def _plan(**kw):
   flash = kw.pop("flash", 1.0)
   fsdp = kw.pop("fsdp", 0.0)
   base.update(kw)
-  p = spaces.megatron_plan(**base, fsdp=fsdp, flash=flash)
+  p = megatron.megatron_plan(**base, fsdp=fsdp, flash=flash)
   return {k: float(v) for k, v in p.items()}
 
 

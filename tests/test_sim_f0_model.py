@@ -7,15 +7,16 @@ import pytest
 
 from autoscout_jax.measurement import INVALID, OOM
 from autoscout_jax.problem import Problem
-from autoscout_jax.sim import analytic, catalog, costs, hardware, spaces
+from autoscout_jax.sim import analytic, catalog, costs, hardware
 from autoscout_jax.space import Candidate
+from autoscout_jax.targets import jax_mesh, megatron
 
 
 @pytest.fixture(scope="module")
 def setup():
   cluster = hardware.make_cluster("dgx_h100", 64)
   wl = catalog.make_workload("llama3_70b", 64)
-  space = spaces.megatron_training_space(wl, cluster)
+  space = megatron.space(wl, cluster)
   return space, wl, cluster
 
 
@@ -39,7 +40,7 @@ def test_vectorized_f0_equals_the_scalar_path(setup):
 def test_jax_mesh_candidates_score_the_same_way():
   cluster = hardware.make_cluster("tpu_v5p", 128, devices_per_node=64)
   wl = catalog.make_workload("gpt_22b", 128, space="jax_mesh", devices_per_slice=64)
-  space = spaces.jax_mesh_training_space(wl, cluster)
+  space = jax_mesh.space(wl, cluster)
   cands = space.sample(np.random.default_rng(1), 8)
   plan = analytic.candidates_to_arrays(space, cands, wl, cluster)
   model, hw = costs.model_scalars(wl), hardware.cluster_scalars(cluster)
@@ -63,7 +64,7 @@ def _step(wl, cluster, consts=None, **plan_kw):
               rc_layers=1, overlap_grad=1, overlap_param=1, bucket_params=40e6, tp_overlap=0,
               global_batch=wl.global_batch, layers=wl.model.num_layers, node_size=cluster.node_size)
   base.update(plan_kw)
-  plan = {k: float(v) for k, v in spaces.megatron_plan(**base).items()}
+  plan = {k: float(v) for k, v in megatron.megatron_plan(**base).items()}
   return analytic.simulate_f0_reference(plan, costs.model_scalars(wl), hardware.cluster_scalars(cluster), consts)
 
 

@@ -4,21 +4,22 @@ knobs, named constraints, and the vectorized enumeration."""
 import numpy as np
 import pytest
 
-from autoscout_jax.sim import catalog, hardware, spaces
+from autoscout_jax.sim import catalog, hardware
 from autoscout_jax.space import SpaceError
+from autoscout_jax.targets import jax_mesh, megatron
 from autoscout_jax.workload import ModelConfig, Workload
 
 
 @pytest.fixture(scope="module")
 def gpt_space():
   wl = catalog.make_workload("gpt_18.4b", 64)
-  return spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 64)), wl
+  return megatron.space(wl, hardware.make_cluster("dgx_h100", 64)), wl
 
 
 @pytest.fixture(scope="module")
 def moe_space():
   wl = catalog.make_workload("mixtral_8x7b", 64)
-  return spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 64)), wl
+  return megatron.space(wl, hardware.make_cluster("dgx_h100", 64)), wl
 
 
 def test_knob_names_are_megatrons(gpt_space):
@@ -59,7 +60,7 @@ def test_conditional_knobs_exist_only_under_their_parent(gpt_space):
 
 def test_named_constraints_explain_themselves():
   wl = catalog.make_workload("gpt_18.4b", 64, global_batch=64)
-  space = spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 64))
+  space = megatron.space(wl, hardware.make_cluster("dgx_h100", 64))
   base = dict(wl.default_values)
   cases = {
       "tp_divides_heads": dict(tensor_model_parallel_size=32, data_parallel_size=2),
@@ -83,7 +84,7 @@ def test_named_constraints_explain_themselves():
 def test_tp_not_dividing_heads_is_named():
   model = ModelConfig("odd", 12, 768, 12, 3072, 1000, 512)
   wl = Workload("odd", model, global_batch=64)
-  space = spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 16))
+  space = megatron.space(wl, hardware.make_cluster("dgx_h100", 16))
   assert 8 not in space["tensor_model_parallel_size"].values  # 12 heads: tp in {1, 2, 4}
   cand = space.make(tensor_model_parallel_size=4, pipeline_model_parallel_size=1, context_parallel_size=1,
                     data_parallel_size=4, micro_batch_size=1)
@@ -105,13 +106,13 @@ def test_a_layout_that_cannot_exist_is_one_clear_error():
   model = ModelConfig("prime", 9, 70, 7, 280, 100, 14)  # 7 heads, 9 layers
   wl = Workload("prime", model, global_batch=3)
   with pytest.raises(SpaceError, match="no tensor x pipeline x context x data layout of 8 devices"):
-    spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 8))
+    megatron.space(wl, hardware.make_cluster("dgx_h100", 8))
 
 
 def test_vectorized_enumeration_equals_the_core_recursion():
   model = ModelConfig("tiny", 4, 64, 4, 256, 128, 64)
   wl = Workload("tiny", model, global_batch=16)
-  space = spaces.megatron_training_space(wl, hardware.make_cluster("dgx_h100", 4), max_tp=2, max_cp=2,
+  space = megatron.space(wl, hardware.make_cluster("dgx_h100", 4), max_tp=2, max_cp=2,
                                          micro_batch_sizes=(1, 2))
   fast = set(space.candidates_from_table(space.enumerate_table()))
   slow = set(super(type(space), space).enumerate())  # the core SearchSpace recursion
@@ -120,12 +121,12 @@ def test_vectorized_enumeration_equals_the_core_recursion():
 
 def test_jax_mesh_space_products_and_conditions():
   wl = catalog.make_workload("gpt_22b", 128, space="jax_mesh", devices_per_slice=64)
-  space = spaces.jax_mesh_training_space(wl, hardware.make_cluster("tpu_v5p", 128, devices_per_node=64))
+  space = jax_mesh.space(wl, hardware.make_cluster("tpu_v5p", 128, devices_per_node=64))
   for c in space.sample(np.random.default_rng(3), 100):
     v = c.values
     assert space.validate(c) == []
-    assert np.prod([v[k] for k in spaces._ICI]) == 64
-    assert np.prod([v[k] for k in spaces._DCN]) == 2
+    assert np.prod([v[k] for k in jax_mesh._ICI]) == 64
+    assert np.prod([v[k] for k in jax_mesh._DCN]) == 2
     assert ("collective_matmul" in v) == (v["ici_tensor"] > 1)
   for flag in ("latency_hiding_scheduler", "async_collectives", "remat_policy", "per_device_batch_size"):
     assert flag in space.names
@@ -135,7 +136,7 @@ def test_plan_arrays_place_groups_on_the_right_tier(gpt_space):
   space, wl = gpt_space
   cluster = hardware.make_cluster("dgx_h100", 64)
   inside = space.make({**wl.default_values, "tensor_model_parallel_size": 8, "data_parallel_size": 8})
-  plan = spaces.plan_arrays(space, space.table_from_candidates([inside]), wl, cluster)
+  plan = space.plan(space.table_from_candidates([inside]), wl, cluster)
   assert plan["tp_local"][0] == 8  # tp = 8 rides NVLink
   assert plan["dp_local"][0] == 1  # its data-parallel peers sit in other nodes
   assert plan["zero"][0] == 1 and plan["shard"][0] == 8  # distributed optimizer = ZeRO-1 over dp

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from autoscout_jax.problem import Problem
-from autoscout_jax.sim import analytic, catalog, costs, hardware, spaces, uncertainty
-from autoscout_jax.sim.calibration import CALIBRATED
+from autoscout_jax.sim import analytic, catalog, costs, hardware, uncertainty
+from autoscout_jax.sim.constants import CALIBRATED
+from autoscout_jax.targets import megatron
 from autoscout_jax.tools import predict_published
 
 C = CALIBRATED.as_dict()
@@ -40,7 +41,7 @@ def _plan(**kw):
               layers=32, node_size=8)
   flash, fsdp = kw.pop("flash", 1.0), kw.pop("fsdp", 1.0)
   base.update(kw)
-  return {k: float(v) for k, v in spaces.megatron_plan(**base, fsdp=fsdp, flash=flash, grad_bytes=4.0).items()}
+  return {k: float(v) for k, v in megatron.megatron_plan(**base, fsdp=fsdp, flash=flash, grad_bytes=4.0).items()}
 
 
 def _llama8b(seq):
@@ -117,9 +118,9 @@ def test_intervals_widen_outside_the_calibrated_range():
 def test_uncertain_memory_is_a_feasible_measurement_with_a_flag():
   cluster = hardware.make_cluster("dgx_h100", 8)
   wl = catalog.make_workload("llama3_8b", 8, global_batch=64)
-  space = spaces.megatron_training_space(wl, cluster)
+  space = megatron.space(wl, cluster)
   table = space.table()
-  plan = spaces.plan_arrays(space, table, wl, cluster)
+  plan = space.plan(table, wl, cluster)
   out = analytic.simulate_f0(plan, costs.model_scalars(wl), hardware.cluster_scalars(cluster))
   verdict = out["mem_verdict"]
   assert set(np.unique(verdict)) == {0.0, 1.0, 2.0}

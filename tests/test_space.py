@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from autoscout_jax.local.space import local_training_space
+from autoscout_jax.targets.local import space as local_training_space
 from autoscout_jax.space import (Boolean, Candidate, Categorical, Constraint, Float, IntRange,
                                  Ordinal, ProductGroup, SearchSpace, SpaceError, When)
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload

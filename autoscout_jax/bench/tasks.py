@@ -154,7 +154,8 @@ def restrict_space(space: SearchSpace, restrict: Mapping[str, Sequence[Any]]) ->
     if vec:
       from autoscout_jax.sim.vspace import SimSpace, VecConstraint
       cons = list(space.vec_constraints) + [_pin(n, space, vals, VecConstraint) for n, vals in pins.items()]
-      return SimSpace(knobs, cons, groups=space.groups, facts=space.facts, name=name, family=space.family)
+      return SimSpace(knobs, cons, groups=space.groups, facts=space.facts, name=name, family=space.family,
+                      plan=space.planner)
     return SearchSpace(knobs, space.constraints, groups=space.groups, facts=space.facts, name=name,
                        family=space.family)
   except SpaceError as e:

@@ -1,6 +1,8 @@
-"""The local-device training space and its real evaluators (F2 compile, F3 profile).
+"""The local family's real evaluators (F2 compile, F3 profile) and the
+sharded Flax train step they measure; the family's space, config and
+artifact are in targets/local.py.
 
-Flow: `local_training_space` (space.py) -> candidates -> `CompileEvaluator` /
+Flow: `targets.local.space` -> candidates -> `CompileEvaluator` /
 `ProfileEvaluator` (evaluators.py) -> child process (runner.py, child.py) ->
 `probe.py` -> `train_step.py` + `model.py` (the sharded Flax step).
 
@@ -14,20 +16,15 @@ import importlib
 from typing import Any
 
 from autoscout_jax.local.evaluators import CompileEvaluator, LocalSetupError, ProfileEvaluator
-from autoscout_jax.local.space import REMAT_POLICIES, local_training_space
 
 _LAZY = {
     "Decoder": "autoscout_jax.local.model",
     "init_params": "autoscout_jax.local.model",
-    "LayoutError": "autoscout_jax.local.train_step",
-    "StepConfig": "autoscout_jax.local.train_step",
     "TrainSetup": "autoscout_jax.local.train_step",
     "build_train_setup": "autoscout_jax.local.train_step",
-    "train_step_and_state": "autoscout_jax.local.train_step",
 }
 
-__all__ = ["CompileEvaluator", "LocalSetupError", "ProfileEvaluator", "REMAT_POLICIES",
-           "local_training_space", *_LAZY]
+__all__ = ["CompileEvaluator", "LocalSetupError", "ProfileEvaluator", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,7 @@
 local training space on this machine's devices.
 
 Where it sits: the search loop hands a batch of `Candidate`s of
-`local_training_space(workload, cluster)` to `evaluate`; each candidate is
+`targets.local.space(workload, cluster)` to `evaluate`; each candidate is
 measured in a child process (`local/runner.py` -> `local/child.py` ->
 `local/probe.py`) and comes back as a `Measurement`. Candidates whose XLA
 flag knobs differ run in different children (XLA reads its flags once per

@@ -23,12 +23,11 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from autoscout_jax.local.space import REMAT_POLICIES
+from autoscout_jax.targets.local import BATCH_AXES, REMAT_POLICIES
 from autoscout_jax.workload import ModelConfig
 
-# Mesh axes the batch dimension is split over (fsdp is data parallel for
+# The batch dimension is split over BATCH_AXES (fsdp is data parallel for
 # activations; it differs from `data` only in how parameters are stored).
-BATCH_AXES = ("data", "fsdp")
 
 # fp8 training keeps master weights and most activations in higher precision;
 # locally we run its matmuls in bf16 (no fp8 kernels on CPU).

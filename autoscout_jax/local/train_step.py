@@ -5,7 +5,8 @@ calls `build_train_setup(workload, candidate values, devices)` and then
 lowers + compiles the step (F2) or also runs it (F3). Tests call it directly
 to check that every mesh computes the same loss.
 
-Layout: a `Mesh` with axes ('data', 'fsdp', 'tensor'). The batch dimension
+Layout (the rules are the local target's, targets/local.py, which the
+launch artifact shows too): a `Mesh` with axes ('data', 'fsdp', 'tensor'). The batch dimension
 is split over ('data', 'fsdp'). Parameters and optimizer state are sharded
 over 'fsdp' along the model-width dimension and over 'tensor' Megatron-style
 (column-parallel query/key/value and MLP-in, row-parallel attention-out and
@@ -28,87 +29,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from autoscout_jax.local.model import (BATCH_AXES, Decoder, check_supported, compute_dtype,
                                        init_params, stack_layers)
-from autoscout_jax.local.space import REMAT_POLICIES
-from autoscout_jax.local.xla_flags import XLA_FLAG_KNOBS
+from autoscout_jax.targets.local import MESH_AXES, PARAM_RULES, Config, LayoutError
 from autoscout_jax.workload import Workload
-
-MESH_AXES = ("data", "fsdp", "tensor")
-
-
-# Leaf name -> PartitionSpec of the unstacked parameter (see model.py). A
-# stacked (scan_layers) parameter gets a leading unsharded layer axis.
-_PARAM_RULES: dict[str, tuple[Any, ...]] = {
-    "embedding": ("tensor", "fsdp"),
-    "unembed": ("fsdp", "tensor"),
-    "query": ("fsdp", "tensor", None),
-    "key": ("fsdp", "tensor", None),
-    "value": ("fsdp", "tensor", None),
-    "out": ("tensor", None, "fsdp"),
-    "wi": ("fsdp", "tensor"),
-    "wg": ("fsdp", "tensor"),
-    "wo": ("tensor", "fsdp"),
-    "scale": (None,),
-}
-
-
-class LayoutError(ValueError):
-  """Knob values this model, batch or device set cannot take."""
-
-
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-  """The program knobs of a local-space candidate."""
-
-  data: int = 1
-  fsdp: int = 1
-  tensor: int = 1
-  num_microbatches: int = 1
-  remat_policy: str = "none"
-  scan_layers: bool = False
-  scan_unroll: int = 1
-
-  @classmethod
-  def from_values(cls, values: Mapping[str, Any]) -> "StepConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    # XLA flag knobs shape the child's runtime (xla_flags.py), not the program.
-    unknown = sorted(set(values) - names - set(XLA_FLAG_KNOBS))
-    if unknown:
-      raise LayoutError(f"unknown knob(s) for the local train step: {unknown}")
-    kw = {k: v for k, v in values.items() if k in names}
-    for k in ("data", "fsdp", "tensor", "num_microbatches", "scan_unroll"):
-      if k in kw:
-        kw[k] = int(kw[k])
-    if "scan_layers" in kw:
-      kw["scan_layers"] = bool(kw["scan_layers"])
-    return cls(**kw)
-
-  @property
-  def num_devices(self) -> int:
-    return self.data * self.fsdp * self.tensor
-
-  def check(self, workload: Workload, num_devices: int) -> None:
-    """One clear error naming the first problem (the space's constraints
-    normally rule these out before a candidate gets here)."""
-    m = workload.model
-    for k in ("data", "fsdp", "tensor", "num_microbatches", "scan_unroll"):
-      if getattr(self, k) < 1:
-        raise LayoutError(f"{k} must be >= 1, got {getattr(self, k)}")
-    if self.remat_policy not in REMAT_POLICIES:
-      raise LayoutError(f"unknown remat_policy {self.remat_policy!r}; known: {REMAT_POLICIES}")
-    if self.num_devices != num_devices:
-      raise LayoutError(f"mesh data*fsdp*tensor = {self.data}*{self.fsdp}*{self.tensor} = "
-                       f"{self.num_devices} but {num_devices} devices are given")
-    for what, size in (("num_heads", m.num_heads), ("kv_heads", m.kv_heads),
-                       ("ffn_hidden_size", m.ffn_hidden_size), ("vocab_size", m.vocab_size)):
-      if size % self.tensor:
-        raise LayoutError(f"tensor={self.tensor} does not divide {what}={size}")
-    if m.hidden_size % self.fsdp:
-      raise LayoutError(f"fsdp={self.fsdp} does not divide hidden_size={m.hidden_size}")
-    split = self.data * self.fsdp * self.num_microbatches
-    if workload.global_batch % split:
-      raise LayoutError(f"global batch {workload.global_batch} is not divisible by "
-                       f"data*fsdp*num_microbatches = {split}")
-
 
 def spec_for(path: Sequence[Any], shape: Sequence[int]) -> PartitionSpec:
   """PartitionSpec of a parameter or optimizer-state leaf, from its leaf name."""
@@ -116,7 +38,7 @@ def spec_for(path: Sequence[Any], shape: Sequence[int]) -> PartitionSpec:
     return PartitionSpec()  # step counters and other scalars
   names = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
   name = names[-1] if names else None
-  rule = _PARAM_RULES.get(name)
+  rule = PARAM_RULES.get(name)
   if rule is None:
     raise ValueError(f"no sharding rule for leaf {jax.tree_util.keystr(tuple(path))} "
                      f"of shape {tuple(shape)}")
@@ -133,7 +55,7 @@ def shardings_for(mesh: Mesh, tree: Any) -> Any:
       lambda path, leaf: NamedSharding(mesh, spec_for(path, leaf.shape)), tree)
 
 
-def make_mesh(config: StepConfig, devices: Sequence[jax.Device]) -> Mesh:
+def make_mesh(config: Config, devices: Sequence[jax.Device]) -> Mesh:
   shape = (config.data, config.fsdp, config.tensor)
   devices = list(devices)[:config.num_devices]
   try:
@@ -153,7 +75,7 @@ class TrainSetup:
   is int32[global_batch, seq_len + 1] (inputs and shifted targets)."""
 
   workload: Workload
-  config: StepConfig
+  config: Config
   mesh: Mesh
   model: Decoder
   step: Any
@@ -206,7 +128,7 @@ def build_train_setup(workload: Workload, values: Mapping[str, Any], devices: Se
                       learning_rate: float = 1e-3) -> TrainSetup:
   m = workload.model
   check_supported(m)
-  config = StepConfig.from_values(values)
+  config = Config.from_candidate(values)
   config.check(workload, len(devices))
   mesh = make_mesh(config, devices)
   model = Decoder(m, dtype=compute_dtype(workload.precision), remat_policy=config.remat_policy,
@@ -269,10 +191,3 @@ def build_train_setup(workload: Workload, values: Mapping[str, Any], devices: Se
                     param_shardings=param_sh, opt_shardings=opt_sh, batch_sharding=batch_sh,
                     abstract_params=abstract_params, abstract_opt_state=abstract_opt,
                     _init=init_jit, _opt_init=opt_init_jit, _batch=batch_jit)
-
-
-def train_step_and_state(workload: Workload, values: Mapping[str, Any],
-                         devices: Sequence[jax.Device], seed: int = 0) -> tuple[Any, Any, jax.Array]:
-  """(jitted step, (params, opt_state), tokens): the whole thing, ready to run."""
-  setup = build_train_setup(workload, values, devices)
-  return setup.step, setup.init(seed), setup.batch(seed)

@@ -18,12 +18,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from autoscout_jax.artifacts import xla_flags
+from autoscout_jax.targets.local import XLA_FLAG_KNOBS
+from autoscout_jax.targets.xla import xla_flags
 
-# The local spaces' XLA flag knobs; their flags' spelling lives in
-# artifacts.py, shared with the launch artifact (GPU flags are parsed, and
+# The local target's XLA flag knobs; their flags' spelling lives in
+# targets/xla.py, shared with the launch artifact (GPU flags are parsed, and
 # ignored, on the CPU).
-XLA_FLAG_KNOBS = ("xla_latency_hiding_scheduler", "xla_triton_gemm")
 
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 

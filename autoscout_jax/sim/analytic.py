@@ -2,7 +2,8 @@
 
 Where it sits: the search loop routes "analytic" suggestions to
 `AnalyticEvaluator.evaluate`; it turns candidates of a sim space
-(sim/spaces.py) into PLAN arrays (`candidates_to_arrays`), scores all of them
+(targets/megatron.py, targets/jax_mesh.py) into a Plan by the space's own
+translation (`candidates_to_arrays`), scores all of them
 in ONE jitted call (`simulate_f0`), and returns one Measurement each.
 `score_space` scores a whole enumerated space (millions of points) the same
 way. The cost model itself lives in sim/costs.py (shared with F1).
@@ -35,7 +36,8 @@ import numpy as np
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.measurement import OOM, INVALID, Measurement, Metrics
 from autoscout_jax.problem import Problem
-from autoscout_jax.sim import costs, hardware, spaces, uncertainty
+from autoscout_jax.sim import costs, hardware, uncertainty
+from autoscout_jax.sim.constants import CALIBRATED
 from autoscout_jax.sim.vspace import SimSpace
 from autoscout_jax.space import Candidate
 
@@ -112,21 +114,20 @@ def simulate_f0_reference(plan_row: Mapping[str, float], model: Mapping[str, flo
 
 def _consts(consts) -> dict[str, float]:
   if consts is None:
-    from autoscout_jax.sim.calibration import CALIBRATED
     consts = CALIBRATED
   return consts.as_dict() if isinstance(consts, costs.SimConstants) else dict(consts)
 
 
 def candidates_to_arrays(space: SimSpace, candidates: Sequence[Candidate], workload, cluster) -> dict[str, np.ndarray]:
   """PLAN arrays ([N] float64) of candidates of a sim space."""
-  return spaces.plan_arrays(space, space.table_from_candidates(candidates), workload, cluster)
+  return space.plan(space.table_from_candidates(candidates), workload, cluster)
 
 
 def score_space(space: SimSpace, workload, cluster, consts=None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """Every valid point of a sim space and its F0 outputs: (table, outputs),
   row-aligned. `space.candidates_from_table(table, idx)` recovers points."""
   table = space.table()
-  plan = spaces.plan_arrays(space, table, workload, cluster)
+  plan = space.plan(table, workload, cluster)
   return table, simulate_f0(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), consts)
 
 

@@ -1,7 +1,8 @@
 """Calibration of the simulators on published training runs.
 
-Where it sits: `CALIBRATED` are the SimConstants every simulator uses by
-default (sim/analytic.py, F1); `prepare` + `simulate` run a fidelity over
+Where it sits: a tool on top of the simulators (none imports it): the
+SimConstants every simulator uses by default live in sim/constants.py
+(`CALIBRATED`, fitted here); `prepare` + `simulate` run a fidelity over
 published rows (sim/published.py parses them), `predictions` and `report`
 serve tools/predict_published.py and tools/calibration_report.py; `fit`
 re-derives the constants.
@@ -37,13 +38,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from autoscout_jax.sim import published, uncertainty
+from autoscout_jax.sim.constants import CALIBRATED
 from autoscout_jax.sim.costs import MODEL_FIELDS, PLAN_FIELDS, SimConstants
-
-# Fitted on shared/calibration/published_points.csv (see module docstring);
-# the bounds of attn_eff and launch_s are active (the data would push them
-# further: flash attention slower, per-layer host time larger).
-CALIBRATED = SimConstants(gemm_eff=0.783, gemm_knee=107.0, attn_eff=0.35, comm_eff=0.683, fp8_eff=0.665,
-                          moe_eff=0.367, launch_s=3.24e-4, tput_spread=0.115)
 
 FITTED = {  # name: (low, high) -- physical ranges, the fit never leaves them
     "gemm_eff": (0.5, 0.95),     # cuBLAS/XLA large-GEMM fraction of dense peak

@@ -2,7 +2,7 @@
 
 Where it sits: gin (`gin/workloads/sim_*.gin`) binds `make_workload` to build
 a `Workload` (autoscout_jax/workload.py) for a named model and device count;
-the simulator spaces (sim/spaces.py) and evaluators read it; the calibration
+the target spaces (targets/megatron.py, targets/jax_mesh.py) and evaluators read it; the calibration
 tools look models up by the names published tables use (`find_model`).
 
 Each model has the published architecture and the framework recipe that
@@ -33,14 +33,6 @@ def param_count(model: ModelConfig) -> int:
   moe = model.num_experts * h * fe * mats + model.num_shared_experts * h * fe * mats + h * model.num_experts
   emb = model.vocab_size * h * (1 if model.tie_embeddings else 2)
   return int(model.num_layers * attn + (model.num_layers - n_moe) * dense + n_moe * moe + emb + h)
-
-
-def active_param_count(model: ModelConfig) -> int:
-  """Parameters one token touches (top-k routed experts only)."""
-  if not model.is_moe:
-    return param_count(model)
-  dense_like = dataclasses.replace(model, num_experts=model.moe_top_k)
-  return param_count(dense_like)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,12 +39,12 @@ import numpy as np
 from autoscout_jax.measurement import INVALID, Metrics
 from autoscout_jax.sim import costs, hardware, uncertainty
 from autoscout_jax.sim.analytic import BREAKDOWN, AnalyticEvaluator
+from autoscout_jax.sim.constants import CALIBRATED
 from autoscout_jax.sim.event_engine import PipelineInputs, simulate_pipeline
 
 
 def _consts(consts) -> dict[str, float]:
   if consts is None:
-    from autoscout_jax.sim.calibration import CALIBRATED
     consts = CALIBRATED
   return consts.as_dict() if isinstance(consts, costs.SimConstants) else dict(consts)
 

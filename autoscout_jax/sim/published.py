@@ -23,8 +23,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from autoscout_jax.sim import costs, hardware, spaces
+from autoscout_jax.sim import costs, hardware
 from autoscout_jax.sim.catalog import find_model
+from autoscout_jax.targets import jax_mesh, megatron
 
 PRED_COLUMNS = ("pred_step_time_s", "pred_tokens_per_sec_per_device", "pred_tokens_per_sec_per_device_lo",
                 "pred_tokens_per_sec_per_device_hi", "pred_model_tflops_per_device", "pred_mfu_pct",
@@ -205,7 +206,7 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     slices = float(dcn.group(1)) if dcn else max(1.0, dp / ici_fsdp)
     rc, _ = _recompute(row.get("recompute", "").replace("remat_policy=", ""), "full")
     # MaxText's per_device_batch_size counts chips; per batch shard it is gbs/dp
-    p = spaces.mesh_plan({"fsdp": ici_fsdp, "tensor": tp}, {"data": slices}, m["gbs"] / dp, rc, 1.0, 1.0, 0.0,
+    p = jax_mesh.mesh_plan({"fsdp": ici_fsdp, "tensor": tp}, {"data": slices}, m["gbs"] / dp, rc, 1.0, 1.0, 0.0,
                          m["gbs"], m["L"])
     return {k: float(v) for k, v in p.items()}
   framework = (row.get("framework") or "").lower()
@@ -238,7 +239,7 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   # Megatron-LM of 2021-22 reduced fp32 gradients; NeMo/Megatron-Bridge
   # performance recipes reduce them in bf16 (grad_reduce_in_fp32=False);
   # DeepSpeed keeps fp16/bf16 gradients.
-  p = spaces.megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(zero == 1), rc, 0.0, 1.0, 1.0, 1.0,
+  p = megatron.megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(zero == 1), rc, 0.0, 1.0, 1.0, 1.0,
                            40e6, float(modern and tp > 1 and sp > 0), m["gbs"], m["L"], cluster.node_size,
                            fsdp=float(zero == 3), flash=flash,
                            grad_bytes=2.0 if (modern or deepspeed) else 4.0, offload=offload,

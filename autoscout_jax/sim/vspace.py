@@ -1,8 +1,9 @@
 """SimSpace: a SearchSpace whose constraints are vectorized, so the whole
 valid set of a large simulator space can be enumerated as numpy arrays.
 
-Where it sits: sim/spaces.py builds the Megatron and JAX-mesh spaces as
-SimSpaces. Designers use them like any SearchSpace (validate, sample,
+Where it sits: targets/megatron.py and targets/jax_mesh.py build their
+spaces as SimSpaces, each carrying its family's translation to the
+simulators' plan (`SimSpace.plan`). Designers use them like any SearchSpace (validate, sample,
 neighbours, encode: the core methods, unchanged); the F0 simulator and
 exhaustive scoring use `enumerate_table()` (every valid point as a table of
 knob arrays, millions in seconds) and `table_from_candidates`.
@@ -54,8 +55,10 @@ class SimSpace(SearchSpace):
 
   def __init__(self, knobs: Sequence[Knob], vec_constraints: Sequence[VecConstraint],
                groups: Sequence[ProductGroup] = (), facts: Mapping[str, Any] | None = None,
-               name: str = "space", family: str = ""):
+               name: str = "space", family: str = "",
+               plan: Callable[["SimSpace", Table, Any, Any], Mapping[str, np.ndarray]] | None = None):
     self.vec_constraints = tuple(vec_constraints)
+    self._plan = plan  # the family's translation to the simulators' plan (targets/<family>.py)
     scalar = [Constraint(vc.name, self._scalar_check(vc), vc.doc) for vc in self.vec_constraints]
     super().__init__(knobs, scalar, groups, facts, name, family)
 
@@ -111,6 +114,17 @@ class SimSpace(SearchSpace):
           vals[k.name] = v
       out.append(Candidate.of(vals))
     return out
+
+  def plan(self, table: Table, workload: Any, cluster: Any) -> Mapping[str, np.ndarray]:
+    """The simulators' plan (sim/plan.py) of every row of `table`, by the
+    translation of the target family that made this space."""
+    if self._plan is None:
+      raise ValueError(f"space {self.name!r} (family {self.family!r}) has no plan for the simulators")
+    return self._plan(self, table, workload, cluster)
+
+  @property
+  def planner(self) -> Callable | None:
+    return self._plan
 
   def code(self, name: str, value: Any) -> float:
     """The table entry of a categorical/boolean value (for vectorized checks)."""

@@ -29,7 +29,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from autoscout_jax.sim import analytic, catalog, costs, event, event_reference, hardware, spaces
+from autoscout_jax.sim import analytic, catalog, costs, event, event_reference, hardware
+from autoscout_jax.targets import megatron
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "write the results as JSON here")
@@ -67,13 +68,13 @@ def run(repeats: int = 3, f1_batch: int = 4096, python_batch: int = 300, event_r
   cl = hardware.make_cluster("dgx_a100_80gb", 1024)
 
   def enumerate_and_score():
-    space = spaces.megatron_training_space(wl, cl)
+    space = megatron.space(wl, cl)
     table, out = analytic.score_space(space, wl, cl)
     return space, table, out
 
   enumerate_and_score()  # compile
   t_all, (space, table, _) = _timed(enumerate_and_score, repeats)
-  plan = spaces.plan_arrays(space, table, wl, cl)
+  plan = space.plan(table, wl, cl)
   model, hw = costs.model_scalars(wl), hardware.cluster_scalars(cl)
   n = int(np.size(plan["tp"]))
   rng = np.random.default_rng(seed)

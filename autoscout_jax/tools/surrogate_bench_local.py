@@ -31,11 +31,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from autoscout_jax.local.space import local_training_space
 from autoscout_jax.measurement import COMPILE_ERROR, INVALID, OOM, Measurement, Metrics
 from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate, SearchSpace
 from autoscout_jax.store import MeasurementStore
+from autoscout_jax.targets import local
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
 LOCAL_TABLE = os.path.join("experiments", "surrogate_bench", "local_tiny_cpu8.json")
@@ -67,7 +67,7 @@ def local_task() -> tuple[Workload, LocalCluster, SearchSpace, list[Candidate]]:
   workload = Workload(name="tiny_transformer", model=model, global_batch=16, default=default)
   cluster = LocalCluster(num_devices=8, memory_bytes_per_device=2 ** 31, platform="auto",
                          name="local")
-  space = local_training_space(workload, cluster)
+  space = local.space(workload, cluster)
   cands = [c for c in space.enumerate()
            if all(c.get(k) is None or c.get(k) in v for k, v in RESTRICT.items())]
   return workload, cluster, space, cands

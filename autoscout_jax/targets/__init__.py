@@ -1,0 +1,36 @@
+"""Target families: one module per family of configuration spaces, each
+owning its space factory, its typed config (`Config.from_candidate`), its
+translation to the simulators' plan (cluster-scale families) and its launch
+artifact.
+
+- local: this machine's devices (F2 compile, F3 profile of our Flax step);
+- megatron: Megatron-LM on GPU clusters (F0/F1 simulators);
+- jax_mesh: MaxText-style JAX meshes on TPU/GPU clusters (F0/F1).
+
+Where it sits: gin binds `<family>.space` as SPACE_FN; the space carries
+its family's name (and, for the simulators, its plan translation), so
+nothing downstream guesses a family from knob names; the report calls
+`launch_artifact`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autoscout_jax.space import Candidate, SearchSpace
+from autoscout_jax.targets import jax_mesh, local, megatron, xla
+
+FAMILIES = {m.FAMILY: m for m in (local, megatron, jax_mesh)}
+
+
+def launch_artifact(space: SearchSpace, cand: Candidate, workload: Any, cluster: Any) -> dict[str, Any]:
+  """What a user runs for `cand`, by the family that made `space`."""
+  platform = cluster.platform
+  if space.family == megatron.FAMILY:
+    return megatron.artifact(space, cand, workload)
+  if space.family in (local.FAMILY, jax_mesh.FAMILY):
+    return FAMILIES[space.family].artifact(space, cand, platform)
+  return {"kind": "values", "values": dict(cand.values)}  # an ad-hoc space: nothing to translate
+
+
+__all__ = ["FAMILIES", "jax_mesh", "launch_artifact", "local", "megatron", "xla"]
