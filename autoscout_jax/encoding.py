@@ -1,19 +1,24 @@
-"""Measurements + space -> the arrays the learned surrogate trains on.
+"""Measurements + space -> the arrays the learned surrogate trains on: the
+one path, for the designer, the tools and the tests.
 
 Where it sits in the data flow::
 
-    store / evaluators ──► [Measurement] ──► to_arrays(ms, space, fidelities)
+    store / evaluators ──► [Measurement] ──► row(space, m)  (a typed Row)
+        ──► to_data(space, candidates, fidelity index, log time, feasible, log mem)
         ──► surrogates.SurrogateData (features, active mask, fidelity index,
             log step time, log peak memory, feasible) ──► surrogates.fit
 
-The AutoScout designer keeps its own table of what it was told
-(`designers/autoscout/features.Observations`, target -log tokens/s, screen
-verdicts folded into the top fidelity). This module is the stateless path
-for everything else (benchmarks, offline fits on a store): rows are the
-measurements themselves, the target is log step time, and a fidelity that
-measures no time (F2 compile) gets one from a caller's `step_time` rule.
+Two callers choose rows and targets, then share `row` and `to_data`:
+- the AutoScout designer remembers every measurement it is told as a `Row`
+  (`designers/autoscout/features.Observations`: target -log tokens/s, screen
+  verdicts folded into the top fidelity, a row cap) and encodes with
+  `to_data`;
+- `to_arrays` is the stateless path for everything else (benchmarks,
+  offline fits on a store): rows are the measurements themselves, the target
+  is log step time, and a fidelity that measures no time (F2 compile) gets
+  one from a caller's `step_time` rule.
 
-Row rules, in order:
+`to_arrays` row rules, in order:
 - measurements at a fidelity not in `fidelities` are left out;
 - 'invalid' measurements are left out: they never ran, and a candidate the
   space rejects is not something the model has to rank;
@@ -26,6 +31,7 @@ Row rules, in order:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable, Mapping, Sequence
 
@@ -70,6 +76,51 @@ def _log_positive(v: float | None) -> float:
   return math.log(v) if v is not None and math.isfinite(v) and v > 0 else math.nan
 
 
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One measurement, typed: its candidate (as a candidate of the space) and
+  what a surrogate learns from it."""
+
+  candidate: Candidate
+  fidelity: str
+  y: float | None  # log tokens/s (None when infeasible or unmeasured)
+  log_mem: float | None
+  feasible: bool  # it ran and has a throughput
+  failure_kind: str | None
+  cost_s: float
+
+
+def row(space: SearchSpace, m: Measurement) -> Row:
+  """`m` as a Row of `space` (its candidate re-parsed by the space)."""
+  cand = space.from_json(m.candidate.to_json())
+  met = m.metrics
+  y = None
+  if met.feasible:
+    if met.tokens_per_s is not None and met.tokens_per_s > 0:
+      y = math.log(met.tokens_per_s)
+    elif met.step_time_s is not None and met.step_time_s > 0:
+      y = -math.log(met.step_time_s)  # only ever used if no evaluator gives tokens/s
+  log_mem = _log_positive(met.peak_mem_bytes)
+  return Row(cand, m.fidelity, y, None if math.isnan(log_mem) else log_mem,
+             bool(met.feasible and y is not None), met.failure_kind, float(m.cost_s))
+
+
+def to_data(space: SearchSpace, candidates: Sequence[Candidate], fidelity: Sequence[int],
+            log_time: Sequence[float], feasible: Sequence[float], log_mem: Sequence[float], *,
+            prior: Sequence[float] | None = None,
+            encode: Callable[[Sequence[Candidate]], tuple[np.ndarray, np.ndarray]] | None = None
+            ) -> surrogates.SurrogateData:
+  """The surrogate's arrays of row-aligned values (NaN where a target is
+  unknown). `encode` (default `space.encode`) may be a caching encoder of
+  the same space."""
+  x, active = (encode or space.encode)(list(candidates))
+  return surrogates.make_data(
+      x, active, np.asarray(fidelity, np.int32), np.asarray(log_time, np.float32),
+      np.asarray(feasible, np.float32), log_mem=np.asarray(log_mem, np.float32),
+      prior=np.asarray(prior, np.float32) if prior is not None else None,
+      feature_names=space.feature_names())
+
+
 def to_arrays(measurements: Sequence[Measurement], space: SearchSpace,
               fidelities: Sequence[str], *, step_time: Mapping[str, StepTime] | None = None,
               prior: Mapping[Candidate, float] | None = None) -> surrogates.SurrogateData:
@@ -107,7 +158,8 @@ def to_arrays(measurements: Sequence[Measurement], space: SearchSpace,
   known = set(space.names)
   cands, fid, log_t, log_m, feas, pri = [], [], [], [], [], []
   for i, m in enumerate(rows):
-    cand = space.from_json(m.candidate.to_json())
+    r = row(space, m)
+    cand = r.candidate
     extra = sorted(set(cand.values) - known)
     if extra:
       raise ValueError(f"measurement {i} ({m.fidelity}) has knob(s) {extra} that space "
@@ -130,24 +182,6 @@ def to_arrays(measurements: Sequence[Measurement], space: SearchSpace,
     cands.append(cand)
     fid.append(index[m.fidelity])
     log_t.append(t)
-    log_m.append(_log_positive(m.metrics.peak_mem_bytes))
+    log_m.append(math.nan if r.log_mem is None else r.log_mem)
     feas.append(1.0 if ok else 0.0)
-  x, active = space.encode(cands)
-  return surrogates.make_data(
-      x, active, np.asarray(fid, np.int32), np.asarray(log_t, np.float32),
-      np.asarray(feas, np.float32), log_mem=np.asarray(log_m, np.float32),
-      prior=np.asarray(pri, np.float32) if prior is not None else None,
-      feature_names=space.feature_names())
-
-
-def encode_pool(space: SearchSpace, candidates: Sequence[Candidate],
-                prior: Mapping[Candidate, float] | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-  """(x, active, prior or None) of unmeasured candidates, for `surrogates.predict`."""
-  x, active = space.encode(list(candidates))
-  if prior is None:
-    return x, active, None
-  missing = [c.short() for c in candidates if c not in prior]
-  if missing:
-    raise ValueError(f"no prior for {len(missing)} pool candidate(s), e.g. {missing[0]}")
-  return x, active, np.asarray([prior[c] for c in candidates], np.float32)
+  return to_data(space, cands, fid, log_t, feas, log_m, prior=pri if prior is not None else None)

@@ -34,6 +34,22 @@ class ExperimentError(ValueError):
   """Bad input to an experiment: the message names the problem."""
 
 
+# Our own packages: an import error inside them is a bug, not missing input.
+_OURS = ("autoscout_jax", "surrogates")
+
+
+def is_input_error(e: BaseException) -> bool:
+  """Whether `e` is bad input (run.py: one line, exit 2) rather than a bug
+  (its traceback). Input checks raise ValueError (ExperimentError,
+  SpaceError, ...) or OSError (files); an ImportError is input only when a
+  third-party package is missing (an optional extra). TypeError, KeyError or
+  an import error from our own code inside a designer or evaluator is a bug."""
+  if isinstance(e, ImportError):
+    missing = e.name or getattr(e.__cause__, "name", None)
+    return bool(missing) and missing.split(".")[0] not in _OURS
+  return isinstance(e, (ValueError, OSError))
+
+
 def run_experiment(workdir: str, workload: Any, cluster: Cluster,
                    space_fn: Callable[[Any, Any], SearchSpace],
                    designer_fn: Callable[[Problem, int], Designer],

@@ -20,10 +20,6 @@ _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where measurements, logs and the report go "
                                "(default: runs/<time>). Re-using a workdir resumes the run.")
 
-# Errors whose message is enough for the user (no traceback).
-_USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, IOError, ImportError)
-
-
 def _repo_root() -> str:
   return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,8 +74,8 @@ def main(argv) -> None:
     fn = gin.get_configurable(experiment.run_experiment)
     try:
       fn(workdir=workdir, on_round_end=on_round_end, writer=writer)
-    except _USER_ERRORS as e:
-      if logging.level_debug():
+    except Exception as e:  # pylint: disable=broad-except
+      if not experiment.is_input_error(e) or logging.level_debug():
         raise
       _fail(f"{type(e).__name__}: {e}")
     if wrote_operative:

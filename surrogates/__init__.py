@@ -11,12 +11,12 @@ This package sees arrays only: it never imports `autoscout_jax` or gin.
 
 from surrogates.checkpoint import load, save
 from surrogates.config import ModelConfig, TrainConfig
-from surrogates.data import (SurrogateData, bucket_size, check_compatible, make_data,
+from surrogates.data import (SurrogateData, bucket_size, check_compatible, make_data, pad_rows,
                              pad_to_bucket, validation_split)
 from surrogates.metrics import auc, coverage, evaluate, kendall_tau, spearman, top_k_regret
 from surrogates.model import Normalizer, SurrogateState, untrained_state
 from surrogates.predict import (UNTRAINED_STD, Prediction, acquisition_arrays,
-                                acquisition_value_and_grad, grad_log_time, predict,
+                                acquisition_value_and_grad, grad_log_time, member_log_time, predict,
                                 predict_arrays)
 from surrogates.tracing import trace_counts
 from surrogates.train import FitHistory, fit
@@ -42,6 +42,8 @@ __all__ = [
     "kendall_tau",
     "load",
     "make_data",
+    "member_log_time",
+    "pad_rows",
     "pad_to_bucket",
     "predict",
     "predict_arrays",

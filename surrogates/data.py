@@ -68,11 +68,6 @@ class SurrogateData:
   def context_dim(self) -> int:
     return int(self.context.shape[1])
 
-  @classmethod
-  def from_numpy(cls, *args, **kwargs) -> "SurrogateData":
-    """Alias of `make_data`."""
-    return make_data(*args, **kwargs)
-
   def take(self, rows: np.ndarray) -> "SurrogateData":
     """The rows at `rows` (host-side gather), e.g. a validation split."""
     rows = np.asarray(rows, dtype=np.int64)

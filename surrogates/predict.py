@@ -211,3 +211,15 @@ def acquisition_value_and_grad(state: SurrogateState, x: jax.Array, active: jax.
 
   grads, values = jax.grad(total, has_aux=True)(x)
   return values, grads
+
+
+@jax.jit
+def member_log_time(state: SurrogateState, x: jax.Array, active: jax.Array,
+                    fidelity: jax.Array) -> jax.Array:
+  """f32[K, N]: each ensemble member's predicted log step time (one posterior
+  draw per member, e.g. for Thompson sampling), with no context and a zero
+  prior. Pad x/active/fidelity to a bucket (`pad_rows`) to reuse one compile."""
+  n = x.shape[0]
+  out = member_outputs(state, x, active, fidelity, jnp.zeros((n, state.config.context_dim), jnp.float32),
+                       jnp.zeros((n,), jnp.float32))
+  return out[..., TIME] * state.norm.time_std + state.norm.time_mean

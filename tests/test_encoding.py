@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from autoscout_jax import encoding
-from autoscout_jax.local.space import local_training_space
+from autoscout_jax.targets.local import space as local_training_space
 from autoscout_jax.measurement import Measurement, Metrics
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
@@ -73,9 +73,8 @@ def test_prior_is_looked_up_per_candidate():
   prior = {ms[0].candidate: -1.0, ms[1].candidate: -2.0}
   data = encoding.to_arrays(ms, sp, ["profile"], prior=prior)
   np.testing.assert_allclose(data.prior, [-1.0, -2.0])
-  x, act, p = encoding.encode_pool(sp, [m.candidate for m in ms], prior)
+  x, _ = sp.encode([m.candidate for m in ms])
   np.testing.assert_array_equal(x, data.x)
-  np.testing.assert_allclose(p, [-1.0, -2.0])
   with pytest.raises(ValueError, match="no prior .* candidate"):
     encoding.to_arrays(ms, sp, ["profile"], prior={ms[0].candidate: -1.0})
 

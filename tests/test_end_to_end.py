@@ -107,3 +107,28 @@ def test_bad_input_is_one_clear_message_and_store_untouched(tmp_path, args, need
   assert needle in err[-1], err[-1]
   assert "Traceback" not in proc.stderr
   assert store.read_text() == '{"sentinel": true}\n'
+
+
+def test_a_bug_is_not_mistaken_for_bad_input():
+  """run.py shows input errors as one line and bugs (TypeError, KeyError, an
+  import error inside our own packages) with their traceback."""
+  from autoscout_jax.experiment import is_input_error as _is_input_error
+
+  def raised(exc, cause=None):
+    try:
+      try:
+        raise cause or exc
+      except Exception as inner:
+        if cause is None:
+          raise
+        raise exc from inner
+    except Exception as e:  # the exception as run.py sees it
+      return e
+
+  assert _is_input_error(ValueError("budget_s must be positive"))
+  assert _is_input_error(FileNotFoundError("no such file"))
+  assert _is_input_error(raised(ImportError("install the bench extra"), ModuleNotFoundError(name="optuna")))
+  assert not _is_input_error(KeyError("remat_policy"))
+  assert not _is_input_error(TypeError("unsupported operand"))
+  assert not _is_input_error(ModuleNotFoundError(name="autoscout_jax.targets.nope"))
+  assert not _is_input_error(ImportError("cannot import name 'x'", name="surrogates.model"))

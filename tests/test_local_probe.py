@@ -9,6 +9,7 @@ import pytest
 from autoscout_jax.local.probe import measure, peak_flops
 from autoscout_jax.local.runner import classify, classify_exit
 from autoscout_jax.local.xla_flags import child_env
+from autoscout_jax.sim.hardware import DEVICES
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
 MODEL = ModelConfig("tiny", num_layers=2, hidden_size=64, num_heads=4, ffn_hidden_size=128,
@@ -40,9 +41,10 @@ def test_unknown_fidelity_is_rejected():
 
 
 def test_peak_flops_by_device_kind():
-  assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+  assert peak_flops("NVIDIA H100 80GB HBM3") == DEVICES["h100_sxm"].peak_bf16 == 989.4e12
   assert peak_flops("NVIDIA H100 PCIe") == 756e12
-  assert peak_flops("TPU v5 lite") == 197e12
+  assert peak_flops("NVIDIA H200") == DEVICES["h200"].peak_bf16
+  assert peak_flops("TPU v5 lite") == DEVICES["tpu_v5e"].peak_bf16 == 197e12
   assert peak_flops("cpu") is None
 
 

@@ -32,26 +32,17 @@ from typing import Any, Mapping, Sequence
 import jax
 
 from autoscout_jax.local.runner import classify
-from autoscout_jax.local.train_step import LayoutError, build_train_setup
+from autoscout_jax.local.train_step import build_train_setup
 from autoscout_jax.measurement import COMPILE_ERROR, CRASH, INVALID, OOM, Metrics
+from autoscout_jax.sim.hardware import device_for_kind
+from autoscout_jax.targets.local import LayoutError
 from autoscout_jax.workload import LocalCluster, Workload
 
-# Dense bf16 peak flop/s per device, matched against `device.device_kind` in
-# this order (more specific names first). Unknown kinds (CPUs) give mfu=None.
-PEAK_FLOPS: tuple[tuple[str, float], ...] = (
-    ("H100 PCIe", 756e12), ("H200", 989e12), ("H100", 989e12), ("H800", 989e12),
-    ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L4", 121e12),
-    ("V100", 125e12), ("TPU v6 lite", 918e12), ("TPU v6e", 918e12), ("TPU v5 lite", 197e12),
-    ("TPU v5e", 197e12), ("TPU v5p", 459e12), ("TPU v5", 459e12), ("TPU v4", 275e12),
-)
-
-
 def peak_flops(device_kind: str) -> float | None:
-  low = device_kind.lower()
-  for name, flops in PEAK_FLOPS:
-    if name.lower() in low:
-      return flops
-  return None
+  """Dense bf16 peak flop/s of a device kind, from the simulators' hardware
+  catalog (None for unknown kinds such as CPUs: no mfu then)."""
+  dev = device_for_kind(device_kind)
+  return dev.peak_bf16 if dev is not None else None
 
 
 def _cost_flops(cost: Any) -> float | None:

@@ -1,7 +1,7 @@
 """Hardware catalog: accelerators, interconnect tiers, and simulated clusters.
 
 Where it sits: gin (`gin/clusters/*.gin`) binds `make_cluster` to build a
-`Cluster`; the simulator spaces (sim/spaces.py) read its device count and
+`Cluster`; the target spaces (targets/megatron.py, jax_mesh.py) read its device count and
 node/slice size, and the simulators (sim/costs.py, sim/analytic.py, F1) read
 its peak FLOP/s, HBM and per-tier link bandwidth/latency through
 `cluster_scalars`. The calibration tools look systems up by the names the
@@ -104,7 +104,32 @@ DEVICES: dict[str, DeviceSpec] = {d.name: d for d in (
     DeviceSpec("tpu_v5e", 197 * TFLOP, None, 16 * GIB, 819 * GB, "tpu"),
     DeviceSpec("tpu_v5p", 459 * TFLOP, None, 95 * GIB, 2765 * GB, "tpu"),
     DeviceSpec("tpu_v6e", 918 * TFLOP, None, 32 * GIB, 1640 * GB, "tpu"),
+    # Devices a local profile may run on (NVIDIA datasheets, dense): H100 PCIe
+    # 756 TF bf16 / 1513 fp8, 80 GB 2.0 TB/s; L40S 362 / 733, 48 GB 864 GB/s;
+    # L4 121 / 242.5, 24 GB 300 GB/s; V100 125 TF fp16 (no bf16), 32 GB 900 GB/s.
+    DeviceSpec("h100_pcie", 756 * TFLOP, 1513 * TFLOP, 80 * GIB, 2000 * GB, "gpu"),
+    DeviceSpec("l40s", 362 * TFLOP, 733 * TFLOP, 48 * GB, 864 * GB, "gpu"),
+    DeviceSpec("l4", 121 * TFLOP, 242.5 * TFLOP, 24 * GB, 300 * GB, "gpu"),
+    DeviceSpec("v100", 125 * TFLOP, None, 32 * GIB, 900 * GB, "gpu"),
 )}
+
+# JAX `device_kind` (lower case) substrings -> catalog device, more specific
+# names first: the local profiler's MFU reads its peak from this catalog too.
+DEVICE_KINDS: tuple[tuple[str, str], ...] = (
+    ("h100 pcie", "h100_pcie"), ("h200", "h200"), ("h100", "h100_sxm"), ("h800", "h100_sxm"),
+    ("b200", "b200"), ("a100", "a100_80gb"), ("a800", "a100_80gb"), ("l40s", "l40s"), ("l4", "l4"),
+    ("v100", "v100"), ("tpu v6 lite", "tpu_v6e"), ("tpu v6e", "tpu_v6e"), ("tpu v5 lite", "tpu_v5e"),
+    ("tpu v5e", "tpu_v5e"), ("tpu v5p", "tpu_v5p"), ("tpu v5", "tpu_v5p"), ("tpu v4", "tpu_v4"),
+)
+
+
+def device_for_kind(device_kind: str) -> DeviceSpec | None:
+  """The catalog device a JAX `device.device_kind` names (None: unknown, e.g. a CPU)."""
+  low = device_kind.lower()
+  for sub, name in DEVICE_KINDS:
+    if sub in low:
+      return DEVICES[name]
+  return None
 
 # --- interconnect tiers ---------------------------------------------------------
 LINKS: dict[str, Link] = {l.name: l for l in (

@@ -16,77 +16,16 @@ Structure:
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from autoscout_jax.space.candidate import Candidate
+from autoscout_jax.space.constraints import (Constraint, ProductGroup, SpaceError, Violation,
+                                             factorizations, prime_factors)
 from autoscout_jax.space.knobs import Float, Knob, Value
-
-
-class SpaceError(ValueError):
-  """Bad space definition, or no valid candidate exists."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Violation:
-  constraint: str
-  message: str
-
-  def __str__(self):
-    return f"[{self.constraint}] {self.message}"
-
-
-# A check returns None when satisfied, else a sentence a user understands.
-Check = Callable[[Mapping[str, Value], Mapping[str, Any]], "str | None"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Constraint:
-  name: str
-  check: Check
-  doc: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class ProductGroup:
-  """Knobs (each an Ordinal/IntRange of positive ints) whose product == total."""
-
-  names: tuple[str, ...]
-  total: int
-  name: str = "mesh_product"
-
-
-def _factorizations(total: int, domains: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-  """Ordered tuples (one value per domain) whose product is `total`."""
-  out: list[tuple[int, ...]] = []
-
-  def rec(i: int, rest: int, acc: tuple[int, ...]):
-    if i == len(domains) - 1:
-      if rest in domains[i]:
-        out.append(acc + (rest,))
-      return
-    for v in domains[i]:
-      if v > 0 and rest % v == 0:
-        rec(i + 1, rest // v, acc + (v,))
-
-  rec(0, total, ())
-  return out
-
-
-def _prime_factors(n: int) -> list[int]:
-  out, p = [], 2
-  while p * p <= n:
-    while n % p == 0:
-      out.append(p)
-      n //= p
-    p += 1
-  if n > 1:
-    out.append(n)
-  return out
 
 
 class SearchSpace:
@@ -125,7 +64,7 @@ class SearchSpace:
           raise SpaceError(f"product group {g.name!r}: knob {n!r} must be unconditional")
         self._group_of[n] = g
       domains = [self._by_name[n].finite_values() for n in g.names]
-      facts_ = _factorizations(g.total, domains)
+      facts_ = factorizations(g.total, domains)
       if not facts_:
         raise SpaceError(f"no values of {', '.join(g.names)} multiply to {g.total} ({g.name})")
       self._factorizations[g.name] = facts_
@@ -419,7 +358,7 @@ class SearchSpace:
     for g in self.groups:
       for a, b in itertools.permutations(g.names, 2):
         va, vb = int(vals[a]), int(vals[b])
-        for p in sorted(set(_prime_factors(va))):
+        for p in sorted(set(prime_factors(va))):
           if self[a].contains(va // p) and self[b].contains(vb * p):
             out.append(Candidate.of(self._complete({**vals, a: va // p, b: vb * p})))
     return out

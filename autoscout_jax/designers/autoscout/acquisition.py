@@ -36,7 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from autoscout_jax.designers.autoscout.features import Observations, Row
+from autoscout_jax.designers.autoscout.features import Observations
+from autoscout_jax.encoding import Row
 from autoscout_jax.designers.autoscout.fidelity import FidelityPlan
 from autoscout_jax.designers.autoscout.surrogate import (NOISE_STD, FusedSurrogate,
                                                          expected_improvement, throughput_stats)

@@ -80,12 +80,6 @@ class Bandit:
     if self.pending[arm] > 0:
       self.pending[arm] -= 1
 
-  def cancel(self, arm: str) -> None:
-    """A chosen slot that found nothing to propose: not a pull."""
-    if self.pending[arm] > 0:
-      self.pending[arm] -= 1
-      self.total[arm] -= 1
-
   def shares(self) -> dict[str, float]:
     tot = sum(self.total.values())
     return {a: (self.total[a] / tot if tot else 0.0) for a in self.arms}

@@ -1,10 +1,11 @@
 """Measurements -> surrogate arrays, and the roles knobs play in the search.
 
 Where it sits: `AutoScoutDesigner.update` records every measurement it is
-told in an `Observations` table (the designer's memory; the store stays the
-record). Before a suggestion round `Observations.to_data` turns the table
-into `surrogates.SurrogateData` (encoded features + active mask + fidelity
-index + targets) for `surrogates.fit`; `knob_roles` splits the space into
+told in an `Observations` table of `encoding.Row`s (the designer's memory;
+the store stays the record). Before a suggestion round `Observations.to_data`
+picks the rows to learn from and encodes them through `encoding.to_data`
+(the one path from measurements to `surrogates.SurrogateData`) for
+`surrogates.fit`; `knob_roles` splits the space into
 structural knobs (searched by discrete moves, sparse.py) and dense knobs
 (relaxed by gradient, dense.py).
 
@@ -19,12 +20,13 @@ loop never profiles such a candidate, so it is infeasible there.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 import surrogates
+from autoscout_jax import encoding
+from autoscout_jax.encoding import Row
 from autoscout_jax.measurement import INVALID, Measurement, fidelity_rank
 from autoscout_jax.space import Boolean, Candidate, Categorical, Float, Ordinal, SearchSpace
 
@@ -62,34 +64,6 @@ def knob_roles(space: SearchSpace, dense: Sequence[str] | None = None) -> KnobRo
                    tuple(n for n in names if n in dense_set))
 
 
-@dataclasses.dataclass(frozen=True)
-class Row:
-  """One measurement as the designer remembers it."""
-
-  candidate: Candidate
-  fidelity: str
-  y: float | None  # log tokens/s (None when infeasible)
-  log_mem: float | None
-  feasible: bool
-  failure_kind: str | None
-  cost_s: float
-
-
-def _row(space: SearchSpace, m: Measurement) -> Row:
-  cand = space.from_json(m.candidate.to_json())
-  met = m.metrics
-  y = None
-  if met.feasible:
-    if met.tokens_per_s is not None and met.tokens_per_s > 0:
-      y = math.log(met.tokens_per_s)
-    elif met.step_time_s is not None and met.step_time_s > 0:
-      y = -math.log(met.step_time_s)  # only ever used if no evaluator gives tokens/s
-  mem = met.peak_mem_bytes
-  log_mem = math.log(mem) if mem is not None and mem > 0 and math.isfinite(mem) else None
-  return Row(cand, m.fidelity, y, log_mem, bool(met.feasible and y is not None),
-             met.failure_kind, float(m.cost_s))
-
-
 class Observations:
   """Every measurement told to the designer, keyed by (candidate, fidelity).
 
@@ -115,7 +89,7 @@ class Observations:
     for m in ms:
       if m.metrics.failure_kind == INVALID:
         continue
-      r = _row(self.space, m)
+      r = encoding.row(self.space, m)
       key = (r.candidate, r.fidelity)
       if key in self._by_key:
         continue  # the loop never charges twice; neither do we learn twice
@@ -199,20 +173,13 @@ class Observations:
           break
         keep.setdefault(i)
       picked = [p for i, p in enumerate(picked) if i in keep or p[1] == self.top]
-    cands, fid, t, mem, feas = [], [], [], [], []
-    for r, f in picked:
-      cands.append(r.candidate)
-      fid.append(self.index[f])
-      t.append(-r.y if r.feasible else np.nan)
-      mem.append(r.log_mem if r.log_mem is not None else np.nan)
-      feas.append(1.0 if r.feasible else 0.0)
-    if not cands:
+    if not picked:
       return None
-    x, act = self.encode(cands)
-    return surrogates.make_data(x, act, np.asarray(fid, np.int32), np.asarray(t, np.float32),
-                                np.asarray(feas, np.float32),
-                                log_mem=np.asarray(mem, np.float32),
-                                feature_names=self.space.feature_names())
+    return encoding.to_data(
+        self.space, [r.candidate for r, _ in picked], [self.index[f] for _, f in picked],
+        [-r.y if r.feasible else np.nan for r, _ in picked],
+        [1.0 if r.feasible else 0.0 for r, _ in picked],
+        [r.log_mem if r.log_mem is not None else np.nan for r, _ in picked], encode=self.encode)
 
   def counts(self) -> Mapping[str, int]:
     out: dict[str, int] = {}

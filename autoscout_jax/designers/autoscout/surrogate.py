@@ -19,13 +19,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 import surrogates
-import surrogates.data
-import surrogates.model
 
 # Measurement noise floor (log units) added to the ensemble std in EI: two
 # real profiles of one configuration differ by a few percent, so the model
@@ -102,19 +99,9 @@ class FusedSurrogate:
     n = x.shape[0]
     size = surrogates.bucket_size(n)
     fid = np.full((size,), self.top_index if fidelity is None else fidelity, np.int32)
-    out = _member_time(self.state, jnp.asarray(surrogates.data.pad_rows(x, size)),
-                       jnp.asarray(surrogates.data.pad_rows(active, size)), jnp.asarray(fid))
+    out = surrogates.member_log_time(self.state, jnp.asarray(surrogates.pad_rows(x, size)),
+                                     jnp.asarray(surrogates.pad_rows(active, size)), jnp.asarray(fid))
     return -np.asarray(out, np.float64)[:, :n]
-
-
-@jax.jit
-def _member_time(state: surrogates.SurrogateState, x: jax.Array, active: jax.Array,
-                 fidelity: jax.Array) -> jax.Array:
-  n = x.shape[0]
-  out = surrogates.model.member_outputs(state, x, active, fidelity,
-                                        jnp.zeros((n, state.config.context_dim), jnp.float32),
-                                        jnp.zeros((n,), jnp.float32))
-  return out[..., surrogates.model.TIME] * state.norm.time_std + state.norm.time_mean
 
 
 _erf = np.frompyfunc(math.erf, 1, 1)
