@@ -31,6 +31,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import time
 from typing import Any, Iterator, Mapping
@@ -45,8 +46,13 @@ class WorkdirError(ValueError):
   """The workdir cannot be used for this run; the message says why."""
 
 
+def _stable_str(obj: Any) -> str:
+  # A function or object repr carries its address, which differs per process.
+  return re.sub(r" at 0x[0-9a-fA-F]+", "", str(obj))
+
+
 def _jsonable(obj: Any) -> Any:
-  return json.loads(json.dumps(obj, sort_keys=True, default=str))
+  return json.loads(json.dumps(obj, sort_keys=True, default=_stable_str))
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -61,7 +67,16 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 def _asdict(obj: Any) -> Any:
   if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
     return dataclasses.asdict(obj)
-  return repr(obj)
+  return _stable_str(repr(obj))
+
+
+def _knob(knob: Any) -> Any:
+  """A knob's domain, default and conditions (its doc is prose, not identity)."""
+  d = _asdict(knob)
+  if isinstance(d, dict):
+    d.pop("doc", None)
+    d["kind"] = type(knob).__name__
+  return d
 
 
 def fingerprint(workload: Any, cluster: Any, space: Any, evaluators: Mapping[str, Any],
@@ -79,7 +94,7 @@ def fingerprint(workload: Any, cluster: Any, space: Any, evaluators: Mapping[str
       "workload": wl,
       "cluster": _asdict(cluster),
       "space": {"name": getattr(space, "name", ""),
-                "knobs": {k.name: repr(k) for k in getattr(space, "knobs", ())},
+                "knobs": {k.name: _knob(k) for k in getattr(space, "knobs", ())},
                 "constraints": sorted(getattr(c, "name", repr(c))
                                       for c in getattr(space, "constraints", ()))},
       "fidelities": list(evaluators),

@@ -20,13 +20,14 @@ from reliability_util import ROOT
 PLAN = ["experiments/plan_gpt3_175b_a100/plan_gpt3_175b_a100.gin"]
 
 
-def _run(workdir, files, bindings):
+def _run(workdir, files, bindings, printed=None):
   gin.clear_config()
   gin.add_config_file_search_path(ROOT)
+  printer = printed.append if printed is not None else (lambda s: None)
   try:
     gin.parse_config_files_and_bindings([os.path.join(ROOT, f) for f in files], bindings,
                                         finalize_config=False)
-    return gin.get_configurable(experiment.run_experiment)(workdir=workdir, printer=lambda s: None)
+    return gin.get_configurable(experiment.run_experiment)(workdir=workdir, printer=printer)
   finally:
     gin.clear_config()
 
@@ -63,7 +64,13 @@ def _resume_from_prefixes(tmp_path, files, bindings, fractions):
       f.write(b"".join(r + b"\n" for r in rows[:k]))
       if 0 < k < n:
         f.write(rows[k][: len(rows[k]) // 2])  # the torn line a kill leaves
-    again = _run(w, files, bindings)
+    printed = []
+    again = _run(w, files, bindings, printed)
+    if 0 < k < n:  # the skipped torn line is in the summary and the report, not only the log
+      assert any(l.startswith("warning: ") and "skipped an unreadable line" in l
+                 for l in "\n".join(printed).splitlines()), printed[-1]
+      report = json.load(open(os.path.join(w, "report.json")))
+      assert report["warnings"] and f"measurements.jsonl:{k + 1}:" in report["warnings"][0]
     assert again.best.candidate == res.best.candidate, k
     assert again.best.objective == res.best.objective, k
     assert again.cost_s == pytest.approx(res.cost_s, rel=1e-12), k

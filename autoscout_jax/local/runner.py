@@ -38,7 +38,7 @@ __all__ = ["FAULT_KINDS", "LocalSetupError", "Outcome", "classify", "classify_ex
            "run_candidates"]
 
 _LIVE: set["_Child"] = set()  # children started and not yet reaped
-_LIVE_LOCK = threading.Lock()
+_LIVE_LOCK = threading.RLock()  # re-entrant: a signal handler may run while the main thread holds it
 
 
 def kill_children() -> int:
