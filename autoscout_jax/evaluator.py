@@ -1,7 +1,8 @@
 """Evaluator interface: candidates in, measurements out, one fidelity each.
 
 Where it sits: the search loop routes each suggestion to the evaluator of its
-fidelity and charges `Measurement.cost_s` against the budget. Simulators
+fidelity, handing it the run's `Problem` (workload, cluster, the space the
+candidates belong to), and charges `Measurement.cost_s` against the budget. Simulators
 score a whole batch in one vectorized call; profilers may run candidates one
 by one in child processes. Evaluators never decide what to measure.
 """
@@ -14,6 +15,7 @@ import json
 from typing import Any, Sequence
 
 from autoscout_jax.measurement import Measurement
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
 
 
@@ -23,9 +25,10 @@ class Evaluator(abc.ABC):
   fidelity: str = ""
 
   @abc.abstractmethod
-  def evaluate(self, workload: Any, cluster: Any, candidates: Sequence[Candidate]) -> list[Measurement]:
-    """One measurement per candidate, in order. Never raises for a failing
-    candidate: failures are measurements with a failure_kind."""
+  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
+    """One measurement per candidate of `problem.space`, in order. Never
+    raises for a failing candidate: failures are measurements with a
+    failure_kind."""
 
   def settings(self) -> dict[str, Any]:
     """The evaluator's settings that change what it measures (timed steps,

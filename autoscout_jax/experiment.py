@@ -3,11 +3,13 @@
 Where it sits: `run.py` parses flags and gin, then calls this with
 everything bound (workload, cluster, space factory, designer factory,
 evaluators, budget, injected faults). It checks every input and builds the
-space without writing anything; then it checks the workdir's identity,
-locks it (workdir.py) and only then writes: `on_start` (run.py writes
-config.gin), the store, TensorBoard; it replays or runs the search against
-the workdir's store and writes the report (stdout, TensorBoard text,
-`report.json`, `report.md`). A refused run leaves the workdir as it was.
+run's `Problem` once (the space, the evaluators' fidelities, the expert
+default) and the designer (`designer_fn(problem, seed)`) without writing
+anything; then it checks the workdir's identity, locks it (workdir.py) and
+only then writes: `on_start` (run.py writes config.gin), the store,
+TensorBoard; it replays or runs the search against the workdir's store and
+writes the report (stdout, TensorBoard text, `report.json`, `report.md`).
+A refused run leaves the workdir as it was.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from autoscout_jax import report as report_lib
 from autoscout_jax import workdir as workdir_lib
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.measurement import fidelity_rank
+from autoscout_jax.problem import Cluster, DefaultError, Problem, expert_default
 from autoscout_jax.search import SearchResult, run_search
 from autoscout_jax.space import SearchSpace, SpaceError
 from autoscout_jax.store import MeasurementStore
@@ -35,9 +39,9 @@ class ExperimentError(ValueError):
   """Bad input to an experiment: the message names the problem."""
 
 
-def run_experiment(workdir: str, workload: Any, cluster: Any,
+def run_experiment(workdir: str, workload: Any, cluster: Cluster,
                    space_fn: Callable[[Any, Any], SearchSpace],
-                   designer_fn: Callable[..., Designer],
+                   designer_fn: Callable[[Problem, int], Designer],
                    evaluators: Sequence[Evaluator] | Mapping[str, Evaluator],
                    budget_s: float = math.inf, batch_size: int = 4, max_rounds: int = 50,
                    seed: int = 0, screen_fidelities: Sequence[str] = ("compile",),
@@ -70,9 +74,9 @@ def run_experiment(workdir: str, workload: Any, cluster: Any,
   for e in evals.values():
     check = getattr(e, "check_fits", None)
     if check is not None:
-      problem = check(workload, cluster)
-      if problem:
-        raise ExperimentError(problem)
+      why = check(workload, cluster)
+      if why:
+        raise ExperimentError(why)
 
   try:
     space = space_fn(workload, cluster)
@@ -84,27 +88,25 @@ def run_experiment(workdir: str, workload: Any, cluster: Any,
   default = None
   if compare_default:
     try:
-      default = space.make(workload.default_values)
-    except SpaceError as e:
-      raise ExperimentError(f"the default configuration of workload {workload.name!r}: {e}") from e
-    viol = space.validate(default)
-    if viol:
-      raise ExperimentError(f"the default configuration of workload {workload.name!r} is invalid: "
-                            + "; ".join(str(v) for v in viol))
-  designer = designer_fn(space=space, seed=seed)
+      default = expert_default(space, workload)
+    except DefaultError as e:
+      raise ExperimentError(str(e)) from e
   rules = faults_lib.parse_faults(faults, list(evals), space)
   evals = faults_lib.apply_faults(evals, rules, fault_timeout_s)
+  problem = Problem(workload, cluster, space, tuple(sorted(evals, key=fidelity_rank)), default=default)
+  designer = designer_fn(problem, seed)
 
   identity = workdir_lib.fingerprint(workload, cluster, space, evals, [f.to_json() for f in rules])
   workdir_lib.check_reusable(workdir, identity)  # reads only: a refused run changes nothing
   with workdir_lib.open_workdir(workdir, identity):
-    return _run(workdir, workload, cluster, space, designer, evals, default, budget_s=budget_s,
+    return _run(workdir, problem, designer, evals, budget_s=budget_s,
                 batch_size=batch_size, max_rounds=max_rounds, screen_fidelities=screen_fidelities,
                 on_start=on_start, on_round_end=on_round_end, writer=writer, printer=printer)
 
 
-def _run(workdir, workload, cluster, space, designer, evals, default, *, budget_s, batch_size,
-         max_rounds, screen_fidelities, on_start, on_round_end, writer, printer) -> SearchResult:
+def _run(workdir, problem, designer, evals, *, budget_s, batch_size, max_rounds,
+         screen_fidelities, on_start, on_round_end, writer, printer) -> SearchResult:
+  workload, cluster, space = problem.workload, problem.cluster, problem.space
   store = MeasurementStore(workdir)
   resumed = len(store)
   own_writer = writer is None
@@ -118,12 +120,12 @@ def _run(workdir, workload, cluster, space, designer, evals, default, *, budget_
     raise
   printer(f"autoscout_jax: {workload.name} on {cluster.name} ({cluster.num_devices} devices), "
           f"space {space.name} ({len(space.knobs)} knobs), designer {type(designer).__name__}, "
-          f"fidelities {sorted(evals, key=list(evals).index)}; workdir {workdir}"
+          f"fidelities {list(problem.fidelities)}; workdir {workdir}"
           + (f"; resuming with {resumed} stored measurements" if resumed else ""))
   try:
-    result = run_search(workload, cluster, space, designer, evals, store, budget_s=budget_s,
+    result = run_search(problem, designer, evals, store, budget_s=budget_s,
                         batch_size=batch_size, max_rounds=max_rounds,
-                        screen_fidelities=screen_fidelities, writer=writer, default=default,
+                        screen_fidelities=screen_fidelities, writer=writer,
                         on_round_end=on_round_end, progress=printer)
     rep = report_lib.build_report(workload, cluster, space, result, workdir)
     if store.skipped_lines:

@@ -108,12 +108,13 @@ class FaultInjector(Evaluator):
     check = getattr(self.inner, "check_fits", None)
     return check(workload, cluster) if check is not None else None
 
-  def evaluate(self, workload: Any, cluster: Any, candidates: Sequence[Any]) -> list[Measurement]:
+  def evaluate(self, problem: Any, candidates: Sequence[Any]) -> list[Measurement]:
+    workload, cluster = problem.workload, problem.cluster
     kinds = [fault_for(self.faults, c.values, self.fidelity) for c in candidates]
     clean = [i for i, k in enumerate(kinds) if k is None]
     out: dict[int, Measurement] = {}
     if clean:
-      for i, m in zip(clean, self.inner.evaluate(workload, cluster, [candidates[i] for i in clean])):
+      for i, m in zip(clean, self.inner.evaluate(problem, [candidates[i] for i in clean])):
         out[i] = m
     faulted = [i for i, k in enumerate(kinds) if k is not None]
     if faulted:
