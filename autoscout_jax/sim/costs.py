@@ -341,7 +341,9 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
 
   # --- pipeline --------------------------------------------------------------------
   layers_stage = xp.ceil(m["L"] / (pp * vp)) * vp
-  p2p_bytes = T * h * 2 / sp_div
+  # each tensor-parallel rank sends its 1/tp slice (sequence parallelism, or
+  # Megatron's scatter/gather of the replicated activation over NVLink)
+  p2p_bytes = T * h * 2 / tp
   p2p_bw = xp.where(plan["pp_inter"] > 0, hw["inter_bw"], hw["intra_bw"]) * c["comm_eff"]
   p2p_lat = xp.where(plan["pp_inter"] > 0, hw["inter_lat"], hw["intra_lat"])
   p2p = xp.where(pp > 1, p2p_lat + p2p_bytes / p2p_bw, 0.0)
