@@ -37,8 +37,7 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            ep_overlap (0/1): expert all-to-all overlapped with another
            micro-batch's compute (Megatron-core
            overlap_moe_expert_parallel_comm). loss_bytes: bytes per logit
-           live at the loss (6 Megatron's fused cross entropy, 10 PyTorch's,
-           8 XLA's).
+           live at the loss (6 Megatron's fused cross entropy, 8 others).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
@@ -422,12 +421,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   act_first = stored + work + T * 2 * h / sp_div * inflight
   # logits of one micro-batch at the loss's peak, `loss_bytes` per logit:
   # Megatron's fused vocab-parallel cross entropy keeps the bf16 logits and
-  # an fp32 copy turned into the softmax in place (6); PyTorch's autocast
-  # cross entropy holds bf16 logits, their fp32 upcast / log-softmax and
-  # the fp32 gradient together (10); XLA without vocab tiling fuses the
-  # upcast into the log-softmax: bf16 logits, fp32 log-probabilities, bf16
-  # gradient (8; memory_analysis of Llama-3 8B at 8k tokens on v5p agrees
-  # within 7 %)
+  # an fp32 copy turned into the softmax in place (6); a cross entropy
+  # that upcasts inside a fused kernel (XLA without vocab tiling,
+  # torch.compile, fused CE kernels of FSDP trainers) holds bf16 logits,
+  # fp32 log-probabilities and a bf16 gradient (8; memory_analysis of
+  # Llama-3 8B at 8k tokens on v5p agrees within 7 %); an unfused eager
+  # fp32 upcast peaks near 10-12, inside the memory interval's width
   logits = T * m["V"] / tp * plan["loss_bytes"]
   act_last = xp.where(off > 0, 2 * T * tok_sel, layers_stage * per_layer_stored) + work + logits
   live_first = state_first + act_first + xp.where(pp > 1, 0.0, logits)
