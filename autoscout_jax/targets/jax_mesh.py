@@ -135,7 +135,7 @@ def mesh_plan(ici: dict, dcn: dict, pdb, remat, lhs, async_coll, coll_mm, global
       shard_local=g(ici, "fsdp") * cp, rep_local=g(ici, "data") * ep,
       pp_inter=np.where(g(dcn, "stage") > 1, 1.0, 0.0),
       w_bytes=f(4.0), g_bytes=f(4.0), o_bytes=f(8.0), flash=f(1.0), xla=f(1.0), offload=f(0.0), rails=f(1.0),
-      ep_overlap=f(0.0))
+      ep_overlap=f(0.0), loss_bytes=f(8.0))
 
 
 def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any) -> Plan:

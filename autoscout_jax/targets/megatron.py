@@ -178,7 +178,7 @@ def space(workload: Workload, cluster: Any, max_tp: int = 16, max_cp: int = 8,
 def megatron_plan(tp, pp, cp, dp, ep, etp, vp, mbs, sp, dist_opt, recompute, rc_block, rc_layers,
                   overlap_grad, overlap_param, bucket_params, tp_overlap, global_batch, layers, node_size,
                   fsdp=0.0, flash=1.0, grad_bytes=4.0, offload=0.0, rails=1.0,
-                  ep_overlap=0.0) -> Plan:
+                  ep_overlap=0.0, loss_bytes=6.0) -> Plan:
   """PLAN arrays (sim/costs.py) of Megatron configurations, placed in
   Megatron's rank order tp (innermost), cp, dp, pp (outermost); MoE layers
   regroup tp*cp*dp as etp, ep, edp."""
@@ -204,7 +204,7 @@ def megatron_plan(tp, pp, cp, dp, ep, etp, vp, mbs, sp, dist_opt, recompute, rc_
       dp_local=dp_local, shard_local=dp_local, rep_local=np.where(zero > 0, 1.0, dp_local),
       pp_inter=np.where(tp * cp * dp * pp > node, 1.0, 0.0),
       w_bytes=f(2.0), g_bytes=f(grad_bytes), o_bytes=f(12.0), flash=f(flash), xla=f(0.0), offload=f(offload),
-      rails=f(rails), ep_overlap=f(ep_overlap))
+      rails=f(rails), ep_overlap=f(ep_overlap), loss_bytes=f(loss_bytes))
 
 
 def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any) -> Plan:
