@@ -34,6 +34,7 @@ class Zero(enum.IntEnum):
 
   NONE = 0  # replicated
   OPTIMIZER = 1  # ZeRO-1: optimizer state sharded (Megatron's distributed optimizer)
+  GRADIENTS = 2  # ZeRO-2: gradients too (DeepSpeed; published rows only)
   FULL = 3  # ZeRO-3 / FSDP: parameters, gradients and optimizer state sharded
 
 

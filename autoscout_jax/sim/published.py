@@ -25,7 +25,8 @@ import numpy as np
 
 from autoscout_jax.sim import costs, hardware
 from autoscout_jax.sim.catalog import find_model
-from autoscout_jax.targets import jax_mesh, megatron
+from autoscout_jax.targets.jax_mesh import mesh_plan
+from autoscout_jax.targets.megatron import megatron_plan
 
 PRED_COLUMNS = ("pred_step_time_s", "pred_tokens_per_sec_per_device", "pred_tokens_per_sec_per_device_lo",
                 "pred_tokens_per_sec_per_device_hi", "pred_model_tflops_per_device", "pred_mfu_pct",
@@ -212,8 +213,8 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     slices = float(dcn.group(1)) if dcn else max(1.0, dp / ici_fsdp)
     rc, _ = _recompute(row.get("recompute", "").replace("remat_policy=", ""), "full")
     # MaxText's per_device_batch_size counts chips; per batch shard it is gbs/dp
-    p = jax_mesh.mesh_plan({"fsdp": ici_fsdp, "tensor": tp}, {"data": slices}, m["gbs"] / dp, rc, 1.0, 1.0, 0.0,
-                         m["gbs"], m["L"])
+    p = mesh_plan({"fsdp": ici_fsdp, "tensor": tp}, {"data": slices}, m["gbs"] / dp, rc, 1.0, 1.0, 0.0,
+                  m["gbs"], m["L"])
     return {k: float(v) for k, v in p.items()}
   framework = (row.get("framework") or "").lower()
   megatron = ("megatron" in framework or "nemo" in framework
@@ -247,15 +248,15 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   # Megatron-LM of 2021-22 reduced fp32 gradients; NeMo/Megatron-Bridge
   # performance recipes reduce them in bf16 (grad_reduce_in_fp32=False);
   # DeepSpeed keeps fp16/bf16 gradients.
-  p = megatron.megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(zero == 1), rc, 0.0, 1.0, 1.0, 1.0,
-                           40e6, float(modern and tp > 1 and sp > 0), m["gbs"], m["L"], cluster.node_size,
-                           fsdp=float(zero == 3), flash=flash,
-                           grad_bytes=2.0 if (modern or deepspeed) else 4.0, offload=offload,
-                           # DeepSpeed ZeRO-3 (2021) gathers parameter by parameter from
-                           # every rank: its collectives do not spread over a node's NICs
-                           rails=0.0 if (deepspeed and zero == 3) else 1.0,
-                           # Megatron's fused cross entropy, or a fused/compiled one (FSDP trainers)
-                           loss_bytes=6.0 if megatron else 8.0)
+  p = megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(zero == 1), rc, 0.0, 1.0, 1.0, 1.0,
+                    40e6, float(modern and tp > 1 and sp > 0), m["gbs"], m["L"], cluster.node_size,
+                    fsdp=float(zero == 3), flash=flash,
+                    grad_bytes=2.0 if (modern or deepspeed) else 4.0, offload=offload,
+                    # DeepSpeed ZeRO-3 (2021) gathers parameter by parameter from
+                    # every rank: its collectives do not spread over a node's NICs
+                    rails=0.0 if (deepspeed and zero == 3) else 1.0,
+                    # Megatron's fused cross entropy, or a fused/compiled one (FSDP trainers)
+                    loss_bytes=6.0 if megatron else 8.0)
   p = {k: float(v) for k, v in p.items()}
   if zero == 2:
     p["zero"] = 2.0

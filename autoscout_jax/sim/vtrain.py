@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from autoscout_jax.sim import costs, hardware
-from autoscout_jax.targets import megatron
+from autoscout_jax.targets.megatron import megatron_plan
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "vtrain")
 VOCAB = 50257.0
@@ -62,8 +62,8 @@ def inputs(rows: list[Mapping[str, float]]) -> tuple[dict[str, np.ndarray], dict
   cluster = hardware.make_cluster(SYSTEM, 8, inter_bw=INTER_BW)
   hw = {k: v * one for k, v in hardware.cluster_scalars(cluster).items()}
   hw["num_devices"] = col("gpus")
-  plan = megatron.megatron_plan(col("tp"), col("pp"), one, col("dp"), one, one, one, col("mbs"), zero, zero,
-                              2 * one, zero, one, zero, zero, 40e6, zero, gbs, L, 8.0, flash=0.0, grad_bytes=2.0)
+  plan = megatron_plan(col("tp"), col("pp"), one, col("dp"), one, one, one, col("mbs"), zero, zero,
+                       2 * one, zero, one, zero, zero, 40e6, zero, gbs, L, 8.0, flash=0.0, grad_bytes=2.0)
   return plan, model, hw
 
 
