@@ -73,9 +73,10 @@ def classify_exit(returncode: int, stderr: str) -> tuple[str, str]:
 class _Child:
   """One child process and the threads that drain its pipes."""
 
-  def __init__(self, env: Mapping[str, str], request: Mapping[str, Any], python: str):
+  def __init__(self, env: Mapping[str, str], request: Mapping[str, Any], python: str,
+               module: str = "autoscout_jax.local.child"):
     self.proc = subprocess.Popen(
-        [python, "-m", "autoscout_jax.local.child"], stdin=subprocess.PIPE,
+        [python, "-m", module], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(env),
         start_new_session=True)  # its own process group: a kill takes its helpers too
     self.events: queue.Queue = queue.Queue()
@@ -203,15 +204,17 @@ def _session(child: _Child, todo: Sequence[Mapping[str, Any]], timeout_s: float,
 def run_candidates(request: Mapping[str, Any], items: Sequence[Mapping[str, Any]],
                    env: Mapping[str, str], timeout_s: float, startup_timeout_s: float,
                    max_per_child: int | None = None,
-                   python: str | None = None) -> dict[int, Outcome]:
+                   python: str | None = None,
+                   module: str = "autoscout_jax.local.child") -> dict[int, Outcome]:
   """Outcomes by item index for `items` ({"index", "key", "values"}), all
-  measured in fresh children started with `env`. After a child dies or hangs,
-  a new one takes the remaining candidates."""
+  measured in fresh children (`python -m module`, default the local child;
+  the compile-at-scale evaluator passes its own) started with `env`. After a
+  child dies or hangs, a new one takes the remaining candidates."""
   out: dict[int, Outcome] = {}
   pending = list(items)
   while pending:
     chunk = pending[:max_per_child] if max_per_child else pending
-    child = _Child(env, {**request, "candidates": list(chunk)}, python or sys.executable)
+    child = _Child(env, {**request, "candidates": list(chunk)}, python or sys.executable, module)
     before = len(out)
     try:
       _session(child, chunk, timeout_s, startup_timeout_s, out)
