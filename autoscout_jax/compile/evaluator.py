@@ -55,13 +55,21 @@ class CompileAtScaleEvaluator(Evaluator):
   cache_dir: where compiled figures are kept by program hash (None: the
     default cache directory; '' disables the cache).
   backend: the program builder (compile/probe.BACKENDS), 'flax' today.
+  timing: optional evaluator of a cheaper fidelity (e.g. the F1 event
+    simulator) whose step time, throughput and breakdown are attached to
+    every candidate XLA says fits. Compiling tells memory, flops and
+    communication, not time; with `timing` this fidelity can be the top of
+    a cluster search that has no real profiling (the answer is then "F1's
+    fastest among what XLA says fits"). Without it, compile measurements
+    carry no throughput and serve as a screen.
   python: interpreter for the child (default: this one).
   """
 
   fidelity = "compile"
 
   def __init__(self, timeout_s: float = 900.0, startup_timeout_s: float = 180.0,
-               cache_dir: str | None = None, backend: str = "flax", python: str | None = None):
+               cache_dir: str | None = None, backend: str = "flax", timing: Evaluator | None = None,
+               python: str | None = None):
     if timeout_s <= 0 or startup_timeout_s <= 0:
       raise ValueError(f"timeouts must be positive, got timeout_s={timeout_s}, "
                        f"startup_timeout_s={startup_timeout_s}")
@@ -72,10 +80,13 @@ class CompileAtScaleEvaluator(Evaluator):
     self.startup_timeout_s = float(startup_timeout_s)
     self.cache_dir = default_cache_dir() if cache_dir is None else cache_dir
     self.backend = backend
+    if timing is not None and timing.fidelity in ("compile", "profile"):
+      raise ValueError(f"timing must be a cheaper fidelity than compile, got {timing.fidelity!r}")
+    self.timing = timing
     self.python = python
 
   def settings(self) -> dict[str, Any]:
-    return {"backend": self.backend}
+    return {"backend": self.backend, "timing": self.timing.fidelity if self.timing else None}
 
   def check_fits(self, workload: Workload, cluster: Any) -> str | None:
     """Why this evaluator cannot compile the job at all, or None."""
@@ -118,7 +129,25 @@ class CompileAtScaleEvaluator(Evaluator):
                                 python=self.python, module="autoscout_jax.compile.child")
     except LocalSetupError as e:
       raise tg.TargetError(str(e).strip().splitlines()[0] if str(e).strip() else "compile target failed") from None
-    return [self._measurement(workload, cluster, target, c, outcomes[i]) for i, c in enumerate(candidates)]
+    out = [self._measurement(workload, cluster, target, c, outcomes[i]) for i, c in enumerate(candidates)]
+    return self._timed(workload, cluster, out) if self.timing is not None else out
+
+  def _timed(self, workload: Workload, cluster: Any, ms: list[Measurement]) -> list[Measurement]:
+    fits = [i for i, m in enumerate(ms) if m.feasible]
+    if not fits:
+      return ms
+    # Memory is XLA's verdict here: time on a copy of the cluster whose HBM
+    # the timing model cannot run out of, so every fitting candidate gets a time.
+    roomy = dataclasses.replace(cluster, device=dataclasses.replace(cluster.device, hbm_bytes=float(2**60)))
+    timed = self.timing.evaluate(workload, roomy, [ms[i].candidate for i in fits])
+    for i, t in zip(fits, timed):
+      m, tm = ms[i], t.metrics
+      extra = dict(m.metrics.extra, timing_fidelity=self.timing.fidelity,
+                   timing_peak_mem_bytes=tm.peak_mem_bytes)
+      metrics = dataclasses.replace(m.metrics, step_time_s=tm.step_time_s, tokens_per_s=tm.tokens_per_s,
+                                    mfu=tm.mfu, breakdown=dict(tm.breakdown), extra=extra)
+      ms[i] = dataclasses.replace(m, metrics=metrics, cost_s=m.cost_s + t.cost_s)
+    return ms
 
   def _measurement(self, workload: Workload, cluster: Any, target: tg.CompileTarget, cand: Candidate,
                    outcome: Outcome) -> Measurement:
