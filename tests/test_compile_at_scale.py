@@ -44,7 +44,8 @@ def wide_run(v5e_2x2, tmp_path_factory):
   workload = Workload("wide", WIDE, global_batch=4)
   space = jax_mesh_training_space(workload, v5e_2x2)
   ev = CompileAtScaleEvaluator(cache_dir=str(tmp_path_factory.mktemp("cache")), timeout_s=300)
-  cands = [_cand(space, ici_data=4), _cand(space, ici_data=2, ici_fsdp=2), _cand(space, ici_fsdp=4)]
+  cands = [_cand(space, ici_data=4), _cand(space, ici_data=2, ici_fsdp=2), _cand(space, ici_fsdp=4),
+           _cand(space, ici_tensor=4)]  # the last: 2 kv heads cannot split 4 ways
   return workload, space, ev, cands, ev.evaluate(workload, v5e_2x2, cands)
 
 
@@ -72,7 +73,7 @@ def test_refuses_without_the_extra_in_one_line(monkeypatch, v5e_2x2):
 
 @needs_tpu
 def test_memory_falls_as_fsdp_grows(wide_run):
-  _, _, _, _, ms = wide_run
+  ms = wide_run[-1][:3]
   assert all(m.feasible for m in ms), [m.metrics.error for m in ms]
   peaks = [m.metrics.peak_mem_bytes for m in ms]
   assert peaks[0] > peaks[1] > peaks[2], peaks
@@ -119,7 +120,18 @@ def test_topology_that_cannot_hold_the_mesh_is_one_line(tmp_path):
 
 
 @needs_tpu
-def test_layout_the_model_cannot_take_is_invalid(wide_run, v5e_2x2):
-  workload, space, ev, _, _ = wide_run
-  [m] = ev.evaluate(workload, v5e_2x2, [_cand(space, ici_tensor=4)])  # 2 kv heads
+def test_layout_the_model_cannot_take_is_invalid(wide_run):
+  m = wide_run[-1][3]
   assert m.metrics.failure_kind == INVALID and "kv heads" in m.metrics.error
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax_cuda12_plugin") is None,
+                    reason="the 'gpu' extra (CUDA plugin, ~5.5 GB) is not installed: pip install -e '.[gpu]'")
+def test_compiles_for_an_h100_node(tmp_path):
+  cluster = make_cluster("dgx_h100", 8)
+  workload = Workload("wide", WIDE, global_batch=8)
+  space = jax_mesh_training_space(workload, cluster)
+  ev = CompileAtScaleEvaluator(cache_dir=str(tmp_path), timeout_s=300)
+  small, big = ev.evaluate(workload, cluster, [_cand(space, ici_data=8), _cand(space, ici_fsdp=8)])
+  assert small.feasible and big.feasible, (small.metrics.error, big.metrics.error)
+  assert small.metrics.peak_mem_bytes > big.metrics.peak_mem_bytes

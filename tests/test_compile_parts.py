@@ -44,6 +44,7 @@ TINY_MOE = ModelConfig("tiny_moe", num_layers=3, hidden_size=64, num_heads=4, ff
                        moe_top_k=2, num_shared_experts=1, num_dense_layers=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,values", [
     (TINY, dict(ici_data=2, ici_fsdp=2, ici_tensor=2, per_device_batch_size=1, remat_policy="minimal")),
     (TINY, dict(ici_fsdp=2, ici_sequence=2, ici_stage=2, per_device_batch_size=1, remat_policy="full")),
@@ -108,3 +109,23 @@ def test_flops_extrapolate_linearly_in_layers():
   # base: 1 dense + 1 moe layer = 100; +1 dense = 130; +1 moe = 150
   assert analysis.extrapolate_flops(100.0, {"dense": (130.0, 3), "moe": (150.0, 10)},
                                     {"dense": 1, "moe": 1}) == 100 + 2 * 30 + 9 * 50
+
+
+def test_compile_report_samples_evenly_and_summarizes():
+  from autoscout_jax.tools import compile_report as cr
+  w, c = cr.TARGETS[0].build()
+  from autoscout_jax.sim.spaces import jax_mesh_training_space
+  space = jax_mesh_training_space(w, c)
+  default = space.make(w.default_values)
+  picked = cr.sample(space, default, 7, seed=0)
+  assert picked[0] == default and len(set(picked)) == 7 and all(space.is_valid(p) for p in picked)
+  assert {p.values["remat_policy"] for p in picked[1:]} == {"none", "minimal", "full"}
+  rows = [dict(feasible=True, failure_kind=None, xla_peak_bytes=100.0, f0_peak_bytes=80.0, compile_s=10.0,
+               compile_cpu_s=9.0, cache_hit=False),
+          dict(feasible=True, failure_kind=None, xla_peak_bytes=200.0, f0_peak_bytes=220.0, compile_s=30.0,
+               compile_cpu_s=20.0, cache_hit=False),
+          dict(feasible=False, failure_kind="oom", xla_peak_bytes=None, f0_peak_bytes=90.0, compile_s=5.0,
+               compile_cpu_s=5.0, cache_hit=False)]
+  s = cr.summarize(rows)
+  assert (s["candidates_compiled"], s["oom_count"], s["compile_s_median"]) == (3, 1, 10.0)
+  assert s["f0_memory_mape"] == pytest.approx((0.2 + 0.1) / 2)

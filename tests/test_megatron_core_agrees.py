@@ -67,6 +67,7 @@ def _candidates(space, n):
       yield space.make(v)
 
 
+@pytest.mark.slow
 def test_hand_constraints_agree_with_megatron_core_on_the_bench_spaces():
   spaces = _bench_megatron_spaces()
   assert {n for n, _, _ in spaces} >= {"gpt3_175b_a100_1024", "llama3_70b_h100_256", "mixtral_8x7b_h100_64"}
