@@ -129,3 +129,33 @@ def test_compile_report_samples_evenly_and_summarizes():
   s = cr.summarize(rows)
   assert (s["candidates_compiled"], s["oom_count"], s["compile_s_median"]) == (3, 1, 10.0)
   assert s["f0_memory_mape"] == pytest.approx((0.2 + 0.1) / 2)
+
+
+def test_report_shows_xla_memory_beside_f0_and_cost_units():
+  from autoscout_jax import report as report_lib
+  from autoscout_jax.measurement import Measurement, Metrics
+  from autoscout_jax.search import SearchResult
+  from autoscout_jax.space import Candidate
+  cand = Candidate.of({"ici_fsdp": 64, "remat_policy": "full"})
+  f0 = Measurement(cand, "analytic", Metrics(True, step_time_s=2.0, tokens_per_s=10.0, peak_mem_bytes=16 * 2**30),
+                   1.0)
+  xla = Measurement(cand, "compile", Metrics(True, step_time_s=2.1, tokens_per_s=9.5, peak_mem_bytes=18 * 2**30,
+                                             extra={"argument_bytes": 2**30, "temp_bytes": 17 * 2**30,
+                                                    "usable_bytes": 95 * 2**30}),
+                    300.0, provenance={"cost_unit": "host_s"})
+  result = SearchResult(xla, None, "compile", 301.0, [], [f0, xla], [], "max_rounds")
+
+  class _W:
+    name, global_batch = "w", 128
+    class model:
+      num_layers = 32
+
+  class _C:
+    name, num_devices, platform = "tpu_v5p_128", 128, "tpu"
+
+  rep = report_lib.build_report(_W, _C, type("S", (), {"name": "s"})(), result, "wd")
+  assert rep["best_memory"]["compile"]["peak_mem_bytes"] == 18 * 2**30
+  assert rep["best_memory"]["analytic"]["peak_mem_bytes"] == 16 * 2**30
+  md = report_lib.render_markdown(rep)
+  assert "| compile | 18.00 | 1.00 | 17.00 |" in md and "| analytic | 16.00 |" in md
+  assert "compile 300.0 host-s" in md and "added 1:1" in md

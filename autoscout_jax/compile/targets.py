@@ -8,12 +8,13 @@ child; the child (`compile/probe.py`) calls `target_devices(target)` to get
 compile-only devices from `jax.experimental.topologies`. The cluster catalog
 (sim/hardware.py) names the systems; this module maps them:
 
-- TPU systems: the slice's ICI torus becomes XLA's topology name
-  (`v5p:4x4x4`, `v5e:16x16`), the number of slices `num_slices`.
-- GPU systems: a `GpuTargetConfigProto` text file shipped in
-  `autoscout_jax/data/gpu_target_configs/` (from XLA's
-  `xla/backends/gpu/target_config/specs/`, Apache-2.0, see its README),
-  and a `nodes x 1 x gpus-per-node` topology.
+- TPU clusters carry XLA's topology name of a slice (`Cluster.xla_topology`:
+  `v5p:4x4x4`, `v5e:16x16`) and the number of slices (`num_slices`).
+- GPU clusters carry a `GpuTargetConfigProto` text file
+  (`Cluster.gpu_target_config`, shipped in
+  `autoscout_jax/data/gpu_target_configs/` from XLA's
+  `xla/backends/gpu/target_config/specs/`, Apache-2.0, see its README) and a
+  `nodes x 1 x gpus-per-node` topology.
 """
 
 from __future__ import annotations
@@ -23,11 +24,6 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-# TPU device name in the catalog -> XLA topology prefix.
-TPU_GENERATIONS = {"tpu_v4": "v4", "tpu_v5e": "v5e", "tpu_v5p": "v5p", "tpu_v6e": "v6e"}
-# GPU device name in the catalog -> shipped target config file.
-GPU_TARGET_CONFIGS = {"a100_40gb": "a100_sxm_40.txtpb", "a100_80gb": "a100_sxm_80.txtpb",
-                      "h100_sxm": "h100_sxm.txtpb", "h200": "h200.txtpb", "b200": "b200.txtpb"}
 # Share of HBM a JAX program may use on a GPU: XLA's client preallocates
 # 75 % of device memory by default (XLA_PYTHON_CLIENT_MEM_FRACTION) and has
 # no compile-time OOM check there, so we compare against this share.
@@ -61,20 +57,16 @@ class CompileTarget:
 
 
 def compile_target(cluster: Any) -> CompileTarget:
-  """The compile target of a sim `Cluster` (TargetError when it has none)."""
+  """The compile target a sim `Cluster` carries (TargetError when it has none)."""
   dev = cluster.device
+  topo = getattr(cluster, "xla_topology", "")
+  if not topo:
+    raise TargetError(f"cluster {cluster.name!r} ({dev.name}) has no XLA compile target "
+                      f"(sim.hardware.XLA_TARGETS)")
   if dev.platform == "tpu":
-    if dev.name not in TPU_GENERATIONS:
-      raise TargetError(f"no XLA topology name for TPU device {dev.name!r}; known: {sorted(TPU_GENERATIONS)}")
-    if not cluster.torus:
-      raise TargetError(f"cluster {cluster.name!r} has no slice torus shape to compile for")
-    topo = f"{TPU_GENERATIONS[dev.name]}:" + "x".join(str(v) for v in cluster.torus)
-    return CompileTarget("tpu", topo, cluster.num_nodes, cluster.num_devices, float(dev.hbm_bytes))
-  if dev.name not in GPU_TARGET_CONFIGS:
-    raise TargetError(f"no GPU target config for device {dev.name!r}; shipped: {sorted(GPU_TARGET_CONFIGS)}")
-  topo = f"{cluster.num_nodes}x1x{cluster.node_size}"
+    return CompileTarget("tpu", topo, cluster.num_slices, cluster.num_devices, float(dev.hbm_bytes))
   return CompileTarget("gpu", topo, 1, cluster.num_devices, float(dev.hbm_bytes) * GPU_USABLE_FRACTION,
-                       gpu_config=GPU_TARGET_CONFIGS[dev.name])
+                       gpu_config=cluster.gpu_target_config)
 
 
 def missing_extra(target: CompileTarget) -> str | None:
