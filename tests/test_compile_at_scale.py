@@ -7,6 +7,7 @@ import pytest
 
 from autoscout_jax.compile import CompileAtScaleEvaluator, TargetError, compile_target, missing_extra
 from autoscout_jax.measurement import INVALID, OOM
+from autoscout_jax.problem import Problem
 from autoscout_jax.sim.hardware import make_cluster
 from autoscout_jax.sim.spaces import jax_mesh_training_space
 from autoscout_jax.workload import ModelConfig, Workload
@@ -46,7 +47,7 @@ def wide_run(v5e_2x2, tmp_path_factory):
   ev = CompileAtScaleEvaluator(cache_dir=str(tmp_path_factory.mktemp("cache")), timeout_s=300)
   cands = [_cand(space, ici_data=4), _cand(space, ici_data=2, ici_fsdp=2), _cand(space, ici_fsdp=4),
            _cand(space, ici_tensor=4)]  # the last: 2 kv heads cannot split 4 ways
-  return workload, space, ev, cands, ev.evaluate(workload, v5e_2x2, cands)
+  return workload, space, ev, cands, ev.evaluate(Problem(workload, v5e_2x2, space, ('compile',)), cands)
 
 
 def test_cluster_carries_its_compile_target():
@@ -68,7 +69,7 @@ def test_refuses_without_the_extra_in_one_line(monkeypatch, v5e_2x2):
   msg = ev.check_fits(workload, v5e_2x2)
   assert "'tpu' extra" in msg and '.[tpu]' in msg and "\n" not in msg
   with pytest.raises(ValueError, match="'tpu' extra"):
-    ev.evaluate(workload, v5e_2x2, [])
+    ev.evaluate(Problem(workload, v5e_2x2, space, ('compile',)), [])
 
 
 @needs_tpu
@@ -91,7 +92,7 @@ def test_memory_falls_as_fsdp_grows(wide_run):
 def test_the_cache_prevents_a_second_compile(wide_run, v5e_2x2):
   workload, space, ev, cands, first = wide_run
   values = dict(cands[1].values, latency_hiding_scheduler=False)  # a runtime flag: same program
-  again = ev.evaluate(workload, v5e_2x2, [cands[1], space.make(values)])
+  again = ev.evaluate(Problem(workload, v5e_2x2, space, ('compile',)), [cands[1], space.make(values)])
   assert not first[1].metrics.extra["cache_hit"]
   assert all(m.metrics.extra["cache_hit"] for m in again)
   assert {m.metrics.extra["program_key"] for m in again} == {first[1].metrics.extra["program_key"]}
@@ -104,7 +105,7 @@ def test_over_budget_candidate_is_an_oom_measurement(v5e_2x2, tmp_path):
   workload = Workload("huge", HUGE, global_batch=4)
   space = jax_mesh_training_space(workload, v5e_2x2)
   ev = CompileAtScaleEvaluator(cache_dir=str(tmp_path), timeout_s=300)
-  [m] = ev.evaluate(workload, v5e_2x2, [_cand(space, ici_data=4)])
+  [m] = ev.evaluate(Problem(workload, v5e_2x2, space, ('compile',)), [_cand(space, ici_data=4)])
   assert not m.feasible and m.metrics.failure_kind == OOM, m.metrics.error
 
 
@@ -115,7 +116,7 @@ def test_topology_that_cannot_hold_the_mesh_is_one_line(tmp_path):
   space = jax_mesh_training_space(workload, cluster)
   ev = CompileAtScaleEvaluator(cache_dir=str(tmp_path), timeout_s=60)
   with pytest.raises(TargetError) as err:
-    ev.evaluate(workload, cluster, [_cand(space, ici_data=6)])
+    ev.evaluate(Problem(workload, cluster, space, ('compile',)), [_cand(space, ici_data=6)])
   assert "v5e:2x3" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -132,6 +133,6 @@ def test_compiles_for_an_h100_node(tmp_path):
   workload = Workload("wide", WIDE, global_batch=8)
   space = jax_mesh_training_space(workload, cluster)
   ev = CompileAtScaleEvaluator(cache_dir=str(tmp_path), timeout_s=300)
-  small, big = ev.evaluate(workload, cluster, [_cand(space, ici_data=8), _cand(space, ici_fsdp=8)])
+  small, big = ev.evaluate(Problem(workload, cluster, space, ('compile',)), [_cand(space, ici_data=8), _cand(space, ici_fsdp=8)])
   assert small.feasible and big.feasible, (small.metrics.error, big.metrics.error)
   assert small.metrics.peak_mem_bytes > big.metrics.peak_mem_bytes

@@ -135,8 +135,11 @@ def test_report_shows_xla_memory_beside_f0_and_cost_units():
   from autoscout_jax import report as report_lib
   from autoscout_jax.measurement import Measurement, Metrics
   from autoscout_jax.search import SearchResult
-  from autoscout_jax.space import Candidate
-  cand = Candidate.of({"ici_fsdp": 64, "remat_policy": "full"})
+  from autoscout_jax.sim.spaces import jax_mesh_training_space
+  from autoscout_jax.tools import compile_report as cr
+  workload, cluster = cr.TARGETS[0].build()
+  space = jax_mesh_training_space(workload, cluster)
+  cand = space.make(workload.default_values)
   f0 = Measurement(cand, "analytic", Metrics(True, step_time_s=2.0, tokens_per_s=10.0, peak_mem_bytes=16 * 2**30),
                    1.0)
   xla = Measurement(cand, "compile", Metrics(True, step_time_s=2.1, tokens_per_s=9.5, peak_mem_bytes=18 * 2**30,
@@ -144,16 +147,7 @@ def test_report_shows_xla_memory_beside_f0_and_cost_units():
                                                     "usable_bytes": 95 * 2**30}),
                     300.0, provenance={"cost_unit": "host_s"})
   result = SearchResult(xla, None, "compile", 301.0, [], [f0, xla], [], "max_rounds")
-
-  class _W:
-    name, global_batch = "w", 128
-    class model:
-      num_layers = 32
-
-  class _C:
-    name, num_devices, platform = "tpu_v5p_128", 128, "tpu"
-
-  rep = report_lib.build_report(_W, _C, type("S", (), {"name": "s"})(), result, "wd")
+  rep = report_lib.build_report(workload, cluster, space, result, "wd")
   assert rep["best_memory"]["compile"]["peak_mem_bytes"] == 18 * 2**30
   assert rep["best_memory"]["analytic"]["peak_mem_bytes"] == 16 * 2**30
   md = report_lib.render_markdown(rep)

@@ -32,6 +32,7 @@ from autoscout_jax.compile import targets as tg
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.local.runner import LocalSetupError, Outcome, run_candidates
 from autoscout_jax.measurement import Measurement
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
 from autoscout_jax.workload import Workload
 
@@ -106,10 +107,11 @@ class CompileAtScaleEvaluator(Evaluator):
       return f"model {m.name!r}: head_dim {m.head_dim} must be even (rotary position embedding)"
     return None
 
-  def evaluate(self, workload: Workload, cluster: Any, candidates: Sequence[Candidate]) -> list[Measurement]:
-    problem = self.check_fits(workload, cluster)
-    if problem:
-      raise ValueError(problem)
+  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
+    workload, cluster = problem.workload, problem.cluster
+    why = self.check_fits(workload, cluster)
+    if why:
+      raise ValueError(why)
     if not candidates:
       return []
     target = tg.compile_target(cluster)
@@ -130,16 +132,17 @@ class CompileAtScaleEvaluator(Evaluator):
     except LocalSetupError as e:
       raise tg.TargetError(str(e).strip().splitlines()[0] if str(e).strip() else "compile target failed") from None
     out = [self._measurement(workload, cluster, target, c, outcomes[i]) for i, c in enumerate(candidates)]
-    return self._timed(workload, cluster, out) if self.timing is not None else out
+    return self._timed(problem, out) if self.timing is not None else out
 
-  def _timed(self, workload: Workload, cluster: Any, ms: list[Measurement]) -> list[Measurement]:
+  def _timed(self, problem: Problem, ms: list[Measurement]) -> list[Measurement]:
     fits = [i for i, m in enumerate(ms) if m.feasible]
     if not fits:
       return ms
     # Memory is XLA's verdict here: time on a copy of the cluster whose HBM
     # the timing model cannot run out of, so every fitting candidate gets a time.
+    cluster = problem.cluster
     roomy = dataclasses.replace(cluster, device=dataclasses.replace(cluster.device, hbm_bytes=float(2**60)))
-    timed = self.timing.evaluate(workload, roomy, [ms[i].candidate for i in fits])
+    timed = self.timing.evaluate(dataclasses.replace(problem, cluster=roomy), [ms[i].candidate for i in fits])
     for i, t in zip(fits, timed):
       m, tm = ms[i], t.metrics
       extra = dict(m.metrics.extra, timing_fidelity=self.timing.fidelity,

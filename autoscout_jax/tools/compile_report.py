@@ -33,6 +33,7 @@ import numpy as np
 from absl import app, flags
 
 from autoscout_jax.compile import CompileAtScaleEvaluator, compile_target, missing_extra
+from autoscout_jax.problem import Problem
 from autoscout_jax.sim.analytic import AnalyticEvaluator
 from autoscout_jax.sim.catalog import make_workload
 from autoscout_jax.sim.hardware import make_cluster
@@ -122,7 +123,8 @@ def run_target(t: Target, n: int, seed: int, cache_dir: str, deadline: float,
     return {**out, "skipped": missing}
   space = jax_mesh_training_space(workload, cluster)
   cands = sample(space, space.make(workload.default_values), n, seed)
-  f0 = AnalyticEvaluator().evaluate(workload, cluster, cands)
+  problem = Problem(workload, cluster, space, ("analytic", "compile"), default=cands[0])
+  f0 = AnalyticEvaluator().evaluate(problem, cands)
   ev = CompileAtScaleEvaluator(cache_dir=cache_dir)
   rows, hit_deadline = [], False
   for cand, a in zip(cands, f0):
@@ -130,7 +132,7 @@ def run_target(t: Target, n: int, seed: int, cache_dir: str, deadline: float,
       hit_deadline = True
       break
     ev.timeout_s = min(1800.0, max(30.0, deadline - time.time()))
-    [m] = ev.evaluate(workload, cluster, [cand])
+    [m] = ev.evaluate(problem, [cand])
     rows.append(_row(cand, a, m))
     r = rows[-1]
     say(f"{t.name}: {len(rows)}/{len(cands)} {'fits' if r['feasible'] else r['failure_kind']} "
