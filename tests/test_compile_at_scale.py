@@ -68,6 +68,7 @@ def test_refuses_without_the_extra_in_one_line(monkeypatch, v5e_2x2):
   monkeypatch.setitem(targets.EXTRAS, "tpu", ("no_such_compiler_module", 'pip install -e ".[tpu]"'))
   msg = ev.check_fits(workload, v5e_2x2)
   assert "'tpu' extra" in msg and '.[tpu]' in msg and "\n" not in msg
+  space = jax_mesh_training_space(workload, v5e_2x2)
   with pytest.raises(ValueError, match="'tpu' extra"):
     ev.evaluate(Problem(workload, v5e_2x2, space, ('compile',)), [])
 

@@ -99,7 +99,7 @@ class CompileAtScaleEvaluator(Evaluator):
       target = tg.compile_target(cluster)
     except tg.TargetError as e:
       return str(e)
-    missing = tg.missing_extra(target)
+    missing = tg.missing_extra(target, self.python)
     if missing:
       return missing
     m = workload.model

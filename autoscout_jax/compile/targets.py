@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ from typing import Any
 GPU_USABLE_FRACTION = 0.75
 EXTRAS = {"tpu": ("libtpu", 'pip install -e ".[tpu]"'), "gpu": ("jax_cuda12_plugin", 'pip install -e ".[gpu]"')}
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "data" / "gpu_target_configs"
+# Fields of the shipped (newer) target configs that an older jaxlib's
+# GpuTargetConfigProto does not know: dropped, on a parse failure, before
+# one more try (jaxlib 0.10.2 rejects collective_memory_granularity).
+NEWER_CONFIG_FIELDS = ("collective_memory_granularity",)
 
 
 class TargetError(ValueError):
@@ -69,10 +74,16 @@ def compile_target(cluster: Any) -> CompileTarget:
                        gpu_config=cluster.gpu_target_config)
 
 
-def missing_extra(target: CompileTarget) -> str | None:
-  """One line naming the extra to install, or None when the compiler is here."""
+def missing_extra(target: CompileTarget, python: str | None = None) -> str | None:
+  """One line naming the extra to install, or None when the compiler is
+  importable (in `python`, the child's interpreter, when given)."""
   module, cmd = EXTRAS[target.platform]
-  if importlib.util.find_spec(module) is None:
+  if python:
+    probe = [python, "-c", f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"]
+    found = subprocess.run(probe, capture_output=True, timeout=60, check=False).returncode == 0
+  else:
+    found = importlib.util.find_spec(module) is not None
+  if not found:
     return (f"compiling for {target.platform.upper()} {target.label} needs the '{target.platform}' extra "
             f"({cmd})")
   return None
@@ -97,8 +108,14 @@ def target_devices(target: CompileTarget) -> list[Any]:
       topo = topologies.get_topology_desc(topology_name=target.topology, platform="tpu", **kw)
     else:
       text = (CONFIG_DIR / target.gpu_config).read_text()
-      topo = topologies.get_topology_desc(topology_name="", platform="cuda", target_config=text,
-                                          topology=target.topology)
+      try:
+        topo = topologies.get_topology_desc(topology_name="", platform="cuda", target_config=text,
+                                            topology=target.topology)
+      except Exception:
+        older = "\n".join(l for l in text.splitlines()
+                          if l.strip().split(":")[0] not in NEWER_CONFIG_FIELDS)
+        topo = topologies.get_topology_desc(topology_name="", platform="cuda", target_config=older,
+                                            topology=target.topology)
   except Exception as e:  # XLA's own message, on one line
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise TargetError(f"XLA has no {target.platform.upper()} topology {target.label!r}: {first}") from None
