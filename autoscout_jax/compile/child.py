@@ -7,6 +7,7 @@ evaluators' runner (`local/runner.py`, same JSON-lines protocol as
 the target's compile-only devices are made once and each candidate is
 compiled by `compile/probe.py`. A crash or hang costs the parent one
 candidate; a target XLA does not know ends the call with one 'fatal' line.
+It dies with the search (local/bare_child.die_with_parent).
 
 Request: {"workload", "target", "candidates": [{"index", "key", "values"}],
 "options": {"cache_dir", "backend"}}.
@@ -19,6 +20,7 @@ import sys
 import time
 from typing import Any, Mapping, TextIO
 
+from autoscout_jax.local.bare_child import die_with_parent
 from autoscout_jax.local.child import _claim_stdout, _emit
 
 
@@ -52,6 +54,7 @@ def serve(request: Mapping[str, Any], out: TextIO) -> int:
 
 
 def main() -> int:
+  die_with_parent()  # first: a killed search takes its compiles with it
   out = _claim_stdout()
   return serve(json.loads(sys.stdin.read()), out)
 

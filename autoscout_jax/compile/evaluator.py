@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -128,7 +129,7 @@ class CompileAtScaleEvaluator(Evaluator):
                                                   if p and p != root])
     try:
       outcomes = run_candidates(request, items, env, self.timeout_s, self.startup_timeout_s,
-                                python=self.python, module="autoscout_jax.compile.child")
+                                argv=[self.python or sys.executable, "-m", "autoscout_jax.compile.child"])
     except LocalSetupError as e:
       raise tg.TargetError(str(e).strip().splitlines()[0] if str(e).strip() else "compile target failed") from None
     out = [self._measurement(workload, cluster, target, c, outcomes[i]) for i, c in enumerate(candidates)]
