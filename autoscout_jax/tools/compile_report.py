@@ -51,16 +51,19 @@ class Target:
   devices: int
   per_slice: int
   quick: bool
+  global_batch: int | None = None  # None: the catalog recipe's
 
   def build(self) -> tuple[Any, Any]:
-    workload = make_workload(self.model, self.devices, space="jax_mesh", devices_per_slice=self.per_slice)
+    workload = make_workload(self.model, self.devices, global_batch=self.global_batch, space="jax_mesh",
+                             devices_per_slice=self.per_slice)
     cluster = make_cluster(self.system, self.devices, devices_per_node=self.per_slice, name=self.name)
     return workload, cluster
 
 
 TARGETS = (
     Target("llama3_8b_tpu_v5p_128", "llama3_8b", "tpu_v5p", 128, 64, True),
-    Target("llama3_8b_tpu_v5e_256", "llama3_8b", "tpu_v5e", 256, 256, True),
+    # 256 chips need at least 256 sequences for the FSDP default (one per chip).
+    Target("llama3_8b_tpu_v5e_256", "llama3_8b", "tpu_v5e", 256, 256, True, global_batch=256),
     Target("mixtral_8x7b_tpu_v5p_128", "mixtral_8x7b", "tpu_v5p", 128, 64, False),
     Target("llama3_8b_h100_64", "llama3_8b", "dgx_h100", 64, 8, False),
 )
@@ -78,9 +81,10 @@ def define_flags() -> None:
 
 
 def sample(space: Any, default: Any, n: int, seed: int) -> list[Any]:
-  """The default, then valid candidates drawn evenly across remat policies."""
+  """The default (when valid), then valid candidates drawn evenly across
+  remat policies."""
   rng = np.random.default_rng(seed)
-  picked = [default]
+  picked = [default] if space.is_valid(default) else []
   pool = space.sample(rng, n=max(64, 8 * n))
   by_remat = {r: [c for c in pool if c.values["remat_policy"] == r and c != default] for r in REMAT}
   while len(picked) < n and any(by_remat.values()):
