@@ -125,8 +125,8 @@ def test_jax_mesh_space_products_and_conditions():
   for c in space.sample(np.random.default_rng(3), 100):
     v = c.values
     assert space.validate(c) == []
-    assert np.prod([v[k] for k in jax_mesh._ICI]) == 64
-    assert np.prod([v[k] for k in jax_mesh._DCN]) == 2
+    assert np.prod([v[k] for k in jax_mesh.ICI]) == 64
+    assert np.prod([v[k] for k in jax_mesh.DCN]) == 2
     assert ("collective_matmul" in v) == (v["ici_tensor"] > 1)
   for flag in ("latency_hiding_scheduler", "async_collectives", "remat_policy", "per_device_batch_size"):
     assert flag in space.names

@@ -37,8 +37,8 @@ FAMILY = "jax_mesh"
 # but the matmul outputs / the whole layer from its input.
 REMAT: Mapping[str, Recompute] = {"none": Recompute.NONE, "minimal": Recompute.DOTS, "full": Recompute.FULL}
 _REMAT_PLAN = tuple(REMAT.values())  # indexed by the space's remat_policy code
-_ICI = ("ici_data", "ici_fsdp", "ici_tensor", "ici_sequence", "ici_expert", "ici_stage")
-_DCN = ("dcn_data", "dcn_fsdp", "dcn_stage")  # tensor/sequence/expert never span DCN
+ICI = ("ici_data", "ici_fsdp", "ici_tensor", "ici_sequence", "ici_expert", "ici_stage")
+DCN = ("dcn_data", "dcn_fsdp", "dcn_stage")  # tensor/sequence/expert never span DCN
 FLAG_KNOBS = ("latency_hiding_scheduler", "async_collectives", "collective_matmul")
 # Knobs that feed one plan field as they are (none yet; see targets/common.py).
 DIRECT: tuple[Direct, ...] = ()
@@ -56,7 +56,7 @@ def space(workload: Workload, cluster: Any, batch_sizes: tuple[int, ...] | None 
   ici_vals = divisors(per, max_axis)
   dcn_vals = divisors(slices)
   knobs = []
-  for name in _ICI:
+  for name in ICI:
     vals = ici_vals
     if name == "ici_tensor":
       vals = tuple(v for v in ici_vals if m.num_heads % v == 0 and m.kv_heads % v == 0) or (1,)
@@ -65,7 +65,7 @@ def space(workload: Workload, cluster: Any, batch_sizes: tuple[int, ...] | None 
     if name == "ici_stage":
       vals = tuple(v for v in ici_vals if v <= m.num_layers)
     knobs.append(Ordinal(name, values=vals, default=per if name == "ici_fsdp" else 1))
-  for name in _DCN:
+  for name in DCN:
     knobs.append(Ordinal(name, values=dcn_vals, default=slices if name == "dcn_data" else 1))
   big_tensor = tuple(v for v in knobs[2].values if v > 1)
   knobs += [
@@ -101,7 +101,7 @@ def space(workload: Workload, cluster: Any, batch_sizes: tuple[int, ...] | None 
                     lambda v, f: f"ici_sequence={v['ici_sequence']}: sequence {f['seq_len']} must split into "
                                  f"2*sequence chunks", "sequence divisible by 2*sequence degree"),
   ]
-  groups = [ProductGroup(_ICI, per, name="ici_product"), ProductGroup(_DCN, slices, name="dcn_product")]
+  groups = [ProductGroup(ICI, per, name="ici_product"), ProductGroup(DCN, slices, name="dcn_product")]
   return SimSpace(knobs, cons, groups=groups, facts=facts(workload, cluster),
                   name=f"jax_mesh:{m.name}:{cluster.name}", family=FAMILY, plan=plan_from_table)
 
@@ -140,8 +140,8 @@ def mesh_plan(ici: dict, dcn: dict, pdb, remat, lhs, async_coll, coll_mm, global
 
 def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any) -> Plan:
   """The plan of every row of a table of this family's space."""
-  ici = {k[4:]: t[k] for k in _ICI}
-  dcn = {k[4:]: t[k] for k in _DCN}
+  ici = {k[4:]: t[k] for k in ICI}
+  dcn = {k[4:]: t[k] for k in DCN}
   yes = lambda name: t[name] == space.code(name, True)
   plan = mesh_plan(ici, dcn, t["per_device_batch_size"], t["remat_policy"], yes("latency_hiding_scheduler"),
                    yes("async_collectives"),
@@ -165,8 +165,8 @@ class Config:
   @classmethod
   def from_candidate(cls, cand: Candidate | Mapping[str, Any]) -> "Config":
     v = dict(cand.values if isinstance(cand, Candidate) else cand)
-    ici = {k: int(v.pop(k)) for k in _ICI if k in v}
-    dcn = {k: int(v.pop(k)) for k in _DCN if k in v}
+    ici = {k: int(v.pop(k)) for k in ICI if k in v}
+    dcn = {k: int(v.pop(k)) for k in DCN if k in v}
     flags = {k: bool(v.pop(k)) for k in FLAG_KNOBS if k in v}
     direct = {d.knob.name: v.pop(d.knob.name) for d in DIRECT if d.knob.name in v}
     pdb, remat = int(v.pop("per_device_batch_size")), str(v.pop("remat_policy"))
