@@ -50,7 +50,10 @@ def _llama8b(seq):
 
 def test_unplaceable_cluster_is_refused_per_row_and_the_others_are_predicted(tmp_path):
   rows = [_row(row_id="a"), _row(row_id="b", num_devices="12", global_batch_size="48"),
-          _row(row_id="c", model="unknown-without-dims", num_layers="", hidden_size=""), _row(row_id="d")]
+          _row(row_id="c", model="unknown-without-dims", num_layers="", hidden_size=""), _row(row_id="d"),
+          # 128 GPUs of NVL72 racks (two 64-GPU NVLink domains), fp4 GEMMs
+          _row(row_id="e", hardware="GB300 NVL72", num_devices="128", global_batch_size="256", micro_batch_size="2",
+               precision="NVFP4")]
   src = tmp_path / "in.csv"
   with open(src, "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=_COLS)
@@ -58,7 +61,7 @@ def test_unplaceable_cluster_is_refused_per_row_and_the_others_are_predicted(tmp
     w.writerows(rows)
   out = predict_published.predict_file(str(src), str(tmp_path / "out.csv"))
   status = {r["row_id"]: r["pred_status"] for r in out}
-  assert status["a"] == status["d"] == "ok"
+  assert status["a"] == status["d"] == status["e"] == "ok"
   assert status["b"].startswith("unsupported: cluster cannot be placed") and "12 devices" in status["b"]
   assert status["c"].startswith("unsupported: no dimensions")
   a = next(r for r in out if r["row_id"] == "a")

@@ -41,7 +41,8 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
-           gbs, fp8 (0/1).
+           gbs, fp8 (0/1: low-precision GEMMs), fp4 (0/1: those GEMMs are
+           NVFP4/MXFP4, at the device's fp4 peak).
   hw    -- peak_bf16, peak_fp8, hbm_bytes, hbm_bw, intra_bw/lat,
            inter_bw/lat, node_size, num_devices.
 
@@ -80,7 +81,7 @@ PLAN_FIELDS = (
     "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes")
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
-                "tie", "gbs", "fp8")
+                "tie", "gbs", "fp8", "fp4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +110,7 @@ class SimConstants:
   mem_overhead_xla_bytes: float = 0.75 * 2**30  # XLA runtime: context, collective scratch
   mem_reserve_frac: float = 0.02  # of HBM held by the runtime/allocator reserve
   mem_frag: float = 0.05       # allocator fragmentation, fraction of the live bytes (eager only)
+  fp4_gain: float = 1.5       # fp4 GEMM rate over fp8 at most (see layer_costs)
   z3_live_params: float = 1e9  # ZeRO-3 gathered parameters live at once (DeepSpeed's documented default)
   pcie_bw: float = 25e9        # host<->device bytes/s per GPU for activation offload (PCIe gen4 x16 ~ 25 GB/s)
   # uncertainty (sim/calibration.py sets the first two from the calibration residuals):
@@ -143,7 +145,7 @@ def model_scalars(workload: Any) -> dict[str, float]:
       V=m.vocab_size, s=m.seq_len, gated=float(m.gated_mlp), E=m.num_experts, k=m.moe_top_k,
       fe=fe, fs=m.num_shared_experts * fe, Ld=m.num_dense_layers if m.is_moe else m.num_layers,
       tie=float(m.tie_embeddings), gbs=workload.global_batch,
-      fp8=float("fp8" in prec or "fp4" in prec))
+      fp8=float("fp8" in prec or "fp4" in prec), fp4=float("fp4" in prec))
 
 
 # --- parameter counts -------------------------------------------------------------
@@ -243,7 +245,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   T = mbs * s / cp  # tokens per device per micro-batch (before the TP split)
 
   # --- compute of one layer, forward ---------------------------------------------
-  lin_peak = xp.maximum(hw["peak_bf16"], xp.where(m["fp8"] > 0, hw["peak_fp8"] * c["fp8_eff"], 0.0))
+  # NVFP4 recipes keep some GEMMs (first/last layers, parts of the
+  # backward) in higher precision and add block-scale quantization passes:
+  # the fp4 gain over fp8 is capped at `fp4_gain` (not calibrated: no
+  # published fp4 run in the calibration set; intervals widen for fp4)
+  low_peak = xp.where(m["fp4"] > 0, xp.minimum(hw["peak_fp4"], c["fp4_gain"] * hw["peak_fp8"]), hw["peak_fp8"])
+  lin_peak = xp.maximum(hw["peak_bf16"], xp.where(m["fp8"] > 0, low_peak * c["fp8_eff"], 0.0))
 
   def gemm(flops, md):
     md = xp.maximum(md, 1.0)

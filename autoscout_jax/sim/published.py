@@ -77,8 +77,6 @@ def model_numbers(row) -> dict[str, float]:
   if "lora" in task:
     raise Unsupported("LoRA fine-tuning (frozen base weights) is not modelled")
   prec = (row.get("precision") or "").lower()
-  if "fp4" in prec:
-    raise Unsupported("NVFP4 training is not modelled")
   L, h = _num(row, "num_layers"), _num(row, "hidden_size")
   try:
     known, _ = find_model(re.sub(r"\((tokendrop|dropless|w/ mtp)\)", "", name, flags=re.I).strip())
@@ -118,7 +116,8 @@ def model_numbers(row) -> dict[str, float]:
     raise Unsupported("global_batch_size missing")
   m["gbs"] = gbs
   # "FP8", "MXFP8", "FP8-CS", and the 25.09 tables' "unstated ... implies FP8"
-  m["fp8"] = float("fp8" in prec)
+  m["fp8"] = float("fp8" in prec or "fp4" in prec)
+  m["fp4"] = float("fp4" in prec)
   return {k: float(v) for k, v in m.items()}
 
 
