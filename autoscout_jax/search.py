@@ -24,7 +24,7 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 from autoscout_jax.designers.base import Designer
-from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.evaluator import Evaluator, settings_key
 from autoscout_jax.measurement import INVALID, Measurement, Metrics, fidelity_rank
 from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
@@ -93,12 +93,13 @@ class _Router:
     self.writer = writer
     self.wk, self.ck = workload.key, cluster.key
     self.charged: set[tuple[str, str]] = set()
+    self.settings = {f: settings_key(e) for f, e in evaluators.items()}
 
   def measure(self, cands: Sequence[Candidate], fidelity: str, stats: RoundStats) -> list[Measurement]:
     out: dict[int, Measurement] = {}
     todo: list[int] = []
     for i, c in enumerate(cands):
-      m = self.store.get(self.wk, self.ck, c.key, fidelity)
+      m = self.store.get(self.wk, self.ck, c.key, fidelity, self.settings[fidelity])
       if m is None:
         todo.append(i)
       else:
@@ -110,7 +111,8 @@ class _Router:
         raise RuntimeError(f"evaluator {fidelity!r} returned {len(fresh)} measurements for {len(todo)} candidates")
       for i, m in zip(todo, fresh):
         m = dataclasses.replace(m, candidate=Candidate.of(cands[i].values), fidelity=fidelity,
-                                workload_key=self.wk, cluster_key=self.ck)
+                                workload_key=self.wk, cluster_key=self.ck,
+                                settings_key=self.settings[fidelity])
         self.store.append(m)
         out[i] = m
         stats.new_measurements += 1
@@ -166,6 +168,17 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
                                           "cost_s", "feasible"])
 
   result = SearchResult(None, None, top, 0.0, [], [], [], "")
+  # On resume the first rounds replay the store: the run that measured them
+  # wrote their TensorBoard steps, so they are written again only from the
+  # first round that measures something new (no duplicate round steps).
+  replaying = [len(store) > 0]
+
+  def write_round(stats: RoundStats) -> None:
+    if replaying[0] and stats.new_measurements == 0:
+      return
+    replaying[0] = False
+    if writer is not None:
+      _write_round(writer, stats, result, designer)
 
   def process(cands: Sequence[Candidate], stats: RoundStats) -> list[Measurement]:
     """Outcome per candidate: the invalid marker, a failing screen, or the
@@ -225,8 +238,7 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
     result.default = ms[-1]
     account(ms, stats)
     designer.update(ms)
-    if writer is not None:
-      _write_round(writer, stats, result, designer)
+    write_round(stats)
 
   stop = "max_rounds"
   for r in range(1, max_rounds + 1):
@@ -243,8 +255,7 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
     account(ms, stats)
     designer.update(ms)
     result.rounds.append(stats)
-    if writer is not None:
-      _write_round(writer, stats, result, designer)
+    write_round(stats)
     if progress is not None:
       best = f"{result.best.objective:,.0f} tok/s" if result.best else "none yet"
       progress(f"round {r:3d}: {stats.valid} valid, {stats.invalid} invalid, {stats.infeasible} oom, "
