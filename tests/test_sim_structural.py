@@ -151,3 +151,26 @@ def test_vtrain_validation_command_prints_per_sweep_rows():
   for s in sweeps:
     assert 0 <= float(s[3].rstrip("%")) < 100  # MAPE
     assert -1 <= float(s[5]) <= 1  # rank correlation
+
+
+def test_f1_puts_deepseeks_leading_dense_layers_on_the_first_stage():
+  from autoscout_jax.sim import event
+  wl = catalog.make_workload("deepseek_v3", 256, global_batch=64)
+  m = costs.model_scalars(wl)
+  hw = hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 256))
+  base = dict(tp=1, pp=8, cp=1, dp=32, ep=32, etp=1, vp=1, mbs=1, sp=0, dist_opt=1, recompute=1, rc_block=0,
+              rc_layers=1, overlap_grad=1, overlap_param=1, bucket_params=40e6, tp_overlap=0, global_batch=64,
+              layers=61, node_size=8)
+  plan = {k: np.array([float(v)]) for k, v in spaces.megatron_plan(**base).items()}
+  inp, aux = event.pipeline_inputs(plan, m, hw, C)
+  lc = aux["lc"]
+  per = lambda mm: costs.layer_costs(np, plan, mm, hw, C)
+  dense, moe = per(dict(m, Ld=m["L"])), per(dict(m, Ld=0.0))
+  layers = event.stage_layers(np.array([61.0]), np.array([8]), np.array([1]), 1, 8)[0, 0]
+  one = lambda c: c["fwd_s"] + c["tp_fwd_s"] + c["cp_fwd_s"] + c["ep_fwd_s"]
+  # stage 0 runs the embedding, the 3 dense layers and the rest of its layers as MoE
+  expect0 = lc["emb_fwd_s"] + 3 * one(dense) + (layers[0] - 3) * one(moe)
+  assert inp.fwd[0, 0, 0] == pytest.approx(float(expect0[0]), rel=1e-6)
+  # a middle stage holds MoE layers only
+  assert inp.fwd[0, 0, 3] == pytest.approx(float(layers[3] * one(moe)[0]), rel=1e-6)
+  assert one(dense)[0] != pytest.approx(one(moe)[0], rel=0.05)
