@@ -94,6 +94,13 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   tok_moe = (2 * h / sp_div + gin * m["k"] * h / sp_div
              + (m["k"] * m["fe"] + m["fs"]) * (2 * (mats - 1) + gin) / tp)
   tok_scores = xp.where(flash, 0.0, 5 * m["a"] * s / tp)  # scores, softmax, dropout mask
+  # an XLA program without remat also stores what fused eager kernels
+  # recompute: the fp32 inputs of both RMSNorms, the fp32 activation-function
+  # input of the MLP and the rotary-embedded q and k (memory_analysis of
+  # Llama-3 8B on v5p, remat none: 268 KB per token per layer); with remat
+  # they are transient inside one layer's backward
+  ffn_act = (1 - f_moe) * m["f"] + f_moe * (m["k"] * m["fe"] + m["fs"])
+  tok_xla = plan["xla"] * (8 * h / sp_div + 4 * ffn_act / tp + 2 * (A + KV / 2) / tp)
   tok_full = tok_attn + (1 - f_moe) * tok_dense + f_moe * tok_moe + tok_scores
   # selective drops the core-attention output (and any materialized scores);
   # 'dots' keeps the layer input and the matmul outputs the backward needs:
@@ -101,7 +108,8 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # only feeds the next layer's input, which is kept anyway)
   tok_dots = 2 * ((A + KV) / tp + 2 * h / sp_div + (1 - f_moe) * (mats - 1) * m["f"] / tp
                   + f_moe * ((m["k"] * m["fe"] + m["fs"]) * (mats - 1) / tp + m["k"] * h / sp_div))
-  tok_sel = xp.where(rc == 3, tok_dots, tok_full - sel * (2 * A / tp + tok_scores))
+  tok_sel = (xp.where(rc == 3, tok_dots, tok_full - sel * (2 * A / tp + tok_scores))
+             + xp.where(rc == 0, tok_xla, 0.0))
   tok_ckpt = 2 * h / sp_div  # a fully recomputed layer keeps only its input
   act_layer = T * tok_sel  # bytes per layer per micro-batch when nothing is recomputed
   frac = xp.where(rc == 2, plan["rc_frac"], 0.0)
