@@ -163,7 +163,7 @@ def measure(workload: Workload, target: CompileTarget, values: Mapping[str, Any]
   cache = CompileCache(options.get("cache_dir"))
   t0 = time.perf_counter()
   try:
-    program = mod.build_program(workload, values, devices, num_slices=target.num_slices)
+    program = mod.build_program(workload, values, devices, num_slices=target.mesh_groups)
     lowered = program.lower()
   except mod.LayoutError as e:
     return Metrics.failed(INVALID, f"{type(e).__name__}: {e}")
