@@ -136,7 +136,8 @@ def make_mesh(layout: MeshLayout, devices: Sequence[Any]) -> Mesh:
   try:
     if devices and devices[0].platform == "cpu":
       grid = np.asarray(devices, dtype=object).reshape(tuple(i * d for i, d in zip(ici_shape, dcn_shape)))
-    elif layout.num_slices > 1 and hasattr(devices[0], "slice_index"):  # TPU slices
+    elif layout.num_slices > 1 and len({getattr(d, "slice_index", 0) for d in devices}) == layout.num_slices:
+      # TPU slices
       grid = mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices,
                                                   allow_split_physical_axes=True)
     elif layout.num_slices > 1:  # GPU nodes, numbered node by node: DCN degrees outside ICI ones

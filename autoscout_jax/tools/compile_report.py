@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -158,6 +159,9 @@ def main(argv) -> None:
   if not FLAGS.output:
     print("compile_report: --output=R.json is required", file=sys.stderr)
     sys.exit(2)
+  # This process only runs F0 (on the host CPU; JAX reads this when its backend
+  # starts); the compiles happen in child processes that load the compilers.
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
   say = lambda s: print(s, flush=True)
   start = time.time()
   known = {t.name: t for t in TARGETS}
