@@ -11,7 +11,7 @@ from __future__ import annotations
 from autoscout_jax.sim.costs import SimConstants
 
 # Fitted on shared/calibration/published_points.csv (see sim/calibration.py);
-# the bounds of attn_eff and launch_s are active (the data would push them
-# further: flash attention slower, per-layer host time larger).
+# the lower bound of attn_eff is active (the data would push flash attention
+# slower still).
 CALIBRATED = SimConstants(gemm_eff=0.783, gemm_knee=107.0, attn_eff=0.35, comm_eff=0.683, fp8_eff=0.665,
                           moe_eff=0.367, launch_s=3.24e-4, tput_spread=0.115)
