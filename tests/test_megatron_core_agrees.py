@@ -37,10 +37,10 @@ def _bench_megatron_spaces():
     import gin
     gin.add_config_file_search_path(ROOT)
     spec = load_task_file(os.path.join(ROOT, "gin", "bench", name))
-    if getattr(spec.space_fn, "__name__", "") != "megatron_training_space":
+    space = spec.space_fn(spec.workload, spec.cluster, **spec.space_kwargs)
+    if space.family != "megatron":  # the space names its family (targets/megatron.py)
       continue
-    space = tasks.restrict_space(spec.space_fn(spec.workload, spec.cluster, **spec.space_kwargs), spec.restrict)
-    out.append((spec.name, spec.workload, space))
+    out.append((spec.name, spec.workload, tasks.restrict_space(space, spec.restrict)))
   return out
 
 
