@@ -4,7 +4,7 @@ Where it sits: `run.py` parses flags and gin, then calls this with
 everything bound (workload, cluster, space factory, designer factory,
 evaluators, budget). It checks the inputs, builds the space, replays or
 runs the search against the workdir's store, and writes the report
-(stdout, TensorBoard text, `report.json`, `report.md`).
+(stdout, TensorBoard text, `report.json`, `report.md`, `report.html`).
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from absl import logging
 
 from autoscout_jax import report as report_lib
+from autoscout_jax import report_html
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.search import SearchResult, run_search
@@ -40,6 +42,7 @@ def run_experiment(workdir: str, workload: Any, cluster: Any,
                    on_round_end: Callable[..., None] | None = None,
                    writer: Writer | None = None,
                    printer: Callable[[str], None] = print) -> SearchResult:
+  t0 = time.monotonic()
   if isinstance(evaluators, Mapping):
     evals = dict(evaluators)
   else:
@@ -95,6 +98,9 @@ def run_experiment(workdir: str, workload: Any, cluster: Any,
       json.dump(rep, f, indent=2, sort_keys=True, default=str)
     with open(os.path.join(workdir, "report.md"), "w") as f:
       f.write(text)
+    rep["wall_s"] = time.monotonic() - t0
+    with open(os.path.join(workdir, "report.html"), "w", encoding="utf-8") as f:
+      f.write(report_html.render_html(rep, result, space))
     printer(report_lib.render_summary(rep))
   finally:
     if own_writer:

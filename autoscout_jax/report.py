@@ -12,8 +12,10 @@ import os
 from typing import Any
 
 from autoscout_jax.artifacts import launch_artifact
+from autoscout_jax.progress import fmt_duration
 from autoscout_jax.search import SearchResult
 from autoscout_jax.space import SearchSpace
+from autoscout_jax.writers import HPARAMS_DIR
 
 
 def _m(m) -> dict[str, Any] | None:
@@ -40,6 +42,7 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       spent[m.fidelity] += m.cost_s
   return {
       "workload": workload.name, "cluster": cluster.name, "num_devices": cluster.num_devices,
+      "device_memory_bytes": getattr(cluster, "memory_bytes_per_device", None),
       "space": space.name, "top_fidelity": result.top_fidelity,
       "best": _m(result.best), "default": _m(result.default),
       "speedup_vs_default": result.speedup_vs_default,
@@ -52,7 +55,9 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       "rounds": len(result.rounds), "stop_reason": result.stop_reason,
       "designer": result.designer_summary,
       "workdir": workdir, "tensorboard": os.path.join(workdir, "tb"),
+      "hparams": os.path.join(workdir, HPARAMS_DIR),
       "measurements": os.path.join(workdir, "measurements.jsonl"),
+      "search_wall_s": result.wall_s,
   }
 
 
@@ -100,8 +105,14 @@ def render_summary(rep: dict[str, Any]) -> str:
   lines.append(f"spent {rep['cost_s']:,.1f} device-seconds "
                + ", ".join(f"{k}: {v:,.1f}" for k, v in rep["cost_by_fidelity_s"].items())
                + f" over {rep['rounds']} rounds (stopped: {rep['stop_reason']})")
-  lines.append(f"report: {os.path.join(rep['workdir'], 'report.md')}; "
-               f"measurements: {rep['measurements']}; tensorboard --logdir {rep['tensorboard']}")
+  wall = rep.get("wall_s", rep.get("search_wall_s"))
+  if wall is not None:
+    lines.append(f"wall time {fmt_duration(wall)}")
+  wd = rep["workdir"]
+  lines.append(f"look at: {os.path.join(wd, 'report.html')} (a browser), {os.path.join(wd, 'report.md')}, "
+               f"{rep['measurements']}")
+  lines.append(f"  tensorboard --logdir {rep['tensorboard']}    "
+               f"(HParams, one session per trial: tensorboard --logdir {rep['hparams']})")
   return "\n".join(lines)
 
 

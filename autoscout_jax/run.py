@@ -5,10 +5,14 @@ Parses flags and gin, writes `config.gin` into the workdir, calls
 operative config (what actually ran) after the first round. Bad input ends
 with one clear message and a non-zero exit; the workdir's measurement store
 is never touched before the inputs are checked.
+
+The console gets the progress lines, warnings and the summary; the INFO log
+goes to `<workdir>/run.log` (`--alsologtostderr` shows it too).
 """
 
 from __future__ import annotations
 
+import logging as pylogging
 import os
 import sys
 import time
@@ -48,6 +52,31 @@ def _parse_gin(files, bindings) -> None:
     _fail(f"could not parse the gin config: {type(e).__name__}: {e}")
 
 
+class _QuietExpected(pylogging.Filter):
+  """Drops the log lines JAX writes for accelerator backends this machine
+  does not have: expected on a CPU host, and they buried the progress."""
+
+  _NEEDLES = ("Unable to initialize backend", "a CUDA-enabled jaxlib is not installed",
+              "Platform 'tpu' is experimental")
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    msg = record.getMessage()
+    return not any(n in msg for n in self._NEEDLES)
+
+
+def _log_to_workdir(workdir: str) -> str:
+  """INFO and up to `workdir/run.log`; warnings and errors also on the console."""
+  path = os.path.join(workdir, "run.log")
+  handler = logging.get_absl_handler()
+  handler.python_handler.stream = open(path, "a", encoding="utf-8")
+  if not flags.FLAGS["stderrthreshold"].present:
+    flags.FLAGS.stderrthreshold = "warning"
+  quiet = _QuietExpected()
+  handler.addFilter(quiet)
+  pylogging.getLogger("jax._src.xla_bridge").addFilter(quiet)
+  return path
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}")
@@ -58,6 +87,7 @@ def main(argv) -> None:
   _parse_gin(_GIN_FILE.value, _GIN_BINDINGS.value)
   workdir = _WORKDIR.value or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
   os.makedirs(workdir, exist_ok=True)
+  _log_to_workdir(workdir)
   with open(os.path.join(workdir, "config.gin"), "w") as f:
     f.write(gin.config_str())
 
