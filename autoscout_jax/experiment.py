@@ -22,6 +22,7 @@ from autoscout_jax import report as report_lib
 from autoscout_jax import report_html
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.executors import Executor, SerialExecutor
 from autoscout_jax.search import SearchResult, run_search
 from autoscout_jax.space import SearchSpace, SpaceError
 from autoscout_jax.store import MeasurementStore
@@ -41,7 +42,8 @@ def run_experiment(workdir: str, workload: Any, cluster: Any,
                    compare_default: bool = True,
                    on_round_end: Callable[..., None] | None = None,
                    writer: Writer | None = None,
-                   printer: Callable[[str], None] = print) -> SearchResult:
+                   printer: Callable[[str], None] = print,
+                   executor: Executor | None = None) -> SearchResult:
   t0 = time.monotonic()
   if isinstance(evaluators, Mapping):
     evals = dict(evaluators)
@@ -78,19 +80,21 @@ def run_experiment(workdir: str, workload: Any, cluster: Any,
                             + "; ".join(str(v) for v in viol))
   designer = designer_fn(space=space, seed=seed)
 
+  executor = executor or SerialExecutor()
   store = MeasurementStore(workdir)
   resumed = len(store)
   own_writer = writer is None
   writer = writer or default_writer(workdir)
   printer(f"autoscout_jax: {workload.name} on {cluster.name} ({cluster.num_devices} devices), "
           f"space {space.name} ({len(space.knobs)} knobs), designer {type(designer).__name__}, "
-          f"fidelities {sorted(evals, key=list(evals).index)}; workdir {workdir}"
+          f"fidelities {sorted(evals, key=list(evals).index)}, executor {executor.describe()}; "
+          f"workdir {workdir}"
           + (f"; resuming with {resumed} stored measurements" if resumed else ""))
   try:
     result = run_search(workload, cluster, space, designer, evals, store, budget_s=budget_s,
                         batch_size=batch_size, max_rounds=max_rounds,
                         screen_fidelities=screen_fidelities, writer=writer, default=default,
-                        on_round_end=on_round_end, progress=printer)
+                        on_round_end=on_round_end, progress=printer, executor=executor)
     rep = report_lib.build_report(workload, cluster, space, result, workdir)
     text = report_lib.render_markdown(rep)
     writer.write_texts(len(result.rounds), {"report": text})
@@ -103,6 +107,7 @@ def run_experiment(workdir: str, workload: Any, cluster: Any,
       f.write(report_html.render_html(rep, result, space))
     printer(report_lib.render_summary(rep))
   finally:
+    executor.close()
     if own_writer:
       writer.close()
   logging.info("stored measurements: %d", len(store))

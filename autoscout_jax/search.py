@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.executors import Executor, SerialExecutor
 from autoscout_jax.measurement import INVALID, Measurement, Metrics, fidelity_rank
 from autoscout_jax.space import Candidate, SearchSpace
 from autoscout_jax.progress import Progress
@@ -87,10 +88,12 @@ class _Router:
   """Looks measurements up in the store, evaluates what is missing in one
   batch per fidelity, and charges each (candidate, fidelity) once per run."""
 
-  def __init__(self, workload, cluster, evaluators: Mapping[str, Evaluator], store: MeasurementStore):
+  def __init__(self, workload, cluster, evaluators: Mapping[str, Evaluator], store: MeasurementStore,
+               executor: Executor):
     self.workload, self.cluster = workload, cluster
     self.evaluators = evaluators
     self.store = store
+    self.executor = executor
     self.wk, self.ck = workload.key, cluster.key
     self.charged: set[tuple[str, str]] = set()
 
@@ -105,15 +108,21 @@ class _Router:
         out[i] = m
         stats.cached += 1
     if todo:
-      fresh = self.evaluators[fidelity].evaluate(self.workload, self.cluster, [cands[i] for i in todo])
-      if len(fresh) != len(todo):
-        raise RuntimeError(f"evaluator {fidelity!r} returned {len(fresh)} measurements for {len(todo)} candidates")
-      for i, m in zip(todo, fresh):
-        m = dataclasses.replace(m, candidate=Candidate.of(cands[i].values), fidelity=fidelity,
-                                workload_key=self.wk, cluster_key=self.ck)
-        self.store.append(m)
-        out[i] = m
-        stats.new_measurements += 1
+      def arrived(idx: Sequence[int], ms: Sequence[Measurement]) -> None:
+        # Stored as each chunk arrives (a killed run keeps what finished).
+        for j, m in zip(idx, ms):
+          i = todo[j]
+          m = dataclasses.replace(m, candidate=Candidate.of(cands[i].values), fidelity=fidelity,
+                                  workload_key=self.wk, cluster_key=self.ck)
+          self.store.append(m)
+          out[i] = m
+          stats.new_measurements += 1
+
+      self.executor.evaluate(self.evaluators[fidelity], self.workload, self.cluster,
+                             [cands[i] for i in todo], arrived)
+      missing = [i for i in todo if i not in out]
+      if missing:
+        raise RuntimeError(f"evaluator {fidelity!r} returned no measurement for {len(missing)} candidates")
     result = [out[i] for i in range(len(cands))]
     for m in result:
       tag = (m.candidate.key, fidelity)
@@ -129,14 +138,15 @@ def run_search(workload, cluster, space: SearchSpace, designer: Designer,
                screen_fidelities: Sequence[str] = ("compile",), writer: Writer | None = None,
                default: Candidate | None = None,
                on_round_end: Callable[[RoundStats, "SearchResult"], None] | None = None,
-               progress: Callable[[str], None] | None = None) -> SearchResult:
+               progress: Callable[[str], None] | None = None,
+               executor: Executor | None = None) -> SearchResult:
   if not evaluators:
     raise ValueError("run_search needs at least one evaluator")
   for f in evaluators:
     fidelity_rank(f)
   top = max(evaluators, key=fidelity_rank)
   screens = [f for f in screen_fidelities if f in evaluators and f != top]
-  router = _Router(workload, cluster, evaluators, store)
+  router = _Router(workload, cluster, evaluators, store, executor or SerialExecutor())
   log = TrialLog(writer or Writer(), space, list(evaluators), top)
   clock = Progress(progress or (lambda line: None), max_rounds, budget_s)
 
