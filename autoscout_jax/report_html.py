@@ -183,13 +183,14 @@ def _launch(rep) -> list[str]:
   launch = rep.get("launch")
   if not launch:
     return []
-  files = rep.get("launch_files") or []
+  files = rep.get("launch_files") or {}
   out = ["<h2>Launch</h2>"]
   if files:
-    out.append("<p class='note'>written beside this report: " + ", ".join(f"<code>{esc(f)}</code>" for f in files)
-               + "</p>")
-  text = launch if isinstance(launch, str) else json.dumps(launch, indent=2, default=str)
-  out.append(f"<pre>{esc(text)}</pre>")
+    out.append("<p class='note'>Written beside this report:</p>")
+    for name, text in files.items():
+      out.append(f"<h3><code>{esc(name)}</code></h3><pre>{esc(text)}</pre>")
+  else:
+    out.append(f"<pre>{esc(json.dumps(launch, indent=2, default=str))}</pre>")
   return out
 
 
