@@ -70,7 +70,9 @@ def test_pipeline_bubble_is_pp_minus_one_over_m_and_shrinks_with_interleaving(se
   _, wl, cluster = setup
   one = _step(wl, cluster, vp=1)
   per_mb = (one["step_time_s"] - one["bubble_s"] - one["pp_comm_s"] - one["dp_comm_s"] - one["optimizer_s"]) / 32
-  assert one["bubble_s"] == pytest.approx(3 * per_mb, rel=1e-6)  # (pp-1) micro-batch slots, m = 128/4 = 32
+  # (pp-1) slots of the AVERAGE stage (m = 128/4 = 32): the steady state runs
+  # at the slower end stage (output layer on the last), fill/drain does not
+  assert 0.9 * 3 * per_mb < one["bubble_s"] < 3 * per_mb
   inter = _step(wl, cluster, vp=5)
   assert inter["bubble_s"] == pytest.approx(one["bubble_s"] / 5, rel=1e-6)
 
@@ -79,7 +81,8 @@ def test_tensor_parallelism_across_nodes_is_slower(setup):
   _, wl, cluster = setup
   inside = _step(wl, cluster, tp=8, pp=2, dp=4)
   across = _step(wl, cluster, tp=8, pp=2, dp=4, node_size=4)  # same layout, 4-GPU nodes: tp leaves the node
-  assert across["tp_comm_s"] > 3 * inside["tp_comm_s"]
+  # 4 members per node drive 4 NICs (50 GB/s each): 200 GB/s against NVLink's 450
+  assert across["tp_comm_s"] > 1.8 * inside["tp_comm_s"]
   assert across["step_time_s"] > inside["step_time_s"]
 
 

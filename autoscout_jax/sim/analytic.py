@@ -10,9 +10,17 @@ way. The cost model itself lives in sim/costs.py (shared with F1).
     candidates -> table -> PLAN arrays --jit--> {step_time_s, ...}[N] -> Measurements
 
 Outputs per candidate: step_time_s, tokens_per_s, model_tflops_per_device,
-mfu (model FLOPs against the dense bf16 peak), peak_mem_bytes, feasible
-(fits HBM), and the breakdown of step time: compute, recompute, exposed
-tp/cp/ep/pp/dp communication, pipeline bubble, optimizer.
+mfu (model FLOPs against the dense bf16 peak), peak_mem_bytes, the 80 %
+intervals (tokens_per_s_per_device_lo/_hi, peak_mem_lo/_hi) and
+mem_verdict (sim/uncertainty.py: 2 fits, 1 uncertain, 0 does not fit),
+feasible (verdict fits or uncertain), fits_point (the point estimate fits),
+and the breakdown of step time: compute, recompute, exposed tp/cp/ep/pp/dp
+communication, pipeline bubble, optimizer.
+
+In a Measurement: a candidate whose memory verdict is "uncertain" is
+FEASIBLE (the search may spend a compile or a profile on it), with
+`extra["memory_verdict"] = "uncertain"` and the memory interval in
+`extra["peak_mem_bytes_lo"/"_hi"]`; "no" is an OOM failure.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import numpy as np
 
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.measurement import OOM, INVALID, Measurement, Metrics
-from autoscout_jax.sim import costs, hardware, spaces
+from autoscout_jax.sim import costs, hardware, spaces, uncertainty
 from autoscout_jax.sim.vspace import SimSpace
 from autoscout_jax.space import Candidate
 
@@ -46,11 +54,14 @@ def f0(xp, plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[str, A
   tflops = lc["model_flops"] / (step * n_dev) / 1e12
   out = dict(step_time_s=step, tokens_per_s=tokens / step, tokens_per_s_per_device=tokens / step / n_dev,
              model_tflops_per_device=tflops, mfu=tflops * 1e12 / hw["peak_bf16"],
-             peak_mem_bytes=lc["mem_peak"], feasible=lc["mem_peak"] <= hw["hbm_bytes"],
+             peak_mem_bytes=lc["mem_peak"], fits_point=lc["mem_peak"] <= hw["hbm_bytes"],
              model_flops=lc["model_flops"],
              layer_s=(lc["fwd_s"] + lc["bwd_s"] + lc["tp_fwd_s"] + lc["tp_bwd_s"] + lc["cp_fwd_s"]
                       + lc["cp_bwd_s"] + lc["ep_fwd_s"] + lc["ep_bwd_s"]))
   out.update({k: st[k] for k in BREAKDOWN})
+  out.update(uncertainty.intervals(xp, plan, model, hw, consts, out["tokens_per_s_per_device"], lc["mem_peak"]))
+  # feasible unless even the optimistic memory bound exceeds the device
+  out["feasible"] = out["mem_verdict"] >= uncertainty.UNCERTAIN
   return out
 
 
@@ -174,11 +185,17 @@ class AnalyticEvaluator(Evaluator):
     if bool(out["feasible"][j]):
       return Metrics(feasible=True, step_time_s=get("step_time_s"), tokens_per_s=get("tokens_per_s"),
                      mfu=get("mfu"), **common)
-    return Metrics.failed(OOM, f"needs {get('peak_mem_bytes') / 2**30:.1f} GiB per device, "
-                               f"{cluster.device.hbm_bytes / 2**30:.1f} GiB available", **common)
+    return Metrics.failed(OOM, f"needs {get('peak_mem_bytes') / 2**30:.1f} GiB per device (at least "
+                               f"{get('peak_mem_lo') / 2**30:.1f}), {cluster.device.hbm_bytes / 2**30:.1f} GiB "
+                               f"available", **common)
 
   def _extra(self, out: Mapping[str, np.ndarray], j: int) -> dict:
-    return dict(model_tflops_per_device=float(out["model_tflops_per_device"][j]))
+    verdict = uncertainty.VERDICT_NAMES[int(out["mem_verdict"][j])]
+    return dict(model_tflops_per_device=float(out["model_tflops_per_device"][j]),
+                memory_verdict=verdict, peak_mem_bytes_lo=float(out["peak_mem_lo"][j]),
+                peak_mem_bytes_hi=float(out["peak_mem_hi"][j]),
+                tokens_per_s_lo=float(out["tokens_per_s"][j] * np.exp(-out["tput_spread"][j])),
+                tokens_per_s_hi=float(out["tokens_per_s"][j] * np.exp(out["tput_spread"][j])))
 
   def evaluate(self, workload, cluster, candidates: Sequence[Candidate]) -> list[Measurement]:
     t0 = time.perf_counter()

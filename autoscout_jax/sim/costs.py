@@ -15,8 +15,8 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            cp, ep, etp (expert tensor parallel), vp (virtual stages per
            rank, 1 = plain 1F1B), mbs (sequences per micro-batch),
            num_micro (micro-batches per step per pipeline), sp (0/1),
-           zero (0 replicated, 1 ZeRO-1 = distributed optimizer, 3 ZeRO-3 =
-           FSDP), shard (size of the ZeRO group; dp/shard replicas
+           zero (0 replicated, 1 ZeRO-1 = distributed optimizer, 2 ZeRO-2
+           (gradients sharded too), 3 ZeRO-3 = FSDP), shard (size of the ZeRO group; dp/shard replicas
            all-reduce), recompute (0 none, 1 selective = attention core,
            2 full), rc_frac (fraction of a stage's layers fully recomputed),
            rc_chunk (layers per recompute chunk), overlap_grad,
@@ -30,7 +30,13 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            program: static buffers, no allocator fragmentation, and remat
            recomputes only what the backward needs; 0: PyTorch/Megatron).
            recompute 3 = save every matmul output, recompute the rest
-           (JAX 'minimal' / dots-saveable remat).
+           (JAX 'minimal' / dots-saveable remat). offload (0/1): stored
+           activations live in host memory (CPU activation offload).
+           rails (0/1): data-parallel collectives drive one NIC per group
+           member on a node (NCCL channels; 1) or one per rank (0).
+           ep_overlap (0/1): expert all-to-all overlapped with another
+           micro-batch's compute (Megatron-core
+           overlap_moe_expert_parallel_comm).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
@@ -49,6 +55,7 @@ per device unless noted:
                     scatter) per layer per micro-batch
   cp_fwd_s, cp_bwd_s, ep_fwd_s, ep_bwd_s  exposed CP ring / EP all-to-all
   head_fwd_s, head_bwd_s  output layer + loss per micro-batch (last stage)
+  emb_fwd_s, emb_bwd_s    embedding per micro-batch (first stage)
   p2p_s             one pipeline send per micro-batch boundary
   dp_grad_bytes, dp_param_bytes  per device on the busiest stage
   dp_bw, dp_lat, dp_size         the ZeRO/DP group's tier and size
@@ -69,7 +76,7 @@ PLAN_FIELDS = (
     "tp", "pp", "dp", "cp", "ep", "etp", "vp", "mbs", "num_micro", "sp", "zero", "shard",
     "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
     "bucket_bytes", "tp_local", "cp_local", "ep_local", "dp_local", "shard_local", "rep_local", "pp_inter",
-    "w_bytes", "g_bytes", "o_bytes", "flash", "xla")
+    "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap")
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
                 "tie", "gbs", "fp8")
@@ -84,19 +91,29 @@ class SimConstants:
 
   gemm_eff: float = 0.80       # fraction of dense peak a large GEMM reaches
   gemm_knee: float = 128.0     # per-device GEMM min-dimension at which efficiency halves
-  attn_eff: float = 0.55       # fraction of bf16 peak a fused (flash) attention kernel reaches
+  attn_eff: float = 0.55       # fraction of bf16 peak a fused (flash) attention kernel reaches (d=128, long s)
   comm_eff: float = 0.75       # fraction of link bandwidth a collective reaches
   fp8_eff: float = 0.65        # fp8 GEMMs: fraction of the fp8 peak reached relative to bf16
   moe_eff: float = 0.7         # grouped expert GEMMs relative to dense GEMMs of the same shape
-  launch_s: float = 2e-5       # fixed host/launch time per layer per micro-batch pass (MoE layers: 8x)
+  launch_s: float = 2e-5       # host time of one layer's forward in an eager framework (MoE layers: 8x);
+                               # a pass takes max(GPU time, host time); XLA programs: a tenth
   # fixed from first principles / vendor docs, not fitted:
+  attn_d_knee: float = 32.0    # head dim at which a flash kernel's efficiency halves (FA2/3: d=64 ~0.83x d=128)
+  attn_s_knee: float = 256.0   # kv length per kernel call at which it halves (short sequences: tile overheads)
   tp_overlap_eff: float = 0.7  # share of TP communication hidden by comm-GEMM overlap
   overlap_eff: float = 0.9     # share of a compute window that can hide bucketed DP traffic
   p2p_overlap: float = 0.8     # share of pipeline p2p hidden by the interleaved schedule
   elem_h_vectors: float = 16.0  # h-sized bf16 vectors read+written per token per layer (norms, residuals)
-  mem_overhead_bytes: float = 0.5 * 2**30  # CUDA/XLA context, comm buffers, workspaces
+  mem_overhead_bytes: float = 2.0 * 2**30  # eager (PyTorch): CUDA context, NCCL buffers, cuBLAS/TE workspaces
+  mem_overhead_xla_bytes: float = 0.75 * 2**30  # XLA runtime: context, collective scratch
   mem_reserve_frac: float = 0.02  # of HBM held by the runtime/allocator reserve
-  mem_frag: float = 0.05       # allocator fragmentation, fraction of the live bytes
+  mem_frag: float = 0.05       # allocator fragmentation, fraction of the live bytes (eager only)
+  z3_live_params: float = 1e9  # ZeRO-3 gathered parameters live at once (DeepSpeed's documented default)
+  pcie_bw: float = 25e9        # host<->device bytes/s per GPU for activation offload (PCIe gen4 x16 ~ 25 GB/s)
+  # uncertainty (sim/calibration.py sets the first two from the calibration residuals):
+  tput_spread: float = 0.12    # half-width of the 80 % throughput interval, log units, inside the calibrated range
+  mem_spread: float = 0.10     # half-width of the memory interval, relative, inside the calibrated range
+  extrap_gain: float = 0.5     # widening per unit of distance outside the calibrated range (log units)
 
   def __post_init__(self):
     for f in dataclasses.fields(self):
@@ -104,12 +121,15 @@ class SimConstants:
       if not isinstance(v, (int, float)) or v < 0:
         raise ValueError(f"SimConstants.{f.name} must be a non-negative number, got {v!r}")
     for f in ("gemm_eff", "attn_eff", "comm_eff", "fp8_eff", "moe_eff", "tp_overlap_eff", "overlap_eff",
-              "p2p_overlap"):
+              "p2p_overlap", "mem_frag"):
       if not 0 < getattr(self, f) <= 1:
         raise ValueError(f"SimConstants.{f} must be in (0, 1], got {getattr(self, f)!r}")
 
   def as_dict(self) -> dict[str, float]:
     return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+EMB_GRAD_BYTES = 12.0  # per embedding element per backward: dense bf16 grad, fp32 main-grad update
 
 
 def model_scalars(workload: Any) -> dict[str, float]:
@@ -171,16 +191,32 @@ def all_reduce_s(xp, n, nbytes, bw, lat):
   return xp.where(n > 1, 2 * (n - 1) / n * nbytes / bw + 2 * _log2(xp, n) * lat, 0.0)
 
 
-def gather_s(xp, n, nbytes, bw, lat):
-  """All-gather or reduce-scatter of a `nbytes` full buffer."""
-  return xp.where(n > 1, (n - 1) / n * nbytes / bw + _log2(xp, n) * lat, 0.0)
+def gather_s(xp, n, nbytes, bw, lat, steps=None, ops=1.0):
+  """All-gather or reduce-scatter of a `nbytes` full buffer in `ops`
+  collectives. They have no tree algorithm: each op pays the latency of
+  every ring step (`steps`, default log2 n as for a small group)."""
+  steps = _log2(xp, n) if steps is None else steps
+  return xp.where(n > 1, (n - 1) / n * nbytes / bw + ops * steps * lat, 0.0)
 
 
-def _tier(xp, local, size, hw, c):
+def ring_steps(xp, n, hw):
+  """Steps of a ring all-gather over n devices: n - 1 on GPUs (NCCL rings);
+  on a TPU torus the rings run along each axis at once (about 2 sqrt(n))."""
+  return xp.where(hw["torus"] > 0, 2 * xp.sqrt(xp.maximum(n, 1.0)), xp.maximum(n - 1, 0.0))
+
+
+def _tier(xp, local, size, hw, c, rails=1.0):
   """(bandwidth, latency) of a group: the slow tier as soon as it leaves
-  the node/slice."""
+  the node/slice. A ring collective crosses each node boundary once per
+  channel, so a group with `local` members on a node drives `local` NICs
+  (multi-rail, NCCL's channels; every other group on the node has its own
+  members and NICs): its cross-node bandwidth is `local` times a device's,
+  never more than the fast tier. Point-to-point traffic (`rails=False`)
+  leaves through one device's NIC; so do collectives of a framework that
+  issues one call per tensor from every rank (`rails=0`, plan field)."""
   inter = local < size
-  bw = xp.where(inter, hw["inter_bw"], hw["intra_bw"]) * c["comm_eff"]
+  rail = xp.maximum(local, 1.0) * rails + (1 - rails)
+  bw = xp.where(inter, xp.minimum(hw["inter_bw"] * rail, hw["intra_bw"]), hw["intra_bw"]) * c["comm_eff"]
   lat = xp.where(inter, hw["inter_lat"], hw["intra_lat"])
   return bw, lat
 
@@ -225,7 +261,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # flash: causal half of the score matrix at the fused kernel's efficiency;
   # otherwise two batched GEMMs over the full matrix (contraction = head dim)
   # plus the softmax/mask traffic of the s x s scores through HBM.
-  t_flash = 2 * T * s * A / tp / (hw["peak_bf16"] * c["attn_eff"])
+  # a flash kernel's efficiency grows with the head dim (tile shape) and
+  # the keys one call sees (ring context parallelism: one chunk per step)
+  s_kv = s / cp
+  f_d = xp.minimum(m["d"] / (m["d"] + c["attn_d_knee"]) * (128 + c["attn_d_knee"]) / 128, 1.0)
+  f_s = xp.minimum(s_kv / (s_kv + c["attn_s_knee"]) * (4096 + c["attn_s_knee"]) / 4096, 1.0)
+  t_flash = 2 * T * s * A / tp / (hw["peak_bf16"] * c["attn_eff"] * f_d * f_s)
   t_scores = (4 * T * s * A / tp / (hw["peak_bf16"] * c["gemm_eff"] * m["d"] / (m["d"] + c["gemm_knee"]))
               + T * s * m["a"] / tp * 11 / hw["hbm_bw"])
   t_core = xp.where(flash, t_flash, t_scores)
@@ -242,19 +283,30 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
                         + (1 - f_moe) * mats * m["f"] / tp
                         + f_moe * (4 * m["k"] * h / sp_div + mats * (m["k"] * m["fe"] + m["fs"]) / tp))
   t_elem = elem_bytes / hw["hbm_bw"]
-  t_launch = c["launch_s"] * (1 + 7 * f_moe)  # router, sort, permute, grouped GEMM, unpermute
-  fwd = t_attn_lin + t_core + (1 - f_moe) * t_dense + f_moe * t_moe + t_elem + t_launch
-  bwd_base = 2 * (fwd - t_core) + xp.where(flash, 2.5, 2.0) * t_core  # flash backward recomputes the scores
+  # host side of a pass (Python, dispatch, kernel launches; MoE adds router,
+  # sort, permute, grouped GEMM, unpermute): the GPU waits when its work
+  # is shorter (small micro-batches, wide TP). A compiled XLA step has
+  # almost none.
+  host = c["launch_s"] * (1 + 7 * f_moe) * (1 - 0.9 * plan["xla"])
+  fwd_gpu = t_attn_lin + t_core + (1 - f_moe) * t_dense + f_moe * t_moe + t_elem
+  fwd = xp.maximum(fwd_gpu, host)
+  # flash backward recomputes the scores; a backward launches about twice
+  # a forward's kernels
+  bwd_base = xp.maximum(2 * (fwd_gpu - t_core) + xp.where(flash, 2.5, 2.0) * t_core, 2 * host)
   # XLA prunes the rematerialized forward to what the backward reads: the
   # attention out-projection and the dense MLP down-projection only feed
   # the residual stream, so they are not recomputed
   pruned = plan["xla"] * (t_out + (1 - f_moe) * t_fc2)
-  recompute = (sel + dots) * t_core + dots * t_elem + full * (fwd - pruned)
+  recompute = (sel + dots) * t_core + dots * t_elem + full * xp.maximum(fwd_gpu - pruned, host)
   bwd = bwd_base + recompute
 
   # --- output layer + loss (last stage), per micro-batch ----------------------------
   head_fwd = gemm(2 * T * h * m["V"] / tp, mn(T, h, m["V"] / tp)) + T * m["V"] / tp * 6 / hw["hbm_bw"]
   head_bwd = 2 * head_fwd
+  # embedding (first stage): a row gather forward; backward scatters into a
+  # dense bf16 gradient and adds it to the fp32 main gradient
+  emb_fwd = T * h * 4 / hw["hbm_bw"]
+  emb_bwd = m["V"] * h / tp * EMB_GRAD_BYTES / hw["hbm_bw"]
 
   # --- TP, CP, EP communication per layer per micro-batch --------------------------
   bw_tp, lat_tp = _tier(xp, plan["tp_local"], tp, hw, c)
@@ -263,7 +315,7 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   tp_fwd = 2 * tp_one * tp_hide
   tp_bwd = (2 + 2 * full) * tp_one * tp_hide  # full recompute repeats the forward's collectives
 
-  bw_cp, lat_cp = _tier(xp, plan["cp_local"], cp, hw, c)
+  bw_cp, lat_cp = _tier(xp, plan["cp_local"], cp, hw, c, rails=0.0)
   cp_bytes = (cp - 1) * T * KV * 2 / tp
   cp_t = xp.where(cp > 1, cp_bytes / bw_cp + (cp - 1) * lat_cp, 0.0)
   cp_fwd = xp.maximum(cp_t - t_core, 0.0)
@@ -280,8 +332,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   a2a = xp.where(ep > 1, xp.maximum(remote_bytes / (hw["inter_bw"] * c["comm_eff"]),
                                     local_bytes / (hw["intra_bw"] * c["comm_eff"]))
                  + _log2(xp, ep) * xp.where(ep_nodes > 1, hw["inter_lat"], hw["intra_lat"]), 0.0)
-  ep_fwd = 2 * a2a * f_moe
-  ep_bwd = (2 + 2 * full) * a2a * f_moe
+  # with expert-parallel overlap (Megatron-core's overlapped 1F1B: one
+  # micro-batch's dispatch/combine runs under another's compute) only the
+  # excess over the compute window shows
+  ep_hide = plan["ep_overlap"] * c["overlap_eff"]
+  ep_fwd = xp.maximum(2 * a2a * f_moe - ep_hide * fwd, 0.0)
+  ep_bwd = xp.maximum((2 + 2 * full) * a2a * f_moe - ep_hide * bwd, 0.0)
 
   # --- pipeline --------------------------------------------------------------------
   layers_stage = xp.ceil(m["L"] / (pp * vp)) * vp
@@ -295,7 +351,9 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   dense_layer = (p["attn"] + (1 - f_moe) * p["dense"] + f_moe * p["moe_shared"]) / tp
   expert_layer = f_moe * p["experts"] / (ep * etp)
   emb_dev = p["emb"] / tp
-  out_dev = xp.where(m["tie"] > 0, 0.0, p["emb"] / tp)
+  # a tied output matrix is the embedding itself on one stage; with a
+  # pipeline the last stage keeps its own copy (Megatron syncs their grads)
+  out_dev = xp.where((m["tie"] > 0) & (pp <= 1), 0.0, p["emb"] / tp)
   P_dense_first = layers_stage * dense_layer + emb_dev + xp.where(pp > 1, 0.0, out_dev)
   P_dense_last = layers_stage * dense_layer + out_dev + xp.where(pp > 1, 0.0, emb_dev)
   P_exp = layers_stage * expert_layer
@@ -309,10 +367,21 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   gb, ob = plan["g_bytes"], plan["o_bytes"]
 
   def state_bytes(P, sh):
-    per = xp.where(zero == 3, (wb + gb + ob) / sh, xp.where(zero == 1, wb + gb + ob / sh, wb + gb + ob))
+    per = xp.where(zero == 3, (wb + gb + ob) / sh,
+                   xp.where(zero == 2, wb + (gb + ob) / sh, xp.where(zero == 1, wb + gb + ob / sh, wb + gb + ob)))
     return P * per
 
-  zero3_work = xp.where(zero == 3, (dense_layer + expert_layer) * 2, 0.0)  # one gathered layer, bf16
+  # FSDP / ZeRO-3 working set (the output layer is a unit too). Eager
+  # (PyTorch FSDP, ZeRO-3): the unit being computed and the prefetched next
+  # one gathered in the compute precision, plus one unit's unsharded
+  # gradient before its reduce-scatter. XLA schedules the gathers of a
+  # scanned layer into the buffers of the previous one: about one gathered
+  # unit live. Eager stacks cap the gathered parameters (DeepSpeed's
+  # stage3_max_live_parameters; FSDP wraps blocks far smaller than that).
+  unit = xp.maximum(dense_layer + expert_layer, emb_dev)
+  z3_eager = (xp.minimum(2 * unit, c["z3_live_params"]) * xp.minimum(wb, 2.0)
+              + xp.minimum(unit, c["z3_live_params"]) * gb)
+  zero3_work = xp.where(zero == 3, xp.where(plan["xla"] > 0, unit * 2.0, z3_eager), 0.0)
   state_first = state_bytes(P_dense_first, shard) + state_bytes(P_exp, e_shard) + zero3_work
   state_last = state_bytes(P_dense_last, shard) + state_bytes(P_exp, e_shard) + zero3_work
 
@@ -340,22 +409,35 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   work = xp.where(rc == 2, chunk * T * tok_full, 0.0)  # one chunk live during its recompute
   interleave = xp.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0)
   inflight = xp.where(pp > 1, xp.minimum(mic, pp) * interleave, 1.0)
-  act_first = layers_stage * per_layer_stored * inflight + work + T * 2 * h / sp_div * inflight
-  logits = T * m["V"] / tp * 4  # fp32 logits of one micro-batch (the loss gradient reuses them)
-  act_last = layers_stage * per_layer_stored + work + logits
+  # activation offload (CPU): stored activations stream to host memory as
+  # layers finish and back before their backward; two layers' worth stay
+  # resident (the one in flight and the one being copied)
+  off = plan["offload"]
+  stored = layers_stage * per_layer_stored * inflight
+  stored = xp.where(off > 0, xp.minimum(stored, 2 * T * tok_sel), stored)
+  act_first = stored + work + T * 2 * h / sp_div * inflight
+  # logits of one micro-batch: eager stacks keep the bf16 logits and the
+  # fp32 copy the loss works on (6 bytes); XLA fuses the upcast (4)
+  logits = T * m["V"] / tp * (6 - 2 * plan["xla"])
+  act_last = xp.where(off > 0, 2 * T * tok_sel, layers_stage * per_layer_stored) + work + logits
   live_first = state_first + act_first + xp.where(pp > 1, 0.0, logits)
   live_last = state_last + act_last
-  over = c["mem_overhead_bytes"] + c["mem_reserve_frac"] * hw["hbm_bytes"]
+  over = (xp.where(plan["xla"] > 0, c["mem_overhead_xla_bytes"], c["mem_overhead_bytes"])
+          + c["mem_reserve_frac"] * hw["hbm_bytes"])
   frag = 1 + c["mem_frag"] * (1 - plan["xla"])
   mem_first = live_first * frag + over
   mem_last = live_last * frag + over
   mem_peak = xp.maximum(mem_first, xp.where(pp > 1, mem_last, 0.0))
+  # offloaded activations: the copies overlap the layer's compute; the excess shows
+  off_xfer = T * ((1 - frac) * tok_sel + frac * tok_ckpt / chunk) / c["pcie_bw"]
+  fwd = fwd + off * xp.maximum(off_xfer - fwd, 0.0)
+  bwd = bwd + off * xp.maximum(off_xfer - bwd, 0.0)
 
   # --- data parallel: gradients and parameters ------------------------------------
   rep = xp.maximum(dpg / shard, 1.0)
-  bw_sh, lat_sh = _tier(xp, plan["shard_local"], shard, hw, c)
-  bw_rep, lat_rep = _tier(xp, plan["rep_local"], rep, hw, c)
-  bw_dp, lat_dp = _tier(xp, plan["dp_local"], dpg, hw, c)
+  bw_sh, lat_sh = _tier(xp, plan["shard_local"], shard, hw, c, plan["rails"])
+  bw_rep, lat_rep = _tier(xp, plan["rep_local"], rep, hw, c, plan["rails"])
+  bw_dp, lat_dp = _tier(xp, plan["dp_local"], dpg, hw, c, plan["rails"])
   grad_bytes = (P_dense_first + P_exp) * gb
   param_bytes = (P_dense_first + P_exp) * xp.minimum(wb, 2.0)  # gathers move bf16 (or fp8) weights
   dg_bytes, ep_grad_bytes = P_dense_first * gb, P_exp * gb
@@ -367,9 +449,13 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
               + gather_s(xp, e_shard, P_exp * gather_b, bw_sh, lat_sh))
   rep_ar = all_reduce_s(xp, rep, grad_bytes / shard, bw_rep, lat_rep)
   grad_t = xp.where(zero == 0, ar_plain, zero1_rs + rep_ar)
-  param_t = xp.where(zero == 1, zero1_ag, 0.0)
-  zero3_mb = xp.where(zero == 3, 2 * gather_s(xp, shard, param_bytes, bw_sh, lat_sh)
-                      + gather_s(xp, shard, grad_bytes, bw_sh, lat_sh), 0.0)
+  param_t = xp.where((zero == 1) | (zero == 2), zero1_ag, 0.0)
+  # ZeRO-3 per micro-batch: gather every unit forward and again backward,
+  # reduce-scatter its gradient: three collectives per layer
+  z3_ops = layers_stage + 1
+  steps_sh = ring_steps(xp, shard, hw)
+  zero3_mb = xp.where(zero == 3, 2 * gather_s(xp, shard, param_bytes, bw_sh, lat_sh, steps_sh, z3_ops)
+                      + gather_s(xp, shard, grad_bytes, bw_sh, lat_sh, steps_sh, z3_ops), 0.0)
   grad_t = xp.where(zero == 3, rep_ar, grad_t)
   local_opt = xp.where(zero > 0, (P_dense_first / shard + P_exp / e_shard), P_dense_first + P_exp)
   optimizer = local_opt * (2 * ob + gb + 2 * wb) / hw["hbm_bw"]
@@ -378,7 +464,7 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
       layers_per_stage=layers_stage, num_micro=mic, vp=vp, pp=pp,
       fwd_s=fwd, bwd_s=bwd, recompute_s=recompute,
       tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, cp_fwd_s=cp_fwd, cp_bwd_s=cp_bwd, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd,
-      head_fwd_s=head_fwd, head_bwd_s=head_bwd, p2p_s=p2p,
+      head_fwd_s=head_fwd, head_bwd_s=head_bwd, emb_fwd_s=emb_fwd, emb_bwd_s=emb_bwd, p2p_s=p2p,
       dp_grad_bytes=grad_bytes, dp_param_bytes=param_bytes, dp_bw=xp.where(zero == 0, bw_dp, bw_sh),
       dp_lat=xp.where(zero == 0, lat_dp, lat_sh), dp_size=dpg,
       dp_grad_s=grad_t, dp_param_s=param_t, dp_step_s=grad_t + param_t, zero3_mb_s=zero3_mb,
@@ -394,12 +480,19 @@ def step_time(xp, lc: Mapping[str, Any], plan: Mapping[str, Any], c: Mapping[str
   optimizer. Returns step time and its breakdown (seconds)."""
   n_l = lc["layers_per_stage"]
   mic, vp, pp = lc["num_micro"], lc["vp"], lc["pp"]
-  comp = n_l * (lc["fwd_s"] + lc["bwd_s"] - lc["recompute_s"]) + lc["head_fwd_s"] + lc["head_bwd_s"]
+  # the output layer + loss runs on the last stage and the embedding on the
+  # first: a pipeline's steady state goes at its slower end stage, its
+  # fill/drain at the average stage (the ends' extra work spread over pp)
+  head = lc["head_fwd_s"] + lc["head_bwd_s"]
+  emb = lc["emb_fwd_s"] + lc["emb_bwd_s"]
+  ends = xp.where(pp > 1, xp.maximum(head, emb), head + emb)
+  comp = n_l * (lc["fwd_s"] + lc["bwd_s"] - lc["recompute_s"]) + ends
   rec = n_l * lc["recompute_s"]
   tp = n_l * (lc["tp_fwd_s"] + lc["tp_bwd_s"])
   cp = n_l * (lc["cp_fwd_s"] + lc["cp_bwd_s"])
   ep = n_l * (lc["ep_fwd_s"] + lc["ep_bwd_s"])
   per_mb = comp + rec + tp + cp + ep
+  per_mb_avg = per_mb - ends + (head + emb) / pp
   bubble_mb = (pp - 1) / vp
   p2p_hidden = xp.where(vp > 1, c["p2p_overlap"], 0.0)
   p2p = xp.where(pp > 1, 2 * (mic * vp + pp - 1) * lc["p2p_s"] * (1 - p2p_hidden), 0.0)
@@ -414,7 +507,7 @@ def step_time(xp, lc: Mapping[str, Any], plan: Mapping[str, Any], c: Mapping[str
                      lc["dp_grad_s"])
   dp_param = xp.where(plan["overlap_param"] > 0, xp.maximum(lc["dp_param_s"] - fwd_window, 0.0),
                       lc["dp_param_s"])
-  total = ((mic + bubble_mb) * per_mb + p2p + z3 + dp_grad + dp_param + lc["optimizer_s"])
+  total = (mic * per_mb + bubble_mb * per_mb_avg + p2p + z3 + dp_grad + dp_param + lc["optimizer_s"])
   return dict(step_time_s=total, compute_s=mic * comp, recompute_s=mic * rec, tp_comm_s=mic * tp,
-              cp_comm_s=mic * cp, ep_comm_s=mic * ep, bubble_s=bubble_mb * per_mb, pp_comm_s=p2p,
+              cp_comm_s=mic * cp, ep_comm_s=mic * ep, bubble_s=bubble_mb * per_mb_avg, pp_comm_s=p2p,
               dp_comm_s=dp_grad + dp_param + z3, optimizer_s=lc["optimizer_s"])

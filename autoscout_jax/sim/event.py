@@ -12,6 +12,8 @@ communication, the step is played out pass by pass.
                -> event_engine.simulate_pipeline (timeline) -> outputs, breakdown
 
 What F1 sees that F0's closed forms approximate:
+- leading dense layers of an MoE model (DeepSeek) on the first stages, each
+  layer at its own type's cost (F0 averages the layer types).
 - uneven stages: the layers of each virtual stage (Megatron counts the
   embedding and the loss as pipeline layers when the layer count needs it),
   the embedding on the first stage, the output layer and loss on the last;
@@ -24,7 +26,8 @@ What F1 sees that F0's closed forms approximate:
   DP and TP on NVLink) slow each other down.
 - pipeline sends block the sender in 1F1B and overlap compute in the
   interleaved schedule.
-Memory (peak bytes, feasibility) is F0's model.
+Memory (peak bytes, intervals, the verdict and feasibility) is F0's model
+(sim/uncertainty.py).
 """
 
 from __future__ import annotations
@@ -34,11 +37,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from autoscout_jax.measurement import INVALID, Metrics
-from autoscout_jax.sim import costs, hardware
+from autoscout_jax.sim import costs, hardware, uncertainty
 from autoscout_jax.sim.analytic import BREAKDOWN, AnalyticEvaluator
 from autoscout_jax.sim.event_engine import PipelineInputs, simulate_pipeline
-
-EMB_GRAD_BYTES = 12.0  # per embedding element per backward: dense bf16 grad, fp32 main-grad update
 
 
 def _consts(consts) -> dict[str, float]:
@@ -110,42 +111,57 @@ def pipeline_inputs(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mappi
   z3_f = np.maximum(z3_layer / 3 - hide * lc["fwd_s"], 0.0)
   z3_b = np.maximum(2 * z3_layer / 3 - hide * lc["bwd_s"], 0.0)
 
-  T = plan["mbs"] * model["s"] / plan["cp"]
-  emb_fwd = T * model["h"] * 4 / hw["hbm_bw"]
-  emb_bwd = model["V"] * model["h"] / plan["tp"] * EMB_GRAD_BYTES / hw["hbm_bw"]
-  per_f = lc["fwd_s"] + lc["tp_fwd_s"] + lc["cp_fwd_s"] + lc["ep_fwd_s"] + z3_f
-  per_b = lc["bwd_s"] + lc["tp_bwd_s"] + lc["cp_bwd_s"] + lc["ep_bwd_s"] + z3_b
-  fwd = layers * x(per_f) + first * x(emb_fwd) + last * x(lc["head_fwd_s"])
-  bwd = layers * x(per_b) + first * x(emb_bwd) + last * x(lc["head_bwd_s"])
-  comm_f = s_tp * lc["tp_fwd_s"] + s_cp * lc["cp_fwd_s"] + s_ep * lc["ep_fwd_s"] + (zero == 3) * z3_f
-  comm_b = s_tp * lc["tp_bwd_s"] + s_cp * lc["cp_bwd_s"] + s_ep * lc["ep_bwd_s"] + (zero == 3) * z3_b
+  # MoE models with leading dense layers (DeepSeek): the first Ld layers in
+  # virtual-stage order are dense, the rest MoE, each at its own cost
+  moe = model["E"] > 0
+  if moe.any():
+    lcd = costs.layer_costs(np, plan, dict(model, Ld=model["L"]), hw, consts)
+    lcm = costs.layer_costs(np, plan, dict(model, Ld=np.where(moe, 0.0, model["L"])), hw, consts)
+    lcd, lcm = ({k: np.broadcast_to(np.asarray(v, np.float64), (n,)) for k, v in d.items()} for d in (lcd, lcm))
+  else:
+    lcd = lcm = lc
+  before = ((np.cumsum(layers.sum(axis=2), axis=1) - layers.sum(axis=2))[:, :, None]
+            + np.cumsum(layers, axis=2) - layers)
+  n_dense = np.clip(x(np.where(moe, model["Ld"], model["L"])) - before, 0.0, layers)
+  n_moe = layers - n_dense
+
+  def mix(fn):  # per virtual stage: its dense layers at dense cost, its MoE layers at MoE cost
+    return n_dense * x(fn(lcd)) + n_moe * x(fn(lcm))
+
+  emb_fwd, emb_bwd = lc["emb_fwd_s"], lc["emb_bwd_s"]
+  fwd = (mix(lambda c: c["fwd_s"] + c["tp_fwd_s"] + c["cp_fwd_s"] + c["ep_fwd_s"] + z3_f)
+         + first * x(emb_fwd) + last * x(lc["head_fwd_s"]))
+  bwd = (mix(lambda c: c["bwd_s"] + c["tp_bwd_s"] + c["cp_bwd_s"] + c["ep_bwd_s"] + z3_b)
+         + first * x(emb_bwd) + last * x(lc["head_bwd_s"]))
+  fwd_comm = mix(lambda c: s_tp * c["tp_fwd_s"] + s_cp * c["cp_fwd_s"] + s_ep * c["ep_fwd_s"] + (zero == 3) * z3_f)
+  bwd_comm = mix(lambda c: s_tp * c["tp_bwd_s"] + s_cp * c["cp_bwd_s"] + s_ep * c["ep_bwd_s"] + (zero == 3) * z3_b)
 
   # parameters of each virtual stage, per device, and their share of F0's
   # busiest-stage DP and optimizer times
   lp = costs.layer_params(np, model)
-  f_moe = np.where(model["E"] > 0, (model["L"] - model["Ld"]) / model["L"], 0.0)
-  per_layer = ((lp["attn"] + (1 - f_moe) * lp["dense"] + f_moe * lp["moe_shared"]) / plan["tp"]
-               + f_moe * lp["experts"] / (plan["ep"] * plan["etp"]))
+  dense_layer = (lp["attn"] + lp["dense"]) / plan["tp"]
+  moe_layer = (lp["attn"] + lp["moe_shared"]) / plan["tp"] + lp["experts"] / (plan["ep"] * plan["etp"])
   emb_dev = lp["emb"] / plan["tp"]
-  out_dev = np.where(model["tie"] > 0, 0.0, emb_dev)
-  params = layers * x(per_layer) + first * x(emb_dev) + last * x(out_dev)
+  out_dev = np.where((model["tie"] > 0) & (pp <= 1), 0.0, emb_dev)  # a pipeline's last stage holds a copy
+  params = n_dense * x(dense_layer) + n_moe * x(np.where(moe, moe_layer, dense_layer)) \
+      + first * x(emb_dev) + last * x(out_dev)
   f0_dev0 = np.maximum(lc["dp_grad_bytes"] / np.maximum(plan["g_bytes"], 1e-9), 1.0)
   share_of = params / x(f0_dev0)
   buckets = np.maximum(np.ceil(params * x(plan["g_bytes"]) / x(np.maximum(plan["bucket_bytes"], 1.0))), 1.0)
   opt = (params.sum(axis=1) / f0_dev0[:, None]) * lc["optimizer_s"][:, None]
 
   inp = PipelineInputs(
-      pp=pp, vp=vp, m=m, fwd=fwd, bwd=bwd, fwd_comm=layers * x(comm_f), bwd_comm=layers * x(comm_b),
+      pp=pp, vp=vp, m=m, fwd=fwd, bwd=bwd, fwd_comm=fwd_comm, bwd_comm=bwd_comm,
       dp=share_of * x(lc["dp_grad_s"]), buckets=buckets, ag=share_of * x(lc["dp_param_s"]),
       p2p=lc["p2p_s"], p2p_shared=share(plan["pp_inter"] > 0), p2p_async=vp > 1,
       interference=np.full(n, 1.0 - consts["overlap_eff"]),
       overlap_grad=plan["overlap_grad"] > 0, overlap_param=(plan["overlap_param"] > 0) & (zero == 1), opt=opt)
   mx = lambda a: m[:, None] * (a * valid).sum(axis=1)  # per rank, whole step
   rank = dict(
-      compute=mx(layers * x(lc["fwd_s"] + lc["bwd_s"] - lc["recompute_s"]) + first * x(emb_fwd + emb_bwd)
+      compute=mx(mix(lambda c: c["fwd_s"] + c["bwd_s"] - c["recompute_s"]) + first * x(emb_fwd + emb_bwd)
                  + last * x(lc["head_fwd_s"] + lc["head_bwd_s"])),
-      recompute=mx(layers * x(lc["recompute_s"])), tp=mx(layers * x(lc["tp_fwd_s"] + lc["tp_bwd_s"])),
-      cp=mx(layers * x(lc["cp_fwd_s"] + lc["cp_bwd_s"])), ep=mx(layers * x(lc["ep_fwd_s"] + lc["ep_bwd_s"])),
+      recompute=mx(mix(lambda c: c["recompute_s"])), tp=mx(mix(lambda c: c["tp_fwd_s"] + c["tp_bwd_s"])),
+      cp=mx(mix(lambda c: c["cp_fwd_s"] + c["cp_bwd_s"])), ep=mx(mix(lambda c: c["ep_fwd_s"] + c["ep_bwd_s"])),
       zero3=mx(layers * x(z3_f + z3_b)), opt=opt,
       ag_tail=np.where(inp.overlap_param[:, None], 0.0, (inp.ag * valid).sum(axis=1)))
   return inp, dict(lc=lc, plan=plan, model=model, hw=hw, rank=rank)
@@ -189,12 +205,15 @@ def simulate_f1(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[s
   out = dict(step_time_s=step, tokens_per_s=tokens / step, tokens_per_s_per_device=tokens / step / n_dev,
              model_tflops_per_device=tflops, mfu=tflops * 1e12 / hw["peak_bf16"],
              peak_mem_bytes=np.asarray(lc["mem_peak"], np.float64),
-             feasible=(lc["mem_peak"] <= hw["hbm_bytes"]) & ~ev["stalled"],
+             fits_point=(lc["mem_peak"] <= hw["hbm_bytes"]) & ~ev["stalled"],
              model_flops=np.asarray(lc["model_flops"], np.float64),
              layer_s=(lc["fwd_s"] + lc["bwd_s"] + lc["tp_fwd_s"] + lc["tp_bwd_s"] + lc["cp_fwd_s"]
                       + lc["cp_bwd_s"] + lc["ep_fwd_s"] + lc["ep_bwd_s"]),
              contention_s=ev["contention_s"], stalled=ev["stalled"])
   out.update({k: np.asarray(v, np.float64) for k, v in breakdown.items()})
+  out.update(uncertainty.intervals(np, plan, model, hw, consts, out["tokens_per_s_per_device"],
+                                   np.asarray(lc["mem_peak"], np.float64)))
+  out["feasible"] = (out["mem_verdict"] >= uncertainty.UNCERTAIN) & ~ev["stalled"]
   assert set(BREAKDOWN) <= set(out)
   return out
 

@@ -143,16 +143,18 @@ class System:
 
 
 SYSTEMS: dict[str, System] = {s.name: s for s in (
-    System("dgx_a100_40gb", "a100_40gb", 8, "nvlink3", "ib_hdr_200", ("a100-sxm4-40gb", "a100 40gb")),
+    System("dgx_a100_40gb", "a100_40gb", 8, "nvlink3", "ib_hdr_200",
+           ("a100-sxm4-40gb", "a100 40gb", "a100 40 gb", "a100 sxm 40gb")),
     System("dgx_a100_80gb", "a100_80gb", 8, "nvlink3", "ib_hdr_200",
-           ("a100-sxm4-80gb", "a100 80gb", "selene")),
-    System("dgx_h100", "h100_sxm", 8, "nvlink4", "ib_ndr_400", ("dgx-h100", "h100 sxm", "h100 80gb")),
-    System("gcp_a3_h100", "h100_sxm", 8, "nvlink4", "gcp_tcpx", ("gcp a3", "a3,", "gpudirect-tcpx")),
+           ("a100-sxm4-80gb", "a100 80gb", "a100 80 gb", "a100 sxm 80gb", "selene", "a100")),
+    System("dgx_h100", "h100_sxm", 8, "nvlink4", "ib_ndr_400",
+           ("dgx-h100", "h100 sxm", "h100 80gb", "h100 80 gb", "h100 sxm5", "h100")),
+    System("gcp_a3_h100", "h100_sxm", 8, "nvlink4", "gcp_tcpx", ("gcp a3", "a3,", "gpudirect-tcpx", "gcp", "a3 high")),
     System("dgx_h200", "h200", 8, "nvlink4", "ib_ndr_400", ("h200",)),
     System("dgx_b200", "b200", 8, "nvlink5", "ib_ndr_400", ("dgx-b200", "b200")),
     System("dgx_b300", "b300", 8, "nvlink5", "ib_xdr_800", ("dgx-b300", "b300")),
-    System("gb200_nvl72", "gb200", 72, "nvlink5", "ib_ndr_400", ("gb200",)),
-    System("gb300_nvl72", "gb300", 72, "nvlink5", "ib_xdr_800", ("gb300",)),
+    System("gb200_nvl72", "gb200", 72, "nvlink5", "ib_ndr_400", ("gb200", "gb200 nvl72")),
+    System("gb300_nvl72", "gb300", 72, "nvlink5", "ib_xdr_800", ("gb300", "gb300 nvl72")),
     System("tpu_v4", "tpu_v4", 0, "ici_v4", "dcn_v4", ("tpu v4",)),
     System("tpu_v5e", "tpu_v5e", 0, "ici_v5e", "dcn_v5e", ("tpu v5e", "tpu v5 lite")),
     System("tpu_v5p", "tpu_v5p", 0, "ici_v5p", "dcn_v5p", ("tpu v5p",)),
@@ -242,6 +244,8 @@ def make_cluster(system: str, num_devices: int, devices_per_node: int | None = N
     raise ValueError(f"unknown system {system!r}; known: {', '.join(sorted(SYSTEMS))}")
   sysm = SYSTEMS[system]
   dpn = devices_per_node or sysm.devices_per_node or num_devices
+  if not devices_per_node and num_devices > dpn and num_devices % dpn:
+    dpn = fast_domain(system, int(num_devices))
   if sysm.devices_per_node and devices_per_node and devices_per_node > sysm.devices_per_node:
     raise ValueError(f"system {system!r} has {sysm.devices_per_node} devices per node, "
                      f"not {devices_per_node}")
@@ -256,15 +260,35 @@ def make_cluster(system: str, num_devices: int, devices_per_node: int | None = N
                  devices_per_node=int(dpn), intra=LINKS[sysm.intra], inter=inter, torus=tuple(torus))
 
 
+RACK_TRAY = 4  # GPUs per compute tray of an NVL72-class rack: the unit a scheduler hands out
+
+
+def fast_domain(system: str, num_devices: int) -> int:
+  """Devices per fast (NVLink) domain for a job of `num_devices` that is not
+  a whole number of the system's nodes. A rack-scale system (NVL72: 72
+  GPUs in 18 trays of 4) is modelled with equal NVLink domains of whole
+  trays (128 GPUs = 2 racks x 64, 256 = 4 x 64); an 8-GPU-node system
+  cannot be placed, and the error says why."""
+  sysm = SYSTEMS[system]
+  per = sysm.devices_per_node
+  if per >= 32:
+    for d in range(per - per % RACK_TRAY, 0, -RACK_TRAY):
+      if num_devices % d == 0:
+        return d
+  raise ValueError(f"{num_devices} devices is not a whole number of {per}-device nodes of {system}"
+                   + (f" nor of whole {RACK_TRAY}-GPU trays per rack" if per >= 32 else ""))
+
+
 def system_for_hardware_name(hardware: str) -> System:
   """The catalog system a published run names ("A100-SXM4-80GB (Selene DGX
   A100)", "H100 80GB (DGX-H100)", "TPU v5p (2x v5p-128)", ...). The system
   with the most alias hits wins (then the longest alias), so "H100 80GB
   (GCP A3, ...)" is the A3 system, not a DGX."""
-  text = " " + re.sub(r"\s+", " ", hardware.lower()) + " "
+  norm = lambda t: " " + re.sub(r"[\s_/,()-]+", " ", t.lower()).strip() + " "
+  text = norm(hardware)
   best, best_score = None, (0, 0)
   for s in SYSTEMS.values():
-    hits = [a for a in s.aliases + (s.name,) if a in text]
+    hits = [a for a in s.aliases + (s.name,) if norm(a) in text]
     score = (len(hits), max((len(a) for a in hits), default=0))
     if hits and score > best_score:
       best, best_score = s, score
@@ -292,4 +316,5 @@ def cluster_scalars(cluster: Cluster) -> dict[str, float]:
       peak_bf16=d.peak_bf16, peak_fp8=d.peak_fp8 or d.peak_bf16, hbm_bytes=d.hbm_bytes, hbm_bw=d.hbm_bw,
       intra_bw=cluster.intra.bw, intra_lat=cluster.intra.latency,
       inter_bw=cluster.inter.bw, inter_lat=cluster.inter.latency,
-      node_size=float(cluster.node_size), num_devices=float(cluster.num_devices))
+      node_size=float(cluster.node_size), num_devices=float(cluster.num_devices),
+      torus=float(d.platform == "tpu"))

@@ -26,8 +26,10 @@ import numpy as np
 from autoscout_jax.sim import costs, hardware, spaces
 from autoscout_jax.sim.catalog import find_model
 
-PRED_COLUMNS = ("pred_step_time_s", "pred_tokens_per_sec_per_device", "pred_model_tflops_per_device",
-                "pred_mfu_pct", "pred_peak_mem_gb_per_device", "pred_feasible", "pred_status")
+PRED_COLUMNS = ("pred_step_time_s", "pred_tokens_per_sec_per_device", "pred_tokens_per_sec_per_device_lo",
+                "pred_tokens_per_sec_per_device_hi", "pred_model_tflops_per_device", "pred_mfu_pct",
+                "pred_peak_mem_gb_per_device", "pred_peak_mem_gb_per_device_lo", "pred_peak_mem_gb_per_device_hi",
+                "pred_feasible", "pred_status")
 
 
 class Unsupported(ValueError):
@@ -87,7 +89,9 @@ def model_numbers(row) -> dict[str, float]:
     f = _num(row, "ffn_hidden_size", 4 * h)
     V = _num(row, "vocab_size", 51200.0)
     s = _num(row, "seq_len")
-    gated = 1.0 if (maxtext or "llama" in name.lower()) else 0.0
+    # SwiGLU families, or an FFN width that is not GPT's 4h (Llama's 8h/3, 3.5h)
+    gated = 1.0 if (maxtext or re.search(r"llama|mistral|mixtral|qwen|gemma|olmo|deepseek|swiglu", name, re.I)
+                    or abs(f / h - 4) > 0.05) else 0.0
     m = dict(L=L, h=h, a=a, g=_num(row, "num_kv_heads", a), d=d, f=f, V=V, s=s, gated=gated, E=0.0, k=0.0,
              fe=f, fs=0.0, Ld=L, tie=0.0 if maxtext or gated else 1.0)
   else:
@@ -124,13 +128,41 @@ def cluster_for(row) -> hardware.Cluster:
   per = None
   if hardware.DEVICES[sysm.device].platform == "tpu":
     per = int(_num(row, "devices_per_node") or hardware.tpu_chips_from_name(hw_name) or n)
-  return hardware.make_cluster(sysm.name, int(n), devices_per_node=per)
+  else:
+    row_per = _num(row, "devices_per_node")
+    if row_per and row_per < sysm.devices_per_node and n % row_per == 0:
+      per = int(row_per)  # smaller nodes than the system's (4-GPU nodes, a partial rack per node)
+  inter_bw = _nic_bw(row.get("interconnect") or "", per or sysm.devices_per_node or n)
+  try:
+    return hardware.make_cluster(sysm.name, int(n), devices_per_node=per, inter_bw=inter_bw)
+  except ValueError as e:
+    raise Unsupported(f"cluster cannot be placed: {e}") from None
+
+
+def _nic_bw(text: str, per_node: float) -> float | None:
+  """Inter-node bytes/s per device when the row states its NICs
+  ("8x200Gb/s HDR InfiniBand per node", "4x100 Gbps per node",
+  "400 Gb/s per GPU"): the network is a property of the row's cluster."""
+  t = text.lower()
+  pair = re.search(r"(\d+)\s*[x×]\s*(\d+)\s*gb(?:it)?(?:/s|ps)", t)
+  one = re.search(r"(\d+)\s*gb(?:it)?(?:/s|ps)", t)
+  if pair:
+    bits, per_gpu = float(pair.group(1)) * float(pair.group(2)), "per gpu" in t
+  elif one:
+    bits, per_gpu = float(one.group(1)), "per node" not in t
+  else:
+    return None
+  return bits * 1e9 / 8 / (1.0 if per_gpu else max(per_node, 1.0))
 
 
 def _recompute(text: str, default: str) -> tuple[float, str]:
-  t = (text or "").lower()
-  if not t:
+  t = (text or "").lower().strip()
+  if not t or t in ("unstated", "not stated", "n/a", "-"):
     t = default
+  if t in ("true", "yes", "on", "1") or "checkpoint" in t or "activation ckpt" in t:
+    t = "full"
+  if t in ("false", "no", "off", "0", "disabled"):
+    t = "none"
   if "minimal" in t or "dots" in t:
     return 1.0, t  # mesh_plan maps JAX 'minimal' to code 3
   if "selective" in t:
@@ -147,20 +179,23 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   n = cluster.num_devices
   sharding = (row.get("sharding") or "").lower()
   tp, pp = _num(row, "tp"), _num(row, "pp")
-  if tp is None or pp is None:
+  mp = re.search(r"model-parallel size (\d+)", row.get("notes") or "", re.I)
+  if (tp is None or pp is None) and mp:
     # Narayanan Table 2 PTD-P rows give only the model-parallel size; Megatron
     # keeps tp at the 8 GPUs of a node and pipelines the rest.
-    mp = re.search(r"model-parallel size (\d+)", row.get("notes") or "", re.I)
-    if not mp:
-      raise Unsupported("tp/pp not given")
     tp, pp = 8.0, float(int(mp.group(1)) // 8)
+  # a row that names no model parallelism (FSDP / DDP tables) has none
+  tp, pp = tp or 1.0, pp or 1.0
   cp = _num(row, "cp", 1.0)
   dp = _num(row, "dp") or n / (tp * pp * cp)
   ep = _num(row, "ep", 1.0) if m["E"] > 0 else 1.0
   vp = _num(row, "vp", 1.0)
   mbs = _num(row, "micro_batch_size")
   if mbs is None:
-    raise Unsupported("micro_batch_size missing")
+    ga = _num(row, "grad_accum")
+    if not ga:
+      raise Unsupported("micro_batch_size missing (and no grad_accum to derive it)")
+    mbs = m["gbs"] / (dp * ga)
   if abs(tp * pp * cp * dp - n) > 0.5:
     raise Unsupported(f"tp*pp*cp*dp = {tp * pp * cp * dp:g} is not the {n} devices")
   if _is_maxtext(row):
@@ -173,28 +208,63 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     p = spaces.mesh_plan({"fsdp": ici_fsdp, "tensor": tp}, {"data": slices}, m["gbs"] / dp, rc, 1.0, 1.0, 0.0,
                          m["gbs"], m["L"])
     return {k: float(v) for k, v in p.items()}
-  zero3 = "zero-3" in sharding or "fsdp" in sharding
-  deepspeed = "deepspeed" in sharding
+  framework = (row.get("framework") or "").lower()
+  zero = _zero_level(sharding)
+  deepspeed = "deepspeed" in sharding or "deepspeed" in framework
   # NeMo / Megatron-Bridge recipes use the distributed optimizer and SP
   # (with tp > 1); Megatron-LM 2021/2022 papers predate both.
-  modern = row.get("source_id") in ("NEMO_2407", "MBRIDGE")
+  modern = (row.get("source_id") in ("NEMO_2407", "MBRIDGE")
+            or bool(re.search(r"nemo|megatron[- ]bridge|megatron[- ]core|mcore", framework)))
+  if modern and zero == 0:
+    zero = 1
+  # Megatron-LM of 2021-22 and Megatron-DeepSpeed materialized attention
+  # scores; every stack since (NeMo, Megatron-Bridge, FSDP/FSDP2 trainers,
+  # MaxText) runs fused flash attention unless the row says otherwise.
+  old_stack = row.get("source_id") in ("NARAYANAN2021", "KORTHIKANTI2022") or deepspeed
+  notes = ((row.get("notes") or "") + " " + (row.get("other_metrics") or "")).lower()
+  flash = 0.0 if old_stack or re.search(r"no flash|without flash|flash[_ -]?attn(ention)?[=: ]+(off|false)", notes) \
+      else 1.0
   sp_txt = (row.get("sequence_parallel") or "").lower()
   sp = 1.0 if sp_txt == "on" else 0.0 if sp_txt == "off" else float(modern and tp > 1)
   if m["E"] > 0 and tp > 1:
     sp = 1.0
   # Narayanan 2021 recomputes every run (Table 1 configs); elsewhere an
   # unstated policy starts at none (callers may raise it until it fits).
-  rc, _ = _recompute(row.get("recompute", ""), "full" if (deepspeed or row.get("source_id") == "NARAYANAN2021")
-                     else "none")
-  # Megatron-LM of 2021-22 materialized attention scores (no flash) and
-  # reduced fp32 gradients; NeMo/Megatron-Bridge performance recipes run
-  # flash attention and reduce gradients in bf16 (grad_reduce_in_fp32=False);
-  # DeepSpeed ZeRO-3 keeps fp16 gradients.
-  p = spaces.megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(modern), rc, 0.0, 1.0, 1.0, 1.0,
+  rc_text = row.get("recompute", "") or ""
+  offload = 1.0 if re.search(r"offload", rc_text + " " + notes, re.I) and "activation" in (rc_text + notes).lower() \
+      else 0.0
+  rc, _ = _recompute(re.sub(r"(cpu|activation)[ -]*offload(ing|ed)?", "", rc_text, flags=re.I),
+                     "full" if (deepspeed or row.get("source_id") == "NARAYANAN2021") else "none")
+  # Megatron-LM of 2021-22 reduced fp32 gradients; NeMo/Megatron-Bridge
+  # performance recipes reduce them in bf16 (grad_reduce_in_fp32=False);
+  # DeepSpeed keeps fp16/bf16 gradients.
+  p = spaces.megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(zero == 1), rc, 0.0, 1.0, 1.0, 1.0,
                            40e6, float(modern and tp > 1 and sp > 0), m["gbs"], m["L"], cluster.node_size,
-                           fsdp=float(zero3), flash=float(modern),
-                           grad_bytes=2.0 if (modern or deepspeed) else 4.0)
-  return {k: float(v) for k, v in p.items()}
+                           fsdp=float(zero == 3), flash=flash,
+                           grad_bytes=2.0 if (modern or deepspeed) else 4.0, offload=offload,
+                           # DeepSpeed ZeRO-3 (2021) gathers parameter by parameter from
+                           # every rank: its collectives do not spread over a node's NICs
+                           rails=0.0 if (deepspeed and zero == 3) else 1.0)
+  p = {k: float(v) for k, v in p.items()}
+  if zero == 2:
+    p["zero"] = 2.0
+  if zero == 3 and ("hybrid" in sharding or "hsdp" in sharding):
+    # hybrid sharding: shard inside a node, replicate across nodes
+    shard = float(min(dp * cp, max(cluster.node_size // (tp * pp), 1)))
+    p.update(shard=shard, shard_local=shard, rep_local=1.0)
+  return p
+
+
+def _zero_level(sharding: str) -> int:
+  """ZeRO stage a sharding description names (0: replicated data parallel)."""
+  t = sharding.lower()
+  if re.search(r"zero[- ]?3|fsdp|full[_ ]shard|fully[ -]sharded|hybrid[_ ]shard|hsdp", t):
+    return 3
+  if re.search(r"zero[- ]?2|shard[_ ]grad[_ ]op", t):
+    return 2
+  if re.search(r"zero[- ]?1|distributed optimizer(?! not)|optimizer[- ]state shard", t):
+    return 1
+  return 0
 
 
 def recompute_unstated(row) -> bool:

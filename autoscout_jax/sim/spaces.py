@@ -188,7 +188,8 @@ def megatron_training_space(workload: Workload, cluster, max_tp: int = 16, max_c
 
 def megatron_plan(tp, pp, cp, dp, ep, etp, vp, mbs, sp, dist_opt, recompute, rc_block, rc_layers,
                   overlap_grad, overlap_param, bucket_params, tp_overlap, global_batch, layers, node_size,
-                  fsdp=0.0, flash=1.0, grad_bytes=4.0) -> dict[str, np.ndarray]:
+                  fsdp=0.0, flash=1.0, grad_bytes=4.0, offload=0.0, rails=1.0,
+                  ep_overlap=0.0) -> dict[str, np.ndarray]:
   """PLAN arrays (sim/costs.py) of Megatron configurations, placed in
   Megatron's rank order tp (innermost), cp, dp, pp (outermost); MoE layers
   regroup tp*cp*dp as etp, ep, edp."""
@@ -213,7 +214,8 @@ def megatron_plan(tp, pp, cp, dp, ep, etp, vp, mbs, sp, dist_opt, recompute, rc_
       ep_local=np.minimum(ep, np.maximum(np.floor(node / etp), 1.0)),
       dp_local=dp_local, shard_local=dp_local, rep_local=np.where(zero > 0, 1.0, dp_local),
       pp_inter=np.where(tp * cp * dp * pp > node, 1.0, 0.0),
-      w_bytes=f(2.0), g_bytes=f(grad_bytes), o_bytes=f(12.0), flash=f(flash), xla=f(0.0))
+      w_bytes=f(2.0), g_bytes=f(grad_bytes), o_bytes=f(12.0), flash=f(flash), xla=f(0.0), offload=f(offload),
+      rails=f(rails), ep_overlap=f(ep_overlap))
 
 
 def _megatron_plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster) -> dict[str, np.ndarray]:
@@ -327,7 +329,8 @@ def mesh_plan(ici: dict, dcn: dict, pdb, remat, lhs, async_coll, coll_mm, global
       dp_local=g(ici, "data") * g(ici, "fsdp") * ep,
       shard_local=g(ici, "fsdp") * cp, rep_local=g(ici, "data") * ep,
       pp_inter=np.where(g(dcn, "stage") > 1, 1.0, 0.0),
-      w_bytes=f(4.0), g_bytes=f(4.0), o_bytes=f(8.0), flash=f(1.0), xla=f(1.0))
+      w_bytes=f(4.0), g_bytes=f(4.0), o_bytes=f(8.0), flash=f(1.0), xla=f(1.0), offload=f(0.0), rails=f(1.0),
+      ep_overlap=f(0.0))
 
 
 def _mesh_plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster) -> dict[str, np.ndarray]:

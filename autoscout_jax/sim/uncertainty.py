@@ -1,0 +1,67 @@
+"""Prediction intervals of the simulators and the memory verdict.
+
+Where it sits: `analytic.f0` and `event.simulate_f1` call `intervals` on
+their point predictions (same `xp` arrays, inside the one vectorized call);
+the evaluators turn the verdict into a Measurement (sim/analytic.py),
+`calibration.predictions` into the `pred_*_lo/_hi` and `pred_feasible`
+columns. The widths come from SimConstants: `tput_spread` is fitted by
+sim/calibration.py (`fit_spread`: the 80th percentile of |log error| over
+the calibration rows); `mem_spread` and `extrap_gain` are set from first
+principles (the calibration set publishes no memory).
+
+Outside the calibrated range the intervals widen: `CALIBRATED_RANGE` is
+the box of the calibration rows (model size, sequence length, devices,
+tokens per micro-batch, device peak) and `distance` counts, in factors of
+4 (log base 4), how far a candidate lies outside it, plus one unit for
+each mechanism no calibration row exercised (eager FSDP / ZeRO-3 prefetch
+with PyTorch, activation offload).
+
+Memory verdict: 2 fits (even the pessimistic bound fits the device), 1
+uncertain (only the optimistic bound fits: worth a compile or a profile,
+not an OOM), 0 does not fit (even the optimistic bound exceeds it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from autoscout_jax.sim import costs
+
+# The calibration set's box (shared/calibration/published_points.csv, 167
+# supported rows): min and max of each feature.
+CALIBRATED_RANGE = {
+    "params": (1.6e9, 1.0e12),
+    "seq": (2048.0, 8192.0),
+    "devices": (8.0, 8192.0),
+    "tokens_mb": (2048.0, 65536.0),
+    "peak": (197e12, 2250e12),
+}
+FITS, UNCERTAIN, NO_FIT = 2, 1, 0
+VERDICT_NAMES = {FITS: "yes", UNCERTAIN: "uncertain", NO_FIT: "no"}
+
+
+def distance(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any]) -> Any:
+  """How far outside the calibrated range, in log-4 units (0 inside)."""
+  n = plan["tp"] * plan["pp"] * plan["cp"] * plan["dp"]
+  feats = {"params": costs.total_params(xp, m), "seq": m["s"], "devices": n,
+           "tokens_mb": plan["mbs"] * m["s"] / plan["cp"], "peak": hw["peak_bf16"]}
+  d = 0.0
+  for k, (lo, hi) in CALIBRATED_RANGE.items():
+    x = xp.maximum(feats[k], 1e-30)
+    d = d + xp.maximum(xp.maximum(xp.log(x / hi), xp.log(lo / x)), 0.0) / xp.log(4.0)
+  eager_fsdp = (plan["zero"] == 3) & (plan["xla"] == 0) & (plan["rails"] > 0)
+  return d + xp.where(eager_fsdp, 1.0, 0.0) + xp.where(plan["offload"] > 0, 1.0, 0.0)
+
+
+def intervals(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any], c: Mapping[str, Any],
+              tokens_per_s: Any, mem: Any) -> dict[str, Any]:
+  """80 % intervals of throughput and peak memory, and the memory verdict."""
+  d = distance(xp, plan, m, hw)
+  wt = c["tput_spread"] * (1 + c["extrap_gain"] * d)
+  wm = c["mem_spread"] * (1 + c["extrap_gain"] * d)
+  mem_lo, mem_hi = mem / (1 + wm), mem * (1 + wm)
+  cap = hw["hbm_bytes"]
+  verdict = xp.where(mem_hi <= cap, float(FITS), xp.where(mem_lo <= cap, float(UNCERTAIN), float(NO_FIT)))
+  return dict(tokens_per_s_per_device_lo=tokens_per_s * xp.exp(-wt),
+              tokens_per_s_per_device_hi=tokens_per_s * xp.exp(wt), tput_spread=wt,
+              peak_mem_lo=mem_lo, peak_mem_hi=mem_hi, mem_verdict=verdict, extrapolation=d)

@@ -1,0 +1,149 @@
+"""Structural memory/time models and robustness of the cluster simulators:
+unplaceable clusters are refused per row, flash attention at long context,
+FSDP memory against the shard count, intervals that widen outside the
+calibrated range, partial NVL72 racks, the uncertain memory verdict in a
+Measurement, and the vTrain validation command."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from autoscout_jax.sim import analytic, catalog, costs, hardware, spaces, uncertainty
+from autoscout_jax.sim.calibration import CALIBRATED
+from autoscout_jax.tools import predict_published
+
+C = CALIBRATED.as_dict()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_COLS = ("row_id", "source_id", "framework", "task", "model", "num_layers", "hidden_size", "ffn_hidden_size",
+         "num_heads", "num_kv_heads", "seq_len", "vocab_size", "hardware", "num_devices", "tp", "pp", "dp", "cp",
+         "sharding", "micro_batch_size", "global_batch_size", "recompute", "precision")
+
+
+def _row(**kw):
+  base = dict(source_id="X", framework="PyTorch FSDP", task="pretrain", model="mpt-1b-like", num_layers="24",
+              hidden_size="2048", ffn_hidden_size="8192", num_heads="16", seq_len="2048", vocab_size="50368",
+              hardware="H100 80GB", num_devices="8", sharding="FSDP FULL_SHARD", micro_batch_size="4",
+              global_batch_size="64", recompute="none", precision="bf16")
+  base.update(kw)
+  return base
+
+
+def _plan(**kw):
+  base = dict(tp=1, pp=1, cp=1, dp=8, ep=1, etp=1, vp=1, mbs=1, sp=0, dist_opt=0, recompute=2, rc_block=0,
+              rc_layers=1, overlap_grad=1, overlap_param=1, bucket_params=40e6, tp_overlap=0, global_batch=8,
+              layers=32, node_size=8)
+  flash, fsdp = kw.pop("flash", 1.0), kw.pop("fsdp", 1.0)
+  base.update(kw)
+  return {k: float(v) for k, v in spaces.megatron_plan(**base, fsdp=fsdp, flash=flash, grad_bytes=4.0).items()}
+
+
+def _llama8b(seq):
+  wl = catalog.make_workload("llama3_8b", 8, seq_len=seq, global_batch=8)
+  return costs.model_scalars(wl)
+
+
+def test_unplaceable_cluster_is_refused_per_row_and_the_others_are_predicted(tmp_path):
+  rows = [_row(row_id="a"), _row(row_id="b", num_devices="12", global_batch_size="48"),
+          _row(row_id="c", model="unknown-without-dims", num_layers="", hidden_size=""), _row(row_id="d")]
+  src = tmp_path / "in.csv"
+  with open(src, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=_COLS)
+    w.writeheader()
+    w.writerows(rows)
+  out = predict_published.predict_file(str(src), str(tmp_path / "out.csv"))
+  status = {r["row_id"]: r["pred_status"] for r in out}
+  assert status["a"] == status["d"] == "ok"
+  assert status["b"].startswith("unsupported: cluster cannot be placed") and "12 devices" in status["b"]
+  assert status["c"].startswith("unsupported: no dimensions")
+  a = next(r for r in out if r["row_id"] == "a")
+  assert float(a["pred_tokens_per_sec_per_device_lo"]) < float(a["pred_tokens_per_sec_per_device"]) \
+      < float(a["pred_tokens_per_sec_per_device_hi"])
+  assert a["pred_feasible"] in ("yes", "uncertain", "no")
+
+
+def test_nvl72_jobs_that_split_racks_get_whole_tray_nvlink_domains():
+  assert hardware.make_cluster("gb200_nvl72", 256).node_size == 64
+  assert hardware.make_cluster("gb300_nvl72", 128).num_nodes == 2
+  assert hardware.make_cluster("gb200_nvl72", 144).node_size == 72
+  with pytest.raises(ValueError, match="not a whole number of 8-device nodes"):
+    hardware.make_cluster("dgx_h100", 12)
+
+
+def test_flash_attention_keeps_an_8b_model_at_128k_tokens_on_8x80gb_under_fsdp():
+  m = _llama8b(131072)
+  hw = hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 8))
+  # FSDP over all 8 GPUs (data x context), full recompute, flash attention
+  plan = _plan(cp=4, dp=2, mbs=1, global_batch=2)
+  lc = costs.layer_costs(np, plan, m, hw, C)
+  assert lc["mem_peak"] < hw["hbm_bytes"]
+  # the same run with the s x s scores materialized needs far more than a device
+  scores = costs.layer_costs(np, _plan(cp=4, dp=2, mbs=1, global_batch=2, flash=0.0), m, hw, C)
+  assert scores["mem_peak"] > 4 * hw["hbm_bytes"]
+
+
+def test_fsdp_memory_falls_with_the_shard_count():
+  m = _llama8b(8192)
+  hw = hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 64))
+  mem = [costs.layer_costs(np, _plan(dp=n, global_batch=n, node_size=8), m, hw, C)["mem_state"] for n in (2, 8, 64)]
+  assert mem[0] > mem[1] > mem[2]
+  p = costs.total_params(np, m)
+  # 18 bytes of state per parameter, divided by the shard count, plus the gathered working set
+  assert mem[0] - mem[2] == pytest.approx(18 * p * (1 / 2 - 1 / 64), rel=1e-6)
+
+
+def test_intervals_widen_outside_the_calibrated_range():
+  hw = hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 8))
+  inside = _llama8b(4096)
+  longer = _llama8b(65536)
+  small = dict(inside, L=12.0, h=768.0, a=12.0, g=12.0, d=64.0, f=3072.0, V=50368.0, gated=0.0)
+  widths = []
+  for m in (inside, longer, small):
+    plan = _plan(mbs=1, global_batch=8)
+    out = uncertainty.intervals(np, plan, m, hw, C, 1000.0, 40e9)
+    widths.append((out["tokens_per_s_per_device_hi"] / out["tokens_per_s_per_device_lo"],
+                   out["peak_mem_hi"] / out["peak_mem_lo"]))
+  # eager FSDP was never calibrated (one unit of distance); longer context and a
+  # 125M-class model add more
+  assert widths[1][0] > widths[0][0] and widths[2][0] > widths[0][0]
+  assert widths[1][1] > widths[0][1] and widths[2][1] > widths[0][1]
+
+
+def test_uncertain_memory_is_a_feasible_measurement_with_a_flag():
+  cluster = hardware.make_cluster("dgx_h100", 8)
+  wl = catalog.make_workload("llama3_8b", 8, global_batch=64)
+  space = spaces.megatron_training_space(wl, cluster)
+  table = space.table()
+  plan = spaces.plan_arrays(space, table, wl, cluster)
+  out = analytic.simulate_f0(plan, costs.model_scalars(wl), hardware.cluster_scalars(cluster))
+  verdict = out["mem_verdict"]
+  assert set(np.unique(verdict)) == {0.0, 1.0, 2.0}
+  np.testing.assert_array_equal(out["feasible"], verdict >= 1)
+  idx = [int(np.flatnonzero(verdict == v)[0]) for v in (0.0, 1.0, 2.0)]
+  ev = analytic.AnalyticEvaluator()
+  ms = ev.evaluate(wl, cluster, space.candidates_from_table(table, idx))
+  assert [m.feasible for m in ms] == [False, True, True]
+  assert ms[0].metrics.failure_kind == "oom"
+  assert [m.metrics.extra.get("memory_verdict") for m in ms[1:]] == ["uncertain", "yes"]
+  lo, hi = ms[1].metrics.extra["peak_mem_bytes_lo"], ms[1].metrics.extra["peak_mem_bytes_hi"]
+  assert lo <= cluster.device.hbm_bytes < hi
+
+
+def test_vtrain_validation_command_prints_per_sweep_rows():
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  res = subprocess.run([sys.executable, "-m", "autoscout_jax.tools.calibration_report", "--validate=vtrain"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+  assert res.returncode == 0, res.stderr[-2000:]
+  lines = res.stdout.splitlines()
+  for fid in ("analytic", "event"):
+    assert any(f"fidelity {fid}" in ln for ln in lines)
+  sweeps = [ln.split() for ln in lines if ln.strip().endswith("%") and ln.split()[0].endswith("B")]
+  assert {(s[0], s[1]) for s in sweeps} == {("3.6B", "64"), ("18.4B", "256"), ("39.1B", "512"), ("175B", "512")}
+  assert len(sweeps) == 8  # four sweeps x two fidelities
+  for s in sweeps:
+    assert 0 <= float(s[3].rstrip("%")) < 100  # MAPE
+    assert -1 <= float(s[5]) <= 1  # rank correlation
