@@ -1,7 +1,8 @@
 """Evaluator interface: candidates in, measurements out, one fidelity each.
 
 Where it sits: the search loop routes each suggestion to the evaluator of its
-fidelity and charges `Measurement.cost_s` against the budget. Simulators
+fidelity, handing it the run's `Problem` (workload, cluster, the space the
+candidates belong to), and charges `Measurement.cost_s` against the budget. Simulators
 score a whole batch in one vectorized call; profilers may run candidates one
 by one in child processes. Evaluators never decide what to measure.
 """
@@ -9,9 +10,10 @@ by one in child processes. Evaluators never decide what to measure.
 from __future__ import annotations
 
 import abc
-from typing import Any, Sequence
+from typing import Sequence
 
 from autoscout_jax.measurement import Measurement
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
 
 
@@ -21,6 +23,7 @@ class Evaluator(abc.ABC):
   fidelity: str = ""
 
   @abc.abstractmethod
-  def evaluate(self, workload: Any, cluster: Any, candidates: Sequence[Candidate]) -> list[Measurement]:
-    """One measurement per candidate, in order. Never raises for a failing
-    candidate: failures are measurements with a failure_kind."""
+  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
+    """One measurement per candidate of `problem.space`, in order. Never
+    raises for a failing candidate: failures are measurements with a
+    failure_kind."""

@@ -1,7 +1,7 @@
 """Executors: where and how concurrently a batch of evaluations runs.
 
 Where it sits: the search loop's router hands each evaluator's batch to
-`Executor.evaluate(evaluator, workload, cluster, candidates, on_result)`.
+`Executor.evaluate(evaluator, problem, candidates, on_result)`.
 The executor may split the batch into chunks and evaluate them at once;
 `on_result(indices, measurements)` is called as each chunk arrives (the
 router appends those to the store then), and the return value is every
@@ -21,12 +21,12 @@ order the workers finish in.
   runs in a worker process of its own (`max_calls=1`), so XLA flags set
   for one trial never leak into the next.
 
-Evaluators, workloads, clusters and candidates are pickled to the workers;
-an evaluator's private caches that cannot be pickled (a dict of built
-spaces holding lambdas) travel empty and are rebuilt there. Workers that
-inherit no JAX_PLATFORMS use the CPU: simulators and compile-only
-analysis need no accelerator runtime, and probing an absent one prints
-pages of warnings.
+The run's Problem goes to each worker once (cloudpickle: a space's
+constraints are closures), the evaluator with each chunk; an evaluator's
+private caches that cannot be pickled travel empty and are rebuilt there.
+Workers that inherit no JAX_PLATFORMS use the CPU: simulators and
+compile-only analysis need no accelerator runtime, and probing an absent
+one prints pages of warnings.
 """
 
 from __future__ import annotations
@@ -41,14 +41,15 @@ from typing import Any, Callable, Sequence
 
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.measurement import Measurement
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
 
 OnResult = Callable[[Sequence[int], Sequence[Measurement]], None]
 
 
-def _evaluate_chunk(evaluator: Evaluator, workload: Any, cluster: Any,
+def _evaluate_chunk(evaluator: Evaluator, problem: Problem,
                     candidates: Sequence[Candidate]) -> list[Measurement]:
-  out = evaluator.evaluate(workload, cluster, list(candidates))
+  out = evaluator.evaluate(problem, list(candidates))
   if len(out) != len(candidates):
     raise RuntimeError(f"evaluator {evaluator.fidelity!r} returned {len(out)} measurements "
                        f"for {len(candidates)} candidates")
@@ -73,8 +74,18 @@ def portable(evaluator: Evaluator) -> Evaluator:
   return clone
 
 
-def _worker_init() -> None:
+_WORKER_PROBLEM: list[Problem] = []  # the run's problem, in a pool worker
+
+
+def _worker_init(problem_blob: bytes) -> None:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  import cloudpickle
+  _WORKER_PROBLEM[:] = [cloudpickle.loads(problem_blob)]
+
+
+def _evaluate_in_worker(evaluator_blob: bytes, candidates: Sequence[Candidate]) -> list[Measurement]:
+  import cloudpickle
+  return _evaluate_chunk(cloudpickle.loads(evaluator_blob), _WORKER_PROBLEM[0], candidates)
 
 
 def chunks(n: int, parts: int) -> list[list[int]]:
@@ -93,8 +104,8 @@ class Executor(abc.ABC):
   name = ""
 
   @abc.abstractmethod
-  def evaluate(self, evaluator: Evaluator, workload: Any, cluster: Any,
-               candidates: Sequence[Candidate], on_result: OnResult | None = None) -> list[Measurement]:
+  def evaluate(self, evaluator: Evaluator, problem: Problem, candidates: Sequence[Candidate],
+               on_result: OnResult | None = None) -> list[Measurement]:
     """One measurement per candidate, in candidate order."""
 
   def close(self) -> None:
@@ -107,8 +118,8 @@ class Executor(abc.ABC):
 class SerialExecutor(Executor):
   name = "serial"
 
-  def evaluate(self, evaluator, workload, cluster, candidates, on_result=None):
-    out = _evaluate_chunk(evaluator, workload, cluster, candidates)
+  def evaluate(self, evaluator, problem, candidates, on_result=None):
+    out = _evaluate_chunk(evaluator, problem, candidates)
     if on_result is not None:
       on_result(list(range(len(out))), out)
     return out
@@ -125,13 +136,13 @@ class _Concurrent(Executor):
   def describe(self) -> str:
     return f"{self.name} ({self.workers} workers)"
 
-  def evaluate(self, evaluator, workload, cluster, candidates, on_result=None):
+  def evaluate(self, evaluator, problem, candidates, on_result=None):
     if getattr(evaluator, "contends_for_devices", False) or len(candidates) <= 1:
-      return SerialExecutor().evaluate(evaluator, workload, cluster, candidates, on_result)
+      return SerialExecutor().evaluate(evaluator, problem, candidates, on_result)
     parts = chunks(len(candidates), self.workers)
     evaluator = portable(evaluator)
     results: dict[int, Measurement] = {}
-    for idx, ms in self._run(evaluator, workload, cluster, [[candidates[i] for i in c] for c in parts], parts):
+    for idx, ms in self._run(evaluator, problem, [[candidates[i] for i in c] for c in parts], parts):
       if len(ms) != len(idx):
         raise RuntimeError(f"evaluator {evaluator.fidelity!r} returned {len(ms)} measurements "
                            f"for {len(idx)} candidates")
@@ -142,7 +153,7 @@ class _Concurrent(Executor):
     return [results[i] for i in range(len(candidates))]
 
   @abc.abstractmethod
-  def _run(self, evaluator, workload, cluster, batches, parts):
+  def _run(self, evaluator, problem, batches, parts):
     """Yields (indices, measurements) per chunk as each completes."""
 
 
@@ -152,14 +163,19 @@ class ProcessExecutor(_Concurrent):
   def __init__(self, workers: int | None = None):
     super().__init__(workers or max(1, (os.cpu_count() or 2) - 1))
     self._pool: cf.ProcessPoolExecutor | None = None
+    self._problem: Problem | None = None
 
-  def _run(self, evaluator, workload, cluster, batches, parts):
-    if self._pool is None:
+  def _run(self, evaluator, problem, batches, parts):
+    import cloudpickle
+    if self._pool is None or self._problem is not problem:
+      self.close()
       # spawn, not fork: the parent has started JAX's threads.
       self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                          initializer=_worker_init)
-    futures = {self._pool.submit(_evaluate_chunk, evaluator, workload, cluster, b): idx
-               for b, idx in zip(batches, parts)}
+                                          initializer=_worker_init,
+                                          initargs=(cloudpickle.dumps(problem),))
+      self._problem = problem
+    blob = cloudpickle.dumps(evaluator)
+    futures = {self._pool.submit(_evaluate_in_worker, blob, b): idx for b, idx in zip(batches, parts)}
     for fut in cf.as_completed(futures):
       yield futures[fut], fut.result()
 
@@ -167,6 +183,7 @@ class ProcessExecutor(_Concurrent):
     if self._pool is not None:
       self._pool.shutdown(wait=True, cancel_futures=True)
       self._pool = None
+      self._problem = None
 
 
 class RayExecutor(_Concurrent):
@@ -182,6 +199,7 @@ class RayExecutor(_Concurrent):
     super().__init__(workers or num_cpus or max(1, (os.cpu_count() or 2) - 1))
     self._remote = None
     self._started = False
+    self._problem: tuple[Problem, Any] | None = None  # (problem, its object ref)
 
   def _init(self):
     import ray
@@ -196,11 +214,14 @@ class RayExecutor(_Concurrent):
       self._started = True
     self._remote = ray.remote(max_calls=1)(_evaluate_chunk)
 
-  def _run(self, evaluator, workload, cluster, batches, parts):
+  def _run(self, evaluator, problem, batches, parts):
     import ray
     if self._remote is None:
       self._init()
-    refs = {self._remote.remote(evaluator, workload, cluster, list(b)): idx for b, idx in zip(batches, parts)}
+    if self._problem is None or self._problem[0] is not problem:
+      self._problem = (problem, ray.put(problem))  # stored once, passed by reference
+    ref = self._problem[1]
+    refs = {self._remote.remote(evaluator, ref, list(b)): idx for b, idx in zip(batches, parts)}
     pending = list(refs)
     while pending:
       done, pending = ray.wait(pending, num_returns=1)
@@ -213,3 +234,4 @@ class RayExecutor(_Concurrent):
       ray.shutdown()
       self._started = False
     self._remote = None
+    self._problem = None

@@ -2,9 +2,11 @@
 
 Where it sits: `run.py` parses flags and gin, then calls this with
 everything bound (workload, cluster, space factory, designer factory,
-evaluators, budget). It checks the inputs, builds the space, replays or
-runs the search against the workdir's store, and writes the report
-(stdout, TensorBoard text, `report.json`, `report.md`, `report.html`).
+evaluators, budget). It checks the inputs, builds the run's `Problem` once
+(the space, the evaluators' fidelities, the expert default), makes the
+designer as `designer_fn(problem, seed)`, replays or runs the search
+against the workdir's store, and writes the report (stdout, TensorBoard
+text, `report.json`, `report.md`, `report.html`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from autoscout_jax import report_html
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.executors import Executor, SerialExecutor
+from autoscout_jax.measurement import fidelity_rank
+from autoscout_jax.problem import Cluster, DefaultError, Problem, expert_default
 from autoscout_jax.search import SearchResult, run_search
-from autoscout_jax.space import SearchSpace, SpaceError
+from autoscout_jax.space import SearchSpace
 from autoscout_jax.store import MeasurementStore
 from autoscout_jax.writers import Writer, default_writer
 
@@ -33,9 +37,9 @@ class ExperimentError(ValueError):
   """Bad input to an experiment: the message names the problem."""
 
 
-def run_experiment(workdir: str, workload: Any, cluster: Any,
+def run_experiment(workdir: str, workload: Any, cluster: Cluster,
                    space_fn: Callable[[Any, Any], SearchSpace],
-                   designer_fn: Callable[..., Designer],
+                   designer_fn: Callable[[Problem, int], Designer],
                    evaluators: Sequence[Evaluator] | Mapping[str, Evaluator],
                    budget_s: float = math.inf, batch_size: int = 4, max_rounds: int = 50,
                    seed: int = 0, screen_fidelities: Sequence[str] = ("compile",),
@@ -62,23 +66,20 @@ def run_experiment(workdir: str, workload: Any, cluster: Any,
   for e in evals.values():
     check = getattr(e, "check_fits", None)
     if check is not None:
-      problem = check(workload, cluster)
-      if problem:
-        raise ExperimentError(problem)
+      why = check(workload, cluster)
+      if why:
+        raise ExperimentError(why)
 
   space = space_fn(workload, cluster)
   space.sample(np.random.default_rng(seed), 1)  # raises SpaceError naming what empties the space
   default = None
   if compare_default:
     try:
-      default = space.make(workload.default_values)
-    except SpaceError as e:
-      raise ExperimentError(f"the default configuration of workload {workload.name!r}: {e}") from e
-    viol = space.validate(default)
-    if viol:
-      raise ExperimentError(f"the default configuration of workload {workload.name!r} is invalid: "
-                            + "; ".join(str(v) for v in viol))
-  designer = designer_fn(space=space, seed=seed)
+      default = expert_default(space, workload)
+    except DefaultError as e:
+      raise ExperimentError(str(e)) from e
+  problem = Problem(workload, cluster, space, tuple(sorted(evals, key=fidelity_rank)), default=default)
+  designer = designer_fn(problem, seed)
 
   executor = executor or SerialExecutor()
   store = MeasurementStore(workdir)
@@ -87,13 +88,12 @@ def run_experiment(workdir: str, workload: Any, cluster: Any,
   writer = writer or default_writer(workdir)
   printer(f"autoscout_jax: {workload.name} on {cluster.name} ({cluster.num_devices} devices), "
           f"space {space.name} ({len(space.knobs)} knobs), designer {type(designer).__name__}, "
-          f"fidelities {sorted(evals, key=list(evals).index)}, executor {executor.describe()}; "
-          f"workdir {workdir}"
+          f"fidelities {list(problem.fidelities)}, executor {executor.describe()}; workdir {workdir}"
           + (f"; resuming with {resumed} stored measurements" if resumed else ""))
   try:
-    result = run_search(workload, cluster, space, designer, evals, store, budget_s=budget_s,
+    result = run_search(problem, designer, evals, store, budget_s=budget_s,
                         batch_size=batch_size, max_rounds=max_rounds,
-                        screen_fidelities=screen_fidelities, writer=writer, default=default,
+                        screen_fidelities=screen_fidelities, writer=writer,
                         on_round_end=on_round_end, progress=printer, executor=executor)
     rep = report_lib.build_report(workload, cluster, space, result, workdir)
     text = report_lib.render_markdown(rep)

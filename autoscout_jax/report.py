@@ -47,7 +47,7 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       "space": space.name, "top_fidelity": result.top_fidelity,
       "best": _m(result.best), "default": _m(result.default),
       "speedup_vs_default": result.speedup_vs_default,
-      "launch": (launch_artifact(result.best.candidate.values, workload.global_batch,
+      "launch": (launch_artifact(space.family, result.best.candidate.values, workload.global_batch,
                                  workload.model.num_layers, getattr(cluster, "platform", "gpu"))
                  if result.best else None),
       "top": [_m(m) for m in result.top(5)],

@@ -1,7 +1,7 @@
 """The search loop: suggest -> validate -> route by fidelity -> store -> update.
 
-Where it sits: `experiment.run_experiment` builds the pieces and calls
-`run_search`. Each round the designer suggests candidates; each candidate
+Where it sits: `experiment.run_experiment` builds the run's `Problem`, the
+designer and the evaluators and calls `run_search`. Each round the designer suggests candidates; each candidate
 names the fidelity it wants (None: the top one available). A candidate with
 a constraint violation never reaches an evaluator: the designer gets an
 `invalid` measurement back at no cost. Cheaper "screen" fidelities (F2
@@ -26,8 +26,9 @@ from autoscout_jax.designers.base import Designer
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.executors import Executor, SerialExecutor
 from autoscout_jax.measurement import INVALID, Measurement, Metrics, fidelity_rank
-from autoscout_jax.space import Candidate, SearchSpace
+from autoscout_jax.problem import Problem
 from autoscout_jax.progress import Progress
+from autoscout_jax.space import Candidate
 from autoscout_jax.store import MeasurementStore
 from autoscout_jax.tracking import TrialLog
 from autoscout_jax.writers import Writer
@@ -88,9 +89,10 @@ class _Router:
   """Looks measurements up in the store, evaluates what is missing in one
   batch per fidelity, and charges each (candidate, fidelity) once per run."""
 
-  def __init__(self, workload, cluster, evaluators: Mapping[str, Evaluator], store: MeasurementStore,
+  def __init__(self, problem: Problem, evaluators: Mapping[str, Evaluator], store: MeasurementStore,
                executor: Executor):
-    self.workload, self.cluster = workload, cluster
+    self.problem = problem
+    workload, cluster = problem.workload, problem.cluster
     self.evaluators = evaluators
     self.store = store
     self.executor = executor
@@ -118,8 +120,7 @@ class _Router:
           out[i] = m
           stats.new_measurements += 1
 
-      self.executor.evaluate(self.evaluators[fidelity], self.workload, self.cluster,
-                             [cands[i] for i in todo], arrived)
+      self.executor.evaluate(self.evaluators[fidelity], self.problem, [cands[i] for i in todo], arrived)
       missing = [i for i in todo if i not in out]
       if missing:
         raise RuntimeError(f"evaluator {fidelity!r} returned no measurement for {len(missing)} candidates")
@@ -132,22 +133,28 @@ class _Router:
     return result
 
 
-def run_search(workload, cluster, space: SearchSpace, designer: Designer,
-               evaluators: Mapping[str, Evaluator], store: MeasurementStore, *,
-               budget_s: float = math.inf, batch_size: int = 4, max_rounds: int = 100,
-               screen_fidelities: Sequence[str] = ("compile",), writer: Writer | None = None,
-               default: Candidate | None = None,
+def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Evaluator],
+               store: MeasurementStore, *, budget_s: float = math.inf, batch_size: int = 4,
+               max_rounds: int = 100, screen_fidelities: Sequence[str] = ("compile",),
+               writer: Writer | None = None, compare_default: bool = True,
                on_round_end: Callable[[RoundStats, "SearchResult"], None] | None = None,
                progress: Callable[[str], None] | None = None,
                executor: Executor | None = None) -> SearchResult:
+  """Runs the search; `problem.default` (when set and `compare_default`) is
+  measured first at the top fidelity."""
   if not evaluators:
     raise ValueError("run_search needs at least one evaluator")
   for f in evaluators:
     fidelity_rank(f)
-  top = max(evaluators, key=fidelity_rank)
+  if set(evaluators) != set(problem.fidelities):
+    raise ValueError(f"the evaluators' fidelities {sorted(evaluators)} are not the problem's "
+                     f"{list(problem.fidelities)}")
+  space = problem.space
+  top = problem.top
+  default = problem.default if compare_default else None
   screens = [f for f in screen_fidelities if f in evaluators and f != top]
-  router = _Router(workload, cluster, evaluators, store, executor or SerialExecutor())
-  log = TrialLog(writer or Writer(), space, list(evaluators), top)
+  router = _Router(problem, evaluators, store, executor or SerialExecutor())
+  log = TrialLog(writer or Writer(), space, list(problem.fidelities), top)
   clock = Progress(progress or (lambda line: None), max_rounds, budget_s)
 
   result = SearchResult(None, None, top, 0.0, [], [], [], "")

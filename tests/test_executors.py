@@ -13,7 +13,9 @@ import pytest
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.executors import ProcessExecutor, SerialExecutor, chunks, portable
 from autoscout_jax.measurement import Measurement, Metrics
-from autoscout_jax.space import Candidate
+from autoscout_jax.problem import Problem
+from autoscout_jax.space import Candidate, Constraint, IntRange, SearchSpace
+from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,8 +28,9 @@ class Square(Evaluator):
   def __init__(self):
     self._cache = {"fn": lambda v: v}  # like a built space: lambdas do not pickle
 
-  def evaluate(self, workload, cluster, candidates):
+  def evaluate(self, problem, candidates):
     self._cache.setdefault("seen", 0)
+    assert all(not problem.space.validate(c) for c in candidates)  # the problem arrived whole
     return [Measurement(c, self.fidelity, Metrics(True, tokens_per_s=float(c.values["x"] ** 2)), 0.1,
                         provenance={"pid": os.getpid()}) for c in candidates]
 
@@ -38,6 +41,15 @@ class Profiler(Square):
 
 def _cands(n):
   return [Candidate.of({"x": i}) for i in range(n)]
+
+
+# A space whose constraint is a closure: plain pickle cannot send it, the
+# executors must (they ship the problem with cloudpickle).
+_LIMIT = 100
+SPACE = SearchSpace([IntRange("x", 0, 1000)],
+                    [Constraint("small", lambda v, f: None if v["x"] < _LIMIT else "too big", "x < 100")])
+PROBLEM = Problem(Workload("w", ModelConfig("m", 2, 64, 4, 256, 256, 32), 16), LocalCluster(), SPACE,
+                  ("analytic",))
 
 
 def test_chunks_cover_the_batch_in_order():
@@ -54,13 +66,13 @@ def test_portable_empties_only_unpicklable_private_caches():
 
 def test_process_executor_matches_serial_and_streams_chunks():
   cands = _cands(7)
-  serial = SerialExecutor().evaluate(Square(), None, None, cands)
+  serial = SerialExecutor().evaluate(Square(), PROBLEM, cands)
   arrived = []
   ex = ProcessExecutor(workers=2)
   try:
-    got = ex.evaluate(Square(), None, None, cands, lambda idx, ms: arrived.append(list(idx)))
+    got = ex.evaluate(Square(), PROBLEM, cands, lambda idx, ms: arrived.append(list(idx)))
     # a device-bound evaluator stays in this process, however many workers
-    local = ex.evaluate(Profiler(), None, None, cands)
+    local = ex.evaluate(Profiler(), PROBLEM, cands)
   finally:
     ex.close()
   assert [m.objective for m in got] == [m.objective for m in serial] == [float(i * i) for i in range(7)]

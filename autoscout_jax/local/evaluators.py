@@ -24,6 +24,7 @@ from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.local.runner import FAULT_KINDS, LocalSetupError, Outcome, run_candidates
 from autoscout_jax.local.xla_flags import child_env, knob_flags
 from autoscout_jax.measurement import Measurement
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
 from autoscout_jax.workload import LocalCluster, Workload
 
@@ -80,11 +81,11 @@ class _LocalEvaluator(Evaluator):
       return str(e)
     return None
 
-  def evaluate(self, workload: Workload, cluster: LocalCluster,
-               candidates: Sequence[Candidate]) -> list[Measurement]:
-    problem = self.check_fits(workload, cluster)
-    if problem:
-      raise ValueError(problem)
+  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
+    workload, cluster = problem.workload, problem.cluster
+    why = self.check_fits(workload, cluster)
+    if why:
+      raise ValueError(why)
     if not candidates:
       return []
     request = {

@@ -107,4 +107,4 @@ def local_training_space(workload: Workload, cluster: LocalCluster,
                  "global batch divisible by data*fsdp*num_microbatches"),
   ]
   return SearchSpace(knobs, constraints, groups=[ProductGroup(("data", "fsdp", "tensor"), n)],
-                     facts=facts, name=f"local:{workload.name}:{n}dev")
+                     facts=facts, name=f"local:{workload.name}:{n}dev", family="local")

@@ -34,6 +34,7 @@ import numpy as np
 
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.measurement import OOM, INVALID, Measurement, Metrics
+from autoscout_jax.problem import Problem
 from autoscout_jax.sim import costs, hardware, spaces, uncertainty
 from autoscout_jax.sim.vspace import SimSpace
 from autoscout_jax.space import Candidate
@@ -129,35 +130,13 @@ def score_space(space: SimSpace, workload, cluster, consts=None) -> tuple[dict[s
   return table, simulate_f0(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), consts)
 
 
-def space_for(workload, cluster, candidates: Sequence[Candidate]) -> SimSpace:
-  """The sim space the candidates' knob names belong to."""
-  names = set().union(*(c.values for c in candidates)) if candidates else set()
-  if "ici_fsdp" in names:
-    return spaces.jax_mesh_training_space(workload, cluster)
-  return spaces.megatron_training_space(workload, cluster)
-
-
 class AnalyticEvaluator(Evaluator):
   """F0 over a batch: one jitted call, failures (invalid, OOM) as measurements."""
 
   fidelity = "analytic"
 
-  def __init__(self, constants: costs.SimConstants | None = None, space: str = "auto"):
-    if space not in ("auto", "megatron", "jax_mesh"):
-      raise ValueError(f"AnalyticEvaluator: space must be auto, megatron or jax_mesh, got {space!r}")
+  def __init__(self, constants: costs.SimConstants | None = None):
     self.constants = constants
-    self.space_kind = space
-    self._spaces: dict[tuple[str, str, str], SimSpace] = {}
-
-  def _space(self, workload, cluster, candidates) -> SimSpace:
-    kind = self.space_kind
-    if kind == "auto":
-      kind = "jax_mesh" if any("ici_fsdp" in c for c in candidates) else "megatron"
-    key = (workload.key, cluster.key, kind)
-    if key not in self._spaces:
-      fn = spaces.jax_mesh_training_space if kind == "jax_mesh" else spaces.megatron_training_space
-      self._spaces[key] = fn(workload, cluster)
-    return self._spaces[key]
 
   def check_fits(self, workload, cluster) -> str | None:
     """A workload whose training state cannot fit even fully sharded."""
@@ -197,12 +176,15 @@ class AnalyticEvaluator(Evaluator):
                 tokens_per_s_lo=float(out["tokens_per_s"][j] * np.exp(-out["tput_spread"][j])),
                 tokens_per_s_hi=float(out["tokens_per_s"][j] * np.exp(out["tput_spread"][j])))
 
-  def evaluate(self, workload, cluster, candidates: Sequence[Candidate]) -> list[Measurement]:
+  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
     t0 = time.perf_counter()
+    workload, cluster, space = problem.workload, problem.cluster, problem.space
     cands = list(candidates)
     if not cands:
       return []
-    space = self._space(workload, cluster, cands)
+    if not isinstance(space, SimSpace):
+      raise TypeError(f"the {self.fidelity} simulator scores candidates of a simulator space "
+                      f"(megatron, jax_mesh), got space {space.name!r} of family {space.family!r}")
     problems = [space.validate(c) for c in cands]
     ok = [i for i, p in enumerate(problems) if not p]
     out_arr = {}

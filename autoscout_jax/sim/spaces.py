@@ -181,7 +181,7 @@ def megatron_training_space(workload: Workload, cluster, max_tp: int = 16, max_c
     knobs.append(Boolean("tp_comm_overlap", default=False, when=(When(_TP, big_tp),)))
   ref: list = []
   space = SimSpace(knobs, _megatron_constraints(ref, m.is_moe), groups=[ProductGroup((_TP, _PP, _CP, _DP), n)],
-                   facts=_facts(workload, cluster), name=f"megatron:{m.name}:{cluster.name}", kind="megatron")
+                   facts=_facts(workload, cluster), name=f"megatron:{m.name}:{cluster.name}", family="megatron")
   ref.append(space)
   return space
 
@@ -297,7 +297,7 @@ def jax_mesh_training_space(workload: Workload, cluster, batch_sizes: tuple[int,
   ]
   groups = [ProductGroup(_ICI, per, name="ici_product"), ProductGroup(_DCN, slices, name="dcn_product")]
   return SimSpace(knobs, cons, groups=groups, facts=_facts(workload, cluster),
-                  name=f"jax_mesh:{m.name}:{cluster.name}", kind="jax_mesh")
+                  name=f"jax_mesh:{m.name}:{cluster.name}", family="jax_mesh")
 
 
 def mesh_plan(ici: dict, dcn: dict, pdb, remat, lhs, async_coll, coll_mm, global_batch,
@@ -345,12 +345,12 @@ def _mesh_plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster
 
 def plan_arrays(space: SimSpace, table: Table, workload: Workload, cluster) -> dict[str, np.ndarray]:
   """PLAN arrays (float64 numpy, one entry per table row) for a sim space."""
-  if space.kind == "megatron":
+  if space.family == "megatron":
     plan = _megatron_plan_from_table(space, table, workload, cluster)
-  elif space.kind == "jax_mesh":
+  elif space.family == "jax_mesh":
     plan = _mesh_plan_from_table(space, table, workload, cluster)
   else:
-    raise ValueError(f"space {space.name!r} is not a simulator space (kind {space.kind!r})")
+    raise ValueError(f"space {space.name!r} is not a simulator space (family {space.family!r})")
   missing = set(costs.PLAN_FIELDS) - set(plan)
   assert not missing, missing
   return plan
