@@ -10,7 +10,9 @@ by one in child processes. Evaluators never decide what to measure.
 from __future__ import annotations
 
 import abc
-from typing import Sequence
+import hashlib
+import json
+from typing import Any, Sequence
 
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.problem import Problem
@@ -27,3 +29,20 @@ class Evaluator(abc.ABC):
     """One measurement per candidate of `problem.space`, in order. Never
     raises for a failing candidate: failures are measurements with a
     failure_kind."""
+
+  def settings(self) -> dict[str, Any]:
+    """The evaluator's settings that change what it measures (timed steps,
+    simulator version and constants, injected faults; not timeouts). They
+    are part of every measurement's cache key and of the workdir's identity,
+    so a changed setting is measured again, never silently reused."""
+    return {}
+
+
+def settings_key(evaluator: Evaluator) -> str:
+  """A short digest of `evaluator.settings()` ('' when it has none)."""
+  get = getattr(evaluator, "settings", None)
+  s = get() if get is not None else {}
+  if not s:
+    return ""
+  blob = json.dumps(s, sort_keys=True, separators=(",", ":"), default=str)
+  return hashlib.sha1(blob.encode()).hexdigest()[:12]

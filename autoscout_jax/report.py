@@ -107,6 +107,8 @@ def render_summary(rep: dict[str, Any]) -> str:
   lines.append(f"spent {rep['cost_s']:,.1f} device-seconds "
                + ", ".join(f"{k}: {v:,.1f}" for k, v in rep["cost_by_fidelity_s"].items())
                + f" over {rep['rounds']} rounds (stopped: {rep['stop_reason']})")
+  for w in rep.get("warnings", ()):
+    lines.append(f"warning: {w}")
   wall = rep.get("wall_s", rep.get("search_wall_s"))
   if wall is not None:
     lines.append(f"wall time {fmt_duration(wall)}")
@@ -120,6 +122,8 @@ def render_summary(rep: dict[str, Any]) -> str:
 
 def render_markdown(rep: dict[str, Any]) -> str:
   out = [f"# autoscout_jax report: {rep['workload']} on {rep['cluster']} ({rep['num_devices']} devices)", ""]
+  if rep.get("warnings"):
+    out += ["## Warnings", ""] + [f"- {w}" for w in rep["warnings"]] + [""]
   best = rep["best"]
   if best is None:
     out.append(f"No feasible configuration validated at `{rep['top_fidelity']}`.")

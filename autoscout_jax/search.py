@@ -23,7 +23,7 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 from autoscout_jax.designers.base import Designer
-from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.evaluator import Evaluator, settings_key
 from autoscout_jax.executors import Executor, SerialExecutor
 from autoscout_jax.measurement import INVALID, Measurement, Metrics, fidelity_rank
 from autoscout_jax.problem import Problem
@@ -98,12 +98,13 @@ class _Router:
     self.executor = executor
     self.wk, self.ck = workload.key, cluster.key
     self.charged: set[tuple[str, str]] = set()
+    self.settings = {f: settings_key(e) for f, e in evaluators.items()}
 
   def measure(self, cands: Sequence[Candidate], fidelity: str, stats: RoundStats) -> list[Measurement]:
     out: dict[int, Measurement] = {}
     todo: list[int] = []
     for i, c in enumerate(cands):
-      m = self.store.get(self.wk, self.ck, c.key, fidelity)
+      m = self.store.get(self.wk, self.ck, c.key, fidelity, self.settings[fidelity])
       if m is None:
         todo.append(i)
       else:
@@ -115,7 +116,8 @@ class _Router:
         for j, m in zip(idx, ms):
           i = todo[j]
           m = dataclasses.replace(m, candidate=Candidate.of(cands[i].values), fidelity=fidelity,
-                                  workload_key=self.wk, cluster_key=self.ck)
+                                  workload_key=self.wk, cluster_key=self.ck,
+                                  settings_key=self.settings[fidelity])
           self.store.append(m)
           out[i] = m
           stats.new_measurements += 1
@@ -158,6 +160,11 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
   clock = Progress(progress or (lambda line: None), max_rounds, budget_s)
 
   result = SearchResult(None, None, top, 0.0, [], [], [], "")
+  # On resume the first rounds replay the store: the run that measured them
+  # wrote their TensorBoard steps, so they are written again only from the
+  # first round that measures something new (no duplicate steps). The
+  # HParams sessions are written at the end, for every trial either way.
+  replaying = [len(store) > 0]
 
   def process(cands: Sequence[Candidate], stats: RoundStats) -> list[Measurement]:
     """Outcome per candidate: the invalid marker, a failing screen, or the
@@ -202,6 +209,9 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
     return extra + ordered
 
   def account(ms: Sequence[Measurement], stats: RoundStats, is_default: bool = False) -> None:
+    if stats.new_measurements:
+      replaying[0] = False
+    log.quiet = replaying[0]
     result.cost_s += stats.cost_s
     result.measurements.extend(ms)
     for m in ms:

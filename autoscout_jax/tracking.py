@@ -4,14 +4,16 @@ Where it sits: `search.run_search` hands every outcome (a trial: one
 candidate at one fidelity, failures and invalid candidates included) and
 every round to a `TrialLog`, which writes them through the run's `Writer`:
 
-- run `<fidelity>` (one per fidelity): `trial/tokens_per_s`,
-  `trial/step_time_s`, `trial/cost_s`, `trial/peak_mem_GiB`,
+- run `<fidelity>` (one per fidelity): each trial's `answer/tokens_per_s`
+  and `trial/step_time_s`, `trial/cost_s`, `trial/peak_mem_GiB`,
   `trial/failure_kind` (a code, `FAILURE_CODES`), step = trial index;
-- run `best`: the incumbent at the top fidelity as `trial/tokens_per_s` (so
-  it overlays the per-fidelity points) and `trial/speedup_vs_default`,
-  step = trial index, starting at the default (trial 0);
-- run `search`: `trial/cumulative_cost_s` (step = trial index), round
-  counts and the designer's scalars (step = round);
+- run `best`: the incumbent at the top fidelity as `answer/tokens_per_s`
+  (one chart: every trial's points and the best-so-far line) and
+  `answer/speedup_vs_default`, step = trial index, starting at the default
+  (trial 0). TensorBoard lists tag groups alphabetically: `answer` opens
+  the page;
+- run `search`: `trial/cumulative_cost_s` (step = trial index), `round/`
+  counts and the designer's scalars under `designer/` (step = round);
 - at the end (`finish`), one HParams session per trial, named
   `t<trial>-<fidelity>-<candidate key>[-default]`, with the knobs, `fidelity` and
   `default` as hparams and the outcome, `failure_kind`, `trial` and
@@ -88,6 +90,7 @@ class TrialLog:
     self.default: float | None = None
     self._charged: set[tuple[str, str]] = set()
     self._done: list[tuple[Measurement, int, bool]] = []
+    self.quiet = False  # replaying a resumed run: count, do not write scalars again
 
   def trial(self, m: Measurement, round_: int, is_default: bool = False) -> int:
     """Writes one trial's scalars and returns its index. Its cost counts
@@ -99,22 +102,24 @@ class TrialLog:
     if (m.candidate.key, m.fidelity) not in self._charged:
       self._charged.add((m.candidate.key, m.fidelity))
       self.cost_s += m.cost_s
-    code = failure_code(m)
-    point = {"trial/cost_s": m.cost_s, "trial/failure_kind": code,
-             "trial/tokens_per_s": m.objective, "trial/step_time_s": m.metrics.step_time_s,
-             "trial/peak_mem_GiB": (m.metrics.peak_mem_bytes / GIB
-                                    if m.metrics.peak_mem_bytes is not None else None)}
-    self.writer.write_scalars(t, {k: v for k, v in point.items() if v is not None}, run=m.fidelity)
     if m.fidelity == self.top:
       if is_default:
         self.default = m.objective
       if m.objective is not None and (self.best is None or m.objective > self.best):
         self.best = m.objective
+    if self.quiet:
+      return t
+    code = failure_code(m)
+    point = {"trial/cost_s": m.cost_s, "trial/failure_kind": code,
+             "answer/tokens_per_s": m.objective, "trial/step_time_s": m.metrics.step_time_s,
+             "trial/peak_mem_GiB": (m.metrics.peak_mem_bytes / GIB
+                                    if m.metrics.peak_mem_bytes is not None else None)}
+    self.writer.write_scalars(t, {k: v for k, v in point.items() if v is not None}, run=m.fidelity)
     best = {}
     if self.best is not None:
-      best["trial/tokens_per_s"] = self.best
+      best["answer/tokens_per_s"] = self.best
       if self.default:
-        best["trial/speedup_vs_default"] = self.best / self.default
+        best["answer/speedup_vs_default"] = self.best / self.default
     if best:
       self.writer.write_scalars(t, best, run="best")
     self.writer.write_scalars(t, {"trial/cumulative_cost_s": self.cost_s}, run="search")
@@ -151,6 +156,8 @@ class TrialLog:
       self.writer.write_hparams(name, hp, metrics)
 
   def round(self, stats, designer_scalars: Mapping[str, float]) -> None:
+    if self.quiet:
+      return
     scalars = {
         "round/valid": stats.valid, "round/invalid": stats.invalid, "round/oom": stats.infeasible,
         "round/failed": stats.failed, "round/new_measurements": stats.new_measurements,
@@ -160,4 +167,5 @@ class TrialLog:
       scalars["round/best_tokens_per_s"] = self.best
     self.writer.write_scalars(stats.round, scalars, run="search")
     if designer_scalars:
-      self.writer.write_scalars(stats.round, designer_scalars, run="search")
+      self.writer.write_scalars(stats.round, {f"designer/{k}": v for k, v in designer_scalars.items()},
+                                run="search")

@@ -78,10 +78,10 @@ def test_killed_run_resumes_and_leaves_a_full_record(tmp_path):
   assert "report" in tags["tensors"] and "config" in tags["tensors"]
   best = event_accumulator.EventAccumulator(os.path.join(workdir, "tb", "best"))
   best.Reload()
-  assert "trial/tokens_per_s" in best.Tags()["scalars"]
+  assert "answer/tokens_per_s" in best.Tags()["scalars"]
   sessions = [d for d in glob.glob(os.path.join(workdir, "hparams", "*")) if os.path.isdir(d)]
-  # one session per trial of the finished run: each measurement once (the
-  # resumed run replays the killed one's from the store)
+  # one session per trial, written when the (resumed) run ends: every
+  # measurement, the killed run's replayed from the store
   assert len(sessions) == len(rows)
   s = event_accumulator.EventAccumulator(sessions[0])
   s.Reload()

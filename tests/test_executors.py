@@ -84,9 +84,10 @@ def test_process_executor_matches_serial_and_streams_chunks():
 
 def _stored(workdir):
   rows = [json.loads(l) for l in open(os.path.join(workdir, "measurements.jsonl"))]
-  # cost_s and wall_s are what it took this time; the candidate, the fidelity
-  # and what was measured must agree.
-  return {(r["candidate_key"], r["fidelity"], json.dumps(r["metrics"], sort_keys=True)) for r in rows}
+  # wall_s and the provenance's CPU time are what it took this time; the
+  # candidate, the fidelity, what was measured and what it was charged agree.
+  return {(r["candidate_key"], r["fidelity"], json.dumps(r["metrics"], sort_keys=True), r["cost_s"])
+          for r in rows}
 
 
 def _run_with(executor_gin, workdir):

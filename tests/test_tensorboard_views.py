@@ -37,7 +37,7 @@ def test_tensorboard_has_a_handful_of_runs_with_trial_axes(plan_run):
                  for s, _ in _scalars(os.path.join(workdir, "tb", f), "trial/cost_s"))
   assert steps == list(range(n))
   # Best-so-far: starts at the default (trial 0), never decreases, ends at the report's best.
-  best = _scalars(os.path.join(workdir, "tb", "best"), "trial/tokens_per_s")
+  best = _scalars(os.path.join(workdir, "tb", "best"), "answer/tokens_per_s")
   report = json.load(open(os.path.join(workdir, "report.json")))
   assert best[0] == (0, pytest.approx(report["default"]["tokens_per_s"], rel=1e-6))
   values = [v for _, v in best]

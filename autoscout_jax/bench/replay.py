@@ -92,14 +92,15 @@ class MemoryStore:
 
   def __init__(self):
     self._rows: list[Measurement] = []
-    self._index: dict[tuple[str, str, str, str], Measurement] = {}
+    self._index: dict[tuple[str, ...], Measurement] = {}
 
   def append(self, m: Measurement) -> None:
     self._rows.append(m)
     self._index.setdefault(m.cache_key, m)
 
-  def get(self, workload_key: str, cluster_key: str, candidate_key: str, fidelity: str) -> Measurement | None:
-    return self._index.get((workload_key, cluster_key, candidate_key, fidelity))
+  def get(self, workload_key: str, cluster_key: str, candidate_key: str, fidelity: str,
+          settings_key: str = "") -> Measurement | None:
+    return self._index.get((workload_key, cluster_key, candidate_key, fidelity, settings_key))
 
   def __len__(self) -> int:
     return len(self._rows)

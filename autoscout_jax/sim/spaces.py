@@ -189,7 +189,7 @@ def megatron_training_space(workload: Workload, cluster, max_tp: int = 16, max_c
 def megatron_plan(tp, pp, cp, dp, ep, etp, vp, mbs, sp, dist_opt, recompute, rc_block, rc_layers,
                   overlap_grad, overlap_param, bucket_params, tp_overlap, global_batch, layers, node_size,
                   fsdp=0.0, flash=1.0, grad_bytes=4.0, offload=0.0, rails=1.0,
-                  ep_overlap=0.0) -> dict[str, np.ndarray]:
+                  ep_overlap=0.0, loss_bytes=6.0) -> dict[str, np.ndarray]:
   """PLAN arrays (sim/costs.py) of Megatron configurations, placed in
   Megatron's rank order tp (innermost), cp, dp, pp (outermost); MoE layers
   regroup tp*cp*dp as etp, ep, edp."""
@@ -215,7 +215,7 @@ def megatron_plan(tp, pp, cp, dp, ep, etp, vp, mbs, sp, dist_opt, recompute, rc_
       dp_local=dp_local, shard_local=dp_local, rep_local=np.where(zero > 0, 1.0, dp_local),
       pp_inter=np.where(tp * cp * dp * pp > node, 1.0, 0.0),
       w_bytes=f(2.0), g_bytes=f(grad_bytes), o_bytes=f(12.0), flash=f(flash), xla=f(0.0), offload=f(offload),
-      rails=f(rails), ep_overlap=f(ep_overlap))
+      rails=f(rails), ep_overlap=f(ep_overlap), loss_bytes=f(loss_bytes))
 
 
 def _megatron_plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster) -> dict[str, np.ndarray]:
@@ -330,7 +330,7 @@ def mesh_plan(ici: dict, dcn: dict, pdb, remat, lhs, async_coll, coll_mm, global
       shard_local=g(ici, "fsdp") * cp, rep_local=g(ici, "data") * ep,
       pp_inter=np.where(g(dcn, "stage") > 1, 1.0, 0.0),
       w_bytes=f(4.0), g_bytes=f(4.0), o_bytes=f(8.0), flash=f(1.0), xla=f(1.0), offload=f(0.0), rails=f(1.0),
-      ep_overlap=f(0.0))
+      ep_overlap=f(0.0), loss_bytes=f(8.0))
 
 
 def _mesh_plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster) -> dict[str, np.ndarray]:
