@@ -106,6 +106,17 @@ DEVICES: dict[str, DeviceSpec] = {d.name: d for d in (
     DeviceSpec("tpu_v6e", 918 * TFLOP, None, 32 * GIB, 1640 * GB, "tpu"),
 )}
 
+# What XLA compiles for (the compile-at-scale F2, autoscout_jax/compile/):
+# TPU devices name their XLA topology prefix (a slice is "<prefix>:<torus>",
+# e.g. "v5p:4x4x4"); GPU devices name the GpuTargetConfigProto shipped in
+# autoscout_jax/data/gpu_target_configs/ (from XLA's target_config/specs).
+# Devices not listed have no compile target.
+XLA_TARGETS: dict[str, str] = {
+    "a100_40gb": "a100_sxm_40.txtpb", "a100_80gb": "a100_sxm_80.txtpb", "h100_sxm": "h100_sxm.txtpb",
+    "h200": "h200.txtpb", "b200": "b200.txtpb",
+    "tpu_v4": "v4", "tpu_v5e": "v5e", "tpu_v5p": "v5p", "tpu_v6e": "v6e",
+}
+
 # --- interconnect tiers ---------------------------------------------------------
 LINKS: dict[str, Link] = {l.name: l for l in (
     Link("nvlink3", 300 * GB, 5e-6),          # A100 NVSwitch
@@ -212,6 +223,28 @@ class Cluster:
   @property
   def memory_bytes_per_device(self) -> float:
     return self.device.hbm_bytes
+
+  @property
+  def num_slices(self) -> int:
+    """TPU slices joined over DCN (1 for GPU clusters: one NVLink/IB fabric)."""
+    return self.num_nodes if self.platform == "tpu" else 1
+
+  @property
+  def xla_topology(self) -> str:
+    """The topology XLA compiles for: a TPU slice name ("v5p:4x4x4"; the
+    cluster has `num_slices` of them) or a GPU "nodes x 1 x gpus-per-node"
+    shape; "" when the device has no compile target (XLA_TARGETS)."""
+    target = XLA_TARGETS.get(self.device.name, "")
+    if not target:
+      return ""
+    if self.platform == "tpu":
+      return f"{target}:" + "x".join(str(v) for v in self.torus) if self.torus else ""
+    return f"{self.num_nodes}x1x{self.node_size}"
+
+  @property
+  def gpu_target_config(self) -> str:
+    """File name of the GPU target config XLA compiles for ("" for TPUs)."""
+    return XLA_TARGETS.get(self.device.name, "") if self.platform == "gpu" else ""
 
   @property
   def key(self) -> str:
