@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -21,18 +22,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Square(Evaluator):
-  """x -> x*x tokens/s; reports its process id; holds an unpicklable cache."""
+  """x -> x*x tokens/s; reports its process id; holds an unpicklable cache.
+  With `meet` (a folder, and how many chunks), each call waits there until
+  that many calls are running: it returns `met` True only if they ran at once."""
 
   fidelity = "analytic"
 
-  def __init__(self):
+  def __init__(self, meet=None):
     self._cache = {"fn": lambda v: v}  # like a built space: lambdas do not pickle
+    self.meet = meet
 
   def evaluate(self, problem, candidates):
     self._cache.setdefault("seen", 0)
     assert all(not problem.space.validate(c) for c in candidates)  # the problem arrived whole
+    met = None
+    if self.meet:
+      folder, n = self.meet
+      open(os.path.join(folder, str(os.getpid())), "w").close()
+      deadline = time.time() + 120
+      while len(os.listdir(folder)) < n and time.time() < deadline:
+        time.sleep(0.05)
+      met = len(os.listdir(folder)) >= n
     return [Measurement(c, self.fidelity, Metrics(True, tokens_per_s=float(c.values["x"] ** 2)), 0.1,
-                        provenance={"pid": os.getpid()}) for c in candidates]
+                        provenance={"pid": os.getpid(), "met": met}) for c in candidates]
 
 
 class Profiler(Square):
@@ -64,19 +76,22 @@ def test_portable_empties_only_unpicklable_private_caches():
   assert clone is not ev and clone._cache == {} and "fn" in ev._cache
 
 
-def test_process_executor_matches_serial_and_streams_chunks():
+def test_process_executor_matches_serial_and_streams_chunks(tmp_path):
   cands = _cands(7)
   serial = SerialExecutor().evaluate(Square(), PROBLEM, cands)
   arrived = []
   ex = ProcessExecutor(workers=2)
   try:
-    got = ex.evaluate(Square(), PROBLEM, cands, lambda idx, ms: arrived.append(list(idx)))
+    got = ex.evaluate(Square(meet=(str(tmp_path), 2)), PROBLEM, cands,
+                      lambda idx, ms: arrived.append(list(idx)))
     # a device-bound evaluator stays in this process, however many workers
     local = ex.evaluate(Profiler(), PROBLEM, cands)
   finally:
     ex.close()
   assert [m.objective for m in got] == [m.objective for m in serial] == [float(i * i) for i in range(7)]
   assert sorted(arrived) == [[0, 1, 2, 3], [4, 5, 6]]
+  # the two chunks ran at the same time, each in a child process
+  assert all(m.provenance["met"] for m in got)
   pids = {m.provenance["pid"] for m in got}
   assert os.getpid() not in pids and len(pids) == 2
   assert {m.provenance["pid"] for m in local} == {os.getpid()}
