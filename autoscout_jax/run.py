@@ -31,6 +31,7 @@ import re
 import signal
 import sys
 import time
+from typing import Any
 
 from absl import app, flags, logging
 
@@ -85,30 +86,42 @@ class _QuietExpected(pylogging.Filter):
     return not any(n in msg for n in self._NEEDLES)
 
 
-def _quiet_console() -> io.StringIO:
-  """absl's INFO log goes to a buffer (run.log once the workdir is locked,
-  `_log_to_workdir`); warnings and errors stay on the console."""
-  handler = logging.get_absl_handler()
-  buf = io.StringIO()
+class _LogStream:
+  """Where absl's INFO log goes: a buffer until the workdir is locked, then
+  `workdir/run.log`. A library that resets logging (SMAC does) closes the
+  handlers' streams; this one stays open until the process ends."""
+
+  def __init__(self):
+    self.target: Any = io.StringIO()
+
+  def write(self, text: str) -> int:
+    return self.target.write(text)
+
+  def flush(self) -> None:
+    self.target.flush()
+
+  def close(self) -> None:
+    pass
+
+  def to_file(self, path: str) -> None:
+    f = open(path, "a", encoding="utf-8")
+    f.write(self.target.getvalue())
+    self.target = f
+
+
+def _quiet_console() -> _LogStream | None:
+  """absl's INFO log to a `_LogStream`; warnings and errors stay on the console."""
   if flags.FLAGS["logtostderr"].value or flags.FLAGS["alsologtostderr"].value:
-    return buf  # the user asked for everything on the console
-  handler.python_handler.stream = buf
+    return None  # the user asked for everything on the console
+  handler = logging.get_absl_handler()
+  stream = _LogStream()
+  handler.python_handler.stream = stream
   if not flags.FLAGS["stderrthreshold"].present:
     flags.FLAGS.stderrthreshold = "warning"
   quiet = _QuietExpected()
   handler.addFilter(quiet)
   pylogging.getLogger("jax._src.xla_bridge").addFilter(quiet)
-  return buf
-
-
-def _log_to_workdir(workdir: str, buf: io.StringIO) -> None:
-  """The buffered log, then the rest of the run's, into `workdir/run.log`."""
-  handler = logging.get_absl_handler()
-  if handler.python_handler.stream is not buf:
-    return
-  f = open(os.path.join(workdir, "run.log"), "a", encoding="utf-8")
-  f.write(buf.getvalue())
-  handler.python_handler.stream = f
+  return stream
 
 
 def unread_macros() -> list[str]:
@@ -146,7 +159,7 @@ def main(argv) -> None:
     _fail(f"unexpected arguments {argv[1:]}")
   if not _GIN_FILE.value:
     _fail("no --gin_file given; try --gin_file=experiments/quickstart/quickstart.gin")
-  log_buffer = _quiet_console()
+  log_stream = _quiet_console()
   import gin
   from autoscout_jax import experiment, workdir as workdir_lib
   _parse_gin(_GIN_FILE.value, _GIN_BINDINGS.value)
@@ -166,7 +179,8 @@ def main(argv) -> None:
   writers = []
 
   def on_start(writer) -> None:  # inputs checked, workdir locked: now we may write
-    _log_to_workdir(workdir, log_buffer)
+    if log_stream is not None:
+      log_stream.to_file(os.path.join(workdir, "run.log"))
     writers.append(writer)
     with open(os.path.join(workdir, "config.gin"), "w") as f:
       f.write(gin.config_str())
