@@ -3,9 +3,11 @@
 Where it sits: the hand-written constraints of the Megatron space
 (sim/spaces.py) are the fast screen every search uses; this module asks
 megatron-core itself, so a test can check that the two agree on every
-candidate of the bench spaces, and a search can add `constraint(workload)`
-to validate with the real library where it is installed. Nothing here needs
-CUDA or torch.distributed.
+candidate of the bench spaces, and a search can validate with the real
+library where it is installed: `validated_space(space, workload)` adds the
+verdict to a Megatron simulator space as one more named constraint
+(`constraint(workload)` is the same for a plain SearchSpace). Nothing here
+needs CUDA or torch.distributed.
 
 What megatron-core is asked, all in its own code:
 - `TransformerConfig(...)` (which includes `ModelParallelConfig`) with the
@@ -34,8 +36,15 @@ import importlib.util
 import warnings
 from typing import Any, Mapping
 
+import numpy as np
+
 from autoscout_jax.space import Constraint
 from autoscout_jax.workload import ModelConfig, Workload
+
+# The Megatron knobs megatron-core sees (the others are Megatron-LM arguments).
+SEEN = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size",
+        "expert_model_parallel_size", "expert_tensor_parallel_size", "virtual_pipeline_model_parallel_size",
+        "sequence_parallel", "tp_comm_overlap", "recompute_granularity", "recompute_method", "recompute_num_layers")
 
 EXTRA_HINT = 'pip install -e ".[megatron]"'
 
@@ -123,3 +132,33 @@ def constraint(workload: Workload) -> Constraint:
     why = verdict(workload, values)
     return None if why is None else f"megatron-core rejects it: {why}"
   return Constraint("megatron_core", check, "megatron-core's TransformerConfig and model-build checks accept it")
+
+
+def validated_space(space: Any, workload: Workload) -> Any:
+  """A copy of a Megatron simulator space (sim.vspace.SimSpace) with one
+  more constraint, `megatron_core`: megatron-core's own verdict on every
+  candidate (`verdict`), evaluated row by row (cached per distinct
+  combination), so it also prunes enumerations. Needs the extra."""
+  if not available():
+    raise ValueError(f"validating Megatron candidates with megatron-core needs the 'megatron' extra ({EXTRA_HINT})")
+  from autoscout_jax.sim.vspace import SimSpace, VecConstraint
+  names = [n for n in SEEN if n in space]
+
+  def decode(name: str, x: float) -> Any:
+    if np.isnan(x):
+      return None
+    dom = space[name].finite_values()
+    return dom[int(x)] if isinstance(dom[0], (bool, str)) else space[name].coerce(x)
+
+  def ok(t, facts):
+    cols = {n: np.asarray(t[n]) for n in names}  # every seen knob present (enumeration waits for them)
+    rows = len(next(iter(cols.values())))
+    return np.fromiter((verdict(workload, {n: decode(n, cols[n][i]) for n in names}) is None
+                        for i in range(rows)), bool, rows)
+
+  def message(values, facts):
+    return f"megatron-core rejects it: {verdict(workload, values)}"
+
+  vc = VecConstraint("megatron_core", ok, message, "megatron-core's TransformerConfig and model-build checks accept it")
+  return SimSpace(space.knobs, list(space.vec_constraints) + [vc], groups=space.groups, facts=space.facts,
+                  name=space.name + "+megatron_core", family=space.family)

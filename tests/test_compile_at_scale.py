@@ -108,6 +108,8 @@ def test_over_budget_candidate_is_an_oom_measurement(v5e_2x2, tmp_path):
   ev = CompileAtScaleEvaluator(cache_dir=str(tmp_path), timeout_s=300)
   [m] = ev.evaluate(Problem(workload, v5e_2x2, space, ('compile',)), [_cand(space, ici_data=4)])
   assert not m.feasible and m.metrics.failure_kind == OOM, m.metrics.error
+  # XLA's verdict names what the program needed: more than the chip's 16 GiB
+  assert m.metrics.peak_mem_bytes > 16 * 2**30 and m.metrics.extra["peak_from"] == "xla_oom_message"
 
 
 @needs_tpu

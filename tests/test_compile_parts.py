@@ -121,14 +121,16 @@ def test_compile_report_samples_evenly_and_summarizes():
   assert picked[0] == default and len(set(picked)) == 7 and all(space.is_valid(p) for p in picked)
   assert {p.values["remat_policy"] for p in picked[1:]} == {"none", "minimal", "full"}
   rows = [dict(feasible=True, failure_kind=None, xla_peak_bytes=100.0, f0_peak_bytes=80.0, compile_s=10.0,
-               compile_cpu_s=9.0, cache_hit=False),
+               compile_cpu_s=9.0, cache_hit=False, f0_feasible=True),
           dict(feasible=True, failure_kind=None, xla_peak_bytes=200.0, f0_peak_bytes=220.0, compile_s=30.0,
-               compile_cpu_s=20.0, cache_hit=False),
-          dict(feasible=False, failure_kind="oom", xla_peak_bytes=None, f0_peak_bytes=90.0, compile_s=5.0,
-               compile_cpu_s=5.0, cache_hit=False)]
+               compile_cpu_s=20.0, cache_hit=False, f0_feasible=True),
+          dict(feasible=False, failure_kind="oom", xla_peak_bytes=300.0, f0_peak_bytes=90.0, compile_s=5.0,
+               compile_cpu_s=5.0, cache_hit=False, f0_feasible=True)]
   s = cr.summarize(rows)
   assert (s["candidates_compiled"], s["oom_count"], s["compile_s_median"]) == (3, 1, 10.0)
   assert s["f0_memory_mape"] == pytest.approx((0.2 + 0.1) / 2)
+  assert s["f0_memory_mape_with_ooms"] == pytest.approx((0.2 + 0.1 + 0.7) / 3)
+  assert s["f0_says_fits_xla_oom"] == 1
 
 
 def test_report_shows_xla_memory_beside_f0_and_cost_units():

@@ -97,3 +97,20 @@ def test_verdict_names_megatron_cores_reason():
   assert megatron_core.verdict(w, {"tensor_model_parallel_size": 16}) is not None  # 8 query groups
   c = megatron_core.constraint(w)
   assert c.check({"tensor_model_parallel_size": 3}, {}).startswith("megatron-core rejects it")
+
+
+def test_validated_space_rejects_what_megatron_core_rejects():
+  from autoscout_jax.sim.catalog import make_workload
+  from autoscout_jax.sim.hardware import make_cluster
+  from autoscout_jax.sim.spaces import megatron_training_space
+  w = make_workload("llama3_8b", 8)
+  space = megatron_training_space(w, make_cluster("dgx_h100", 8))
+  checked = megatron_core.validated_space(space, w)
+  good = space.make(w.default_values)
+  assert not checked.validate(good)
+  # 2 stages x 3 virtual stages cannot split 32 layers (+ embedding/loss)
+  bad = dict(good.values, pipeline_model_parallel_size=2, data_parallel_size=4,
+             virtual_pipeline_model_parallel_size=3)
+  names = {v.constraint for v in checked.validate(checked.make(bad))}
+  assert {"megatron_core", "pp_divides_layers"} <= names
+  assert "megatron_core" not in {v.constraint for v in space.validate(space.make(bad))}

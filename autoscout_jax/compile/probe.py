@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import time
 import traceback
 from pathlib import Path
@@ -36,6 +37,10 @@ from autoscout_jax.measurement import COMPILE_ERROR, INVALID, OOM, Metrics
 from autoscout_jax.workload import Workload
 
 BACKENDS = {"flax": "autoscout_jax.compile.step"}
+# libtpu's out-of-memory verdict names what the program needed:
+# "the total memory required for HLO temporaries (34.11G) exceeds available HBM (15.75G)".
+_OOM_NEEDS = re.compile(r"HLO temporaries \(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)")
+_UNIT = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 class CompileCache:
@@ -103,15 +108,41 @@ def _cpu_s() -> float:
   return time.process_time()  # this process, all threads: stabler than wall time on a shared host
 
 
-def _compile_figures(lowered: Any, target: CompileTarget) -> dict[str, Any]:
+def argument_bytes(args: Any) -> int:
+  """Per-device bytes of the sharded arguments (the largest shard of each)."""
+  import jax
+  import numpy as np
+  total = 0
+  for a in jax.tree.leaves(args):
+    shard = a.sharding.shard_shape(a.shape) if a.sharding is not None else a.shape
+    total += int(np.prod(shard)) * np.dtype(a.dtype).itemsize
+  return total
+
+
+def _oom_figures(text: str, args: Any) -> dict[str, Any]:
+  """What an XLA out-of-memory verdict says the program needed: its
+  temporaries from the message, plus the arguments' shards."""
+  m = _OOM_NEEDS.search(text)
+  if not m:
+    return {}
+  temp = float(m.group(1)) * _UNIT[m.group(2)]
+  args_b = argument_bytes(args)
+  return {"temp_bytes": int(temp), "argument_bytes": args_b, "peak_mem_bytes": int(temp) + args_b,
+          "xla_available_bytes": int(float(m.group(3)) * _UNIT[m.group(4)]), "peak_from": "xla_oom_message"}
+
+
+def _compile_figures(lowered: Any, target: CompileTarget, args: Any = None) -> dict[str, Any]:
   t0, c0 = time.perf_counter(), _cpu_s()
   try:
     compiled = lowered.compile()
   except Exception:
     text = traceback.format_exc()
     kind = classify(text, COMPILE_ERROR)
-    return {"failure_kind": kind, "error": text[-2000:], "compile_s": time.perf_counter() - t0,
-            "compile_cpu_s": _cpu_s() - c0}
+    fig = {"failure_kind": kind, "error": text[-2000:], "compile_s": time.perf_counter() - t0,
+           "compile_cpu_s": _cpu_s() - c0}
+    if kind == OOM and args is not None:
+      fig.update(_oom_figures(text, args))
+    return fig
   fig: dict[str, Any] = {"compile_s": time.perf_counter() - t0, "compile_cpu_s": _cpu_s() - c0}
   mem = compiled.memory_analysis()
   if mem is not None:
@@ -132,7 +163,7 @@ def measure(workload: Workload, target: CompileTarget, values: Mapping[str, Any]
   cache = CompileCache(options.get("cache_dir"))
   t0 = time.perf_counter()
   try:
-    program = mod.build_program(workload, values, devices, num_slices=target.num_slices)
+    program = mod.build_program(workload, values, devices, num_slices=target.mesh_groups)
     lowered = program.lower()
   except mod.LayoutError as e:
     return Metrics.failed(INVALID, f"{type(e).__name__}: {e}")
@@ -143,7 +174,7 @@ def measure(workload: Workload, target: CompileTarget, values: Mapping[str, Any]
   fig = cache.get(key)
   hit = fig is not None
   if fig is None:
-    fig = _compile_figures(lowered, target)
+    fig = _compile_figures(lowered, target, program.args)
     if "failure_kind" not in fig:
       try:
         fig["flops_per_step"] = reference_flops(mod, workload, values, len(devices))
@@ -155,7 +186,9 @@ def measure(workload: Workload, target: CompileTarget, values: Mapping[str, Any]
   extra.update(program_key=key, cache_hit=hit, lower_s=lower_s, backend=backend,
                usable_bytes=target.usable_bytes, target=target.label)
   if "failure_kind" in fig:
-    return Metrics.failed(fig["failure_kind"], fig.get("error", ""), extra=extra)
+    # An XLA OOM still says how much the program needed (peak_mem_bytes).
+    return Metrics.failed(fig["failure_kind"], fig.get("error", ""), peak_mem_bytes=fig.get("peak_mem_bytes"),
+                          extra=extra)
   peak = fig.get("peak_mem_bytes")
   figures = dict(peak_mem_bytes=peak, flops_per_step=fig.get("flops_per_step"), extra=extra)
   if peak is not None and peak > target.usable_bytes:

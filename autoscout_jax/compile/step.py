@@ -124,9 +124,10 @@ class MeshLayout:
 
 
 def make_mesh(layout: MeshLayout, devices: Sequence[Any]) -> Mesh:
-  """Mesh over mdl.MESH_AXES. Multi-slice targets: a hybrid mesh (ICI
-  inside a slice, DCN degrees across slices); single slice: a
-  topology-aware mesh; plain device lists (CPU): reshaped in order."""
+  """Mesh over mdl.MESH_AXES. Multi-slice TPU targets: a hybrid mesh (ICI
+  inside a slice, DCN degrees across slices); GPU nodes: DCN degrees over
+  nodes, ICI degrees inside one; single slice: a topology-aware mesh; plain
+  device lists (CPU): reshaped in order."""
   ici = dict(layout.ici)
   dcn = dict(layout.dcn)
   ici_shape = tuple(ici.get(a, 1) for a in mdl.MESH_AXES)
@@ -135,9 +136,15 @@ def make_mesh(layout: MeshLayout, devices: Sequence[Any]) -> Mesh:
   try:
     if devices and devices[0].platform == "cpu":
       grid = np.asarray(devices, dtype=object).reshape(tuple(i * d for i, d in zip(ici_shape, dcn_shape)))
-    elif layout.num_slices > 1:
+    elif layout.num_slices > 1 and len({getattr(d, "slice_index", 0) for d in devices}) == layout.num_slices:
+      # TPU slices
       grid = mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices,
                                                   allow_split_physical_axes=True)
+    elif layout.num_slices > 1:  # GPU nodes, numbered node by node: DCN degrees outside ICI ones
+      n = len(mdl.MESH_AXES)
+      grid = np.asarray(devices, dtype=object).reshape(dcn_shape + ici_shape)
+      grid = grid.transpose([a for i in range(n) for a in (i, n + i)])
+      grid = grid.reshape(tuple(i * d for i, d in zip(ici_shape, dcn_shape)))
     else:
       grid = mesh_utils.create_device_mesh(ici_shape, devices, allow_split_physical_axes=True)
   except (ValueError, NotImplementedError, AssertionError) as e:

@@ -44,7 +44,9 @@ class TargetError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class CompileTarget:
   """platform 'tpu' or 'gpu'; `topology` the XLA topology name (TPU) or
-  'nodes x 1 x gpus' (GPU); `gpu_config` the target config file name (GPU)."""
+  'nodes x 1 x gpus' (GPU); `gpu_config` the target config file name (GPU);
+  `dcn_groups` the groups the JAX mesh's DCN axes span (GPU nodes; 0: the
+  TPU slices, `num_slices`)."""
 
   platform: str
   topology: str
@@ -52,6 +54,12 @@ class CompileTarget:
   num_devices: int
   usable_bytes: float
   gpu_config: str = ""
+  dcn_groups: int = 0
+
+  @property
+  def mesh_groups(self) -> int:
+    """What the candidate's DCN degrees must multiply to."""
+    return self.dcn_groups or self.num_slices
 
   @property
   def label(self) -> str:
@@ -71,7 +79,7 @@ def compile_target(cluster: Any) -> CompileTarget:
   if dev.platform == "tpu":
     return CompileTarget("tpu", topo, cluster.num_slices, cluster.num_devices, float(dev.hbm_bytes))
   return CompileTarget("gpu", topo, 1, cluster.num_devices, float(dev.hbm_bytes) * GPU_USABLE_FRACTION,
-                       gpu_config=cluster.gpu_target_config)
+                       gpu_config=cluster.gpu_target_config, dcn_groups=cluster.num_nodes)
 
 
 def missing_extra(target: CompileTarget, python: str | None = None) -> str | None:

@@ -10,7 +10,9 @@ writes per target: `platform`, `topology`, `candidates_compiled` (compiled
 to a verdict, fitting or OOM), `compile_s_median` (wall seconds of the
 compiles this run did), `compile_cpu_s_median`, `oom_count` and
 `f0_memory_mape` (mean |F0 - XLA| / XLA per-device peak over candidates that
-compile and fit), with every candidate's row. `--quick`: the two TPU targets,
+compile and fit; `f0_memory_mape_with_ooms` adds the OOMs, whose need XLA's
+message names; `f0_says_fits_xla_oom` counts F0's wrong "fits"), with every
+candidate's row. `--quick`: the two TPU targets,
 5 candidates each, and a wall-clock deadline of 10 minutes for the whole
 run (a target that runs out of time says so: `deadline_hit`). Targets
 compile side by side (`--jobs`, default 2: one compile child per core; XLA's
@@ -23,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -109,12 +112,16 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
   verdict = [r for r in rows if r["feasible"] or r["failure_kind"] == "oom"]
   fresh = [r for r in rows if r["compile_s"] is not None and not r["cache_hit"]]
   fit = [r for r in rows if r["feasible"] and r["xla_peak_bytes"] and r["f0_peak_bytes"]]
+  # XLA's OOM verdicts name what the program needed: F0's error there too.
+  told = [r for r in rows if r["xla_peak_bytes"] and r["f0_peak_bytes"]]
   med = lambda xs: statistics.median(xs) if xs else None
+  mape = lambda rs: (float(np.mean([abs(r["f0_peak_bytes"] - r["xla_peak_bytes"]) / r["xla_peak_bytes"]
+                                    for r in rs])) if rs else None)
   return dict(candidates_compiled=len(verdict), oom_count=sum(r["failure_kind"] == "oom" for r in rows),
               compile_s_median=med([r["compile_s"] for r in fresh]),
               compile_cpu_s_median=med([r["compile_cpu_s"] for r in fresh if r["compile_cpu_s"] is not None]),
-              f0_memory_mape=(float(np.mean([abs(r["f0_peak_bytes"] - r["xla_peak_bytes"]) / r["xla_peak_bytes"]
-                                             for r in fit])) if fit else None),
+              f0_memory_mape=mape(fit), f0_memory_mape_with_ooms=mape(told),
+              f0_says_fits_xla_oom=sum(r["failure_kind"] == "oom" and bool(r["f0_feasible"]) for r in rows),
               failed=sum(r["failure_kind"] not in (None, "oom") for r in rows))
 
 
@@ -152,6 +159,9 @@ def main(argv) -> None:
   if not FLAGS.output:
     print("compile_report: --output=R.json is required", file=sys.stderr)
     sys.exit(2)
+  # This process only runs F0 (on the host CPU; JAX reads this when its backend
+  # starts); the compiles happen in child processes that load the compilers.
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
   say = lambda s: print(s, flush=True)
   start = time.time()
   known = {t.name: t for t in TARGETS}
