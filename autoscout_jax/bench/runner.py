@@ -33,7 +33,7 @@ class Suite:
   max_rounds: int = 20_000
 
 
-SUITES = {"quick": Suite(seeds=3), "full": Suite(seeds=10)}
+SUITES = {"quick": Suite(seeds=3), "measured": Suite(seeds=5), "full": Suite(seeds=10)}
 
 
 def evaluators_for(task: Task, seed: int) -> dict[str, Any]:
@@ -41,8 +41,39 @@ def evaluators_for(task: Task, seed: int) -> dict[str, Any]:
   for e in task.spec.cheap:
     if fidelity_rank(e.fidelity) >= fidelity_rank(TOP):
       raise BenchError(f"task {task.name!r}: cheap evaluator fidelity {e.fidelity!r} is not below {TOP!r}")
+    _score_in_task_space(e, task)
     evals[e.fidelity] = FixedCostEvaluator(e, task.spec.cheap_cost_s)
   return evals
+
+
+def _score_in_task_space(e, task: Task) -> None:
+  """The simulators score candidates in the task's own space (a measured
+  table's micro-batch sizes may lie outside their default space)."""
+  cache = getattr(e, "_spaces", None)
+  kind = getattr(task.space, "kind", "")
+  if isinstance(cache, dict) and kind:
+    cache[(task.workload.key, task.cluster.key, kind)] = task.space
+
+
+def cheap_rank_correlation(task: Task) -> dict[str, Any]:
+  """Spearman rank correlation of each cheap fidelity's tokens/s with the
+  truth over the candidates both call feasible, and the share of candidates
+  whose feasibility they disagree on (scored live by the current simulators)."""
+  from scipy.stats import spearmanr
+  import numpy as np
+  out: dict[str, Any] = {}
+  true = task.table.true_tokens_per_s
+  for e in task.spec.cheap:
+    _score_in_task_space(e, task)
+    ms = e.evaluate(task.workload, task.cluster, task.candidates)
+    v = np.array([m.objective if m.objective is not None else np.nan for m in ms])
+    both = np.isfinite(v) & np.isfinite(true)
+    rho = spearmanr(v[both], true[both]).statistic if both.sum() > 2 else float("nan")
+    out[e.fidelity] = dict(spearman=None if not np.isfinite(rho) else round(float(rho), 4),
+                           both_feasible=int(both.sum()),
+                           feasibility_disagrees=round(float(np.mean(np.isfinite(v) != np.isfinite(true))), 4),
+                           cheap_says_fails_truth_runs=int(np.sum(~np.isfinite(v) & np.isfinite(true))))
+  return out
 
 
 def run_one(task: Task, designer: str, seed: int, budget_s: float | None = None,
@@ -62,7 +93,8 @@ def run_one(task: Task, designer: str, seed: int, budget_s: float | None = None,
     close = getattr(timed.inner, "close", None)
     if close is not None:
       close()
-  tr = metrics_lib.trace_run(task.name, designer, seed, result.measurements, task.table, TOP)
+  tr = metrics_lib.trace_run(task.name, designer, seed, result.measurements, task.table, TOP,
+                             profiles_free=entry.profiles_free)
   tr.cpu_s, tr.suggested, tr.stop_reason = timed.cpu_s, timed.suggested, result.stop_reason
   return tr, result
 
@@ -101,7 +133,7 @@ def run_bench(specs: Sequence[TaskSpec], designers: Sequence[str], seeds: Sequen
     budgets = tuple(b * budget_scale for b in task.budgets_s)
     evals = tuple(e * budget_scale for e in spec.budget_evals)
     info = task.summary()
-    info.update(budgets_s=list(budgets), budget_evals=list(evals))
+    info.update(budgets_s=list(budgets), budget_evals=list(evals), cheap_vs_truth=cheap_rank_correlation(task))
     tasks_info.append(info)
     printer(f"{task.name}: {len(task.candidates)} candidates, optimum {task.optimum:,.1f} tok/s, "
             f"expert {task.expert_value or float('nan'):,.1f} tok/s, budgets "
@@ -122,5 +154,6 @@ def run_bench(specs: Sequence[TaskSpec], designers: Sequence[str], seeds: Sequen
       "suite": suite, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
       "seconds": round(time.time() - t_start, 1), "designers": list(designers), "seeds": list(seeds),
       "budget_scale": budget_scale, "tasks": [t["name"] for t in tasks_info], "task_info": tasks_info,
+      "peer_versions": peers.peer_versions(),
       "results": results, "_traces": traces,
   }
