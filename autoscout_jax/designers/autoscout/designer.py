@@ -39,6 +39,7 @@ from autoscout_jax.designers.autoscout.bandit import Bandit
 from autoscout_jax.designers.autoscout.features import SCREEN, Observations, knob_roles
 from autoscout_jax.designers.autoscout.fidelity import FidelityPlan
 from autoscout_jax.designers.autoscout.proposals import Proposer
+from autoscout_jax.designers.autoscout.ranked import CheapOrder
 from autoscout_jax.designers.autoscout.surrogate import FusedSurrogate, SurrogateSpec
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.measurement import Measurement
@@ -98,7 +99,8 @@ class AutoScoutDesigner(Designer):
                prior_importance: Mapping[str, float] | None = None,
                surrogate: SurrogateSpec = SurrogateSpec(), pool_samples: int = 1024,
                acquisition: str = "thompson", initial: Sequence[Candidate] = (),
-               stop_after: int | None = 24):
+               stop_after: int | None = 24, cheap_order: bool = True, cheap_order_max: int = 25_000,
+               residual_warm: Mapping[str, Any] | None = None):
     super().__init__(space, seed)
     if min(screens_per_top, extra_screens, init_samples, pool_samples, stop_after or 0) < 0:
       raise ValueError("screens_per_top, extra_screens, init_samples, pool_samples and stop_after "
@@ -141,10 +143,20 @@ class AutoScoutDesigner(Designer):
     self._dry_since_best = 0
     self.stop_after = stop_after
     self.rounds = 0
+    # Where a cheap fidelity can score the whole space, the cheap-order stage
+    # (ranked.py) leads: cheap_topk's order, left where the learned residual
+    # says the cheap fidelity is wrong.
+    fids = tuple(fidelities or ())
+    self.ranked = None
+    if cheap_order and cheap_fidelities and CheapOrder.applies(space, fids, cheap_order_max):
+      self.ranked = CheapOrder(space, fids[0], fids[-1], warm=residual_warm)
 
   # --- tell -----------------------------------------------------------------
   def update(self, measurements: Sequence[Measurement]) -> None:
     ms = list(measurements)
+    if self.ranked is not None:
+      self.ranked.update(ms)
+      return
     if not self.plan.named and not self.obs.rows:
       self._adopt_top(ms)
     before = self.obs.best_top()
@@ -183,6 +195,8 @@ class AutoScoutDesigner(Designer):
     if n <= 0:
       return []
     self.rounds += 1
+    if self.ranked is not None:
+      return self.ranked.suggest(n)
     self._maybe_refit()
     top = self.plan.top
     trusted, gates = self.plan.trusted(), self.plan.gates()
