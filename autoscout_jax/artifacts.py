@@ -1,6 +1,6 @@
 """Launchable artifacts: turn a recommended candidate into what a user runs.
 
-Where it sits: the report (report.py) calls `launch_artifact(values)` on the
+Where it sits: the report (report.py) calls `launch_artifact(space.family, values)` on the
 best validated candidate. Megatron-LM spaces become command-line arguments;
 JAX spaces become a mesh (axis names and shape), the sharding rules the
 train step uses, and the XLA flags.
@@ -100,11 +100,14 @@ def is_flag_knob(name: str) -> bool:
   return any(_flag_knob(name) in t for t in _XLA_FLAGS.values())
 
 
-def launch_artifact(values: Mapping[str, Any], global_batch: int | None = None,
+def launch_artifact(family: str, values: Mapping[str, Any], global_batch: int | None = None,
                     num_layers: int | None = None, platform: str = "gpu") -> dict[str, Any]:
-  if "tensor_model_parallel_size" in values:
+  """The artifact of a candidate of a space of `family` (SearchSpace.family)."""
+  if family == "megatron":
     return {"kind": "megatron", "args": megatron_args(values, global_batch, num_layers),
             "data_parallel_size (derived)": values.get("data_parallel_size")}
+  if family not in ("local", "jax_mesh"):
+    return {"kind": "values", "values": dict(values)}  # an ad-hoc space: nothing to translate
   mesh_axes = [a for a in JAX_LOCAL_AXES if a in values]
   ici = {k: v for k, v in values.items() if k.startswith("ici_")}
   dcn = {k: v for k, v in values.items() if k.startswith("dcn_")}

@@ -1,7 +1,8 @@
 """Evaluator interface: candidates in, measurements out, one fidelity each.
 
 Where it sits: the search loop routes each suggestion to the evaluator of its
-fidelity and charges `Measurement.cost_s` against the budget. Simulators
+fidelity, handing it the run's `Problem` (workload, cluster, the space the
+candidates belong to), and charges `Measurement.cost_s` against the budget. Simulators
 score a whole batch in one vectorized call; profilers may run candidates one
 by one in child processes. Evaluators never decide what to measure.
 """
@@ -9,9 +10,12 @@ by one in child processes. Evaluators never decide what to measure.
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 from typing import Any, Sequence
 
 from autoscout_jax.measurement import Measurement
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
 
 
@@ -21,6 +25,24 @@ class Evaluator(abc.ABC):
   fidelity: str = ""
 
   @abc.abstractmethod
-  def evaluate(self, workload: Any, cluster: Any, candidates: Sequence[Candidate]) -> list[Measurement]:
-    """One measurement per candidate, in order. Never raises for a failing
-    candidate: failures are measurements with a failure_kind."""
+  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
+    """One measurement per candidate of `problem.space`, in order. Never
+    raises for a failing candidate: failures are measurements with a
+    failure_kind."""
+
+  def settings(self) -> dict[str, Any]:
+    """The evaluator's settings that change what it measures (timed steps,
+    simulator version and constants, injected faults; not timeouts). They
+    are part of every measurement's cache key and of the workdir's identity,
+    so a changed setting is measured again, never silently reused."""
+    return {}
+
+
+def settings_key(evaluator: Evaluator) -> str:
+  """A short digest of `evaluator.settings()` ('' when it has none)."""
+  get = getattr(evaluator, "settings", None)
+  s = get() if get is not None else {}
+  if not s:
+    return ""
+  blob = json.dumps(s, sort_keys=True, separators=(",", ":"), default=str)
+  return hashlib.sha1(blob.encode()).hexdigest()[:12]

@@ -84,6 +84,7 @@ class Measurement:
   wall_s: float = 0.0  # elapsed seconds on this host
   wallclock: float = dataclasses.field(default_factory=time.time)  # unix time when made
   provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  settings_key: str = ""  # evaluator.settings_key: the measurement settings it was taken with
 
   @property
   def feasible(self) -> bool:
@@ -97,8 +98,8 @@ class Measurement:
     return float(self.metrics.tokens_per_s)
 
   @property
-  def cache_key(self) -> tuple[str, str, str, str]:
-    return (self.workload_key, self.cluster_key, self.candidate.key, self.fidelity)
+  def cache_key(self) -> tuple[str, str, str, str, str]:
+    return (self.workload_key, self.cluster_key, self.candidate.key, self.fidelity, self.settings_key)
 
   def to_json(self) -> dict[str, Any]:
     return {
@@ -112,6 +113,7 @@ class Measurement:
         "wall_s": self.wall_s,
         "wallclock": self.wallclock,
         "provenance": dict(self.provenance),
+        "settings_key": self.settings_key,
     }
 
   @classmethod
@@ -126,4 +128,5 @@ class Measurement:
         wall_s=float(d.get("wall_s", 0.0)),
         wallclock=float(d.get("wallclock", 0.0)),
         provenance=d.get("provenance", {}),
+        settings_key=d.get("settings_key", ""),
     )

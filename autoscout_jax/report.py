@@ -43,7 +43,7 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       "space": space.name, "top_fidelity": result.top_fidelity,
       "best": _m(result.best), "default": _m(result.default),
       "speedup_vs_default": result.speedup_vs_default,
-      "launch": (launch_artifact(result.best.candidate.values, workload.global_batch,
+      "launch": (launch_artifact(space.family, result.best.candidate.values, workload.global_batch,
                                  workload.model.num_layers, getattr(cluster, "platform", "gpu"))
                  if result.best else None),
       "top": [_m(m) for m in result.top(5)],
@@ -100,6 +100,8 @@ def render_summary(rep: dict[str, Any]) -> str:
   lines.append(f"spent {rep['cost_s']:,.1f} device-seconds "
                + ", ".join(f"{k}: {v:,.1f}" for k, v in rep["cost_by_fidelity_s"].items())
                + f" over {rep['rounds']} rounds (stopped: {rep['stop_reason']})")
+  for w in rep.get("warnings", ()):
+    lines.append(f"warning: {w}")
   lines.append(f"report: {os.path.join(rep['workdir'], 'report.md')}; "
                f"measurements: {rep['measurements']}; tensorboard --logdir {rep['tensorboard']}")
   return "\n".join(lines)
@@ -107,6 +109,8 @@ def render_summary(rep: dict[str, Any]) -> str:
 
 def render_markdown(rep: dict[str, Any]) -> str:
   out = [f"# autoscout_jax report: {rep['workload']} on {rep['cluster']} ({rep['num_devices']} devices)", ""]
+  if rep.get("warnings"):
+    out += ["## Warnings", ""] + [f"- {w}" for w in rep["warnings"]] + [""]
   best = rep["best"]
   if best is None:
     out.append(f"No feasible configuration validated at `{rep['top_fidelity']}`.")

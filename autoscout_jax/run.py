@@ -1,15 +1,28 @@
-"""Entry point: `python -m autoscout_jax.run --gin_file=... [--gin_bindings=...] [--workdir=...]`.
+"""Entry point: `python -m autoscout_jax.run --gin_file=... [--gin_bindings=...] [--workdir=...] [--fresh]`.
 
-Parses flags and gin, writes `config.gin` into the workdir, calls
-`experiment.run_experiment` with everything gin bound, and writes the
-operative config (what actually ran) after the first round. Bad input ends
-with one clear message and a non-zero exit; the workdir's measurement store
-is never touched before the inputs are checked.
+Parses flags and gin and calls `experiment.run_experiment` with everything
+gin bound. Every input is checked before anything is written: a gin file
+that does not parse, a macro that nothing reads (a typo such as
+`--gin_bindings='FOO = 3'`), an unknown parameter, a workdir that is a file,
+read-only or not creatable, a workdir that holds another configuration's
+measurements or is in use, an empty or impossible space, a bad budget: each
+ends with one line on stderr and exit status 2, and the workdir stays byte
+for byte as it was. Once the workdir is locked, `config.gin` is written, and
+the operative config (what actually ran) after the first round.
+
+Gin files are code (a binding can call any Python function): run only gin
+files from a source you trust.
+
+SIGTERM / SIGINT kill the run's child processes (their whole process
+groups) and end the run with one line; what was measured stays in the store
+and a run started again on the workdir resumes from it.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import sys
 import time
 
@@ -19,6 +32,9 @@ _GIN_FILE = flags.DEFINE_multi_string("gin_file", [], "Gin files to load (in ord
 _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'BUDGET_S = 60'.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where measurements, logs and the report go "
                                "(default: runs/<time>). Re-using a workdir resumes the run.")
+_FRESH = flags.DEFINE_bool("fresh", False, "Start a new workdir: --workdir itself if it does not exist "
+                           "or is empty, else the first free <workdir>-1, <workdir>-2, ...; the "
+                           "named workdir is never touched.")
 
 # Errors whose message is enough for the user (no traceback).
 _USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, IOError, ImportError)
@@ -28,10 +44,13 @@ def _repo_root() -> str:
   return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _one_line(msg: str) -> str:
+  # gin's messages point at the offending text over several lines.
+  return " ".join(part.strip() for part in str(msg).splitlines() if part.strip())
+
+
 def _fail(msg: str) -> None:
-  # One line: gin's messages point at the offending text over several lines.
-  one_line = " ".join(part.strip() for part in str(msg).splitlines() if part.strip())
-  print(f"autoscout_jax: error: {one_line}", file=sys.stderr)
+  print(f"autoscout_jax: error: {_one_line(msg)}", file=sys.stderr)
   sys.exit(2)
 
 
@@ -48,44 +67,83 @@ def _parse_gin(files, bindings) -> None:
     _fail(f"could not parse the gin config: {type(e).__name__}: {e}")
 
 
+def unread_macros() -> list[str]:
+  """Macros the config defines but nothing in it reads (e.g. a mistyped
+  `--gin_bindings='BUDGETS_S = 60'`)."""
+  from gin import config
+  macro = config.get_configurable(config.macro)
+  defined = [name for name, selector in config._CONFIG if selector == "gin.macro"]
+  # `%FOO` is gin's `@FOO/gin.macro()`: the macro's name is the reference's scope.
+  read = {ref.scoped_selector.rsplit("/", 1)[0]
+          for ref in config.iterate_references(config._CONFIG, to=macro)}
+  return [m for m in defined if m not in read]
+
+
+def unset_required_macros() -> list[str]:
+  """Macros still bound to `%gin.REQUIRED` (a block the experiment did not include)."""
+  from gin import config
+  return [name for (name, selector), params in config._CONFIG.items()
+          if selector == "gin.macro" and str(params.get("value")) == "%gin.REQUIRED"]
+
+
+def _on_signal(signum, frame) -> None:
+  del frame
+  from autoscout_jax.local.runner import kill_children
+  n = kill_children()
+  name = signal.Signals(signum).name
+  print(f"autoscout_jax: stopped by {name}" + (f"; killed {n} child process group(s)" if n else "")
+        + "; the measurements so far are stored, run again on the workdir to resume",
+        file=sys.stderr)
+  sys.exit(128 + signum)
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}")
   if not _GIN_FILE.value:
     _fail("no --gin_file given; try --gin_file=experiments/quickstart/quickstart.gin")
   import gin
-  from autoscout_jax import experiment
+  from autoscout_jax import experiment, workdir as workdir_lib
   _parse_gin(_GIN_FILE.value, _GIN_BINDINGS.value)
+  missing = unset_required_macros()
+  if missing:
+    _fail(f"macro(s) {', '.join(missing)} required but not set (include a block that provides "
+          f"them, see gin/runs/search.gin)")
+  unread = unread_macros()
+  if unread:
+    _fail(f"macro(s) {', '.join(unread)} set but read by nothing in the config (a typo?)")
   workdir = _WORKDIR.value or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.gin"), "w") as f:
-    f.write(gin.config_str())
+  if _FRESH.value:
+    workdir = workdir_lib.fresh_workdir(workdir)
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, _on_signal)
 
-  wrote_operative = []
+  writers = []
 
-  def on_round_end(stats, result):
+  def on_start(writer) -> None:  # inputs checked, workdir locked: now we may write
+    writers.append(writer)
+    with open(os.path.join(workdir, "config.gin"), "w") as f:
+      f.write(gin.config_str())
+    writer.write_texts(0, {"config": "```\n" + gin.config_str() + "\n```"})
+
+  def on_round_end(stats, result) -> None:
     del stats, result
-    if not wrote_operative:
-      wrote_operative.append(True)
+    if len(writers) == 1:
       text = gin.operative_config_str()
       with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
         f.write(text)
+      writers[0].write_texts(1, {"operative_config": "```\n" + text + "\n```"})
+      writers.append(None)  # written once
 
-  from autoscout_jax.writers import default_writer
-  writer = default_writer(workdir)
-  writer.write_texts(0, {"config": "```\n" + gin.config_str() + "\n```"})
+  fn = gin.get_configurable(experiment.run_experiment)
   try:
-    fn = gin.get_configurable(experiment.run_experiment)
-    try:
-      fn(workdir=workdir, on_round_end=on_round_end, writer=writer)
-    except _USER_ERRORS as e:
-      if logging.level_debug():
-        raise
-      _fail(f"{type(e).__name__}: {e}")
-    if wrote_operative:
-      writer.write_texts(1, {"operative_config": "```\n" + gin.operative_config_str() + "\n```"})
-  finally:
-    writer.close()
+    fn(workdir=workdir, on_start=on_start, on_round_end=on_round_end)
+  except _USER_ERRORS as e:
+    if logging.level_debug():
+      raise
+    # gin appends "In call to configurable 'x' (<function ...>)" for each frame it wraps
+    msg = re.sub(r"\s*In call to configurable '[^']*' \(<[^>]*>\)", "", str(e))
+    _fail(f"{type(e).__name__}: {msg}")
 
 
 def entry() -> None:

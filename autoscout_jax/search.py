@@ -1,7 +1,7 @@
 """The search loop: suggest -> validate -> route by fidelity -> store -> update.
 
-Where it sits: `experiment.run_experiment` builds the pieces and calls
-`run_search`. Each round the designer suggests candidates; each candidate
+Where it sits: `experiment.run_experiment` builds the run's `Problem`, the
+designer and the evaluators and calls `run_search`. Each round the designer suggests candidates; each candidate
 names the fidelity it wants (None: the top one available). A candidate with
 a constraint violation never reaches an evaluator: the designer gets an
 `invalid` measurement back at no cost. Cheaper "screen" fidelities (F2
@@ -24,9 +24,10 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 from autoscout_jax.designers.base import Designer
-from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.evaluator import Evaluator, settings_key
 from autoscout_jax.measurement import INVALID, Measurement, Metrics, fidelity_rank
-from autoscout_jax.space import Candidate, SearchSpace
+from autoscout_jax.problem import Problem
+from autoscout_jax.space import Candidate
 from autoscout_jax.store import MeasurementStore
 from autoscout_jax.writers import Writer
 
@@ -83,32 +84,35 @@ class _Router:
   """Looks measurements up in the store, evaluates what is missing in one
   batch per fidelity, and charges each (candidate, fidelity) once per run."""
 
-  def __init__(self, workload, cluster, evaluators: Mapping[str, Evaluator], store: MeasurementStore,
+  def __init__(self, problem: Problem, evaluators: Mapping[str, Evaluator], store: MeasurementStore,
                writer: Writer | None):
-    self.workload, self.cluster = workload, cluster
+    self.problem = problem
+    workload, cluster = problem.workload, problem.cluster
     self.evaluators = evaluators
     self.store = store
     self.writer = writer
     self.wk, self.ck = workload.key, cluster.key
     self.charged: set[tuple[str, str]] = set()
+    self.settings = {f: settings_key(e) for f, e in evaluators.items()}
 
   def measure(self, cands: Sequence[Candidate], fidelity: str, stats: RoundStats) -> list[Measurement]:
     out: dict[int, Measurement] = {}
     todo: list[int] = []
     for i, c in enumerate(cands):
-      m = self.store.get(self.wk, self.ck, c.key, fidelity)
+      m = self.store.get(self.wk, self.ck, c.key, fidelity, self.settings[fidelity])
       if m is None:
         todo.append(i)
       else:
         out[i] = m
         stats.cached += 1
     if todo:
-      fresh = self.evaluators[fidelity].evaluate(self.workload, self.cluster, [cands[i] for i in todo])
+      fresh = self.evaluators[fidelity].evaluate(self.problem, [cands[i] for i in todo])
       if len(fresh) != len(todo):
         raise RuntimeError(f"evaluator {fidelity!r} returned {len(fresh)} measurements for {len(todo)} candidates")
       for i, m in zip(todo, fresh):
         m = dataclasses.replace(m, candidate=Candidate.of(cands[i].values), fidelity=fidelity,
-                                workload_key=self.wk, cluster_key=self.ck)
+                                workload_key=self.wk, cluster_key=self.ck,
+                                settings_key=self.settings[fidelity])
         self.store.append(m)
         out[i] = m
         stats.new_measurements += 1
@@ -136,20 +140,26 @@ def _write_session(writer: Writer, m: Measurement) -> None:
   writer.write_hparams(f"{m.candidate.key}-{m.fidelity}", hp, metrics)
 
 
-def run_search(workload, cluster, space: SearchSpace, designer: Designer,
-               evaluators: Mapping[str, Evaluator], store: MeasurementStore, *,
-               budget_s: float = math.inf, batch_size: int = 4, max_rounds: int = 100,
-               screen_fidelities: Sequence[str] = ("compile",), writer: Writer | None = None,
-               default: Candidate | None = None,
+def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Evaluator],
+               store: MeasurementStore, *, budget_s: float = math.inf, batch_size: int = 4,
+               max_rounds: int = 100, screen_fidelities: Sequence[str] = ("compile",),
+               writer: Writer | None = None, compare_default: bool = True,
                on_round_end: Callable[[RoundStats, "SearchResult"], None] | None = None,
                progress: Callable[[str], None] | None = None) -> SearchResult:
+  """Runs the search; `problem.default` (when set and `compare_default`) is
+  measured first at the top fidelity."""
   if not evaluators:
     raise ValueError("run_search needs at least one evaluator")
   for f in evaluators:
     fidelity_rank(f)
-  top = max(evaluators, key=fidelity_rank)
+  if set(evaluators) != set(problem.fidelities):
+    raise ValueError(f"the evaluators' fidelities {sorted(evaluators)} are not the problem's "
+                     f"{list(problem.fidelities)}")
+  space = problem.space
+  top = problem.top
+  default = problem.default if compare_default else None
   screens = [f for f in screen_fidelities if f in evaluators and f != top]
-  router = _Router(workload, cluster, evaluators, store, writer)
+  router = _Router(problem, evaluators, store, writer)
   if writer is not None:
     domains = {k.name: list(k.finite_values() or ()) for k in space.knobs}
     domains["fidelity"] = list(evaluators)
@@ -158,6 +168,17 @@ def run_search(workload, cluster, space: SearchSpace, designer: Designer,
                                           "cost_s", "feasible"])
 
   result = SearchResult(None, None, top, 0.0, [], [], [], "")
+  # On resume the first rounds replay the store: the run that measured them
+  # wrote their TensorBoard steps, so they are written again only from the
+  # first round that measures something new (no duplicate round steps).
+  replaying = [len(store) > 0]
+
+  def write_round(stats: RoundStats) -> None:
+    if replaying[0] and stats.new_measurements == 0:
+      return
+    replaying[0] = False
+    if writer is not None:
+      _write_round(writer, stats, result, designer)
 
   def process(cands: Sequence[Candidate], stats: RoundStats) -> list[Measurement]:
     """Outcome per candidate: the invalid marker, a failing screen, or the
@@ -217,8 +238,7 @@ def run_search(workload, cluster, space: SearchSpace, designer: Designer,
     result.default = ms[-1]
     account(ms, stats)
     designer.update(ms)
-    if writer is not None:
-      _write_round(writer, stats, result, designer)
+    write_round(stats)
 
   stop = "max_rounds"
   for r in range(1, max_rounds + 1):
@@ -235,8 +255,7 @@ def run_search(workload, cluster, space: SearchSpace, designer: Designer,
     account(ms, stats)
     designer.update(ms)
     result.rounds.append(stats)
-    if writer is not None:
-      _write_round(writer, stats, result, designer)
+    write_round(stats)
     if progress is not None:
       best = f"{result.best.objective:,.0f} tok/s" if result.best else "none yet"
       progress(f"round {r:3d}: {stats.valid} valid, {stats.invalid} invalid, {stats.infeasible} oom, "

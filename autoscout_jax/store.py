@@ -5,13 +5,22 @@ designer sees it; a run started again on the same workdir reads it back and
 re-measures nothing. One JSON object per line in `measurements.jsonl`,
 flushed and fsync'd per measurement. A line cut short by a kill is skipped
 on load (and the next append starts on a fresh line); nothing complete is
-ever rewritten.
+ever rewritten. The workdir's lock (workdir.py) keeps other runs out; within
+a run, appends from several threads are serialized and each line goes to
+the file in one write on an O_APPEND descriptor, so lines never interleave
+or tear. Worker processes never append: they hand measurements back to the
+run, which stores them.
+
+A measurement is found again by (workload, cluster, candidate, fidelity,
+settings): `settings_key` digests the evaluator settings that change a
+measurement (e.g. timed steps), so a changed setting is measured again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Iterator
 
 from absl import logging
@@ -20,7 +29,7 @@ from autoscout_jax.measurement import Measurement
 
 FILENAME = "measurements.jsonl"
 
-CacheKey = tuple[str, str, str, str]  # workload, cluster, candidate, fidelity
+CacheKey = tuple[str, str, str, str, str]  # workload, cluster, candidate, fidelity, settings
 
 
 class MeasurementStore:
@@ -30,7 +39,8 @@ class MeasurementStore:
     self.path = os.path.join(workdir, FILENAME)
     self._rows: list[Measurement] = []
     self._index: dict[CacheKey, Measurement] = {}
-    self.skipped_lines = 0
+    self._lock = threading.Lock()
+    self.skipped_lines: list[tuple[int, str]] = []  # (line number, why), unreadable lines
     self._needs_newline = False
     if os.path.exists(self.path):
       self._load()
@@ -45,7 +55,7 @@ class MeasurementStore:
       try:
         m = Measurement.from_json(json.loads(raw))
       except (ValueError, KeyError, TypeError) as e:
-        self.skipped_lines += 1
+        self.skipped_lines.append((lineno, f"{type(e).__name__}: {e}"[:200]))
         logging.warning("%s:%d: skipping an unreadable line (%s)", self.path, lineno, e)
         continue
       self._remember(m)
@@ -55,19 +65,24 @@ class MeasurementStore:
     self._index.setdefault(m.cache_key, m)
 
   def append(self, m: Measurement) -> None:
-    line = json.dumps(m.to_json(), sort_keys=True, allow_nan=False)
-    with open(self.path, "a", encoding="utf-8") as f:
+    line = (json.dumps(m.to_json(), sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+    with self._lock:
       if self._needs_newline:
-        f.write("\n")
-        self._needs_newline = False
-      f.write(line + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    self._remember(m)
+        line = b"\n" + line  # end the torn line a kill left, in the same write
+      fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+      try:
+        view = memoryview(line)
+        while view:
+          view = view[os.write(fd, view):]
+        os.fsync(fd)
+      finally:
+        os.close(fd)
+      self._needs_newline = False
+      self._remember(m)
 
   def get(self, workload_key: str, cluster_key: str, candidate_key: str,
-          fidelity: str) -> Measurement | None:
-    return self._index.get((workload_key, cluster_key, candidate_key, fidelity))
+          fidelity: str, settings_key: str = "") -> Measurement | None:
+    return self._index.get((workload_key, cluster_key, candidate_key, fidelity, settings_key))
 
   def __len__(self) -> int:
     return len(self._rows)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 import surrogates
-from autoscout_jax.designers.autoscout import (AutoScoutDesigner, Bandit, FidelityPlan,
+from autoscout_jax.designers.autoscout import (AutoScoutConfig, AutoScoutDesigner, Bandit, FidelityPlan,
                                                FusedSurrogate, Observations, SurrogateSpec,
                                                knob_roles, permutation_importance)
 from autoscout_jax.designers.autoscout import dense as dense_lib
 from autoscout_jax.local.space import local_training_space
 from autoscout_jax.measurement import Measurement, Metrics
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate, Categorical, Constraint, IntRange, Ordinal, SearchSpace
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
@@ -130,27 +131,50 @@ def test_cheap_fidelity_trust_from_pairs():
   assert plan.top_cost(np.zeros(3)) == pytest.approx([1.0, 1.0, 1.0])
 
 
+def problem(space, fidelities=("profile",), default=None) -> Problem:
+  return Problem(Workload("w", ModelConfig("m", 2, 64, 4, 256, 256, 32), 16), LocalCluster(), space,
+                 fidelities, default=default)
+
+
 def test_bad_input_is_named():
   s = sched_space()
   with pytest.raises(ValueError, match="unknown fidelity 'bogus'"):
-    AutoScoutDesigner(s, fidelities=("bogus", "profile"))
+    problem(s, ("bogus", "profile"))
   with pytest.raises(ValueError, match="not knobs of space"):
-    AutoScoutDesigner(s, dense_knobs=("nope",))
+    AutoScoutDesigner(problem(s), config=AutoScoutConfig(dense_knobs=("nope",)))
   with pytest.raises(ValueError, match="initial candidate .* is invalid"):
-    AutoScoutDesigner(s, initial=(Candidate.of({"sched": "b", "mb": 32, "bucket": 1}),))
+    AutoScoutDesigner(problem(s), initial=(Candidate.of({"sched": "b", "mb": 32, "bucket": 1}),))
   with pytest.raises(ValueError, match="acquisition"):
-    AutoScoutDesigner(s, acquisition="greedy")
+    AutoScoutConfig(acquisition="greedy")
   cfg = surrogates.ModelConfig(num_features=1, ensemble_size=2, hidden_sizes=(4,))
   other = surrogates.untrained_state(cfg, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="warm-start surrogate does not fit this space"):
-    AutoScoutDesigner(s, warm_start=other)
+    AutoScoutDesigner(problem(s), warm_start=other)
+
+
+def test_designer_takes_the_runs_fidelities_from_the_problem():
+  """No guessing: the plan is the problem's fidelities from the first
+  suggestion on (the loop's compile screen is left to the loop), and every
+  suggestion names the fidelity it is for; the default comes first when
+  the config asks for it."""
+  s = sched_space()
+  default = s.make({"sched": "b", "mb": 4, "bucket": 6})
+  p = problem(s, ("profile", "analytic", "compile"), default=default)
+  d = AutoScoutDesigner(p, seed=0, config=AutoScoutConfig(surrogate=SMALL, start_from_default=True))
+  assert d.plan.top == "profile" and d.plan.cheap == ("analytic",)
+  assert d.plan.model_fidelities == ("analytic", "profile")
+  first = d.suggest(3)
+  assert first[0] == default and {c.fidelity for c in first} == {"analytic"}
+  top_only = AutoScoutDesigner(problem(s, ("compile", "profile")), seed=0,
+                               config=AutoScoutConfig(surrogate=SMALL))
+  assert top_only.plan.cheap == () and {c.fidelity for c in top_only.suggest(2)} == {"profile"}
 
 
 def test_warm_start_surrogate_seeds_the_knob_order(fitted):
   s, _, surr = fitted
-  d = AutoScoutDesigner(s, seed=0, warm_start=surr.state, surrogate=SMALL)
+  d = AutoScoutDesigner(problem(s), seed=0, warm_start=surr.state, config=AutoScoutConfig(surrogate=SMALL))
   imp = d.importances  # before this workload measured anything
   assert imp["mb"] > imp["bucket"] and sum(imp.values()) == pytest.approx(1.0)
   assert d.prio.ranked()[-1] == "bucket"
-  cold = AutoScoutDesigner(s, seed=0, surrogate=SMALL)
+  cold = AutoScoutDesigner(problem(s), seed=0, config=AutoScoutConfig(surrogate=SMALL))
   assert len(set(cold.importances.values())) == 1  # no prior: every knob alike

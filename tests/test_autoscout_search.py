@@ -7,9 +7,10 @@ import math
 
 import pytest
 
-from autoscout_jax.designers.autoscout import AutoScoutDesigner, SurrogateSpec
+from autoscout_jax.designers.autoscout import AutoScoutConfig, AutoScoutDesigner, SurrogateSpec
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.measurement import Measurement, Metrics
+from autoscout_jax.problem import Problem
 from autoscout_jax.search import run_search
 from autoscout_jax.space import (Boolean, Categorical, Constraint, IntRange, Ordinal, ProductGroup,
                                  SearchSpace, When)
@@ -51,7 +52,7 @@ class Synthetic(Evaluator):
     self.fidelity, self.cost, self.lie = fidelity, cost, lie
     self.seen = []
 
-  def evaluate(self, workload, cluster, candidates):
+  def evaluate(self, problem, candidates):
     out = []
     for c in candidates:
       self.seen.append(c)
@@ -86,8 +87,17 @@ WORKLOAD = Workload("synth", ModelConfig("m", 2, 64, 4, 256, 256, 32), 16)
 CLUSTER = LocalCluster()
 
 
-def search(space, designer, evals, workdir, **kw):
-  return run_search(WORKLOAD, CLUSTER, space, designer, evals, MeasurementStore(str(workdir)), **kw)
+def problem(space, fidelities, default=None) -> Problem:
+  return Problem(WORKLOAD, CLUSTER, space, fidelities, default=default)
+
+
+def designer(space, seed, fidelities, default=None, **config) -> "Recording":
+  cfg = AutoScoutConfig(surrogate=SMALL, **config)
+  return Recording(problem(space, fidelities, default), seed, cfg)
+
+
+def search(designer, evals, workdir, **kw):
+  return run_search(designer.problem, designer, evals, MeasurementStore(str(workdir)), **kw)
 
 
 def test_space_has_the_stated_optimum():
@@ -100,10 +110,9 @@ def test_space_has_the_stated_optimum():
 def test_finds_optimum_on_small_budget_and_never_suggests_invalid(tmp_path):
   s = synth_space()
   valid = len(s.enumerate())
-  d = Recording(s, seed=0, fidelities=("profile",), surrogate=SMALL)
+  d = designer(s, 0, ("profile",), default=s.default())
   top = Synthetic("profile", 10.0)
-  res = search(s, d, {"profile": top}, tmp_path, budget_s=450.0, batch_size=2, max_rounds=40,
-               default=s.default())
+  res = search(d, {"profile": top}, tmp_path, budget_s=450.0, batch_size=2, max_rounds=40)
   assert res.best.objective == pytest.approx(OPTIMUM)
   # Random search needs half the space on average; this is under a sixth.
   first = next(i for i, c in enumerate(top.seen) if 1000.0 / step_time(c.values) == OPTIMUM)
@@ -118,18 +127,17 @@ def test_finds_optimum_on_small_budget_and_never_suggests_invalid(tmp_path):
 
 def test_cheap_fidelity_screens_and_a_lying_one_is_bypassed(tmp_path):
   s = synth_space()
-  honest = Recording(s, seed=1, fidelities=("analytic", "profile"), extra_screens=4,
-                     surrogate=SMALL)
+  honest = designer(s, 1, ("analytic", "profile"), extra_screens=4)
   cheap, top = Synthetic("analytic", 0.01), Synthetic("profile", 10.0)
-  res = search(s, honest, {"analytic": cheap, "profile": top}, tmp_path / "honest", budget_s=120.0,
+  res = search(honest, {"analytic": cheap, "profile": top}, tmp_path / "honest", budget_s=120.0,
                max_rounds=40)
   assert res.best.objective == pytest.approx(OPTIMUM)
   assert len(cheap.seen) > 2 * len(top.seen)  # screened far more than profiled
   assert honest.plan.trust("analytic") == 1.0
 
-  liar = Recording(s, seed=1, fidelities=("analytic", "profile"), extra_screens=4, surrogate=SMALL)
+  liar = designer(s, 1, ("analytic", "profile"), extra_screens=4)
   cheap, top = Synthetic("analytic", 0.01, lie=True), Synthetic("profile", 10.0)
-  search(s, liar, {"analytic": cheap, "profile": top}, tmp_path / "liar", budget_s=150.0,
+  search(liar, {"analytic": cheap, "profile": top}, tmp_path / "liar", budget_s=150.0,
          max_rounds=40)
   err = liar.plan.errors["analytic"]
   assert liar.plan.trust("analytic") == 0.0 and "analytic" in liar.plan.bypassed()
@@ -146,9 +154,9 @@ def test_resumed_run_suggests_what_an_uninterrupted_one_does(tmp_path):
   s = synth_space()
 
   def run(workdir, rounds):
-    d = Recording(s, seed=3, fidelities=("analytic", "profile"), extra_screens=2, surrogate=SMALL)
+    d = designer(s, 3, ("analytic", "profile"), default=s.default(), extra_screens=2)
     evals = {"analytic": Synthetic("analytic", 0.01), "profile": Synthetic("profile", 10.0)}
-    res = search(s, d, evals, workdir, max_rounds=rounds, batch_size=2, default=s.default())
+    res = search(d, evals, workdir, max_rounds=rounds, batch_size=2)
     return d, evals, res
 
   full, _, res_full = run(tmp_path / "a", 8)

@@ -10,8 +10,10 @@ import pytest
 from autoscout_jax.bench import peers
 from autoscout_jax.bench.tasks import BenchError
 from autoscout_jax.measurement import Measurement, Metrics
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import (Boolean, Categorical, Constraint, Ordinal, ProductGroup, SearchSpace,
                                  When)
+from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
 
 def conditional_space():
@@ -30,6 +32,11 @@ def conditional_space():
       Constraint("vp_fit", lambda v, f: None if v.get("vp", 1) * v["pp"] <= 8 else "too many stages"),
   ]
   return SearchSpace(knobs, cons, groups=[ProductGroup(("tp", "pp", "dp"), 8)], name="cond")
+
+
+def problem(space, default=None) -> Problem:
+  return Problem(Workload("w", ModelConfig("m", 2, 64, 4, 256, 256, 32), 16), LocalCluster(), space,
+                 ("profile",), default=default)
 
 
 def outcome(c):
@@ -60,17 +67,17 @@ def test_wrapper_suggests_only_valid_fresh_candidates(name):
   if missing:
     pytest.skip(f"the bench extra is not installed ({', '.join(missing)}): pip install -e '.[bench]'")
   space = conditional_space()
-  view = peers.TaskView(default=space.make(dp=8), fidelities=("profile",), budget_s=100.0)
-  d = peers.make_designer(name, space, seed=1, view=view)
+  p = problem(space, default=space.make(dp=8))
+  d = peers.make_designer(name, p, seed=1)
   # an outcome it did not suggest (e.g. the loop's default) is learned, not an error
-  d.update([Measurement(view.default, "profile", outcome(view.default), 1.0)])
+  d.update([Measurement(p.default, "profile", outcome(p.default), 1.0)])
   seen, _ = drive(d, space, rounds=10)
-  assert view.default not in seen
+  assert p.default not in seen
   assert any("sp" in c for c in seen) and any("rc_layers" in c for c in seen)
   assert d.stats["fallbacks"] < len(seen)  # the library, not the fallback, proposed most
   # the same seed proposes the same sequence
-  fresh = peers.make_designer(name, space, seed=1, view=view)
-  fresh.update([Measurement(view.default, "profile", outcome(view.default), 1.0)])
+  fresh = peers.make_designer(name, p, seed=1)
+  fresh.update([Measurement(p.default, "profile", outcome(p.default), 1.0)])
   assert drive(fresh, space, rounds=3)[0] == seen[:6]
   if hasattr(d, "close"):
     d.close()
@@ -83,7 +90,7 @@ def test_optuna_group_axes_are_named_by_the_remaining_product():
   space = conditional_space()
   choices = group_prefix_choices(space, ("tp", "pp", "dp"), 8)
   assert choices[(0, 8)] == [1, 2, 4, 8] and choices[(1, 2)] == [1, 2] and choices[(2, 4)] == [4]
-  d = OptunaTPE(space, seed=0)
+  d = OptunaTPE(problem(space), seed=0)
   params, _ = d._params_of(space.make(tp=2, pp=2, dp=2, sp=True, vp=2))
   assert params["tp"] == 2 and params["pp|rest=4"] == 2 and "dp" not in params and params["vp"] == 1
 
@@ -96,7 +103,7 @@ def test_missing_extra_says_how_to_install(monkeypatch, module, cls):
   monkeypatch.setitem(sys.modules, "optuna", None)
   monkeypatch.setitem(sys.modules, "smac", None)
   with pytest.raises(ImportError, match=r"pip install -e '\.\[bench\]'"):
-    getattr(mod, cls)(conditional_space(), seed=0)
+    getattr(mod, cls)(problem(conditional_space()), seed=0)
 
 
 def test_check_designers_messages():

@@ -13,6 +13,7 @@ from autoscout_jax.designers import RandomSearch
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.local.space import local_training_space
 from autoscout_jax.measurement import Measurement, Metrics
+from autoscout_jax.problem import Problem
 from autoscout_jax.search import run_search
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
@@ -24,7 +25,7 @@ class Formula(Evaluator):
 
   fidelity = "event"
 
-  def evaluate(self, workload, cluster, candidates):
+  def evaluate(self, problem, candidates):
     out = []
     for c in candidates:
       if c["tensor"] == 4:
@@ -42,7 +43,7 @@ def synthetic_task(repeats=3, noise=0.05):
   c = LocalCluster()
   space = local_training_space(w, c, microbatch_choices=(1, 2), remat_policies=("none", "full"))
   cands = space.enumerate()
-  table = truth.simulate_truth("synthetic", w, c, cands, Formula(), profiled_steps=10, overhead_s=5.0,
+  table = truth.simulate_truth("synthetic", Problem(w, c, space, ("event",)), cands, Formula(), profiled_steps=10, overhead_s=5.0,
                                noise=noise, repeats=repeats, seed=3)
   spec = tasks.task_spec("synthetic", w, c, local_training_space, tasks.SimulatedProfiling(Formula()),
                          budget_evals=(3, 6, 12))
@@ -68,7 +69,7 @@ def test_replay_serves_recorded_repeat_at_recorded_cost():
   task = synthetic_task()
   ev = ReplayEvaluator(task.table, seed=11)
   cands = [c for c in task.candidates if c["tensor"] != 4][:6] + [c for c in task.candidates if c["tensor"] == 4][:1]
-  ms = ev.evaluate(task.workload, task.cluster, cands)
+  ms = ev.evaluate(runner.task_problem(task), cands)
   for c, m in zip(cands, ms):
     i, r = task.table.index[c], repeat_index(11, c, 3)
     assert m.cost_s == task.table.cost_s[i, r]
@@ -78,9 +79,9 @@ def test_replay_serves_recorded_repeat_at_recorded_cost():
       assert m.metrics.failure_kind == task.table.failure_kind[i][r] == "oom"
   assert sum(m.feasible for m in ms) == 6
   # the repeat depends on the seed, not on the order of asking
-  again = ReplayEvaluator(task.table, seed=11).evaluate(task.workload, task.cluster, cands[::-1])
+  again = ReplayEvaluator(task.table, seed=11).evaluate(runner.task_problem(task), cands[::-1])
   assert [m.cost_s for m in again] == [m.cost_s for m in ms][::-1]
-  other = ReplayEvaluator(task.table, seed=12).evaluate(task.workload, task.cluster, cands)
+  other = ReplayEvaluator(task.table, seed=12).evaluate(runner.task_problem(task), cands)
   assert [m.cost_s for m in other] != [m.cost_s for m in ms]
 
 
@@ -161,8 +162,9 @@ def test_real_task_replays_its_committed_measurements(tmp_path):
   assert set(task.candidates) == set(t.candidates)
   ev = ReplayEvaluator(t, seed=0)
   store = MemoryStore()
-  res = run_search(task.workload, task.cluster, task.space, RandomSearch(task.space, 0), {"profile": ev}, store,
-                   budget_s=task.budgets_s[0], batch_size=1, screen_fidelities=())
+  problem = runner.task_problem(task)
+  res = run_search(problem, RandomSearch(problem, 0), {"profile": ev}, store,
+                   budget_s=task.budgets_s[0], batch_size=1, screen_fidelities=(), compare_default=False)
   assert res.measurements
   for m in res.measurements:
     i, r = t.index[m.candidate], m.provenance["repeat"]

@@ -77,7 +77,9 @@ def test_killed_run_resumes_and_leaves_a_full_record(tmp_path):
     assert t in tags["scalars"], t
   assert "report" in tags["tensors"] and "config" in tags["tensors"]
   sessions = [d for d in glob.glob(os.path.join(workdir, "tb", "hparams", "*")) if os.path.isdir(d)]
-  assert len(sessions) == len(rows)
+  # The kill can land between the store's append (the record) and the HParams
+  # write (the view) of the last row before it: at most that one has no session.
+  assert len(rows) - 1 <= len(sessions) <= len(rows)
   s = event_accumulator.EventAccumulator(sessions[0])
   s.Reload()
   assert "_hparams_/session_start_info" in s.Tags()["tensors"]

@@ -3,10 +3,13 @@
 Each evaluate() call starts at least one child (~2 s of JAX import), so the
 tests batch what they check into few calls."""
 
+import dataclasses
+
 import pytest
 
 from autoscout_jax.local import CompileEvaluator, LocalSetupError, ProfileEvaluator
 from autoscout_jax.local import local_training_space
+from autoscout_jax.problem import Problem
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
 MODEL = ModelConfig("tiny", num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2,
@@ -14,6 +17,7 @@ MODEL = ModelConfig("tiny", num_layers=2, hidden_size=64, num_heads=4, num_kv_he
 WORKLOAD = Workload("tiny", MODEL, global_batch=16, precision="fp32")
 CLUSTER = LocalCluster(num_devices=8, platform="cpu")
 SPACE = local_training_space(WORKLOAD, CLUSTER)
+PROBLEM = Problem(WORKLOAD, CLUSTER, SPACE, ("compile", "profile"))
 
 
 def cand(**values):
@@ -28,7 +32,7 @@ def test_compile_records_memory_and_flops_and_survives_a_crash():
   plain = cand(data=8)
   looped = cand(data=2, fsdp=2, tensor=2, scan_layers=True, num_microbatches=2)
   ev = CompileEvaluator(timeout_s=240, faults={crash.key: "crash"})
-  ms = ev.evaluate(WORKLOAD, CLUSTER, [crash, plain, looped])
+  ms = ev.evaluate(PROBLEM, [crash, plain, looped])
   assert [m.candidate for m in ms] == [crash, plain, looped]
   assert all(m.fidelity == "compile" for m in ms)
   assert ms[0].metrics.failure_kind == "crash" and "SIGABRT" in ms[0].metrics.error
@@ -51,7 +55,7 @@ def test_hang_oom_and_oom_kill_become_failures_and_the_batch_goes_on():
   hang, killed, oom = cand(data=8), cand(fsdp=8), cand(data=2, fsdp=4)
   ev = CompileEvaluator(timeout_s=3, faults={hang.key: "hang", killed.key: "oom_kill",
                                              oom.key: "oom"})
-  ms = ev.evaluate(WORKLOAD, CLUSTER, [hang, killed, oom])
+  ms = ev.evaluate(PROBLEM, [hang, killed, oom])
   kinds = [m.metrics.failure_kind for m in ms]
   assert kinds == ["timeout", "oom", "oom"]
   assert ms[0].wall_s >= 3 and ms[0].cost_s >= 24
@@ -62,7 +66,7 @@ def test_hang_oom_and_oom_kill_become_failures_and_the_batch_goes_on():
 def test_profile_times_steps_with_provenance():
   c = cand(data=2, fsdp=2, tensor=2, remat_policy="dots_saveable")
   ev = ProfileEvaluator(warmup_steps=1, timed_steps=3, timeout_s=240)
-  (m,) = ev.evaluate(WORKLOAD, CLUSTER, [c])
+  (m,) = ev.evaluate(PROBLEM, [c])
   assert m.fidelity == "profile" and m.feasible, m.metrics.error
   met = m.metrics
   assert met.step_time_s > 0 and len(met.extra["step_times_s"]) == 3
@@ -80,7 +84,8 @@ def test_a_machine_that_cannot_serve_the_cluster_is_one_clear_error():
   # more GPUs than any machine has: no GPU backend here, too few GPUs elsewhere
   gpu = LocalCluster(num_devices=4096, platform="gpu")
   with pytest.raises(LocalSetupError, match="gpu"):
-    CompileEvaluator(startup_timeout_s=120).evaluate(WORKLOAD, gpu, [cand(data=8)])
+    CompileEvaluator(startup_timeout_s=120).evaluate(dataclasses.replace(PROBLEM, cluster=gpu),
+                                                     [cand(data=8)])
 
 
 def test_bad_arguments_are_rejected():
@@ -90,5 +95,5 @@ def test_bad_arguments_are_rejected():
     ProfileEvaluator(timed_steps=0)
   moe = Workload("moe", ModelConfig("moe", 2, 64, 4, 128, 256, 32, num_experts=4, moe_top_k=2), 16)
   with pytest.raises(ValueError, match="mixture-of-experts"):
-    CompileEvaluator().evaluate(moe, CLUSTER, [cand(data=8)])
-  assert CompileEvaluator().evaluate(WORKLOAD, CLUSTER, []) == []
+    CompileEvaluator().evaluate(dataclasses.replace(PROBLEM, workload=moe), [cand(data=8)])
+  assert CompileEvaluator().evaluate(PROBLEM, []) == []

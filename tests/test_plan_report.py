@@ -67,7 +67,7 @@ def test_flag_spelling_per_platform():
   assert "--xla_gpu_threshold_for_windowed_einsum_mib=0" in xla_flags(dict(v, collective_matmul=True))
   # The local space's knobs carry an "xla_" prefix and the same meaning.
   local = {"data": 2, "fsdp": 2, "tensor": 2, "xla_triton_gemm": False, "num_microbatches": 1}
-  art = launch_artifact(local, platform="gpu")
+  art = launch_artifact("local", local, platform="gpu")
   assert art["xla_flags"] == ["--xla_gpu_enable_triton_gemm=false"] and art["xla_flags_env"] == "XLA_FLAGS"
   assert art["mesh_shape"] == [2, 2, 2] and art["train_step"] == {"num_microbatches": 1}
 

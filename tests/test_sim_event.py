@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from autoscout_jax.problem import Problem
 from autoscout_jax.sim import catalog, costs, event, hardware, spaces
 from autoscout_jax.sim import event_reference as ref
 from autoscout_jax.sim.analytic import BREAKDOWN, AnalyticEvaluator, candidates_to_arrays, simulate_f0
@@ -206,11 +207,12 @@ def test_event_evaluator_measures_a_batch(gpt):
                         use_distributed_optimizer=False, recompute_granularity="none"))
   bad = space.make(wl.default_values).replace(micro_batch_size=3)
   cands = [space.make(wl.default_values), oom, bad]
-  ms = event.EventEvaluator().evaluate(wl, cl, cands)
+  problem = Problem(wl, cl, space, ("analytic", "event"))
+  ms = event.EventEvaluator().evaluate(problem, cands)
   assert [m.fidelity for m in ms] == ["event"] * 3
   assert ms[0].feasible and ms[0].metrics.tokens_per_s > 0 and 0 < ms[0].metrics.mfu < 1
   assert ms[0].metrics.breakdown["bubble_s"] > 0 and ms[0].cost_s > 0
   assert ms[1].metrics.failure_kind == "oom"
   assert ms[2].metrics.failure_kind == "invalid"
-  f0 = AnalyticEvaluator().evaluate(wl, cl, cands[:1])[0]
+  f0 = AnalyticEvaluator().evaluate(problem, cands[:1])[0]
   assert ms[0].metrics.peak_mem_bytes == pytest.approx(f0.metrics.peak_mem_bytes)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from autoscout_jax.measurement import INVALID, OOM
+from autoscout_jax.problem import Problem
 from autoscout_jax.sim import analytic, catalog, costs, hardware, spaces
 from autoscout_jax.space import Candidate
 
@@ -110,7 +111,7 @@ def test_evaluator_returns_one_measurement_per_candidate_in_order(setup):
                      "pipeline_model_parallel_size": 1, "context_parallel_size": 1,
                      "tensor_model_parallel_size": 1, "data_parallel_size": 64,
                      "use_distributed_optimizer": False})
-  ms = analytic.AnalyticEvaluator().evaluate(wl, cluster, good + [bad, huge])
+  ms = analytic.AnalyticEvaluator().evaluate(Problem(wl, cluster, space, ("analytic",)), good + [bad, huge])
   assert [m.candidate for m in ms] == good + [bad, huge]
   assert all(m.fidelity == "analytic" and m.cost_s > 0 for m in ms)
   assert ms[5].metrics.failure_kind == INVALID

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from autoscout_jax.problem import Problem
 from autoscout_jax.sim import analytic, catalog, costs, hardware, spaces, uncertainty
 from autoscout_jax.sim.calibration import CALIBRATED
 from autoscout_jax.tools import predict_published
@@ -125,7 +126,7 @@ def test_uncertain_memory_is_a_feasible_measurement_with_a_flag():
   np.testing.assert_array_equal(out["feasible"], verdict >= 1)
   idx = [int(np.flatnonzero(verdict == v)[0]) for v in (0.0, 1.0, 2.0)]
   ev = analytic.AnalyticEvaluator()
-  ms = ev.evaluate(wl, cluster, space.candidates_from_table(table, idx))
+  ms = ev.evaluate(Problem(wl, cluster, space, ("analytic",)), space.candidates_from_table(table, idx))
   assert [m.feasible for m in ms] == [False, True, True]
   assert ms[0].metrics.failure_kind == "oom"
   assert [m.metrics.extra.get("memory_verdict") for m in ms[1:]] == ["uncertain", "yes"]

@@ -11,7 +11,7 @@ results.json, TensorBoard). Entry point: `python -m autoscout_jax.bench`.
 """
 
 from autoscout_jax.bench.metrics import RunTrace, aggregate, run_measures, trace_run
-from autoscout_jax.bench.peers import DESIGNERS, PEERS, DesignerEntry, ExpertDefault, TaskView, register
+from autoscout_jax.bench.peers import DESIGNERS, PEERS, DesignerEntry, ExpertDefault, register
 from autoscout_jax.bench.replay import FixedCostEvaluator, MemoryStore, ReplayEvaluator, repeat_index
 from autoscout_jax.bench.runner import SUITES, run_bench, run_one
 from autoscout_jax.bench.tasks import (BenchError, RecordedProfiling, SimulatedProfiling, Task, TaskSpec,
@@ -21,7 +21,7 @@ from autoscout_jax.bench.truth import TruthError, TruthTable, load_table, measur
 __all__ = [
     "BenchError", "DESIGNERS", "DesignerEntry", "ExpertDefault", "FixedCostEvaluator", "MemoryStore", "PEERS",
     "RecordedProfiling", "ReplayEvaluator", "RunTrace", "SUITES", "SimulatedProfiling", "Task", "TaskSpec",
-    "TaskView", "TruthError", "TruthTable", "aggregate", "build_task", "load_table", "measure_truth",
+    "TruthError", "TruthTable", "aggregate", "build_task", "load_table", "measure_truth",
     "register", "repeat_index", "restrict_space", "run_bench", "run_measures", "run_one", "save_table",
     "simulate_truth", "task_spec", "trace_run",
 ]

@@ -1,8 +1,9 @@
 """The baselines a skeptic runs first: the simulator's order and its pick,
 and Optuna's GP and warm-started TPE.
 
-Where it sits: registered in bench/peers.py; built per (task, seed) with
-the task view (fidelities on offer, cheapest first; the expert default).
+Where it sits: registered in bench/peers.py; built per (task, seed) as
+`factory(problem, seed)` (the problem's fidelities, cheapest first, and its
+expert default).
 Every one of them pays for what it sees through the ordinary search loop:
 scoring the space with the cheap fidelity costs what the task charges per
 cheap measurement.
@@ -29,12 +30,13 @@ random order and `sim_argmax` profiles the expert default.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.measurement import Measurement
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate, SearchSpace
 
 
@@ -74,18 +76,12 @@ class CheapScreen:
     return [self.candidates[i] for _, i in sorted(good)] + [self.candidates[i] for i in rest]
 
 
-def _fidelities(view) -> tuple[str, ...]:
-  if view is None:
-    raise ValueError("this baseline needs the task view (the fidelities on offer)")
-  return tuple(view.fidelities)
-
-
 class CheapTopK(Designer):
   """`cheap_topk` (module docstring)."""
 
-  def __init__(self, space: SearchSpace, seed: int = 0, view: Any = None):
-    super().__init__(space, seed)
-    self.screen = CheapScreen(space, _fidelities(view), seed)
+  def __init__(self, problem: Problem, seed: int = 0):
+    super().__init__(problem, seed)
+    self.screen = CheapScreen(problem.space, problem.fidelities, seed)
     self._queue: list[Candidate] | None = None
     self._seen: set[str] = set()
 
@@ -112,9 +108,9 @@ class CheapTopK(Designer):
 class SimArgmax(CheapTopK):
   """`sim_argmax` (module docstring): one profile, of the cheap pick."""
 
-  def __init__(self, space: SearchSpace, seed: int = 0, view: Any = None):
-    super().__init__(space, seed, view)
-    self._default = view.default
+  def __init__(self, problem: Problem, seed: int = 0):
+    super().__init__(problem, seed)
+    self._default = problem.default
     self._done = False
 
   def suggest(self, n: int) -> list[Candidate]:
@@ -125,7 +121,7 @@ class SimArgmax(CheapTopK):
       return []
     self._done = True
     if self.screen.fidelity is None:
-      return [self._default]
+      return [self._default] if self._default is not None else []
     return self.screen.order()[:1]
 
 
@@ -135,10 +131,10 @@ def _optuna_designer(kind: str):
   class _Warm(OptunaTPE):
     """Optuna with the cheap fidelity's top `warm` candidates enqueued."""
 
-    def __init__(self, space: SearchSpace, seed: int = 0, view: Any = None, warm: int = 10):
+    def __init__(self, problem: Problem, seed: int = 0, warm: int = 10):
       # A GP fit per proposal is seconds, not milliseconds: after 8 unusable
       # proposals in a row (invalid or already measured) take an unseen sample.
-      super().__init__(space, seed, max_asks=8 if kind == "gp" else 64)
+      super().__init__(problem, seed, max_asks=8 if kind == "gp" else 64)
       if kind == "gp":
         import torch
         torch.set_num_threads(1)  # scoutbench shares the machine; one thread per run
@@ -146,7 +142,7 @@ def _optuna_designer(kind: str):
         sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=10, deterministic_objective=False,
                                             warn_independent_sampling=False)
         self.study = optuna.create_study(direction="maximize", sampler=sampler)
-      self.screen = CheapScreen(space, _fidelities(view), seed)
+      self.screen = CheapScreen(problem.space, problem.fidelities, seed)
       self.warm = warm if kind == "tpe_warm" else 0
 
     def suggest(self, n: int) -> list[Candidate]:
@@ -171,14 +167,14 @@ def _optuna_designer(kind: str):
   return _Warm
 
 
-def optuna_tpe_warm(space: SearchSpace, seed: int = 0, view: Any = None) -> Designer:
-  return _optuna_designer("tpe_warm")(space, seed, view)
+def optuna_tpe_warm(problem: Problem, seed: int = 0) -> Designer:
+  return _optuna_designer("tpe_warm")(problem, seed)
 
 
-def optuna_gp(space: SearchSpace, seed: int = 0, view: Any = None) -> Designer:
+def optuna_gp(problem: Problem, seed: int = 0) -> Designer:
   try:
     import torch  # noqa: F401  (GPSampler's dependency; checked here for one clear message)
   except ImportError as e:
     raise ImportError("the optuna_gp designer needs PyTorch (Optuna's GPSampler uses it); the CPU build is "
                       "enough: pip install -e '.[bench]'") from e
-  return _optuna_designer("gp")(space, seed, view)
+  return _optuna_designer("gp")(problem, seed)

@@ -2,14 +2,13 @@
 
 Where it sits: runner.py builds one designer per (task, seed) from this
 registry and runs it through the search loop. Every factory gets the same
-view of a task: the space, the seed and a `TaskView` (the expert default,
-the fidelities on offer, the budget) -- never the truth.
+view of a task: its `Problem` (space, fidelities on offer, expert default)
+and the seed -- never the truth.
 
 Entries name a factory directly or lazily as "module:attribute", so
 optional designers (Optuna, SMAC3: the `bench` extra) are imported only
 when asked for, and a missing extra is reported before anything runs. A
-factory is called as `factory(space=..., seed=...)`, plus `view=...` if it
-accepts that argument. The project's own designer registers here too (add
+factory is called as `factory(problem, seed)`, like a gin DESIGNER. The project's own designer registers here too (add
 an entry to `DESIGNERS`, or call `register` from its module).
 """
 
@@ -18,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import inspect
 import time
 from typing import Any, Callable, Sequence
 
@@ -26,18 +24,10 @@ from autoscout_jax.designers.base import Designer
 from autoscout_jax.designers.exhaustive import ExhaustiveSearch
 from autoscout_jax.designers.random_search import RandomSearch
 from autoscout_jax.measurement import Measurement
-from autoscout_jax.space import Candidate, SearchSpace
+from autoscout_jax.problem import Problem
+from autoscout_jax.space import Candidate
 
 BENCH_EXTRA = "pip install -e '.[bench]'"
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskView:
-  """What a designer may know of a task besides its space."""
-
-  default: Candidate  # the workload's expert default configuration
-  fidelities: tuple[str, ...]  # on offer, cheapest first; the last is the truth's
-  budget_s: float  # device-seconds this run may spend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,11 +44,11 @@ class DesignerEntry:
 class ExpertDefault(Designer):
   """The workload's declared default configuration, evaluated once."""
 
-  def __init__(self, space: SearchSpace, seed: int = 0, view: TaskView | None = None):
-    super().__init__(space, seed)
-    if view is None:
-      raise ValueError("the expert designer needs the task view (its default configuration)")
-    self._todo = [view.default]
+  def __init__(self, problem: Problem, seed: int = 0):
+    super().__init__(problem, seed)
+    if problem.default is None:
+      raise ValueError("the expert designer needs the problem's default configuration")
+    self._todo = [problem.default]
 
   def suggest(self, n: int) -> list[Candidate]:
     out, self._todo = self._todo[:n], self._todo[n:]
@@ -90,7 +80,9 @@ DESIGNERS: dict[str, DesignerEntry] = {
         ("autoscout_no_dense", "AutoScout without gradient relaxation of dense knobs", ("full",)),
         ("autoscout_no_priority", "AutoScout without knob prioritization", ("full",)),
         ("autoscout_top_only", "AutoScout without cheap fidelities (profiles only)", ("full",)),
-        ("autoscout_fixed_split", "AutoScout without the bandit (fixed 50/50 sparse/dense split)", ("full",)))},
+        ("autoscout_fixed_split", "AutoScout without the bandit (fixed 50/50 sparse/dense split)", ("full",)),
+        ("autoscout_no_cheap_order", "AutoScout without the cheap-order stage (sparse/dense search only)",
+         ("full",)))},
 }
 PEERS = ("optuna_tpe", "smac")  # the external optimizers (the older ratio columns)
 # The bar of issue 13: AutoScout's cost to 2 % against the best of these, per task.
@@ -143,16 +135,8 @@ def _resolve(factory: Callable[..., Designer] | str) -> Callable[..., Designer]:
   return getattr(importlib.import_module(module), attr)
 
 
-def make_designer(name: str, space: SearchSpace, seed: int, view: TaskView) -> Designer:
-  fn = _resolve(DESIGNERS[name].factory)
-  try:
-    params = inspect.signature(fn).parameters
-  except (TypeError, ValueError):
-    params = {}
-  kwargs: dict[str, Any] = dict(space=space, seed=seed)
-  if "view" in params:
-    kwargs["view"] = view
-  return fn(**kwargs)
+def make_designer(name: str, problem: Problem, seed: int) -> Designer:
+  return _resolve(DESIGNERS[name].factory)(problem, seed)
 
 
 class TimedDesigner(Designer):
@@ -160,7 +144,7 @@ class TimedDesigner(Designer):
   calls take (process time: what the optimizer itself costs)."""
 
   def __init__(self, inner: Designer):
-    super().__init__(inner.space, inner.seed)
+    super().__init__(inner.problem, inner.seed)
     self.inner = inner
     self.cpu_s = 0.0
     self.suggested = 0

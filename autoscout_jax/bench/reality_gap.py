@@ -91,15 +91,15 @@ def gap_effects(spec: RealityGapProfiling, plan: dict, model: dict, node_size: i
 
 
 def gap_truth(task: str, workload, cluster, candidates: Sequence[Candidate], spec: RealityGapProfiling,
-              chunk: int = 4096, progress: Callable[[str], None] | None = None) -> truth_lib.TruthTable:
-  """The truth table of a reality-gap task (module docstring)."""
+              space, chunk: int = 4096, progress: Callable[[str], None] | None = None) -> truth_lib.TruthTable:
+  """The truth table of a reality-gap task (module docstring); `space` is
+  the task's (simulator) space the candidates belong to."""
   from autoscout_jax.sim import analytic, costs, hardware
   from autoscout_jax.sim.event import simulate_f1
   if spec.repeats < 1 or spec.profiled_steps < 1 or spec.overhead_s < 0 or spec.noise < 0:
     raise truth_lib.TruthError(f"task {task!r}: repeats and profiled_steps must be >= 1, overhead_s and noise >= 0")
   cands = list(candidates)
   n = len(cands)
-  space = analytic.space_for(workload, cluster, cands)
   mscal, hscal = costs.model_scalars(workload), hardware.cluster_scalars(cluster)
   base, mem = np.full(n, np.nan), np.full(n, np.nan)
   kinds: list[str | None] = [None] * n

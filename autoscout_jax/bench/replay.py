@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 from autoscout_jax.bench.truth import TruthTable
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.measurement import CRASH, Measurement, Metrics
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
 
 
@@ -41,8 +42,8 @@ class ReplayEvaluator(Evaluator):
     self.fidelity = fidelity
     self.served: list[tuple[str, int, float]] = []
 
-  def evaluate(self, workload, cluster, candidates: Sequence[Candidate]) -> list[Measurement]:
-    return [self._one(workload, cluster, c) for c in candidates]
+  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
+    return [self._one(problem.workload, problem.cluster, c) for c in candidates]
 
   def _one(self, workload, cluster, cand: Candidate) -> Measurement:
     t = self.table
@@ -80,9 +81,9 @@ class FixedCostEvaluator(Evaluator):
     self.fidelity = inner.fidelity
     self.cost_s = float(cost_s)
 
-  def evaluate(self, workload, cluster, candidates: Sequence[Candidate]) -> list[Measurement]:
+  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
     return [dataclasses.replace(m, cost_s=self.cost_s, wallclock=0.0)
-            for m in self.inner.evaluate(workload, cluster, candidates)]
+            for m in self.inner.evaluate(problem, candidates)]
 
 
 class MemoryStore:
@@ -91,14 +92,15 @@ class MemoryStore:
 
   def __init__(self):
     self._rows: list[Measurement] = []
-    self._index: dict[tuple[str, str, str, str], Measurement] = {}
+    self._index: dict[tuple[str, ...], Measurement] = {}
 
   def append(self, m: Measurement) -> None:
     self._rows.append(m)
     self._index.setdefault(m.cache_key, m)
 
-  def get(self, workload_key: str, cluster_key: str, candidate_key: str, fidelity: str) -> Measurement | None:
-    return self._index.get((workload_key, cluster_key, candidate_key, fidelity))
+  def get(self, workload_key: str, cluster_key: str, candidate_key: str, fidelity: str,
+          settings_key: str = "") -> Measurement | None:
+    return self._index.get((workload_key, cluster_key, candidate_key, fidelity, settings_key))
 
   def __len__(self) -> int:
     return len(self._rows)

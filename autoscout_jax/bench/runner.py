@@ -21,6 +21,7 @@ from autoscout_jax.bench import peers
 from autoscout_jax.bench.replay import FixedCostEvaluator, MemoryStore, ReplayEvaluator
 from autoscout_jax.bench.tasks import BenchError, Task, TaskSpec, build_task, repo_root
 from autoscout_jax.measurement import fidelity_rank
+from autoscout_jax.problem import Problem
 from autoscout_jax.search import run_search
 
 TOP = "profile"  # the fidelity the replayed truth is served at
@@ -41,18 +42,15 @@ def evaluators_for(task: Task, seed: int) -> dict[str, Any]:
   for e in task.spec.cheap:
     if fidelity_rank(e.fidelity) >= fidelity_rank(TOP):
       raise BenchError(f"task {task.name!r}: cheap evaluator fidelity {e.fidelity!r} is not below {TOP!r}")
-    _score_in_task_space(e, task)
     evals[e.fidelity] = FixedCostEvaluator(e, task.spec.cheap_cost_s)
   return evals
 
 
-def _score_in_task_space(e, task: Task) -> None:
-  """The simulators score candidates in the task's own space (a measured
-  table's micro-batch sizes may lie outside their default space)."""
-  cache = getattr(e, "_spaces", None)
-  kind = getattr(task.space, "kind", "")
-  if isinstance(cache, dict) and kind:
-    cache[(task.workload.key, task.cluster.key, kind)] = task.space
+def task_problem(task: Task) -> Problem:
+  """The task's Problem: its space, the fidelities of `evaluators_for`
+  (its cheap evaluators and the replayed truth at TOP), its expert default."""
+  fids = tuple(e.fidelity for e in task.spec.cheap) + (TOP,)
+  return Problem(task.workload, task.cluster, task.space, fids, default=task.default)
 
 
 def cheap_rank_correlation(task: Task) -> dict[str, Any]:
@@ -64,8 +62,7 @@ def cheap_rank_correlation(task: Task) -> dict[str, Any]:
   out: dict[str, Any] = {}
   true = task.table.true_tokens_per_s
   for e in task.spec.cheap:
-    _score_in_task_space(e, task)
-    ms = e.evaluate(task.workload, task.cluster, task.candidates)
+    ms = e.evaluate(task_problem(task), task.candidates)
     v = np.array([m.objective if m.objective is not None else np.nan for m in ms])
     both = np.isfinite(v) & np.isfinite(true)
     rho = spearmanr(v[both], true[both]).statistic if both.sum() > 2 else float("nan")
@@ -81,14 +78,14 @@ def run_one(task: Task, designer: str, seed: int, budget_s: float | None = None,
   """One run; returns its trace and the loop's SearchResult."""
   budget = task.budgets_s[-1] if budget_s is None else budget_s
   evals = evaluators_for(task, seed)
-  fids = tuple(sorted(evals, key=fidelity_rank))
-  view = peers.TaskView(default=task.default, fidelities=fids, budget_s=budget)
-  timed = peers.TimedDesigner(peers.make_designer(designer, task.space, seed, view))
+  problem = task_problem(task)
+  timed = peers.TimedDesigner(peers.make_designer(designer, problem, seed))
   entry = peers.DESIGNERS[designer]
   try:
-    result = run_search(task.workload, task.cluster, task.space, timed, evals, MemoryStore(),
-                        budget_s=budget, batch_size=entry.batch_size, max_rounds=max_rounds,
-                        screen_fidelities=())
+    # The loop does not measure the default: a designer that wants it asks.
+    result = run_search(problem, timed, evals, MemoryStore(), budget_s=budget,
+                        batch_size=entry.batch_size, max_rounds=max_rounds, screen_fidelities=(),
+                        compare_default=False)
   finally:
     close = getattr(timed.inner, "close", None)
     if close is not None:

@@ -44,6 +44,7 @@ from autoscout_jax.bench import tables as tables_lib
 from autoscout_jax.bench import truth as truth_lib
 from autoscout_jax.bench.reality_gap import RealityGapProfiling, gap_truth
 from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.problem import DefaultError, Problem, expert_default
 from autoscout_jax.space import (Boolean, Candidate, Categorical, IntRange, Ordinal, SearchSpace,
                                  SpaceError, When)
 
@@ -190,8 +191,9 @@ def restrict_space(space: SearchSpace, restrict: Mapping[str, Sequence[Any]]) ->
     if vec:
       from autoscout_jax.sim.vspace import SimSpace, VecConstraint
       cons = list(space.vec_constraints) + [_pin(n, space, vals, VecConstraint) for n, vals in pins.items()]
-      return SimSpace(knobs, cons, groups=space.groups, facts=space.facts, name=name, kind=space.kind)
-    return SearchSpace(knobs, space.constraints, groups=space.groups, facts=space.facts, name=name)
+      return SimSpace(knobs, cons, groups=space.groups, facts=space.facts, name=name, family=space.family)
+    return SearchSpace(knobs, space.constraints, groups=space.groups, facts=space.facts, name=name,
+                       family=space.family)
   except SpaceError as e:
     raise BenchError(f"restrict {dict(restrict)} leaves no valid space: {e}") from e
 
@@ -307,13 +309,9 @@ def build_task(spec: TaskSpec, workdir: str, remeasure: bool = False,
   if spec.table is not None:
     space = tables_lib.allow_list(space, spec.table.allow, f"the measured table of task {spec.name!r}")
   try:
-    default = space.make(spec.workload.default_values)
-  except SpaceError as e:
-    raise BenchError(f"task {spec.name!r}: the workload's default configuration: {e}") from e
-  viol = space.validate(default)
-  if viol:
-    raise BenchError(f"task {spec.name!r}: the expert default is not in the (restricted) space: "
-                     + "; ".join(str(v) for v in viol))
+    default = expert_default(space, spec.workload)
+  except DefaultError as e:
+    raise BenchError(f"task {spec.name!r}: {e}") from e
   candidates = space.enumerate(limit=spec.max_candidates)
   if isinstance(spec.truth, tables_lib.TableProfiling):
     table = tables_lib.table_truth(spec.name, spec.truth, spec.table, space)
@@ -325,9 +323,10 @@ def build_task(spec: TaskSpec, workdir: str, remeasure: bool = False,
       say(f"{spec.name}: simulating the truth of {len(candidates)} candidates")
       t = spec.truth
       if isinstance(t, RealityGapProfiling):
-        table = gap_truth(spec.name, spec.workload, spec.cluster, candidates, t, progress=say)
+        table = gap_truth(spec.name, spec.workload, spec.cluster, candidates, t, space=space, progress=say)
       else:
-        table = truth_lib.simulate_truth(spec.name, spec.workload, spec.cluster, candidates, t.evaluator,
+        truth_problem = Problem(spec.workload, spec.cluster, space, (t.evaluator.fidelity,))
+        table = truth_lib.simulate_truth(spec.name, truth_problem, candidates, t.evaluator,
                                          t.profiled_steps, t.overhead_s, t.noise, t.repeats, t.seed,
                                          progress=say)
       truth_lib.save_table(table, path)
@@ -350,7 +349,8 @@ def _recorded_truth(spec, space, candidates, workdir, remeasure, say) -> truth_l
   if t.evaluator is None:
     raise BenchError(f"task {spec.name!r}: no evaluator to re-measure its truth with")
   say(f"{spec.name}: measuring {len(candidates)} candidates x {t.repeats} repeats (resumable)")
-  table = truth_lib.measure_truth(spec.name, spec.workload, spec.cluster, candidates, t.evaluator,
+  truth_problem = Problem(spec.workload, spec.cluster, space, (t.evaluator.fidelity,))
+  table = truth_lib.measure_truth(spec.name, truth_problem, candidates, t.evaluator,
                                   os.path.join(workdir, "measure", spec.name), t.repeats, t.batch, say)
   truth_lib.save_table(table, path)
   say(f"{spec.name}: wrote {path}")

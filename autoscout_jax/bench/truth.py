@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from autoscout_jax.measurement import FAILURE_KINDS, Measurement
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate, SearchSpace
 from autoscout_jax.store import MeasurementStore
 
@@ -173,13 +174,14 @@ def _failure(m: Measurement) -> str | None:
   return m.metrics.failure_kind if m.metrics.failure_kind in FAILURE_KINDS else "crash"
 
 
-def simulate_truth(task: str, workload, cluster, candidates: Sequence[Candidate], evaluator,
+def simulate_truth(task: str, problem: Problem, candidates: Sequence[Candidate], evaluator,
                    profiled_steps: int = 10, overhead_s: float = 120.0, noise: float = 0.02,
                    repeats: int = 3, seed: int = 0, chunk: int = 4096,
                    progress: Callable[[str], None] | None = None) -> TruthTable:
   """See module docstring. `evaluator` is a simulator Evaluator (F1)."""
   if repeats < 1 or profiled_steps < 1 or overhead_s < 0 or noise < 0:
     raise TruthError(f"task {task!r}: repeats and profiled_steps must be >= 1, overhead_s and noise >= 0")
+  workload, cluster = problem.workload, problem.cluster
   cands = list(candidates)
   n, devices = len(cands), float(cluster.num_devices)
   base = np.full(n, np.nan)
@@ -187,7 +189,7 @@ def simulate_truth(task: str, workload, cluster, candidates: Sequence[Candidate]
   kinds: list[str | None] = [None] * n
   t0 = time.time()
   for lo in range(0, n, chunk):
-    ms = evaluator.evaluate(workload, cluster, cands[lo:lo + chunk])
+    ms = evaluator.evaluate(problem, cands[lo:lo + chunk])
     for j, m in enumerate(ms):
       kinds[lo + j] = _failure(m)
       if m.metrics.peak_mem_bytes is not None:
@@ -214,7 +216,7 @@ def simulate_truth(task: str, workload, cluster, candidates: Sequence[Candidate]
                       date=time.strftime("%Y-%m-%d"), seconds=round(time.time() - t0, 1)))
 
 
-def measure_truth(task: str, workload, cluster, candidates: Sequence[Candidate], evaluator,
+def measure_truth(task: str, problem: Problem, candidates: Sequence[Candidate], evaluator,
                   workdir: str, repeats: int = 2, batch: int = 8,
                   progress: Callable[[str], None] | None = None) -> TruthTable:
   """See module docstring. `evaluator` is a real profiler (F3); its
@@ -222,7 +224,7 @@ def measure_truth(task: str, workload, cluster, candidates: Sequence[Candidate],
   if repeats < 2:
     raise TruthError(f"task {task!r}: a measured truth needs >= 2 repeats to know its noise, got {repeats}")
   cands = list(candidates)
-  wk, ck = workload.key, cluster.key
+  wk, ck = problem.workload.key, problem.cluster.key
   fid = getattr(evaluator, "fidelity", "profile")
   stores = [MeasurementStore(os.path.join(workdir, f"repeat_{r}")) for r in range(repeats)]
   t0 = time.time()
@@ -230,7 +232,7 @@ def measure_truth(task: str, workload, cluster, candidates: Sequence[Candidate],
     todo = [c for c in cands if store.get(wk, ck, c.key, fid) is None]
     for lo in range(0, len(todo), batch):
       part = todo[lo:lo + batch]
-      for c, m in zip(part, evaluator.evaluate(workload, cluster, part)):
+      for c, m in zip(part, evaluator.evaluate(problem, part)):
         store.append(dataclasses.replace(m, candidate=Candidate.of(c.values), fidelity=fid,
                                          workload_key=wk, cluster_key=ck))
       if progress is not None:

@@ -1,6 +1,8 @@
 """Designer interface (ask/tell): designers suggest, the loop evaluates.
 
-Where it sits: `search.run_search` calls `suggest(n)`, routes each candidate
+Where it sits: a designer factory is called once per run as
+`designer_fn(problem, seed)` with the run's `Problem` (space, fidelities,
+costs, expert default: nothing to guess). `search.run_search` calls `suggest(n)`, routes each candidate
 to the evaluator of the fidelity it names (None: the top fidelity), and
 hands every resulting measurement (also failures and invalid suggestions)
 back through `update`. Designers never evaluate and hold no storage; a
@@ -14,13 +16,15 @@ import abc
 from typing import Any, Sequence
 
 from autoscout_jax.measurement import Measurement
-from autoscout_jax.space import Candidate, SearchSpace
+from autoscout_jax.problem import Problem
+from autoscout_jax.space import Candidate
 
 
 class Designer(abc.ABC):
 
-  def __init__(self, space: SearchSpace, seed: int = 0):
-    self.space = space
+  def __init__(self, problem: Problem, seed: int = 0):
+    self.problem = problem
+    self.space = problem.space
     self.seed = seed
 
   @abc.abstractmethod

@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 from autoscout_jax.designers.base import Designer
-from autoscout_jax.space import Candidate, SearchSpace
+from autoscout_jax.problem import Problem
+from autoscout_jax.space import Candidate
 
 
 class ExhaustiveSearch(Designer):
 
-  def __init__(self, space: SearchSpace, seed: int = 0, shuffle: bool = True):
-    super().__init__(space, seed)
-    self._pool = space.enumerate()
+  def __init__(self, problem: Problem, seed: int = 0, shuffle: bool = True):
+    super().__init__(problem, seed)
+    self._pool = self.space.enumerate()
     if shuffle:
       order = np.random.default_rng(seed).permutation(len(self._pool))
       self._pool = [self._pool[i] for i in order]

@@ -24,14 +24,15 @@ import numpy as np
 
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.measurement import Measurement
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate, SearchSpace, Violation
 
 
 class ExternalDesigner(Designer):
   """See module docstring. `max_asks` bounds native proposals per suggestion."""
 
-  def __init__(self, space: SearchSpace, seed: int = 0, max_asks: int = 64):
-    super().__init__(space, seed)
+  def __init__(self, problem: Problem, seed: int = 0, max_asks: int = 64):
+    super().__init__(problem, seed)
     self.max_asks = max_asks
     self._rng = np.random.default_rng(seed + 7919)  # fallback draws only
     self._pending: dict[Candidate, list[Any]] = {}  # candidate -> native handles waiting

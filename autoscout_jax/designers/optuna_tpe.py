@@ -27,7 +27,8 @@ from typing import Any
 
 from autoscout_jax.designers.external import ExternalDesigner, group_prefix_choices, objective_of
 from autoscout_jax.measurement import Measurement
-from autoscout_jax.space import Boolean, Candidate, Categorical, Float, IntRange, Ordinal, SearchSpace
+from autoscout_jax.problem import Problem
+from autoscout_jax.space import Boolean, Candidate, Categorical, Float, IntRange, Ordinal
 
 INSTALL_HINT = "pip install -e '.[bench]' (or: pip install 'optuna>=4,<6')"
 
@@ -44,9 +45,10 @@ def _import_optuna():
 class OptunaTPE(ExternalDesigner):
   """TPE (multivariate, grouped for the conditional tree), seeded."""
 
-  def __init__(self, space: SearchSpace, seed: int = 0, n_startup_trials: int = 10,
+  def __init__(self, problem: Problem, seed: int = 0, n_startup_trials: int = 10,
                multivariate: bool = True, max_asks: int = 64):
-    super().__init__(space, seed, max_asks=max_asks)
+    super().__init__(problem, seed, max_asks=max_asks)
+    space = self.space
     optuna = _import_optuna()
     self._optuna = optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from autoscout_jax.designers.base import Designer
-from autoscout_jax.space import Candidate, SearchSpace
+from autoscout_jax.problem import Problem
+from autoscout_jax.space import Candidate
 
 
 class RandomSearch(Designer):
 
-  def __init__(self, space: SearchSpace, seed: int = 0, max_draws: int = 200):
-    super().__init__(space, seed)
+  def __init__(self, problem: Problem, seed: int = 0, max_draws: int = 200):
+    super().__init__(problem, seed)
     self._rng = np.random.default_rng(seed)
     self._given: set[Candidate] = set()
     self._max_draws = max_draws

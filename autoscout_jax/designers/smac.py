@@ -42,6 +42,7 @@ from typing import Any
 
 from autoscout_jax.designers.external import ExternalDesigner, group_prefix_choices, objective_of
 from autoscout_jax.measurement import Measurement
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Boolean, Candidate, Categorical, Float, Ordinal, SearchSpace
 
 INSTALL_HINT = "pip install -e '.[bench]' (or: pip install 'smac>=2.2,<3')"
@@ -82,10 +83,11 @@ class SMACDesigner(ExternalDesigner):
   `local_search_iterations` size the acquisition search (SMAC's defaults,
   10000 and 10, cost about a second per suggestion on 2 cores)."""
 
-  def __init__(self, space: SearchSpace, seed: int = 0, n_initial: int = 8, challengers: int = 1000,
+  def __init__(self, problem: Problem, seed: int = 0, n_initial: int = 8, challengers: int = 1000,
                local_search_iterations: int = 5, retrain_after: int = 1,
                random_probability: float = 0.2, max_enumerate: int = 200_000, max_asks: int = 64):
-    super().__init__(space, seed, max_asks=max_asks)
+    super().__init__(problem, seed, max_asks=max_asks)
+    space = self.space
     cs_mod, _ = _import_smac()
     self._CS = cs_mod
     from smac import HyperparameterOptimizationFacade as HPO, Scenario

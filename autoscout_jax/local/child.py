@@ -16,9 +16,13 @@ that writes to fd 1, e.g. a C library, is redirected to stderr):
            {"event": "fatal", "error": "..."}   (this machine cannot serve the cluster)
            {"event": "done"}
 
-`faults` is a test hook: the candidate with that key makes this process
-abort ('crash'), sleep forever ('hang'), raise an XLA-like out-of-memory
-error ('oom') or SIGKILL itself like the kernel OOM killer ('oom_kill').
+`faults` is a test hook (gin macro FAULTS, faults.py): the candidate with
+that key acts out a fault kind of local/bare_child.py ('crash', 'hang',
+'oom', 'oom_kill', 'garbage') instead of being measured.
+
+The child dies with its parent (bare_child.die_with_parent: prctl
+PR_SET_PDEATHSIG on Linux plus a watchdog on the parent's pid), so a killed
+search leaves no child behind.
 """
 
 from __future__ import annotations
@@ -26,12 +30,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
 import time
 from typing import Any, Mapping, TextIO
 
-from autoscout_jax.local.runner import FAULT_KINDS
+from autoscout_jax.local.bare_child import die_with_parent, inject_fault
 
 
 def _claim_stdout() -> TextIO:
@@ -56,20 +59,6 @@ def _finite(obj: Any) -> Any:
 def _emit(out: TextIO, **event: Any) -> None:
   out.write(json.dumps(_finite(event), allow_nan=False, default=str) + "\n")
   out.flush()
-
-
-def inject_fault(kind: str) -> None:
-  if kind == "crash":
-    os.abort()
-  if kind == "hang":
-    while True:
-      time.sleep(3600)
-  if kind == "oom":
-    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
-                       "(injected fault)")
-  if kind == "oom_kill":
-    os.kill(os.getpid(), signal.SIGKILL)
-  raise ValueError(f"unknown fault {kind!r}; known: {FAULT_KINDS}")
 
 
 def _devices(cluster: Any) -> list[Any]:
@@ -124,13 +113,11 @@ def serve(request: Mapping[str, Any], out: TextIO) -> int:
     _emit(out, event="start", index=item["index"])
     t0 = time.perf_counter()
     if item["key"] in faults:
-      try:
-        inject_fault(faults[item["key"]])
-      except RuntimeError as e:  # the 'oom' fault: an error like XLA's
-        metrics = Metrics.failed(classify(str(e), "crash"), str(e))
-        _emit(out, event="result", index=item["index"], metrics=metrics.to_json(),
-              wall_s=time.perf_counter() - t0)
-        continue
+      error = inject_fault(faults[item["key"]], out)  # only 'oom' returns: an error like XLA's
+      metrics = Metrics.failed(classify(error, "crash"), error)
+      _emit(out, event="result", index=item["index"], metrics=metrics.to_json(),
+            wall_s=time.perf_counter() - t0)
+      continue
     metrics = measure(request["fidelity"], workload, cluster, item["values"], devices, options)
     _emit(out, event="result", index=item["index"], metrics=metrics.to_json(),
           wall_s=time.perf_counter() - t0)
@@ -140,6 +127,7 @@ def serve(request: Mapping[str, Any], out: TextIO) -> int:
 
 
 def main() -> int:
+  die_with_parent()  # first: before the slow imports, so a killed search takes us at once
   out = _claim_stdout()
   request = json.loads(sys.stdin.read())
   return serve(request, out)

@@ -16,6 +16,7 @@ number of devices it used.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from typing import Any, Mapping, Sequence
@@ -24,6 +25,7 @@ from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.local.runner import FAULT_KINDS, LocalSetupError, Outcome, run_candidates
 from autoscout_jax.local.xla_flags import child_env, knob_flags
 from autoscout_jax.measurement import Measurement
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
 from autoscout_jax.workload import LocalCluster, Workload
 
@@ -39,8 +41,9 @@ class _LocalEvaluator(Evaluator):
   max_per_child: candidates one child measures before a fresh one starts
     (None: the whole batch); bounds what a long batch can leak.
   seed: parameter and synthetic-data seed.
-  faults: test hook, {candidate key: 'crash' | 'hang' | 'oom' | 'oom_kill'}
-    (see local/child.py).
+  faults: test hook, {candidate key: 'crash' | 'hang' | 'oom' | 'oom_kill' |
+    'garbage'} (see local/bare_child.py); the gin macro FAULTS adds rules
+    by knob pattern through `with_faults` (faults.py).
   python: interpreter for the child (default: this one).
   """
 
@@ -62,7 +65,31 @@ class _LocalEvaluator(Evaluator):
     self.max_per_child = max_per_child
     self.seed = int(seed)
     self.faults = dict(faults or {})
+    self.fault_rules: tuple[Any, ...] = ()  # faults.Fault, matched against candidate values
     self.python = python
+
+  def with_faults(self, rules: Sequence[Any]) -> "_LocalEvaluator":
+    """A copy that also acts out `rules` (faults.Fault) in its child."""
+    new = copy.copy(self)
+    new.fault_rules = tuple(self.fault_rules) + tuple(rules)
+    return new
+
+  def settings(self) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if self.faults:
+      out["fault_keys"] = dict(sorted(self.faults.items()))
+    if self.fault_rules:
+      out["faults"] = [r.to_json() for r in self.fault_rules]
+    return out
+
+  def _faults_for(self, candidates: Sequence[Candidate]) -> dict[str, str]:
+    out = {}
+    for c in candidates:
+      kind = self.faults.get(c.key) or next(
+          (r.kind for r in self.fault_rules if r.matches(c.values, self.fidelity)), None)
+      if kind:
+        out[c.key] = kind
+    return out
 
   def _options(self) -> dict[str, Any]:
     return {"seed": self.seed}
@@ -80,11 +107,11 @@ class _LocalEvaluator(Evaluator):
       return str(e)
     return None
 
-  def evaluate(self, workload: Workload, cluster: LocalCluster,
-               candidates: Sequence[Candidate]) -> list[Measurement]:
-    problem = self.check_fits(workload, cluster)
-    if problem:
-      raise ValueError(problem)
+  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
+    workload, cluster = problem.workload, problem.cluster
+    why = self.check_fits(workload, cluster)
+    if why:
+      raise ValueError(why)
     if not candidates:
       return []
     request = {
@@ -92,7 +119,7 @@ class _LocalEvaluator(Evaluator):
         "workload": dataclasses.asdict(workload),
         "cluster": dataclasses.asdict(cluster),
         "options": self._options(),
-        "faults": self.faults,
+        "faults": self._faults_for(candidates),
     }
     # One child per distinct environment, candidates in batch order within it.
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -105,14 +132,16 @@ class _LocalEvaluator(Evaluator):
       env = child_env(cluster.platform, cluster.num_devices, items[0]["values"])
       outcomes.update(run_candidates(request, items, env, self.timeout_s,
                                      self.startup_timeout_s, self.max_per_child, self.python))
-    return [self._measurement(workload, cluster, cand, outcomes[i])
+    return [self._measurement(workload, cluster, cand, outcomes[i], request["faults"].get(cand.key))
             for i, cand in enumerate(candidates)]
 
   def _measurement(self, workload: Workload, cluster: LocalCluster, cand: Candidate,
-                   outcome: Outcome) -> Measurement:
+                   outcome: Outcome, fault: str | None = None) -> Measurement:
     prov = {"platform": cluster.platform, "device_count": cluster.num_devices}
     prov.update(outcome.provenance)
     prov.update(evaluator=f"local.{self.fidelity}", xla_flag_knobs=knob_flags(cand.values))
+    if fault:
+      prov["injected_fault"] = fault
     return Measurement(candidate=cand, fidelity=self.fidelity, metrics=outcome.metrics,
                        cost_s=outcome.wall_s * cluster.num_devices,
                        workload_key=workload.key, cluster_key=cluster.key,
@@ -150,3 +179,6 @@ class ProfileEvaluator(_LocalEvaluator):
 
   def _options(self) -> dict[str, Any]:
     return {"seed": self.seed, "warmup_steps": self.warmup_steps, "timed_steps": self.timed_steps}
+
+  def settings(self) -> dict[str, Any]:
+    return {**self._options(), **super().settings()}

@@ -7,10 +7,18 @@ event stream with per-candidate timeouts and turns every way a child can die
 into a per-candidate outcome, restarting a fresh child for the candidates
 still to do. Nothing here raises for a failing candidate; only a machine
 that cannot serve the cluster at all (`LocalSetupError`) ends the call.
+
+Children never outlive the search: each runs in its own process group and
+dies with its parent (local/bare_child.py: PR_SET_PDEATHSIG plus a watchdog
+on the parent's pid, for a parent killed with SIGKILL); every live child is
+registered here, and `kill_children` (called at exit, and by run.py on
+SIGTERM/SIGINT) kills each one's whole process group. A line on the protocol
+stream that is not an event ('garbage') fails the candidate as a crash.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import dataclasses
 import json
@@ -23,10 +31,26 @@ import threading
 import time
 from typing import Any, Mapping, Sequence
 
+from autoscout_jax.local.bare_child import FAULT_KINDS, PARENT_ENV
 from autoscout_jax.measurement import CRASH, OOM, TIMEOUT, Metrics
 
-# Test hook: faults a child injects for a candidate (see local/child.py).
-FAULT_KINDS = ("crash", "hang", "oom", "oom_kill")
+__all__ = ["FAULT_KINDS", "LocalSetupError", "Outcome", "classify", "classify_exit", "kill_children",
+           "run_candidates"]
+
+_LIVE: set["_Child"] = set()  # children started and not yet reaped
+_LIVE_LOCK = threading.RLock()  # re-entrant: a signal handler may run while the main thread holds it
+
+
+def kill_children() -> int:
+  """SIGKILL the process group of every live child; returns how many."""
+  with _LIVE_LOCK:
+    live = list(_LIVE)
+  for child in live:
+    child.signal_group()
+  return len(live)
+
+
+atexit.register(kill_children)
 
 _STDERR_KEEP = 8000  # characters of child stderr kept for error messages
 _OOM_MARKERS = ("resource_exhausted", "out of memory", "oom when allocating", "failed to allocate",
@@ -73,11 +97,13 @@ def classify_exit(returncode: int, stderr: str) -> tuple[str, str]:
 class _Child:
   """One child process and the threads that drain its pipes."""
 
-  def __init__(self, env: Mapping[str, str], request: Mapping[str, Any], python: str):
-    self.proc = subprocess.Popen(
-        [python, "-m", "autoscout_jax.local.child"], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(env),
-        start_new_session=True)  # its own process group: a kill takes its helpers too
+  def __init__(self, env: Mapping[str, str], request: Mapping[str, Any], argv: Sequence[str]):
+    with _LIVE_LOCK:  # registered before it exists: a signal between the two still finds it
+      self.proc = subprocess.Popen(
+          list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+          env={**env, PARENT_ENV: str(os.getpid())},
+          start_new_session=True)  # its own process group: a kill takes its helpers too
+      _LIVE.add(self)
     self.events: queue.Queue = queue.Queue()
     self._err: collections.deque[str] = collections.deque()
     self._err_len = 0
@@ -97,9 +123,11 @@ class _Child:
       try:
         ev = json.loads(raw)
       except ValueError:
-        continue  # not ours (the child redirects fd 1, but be tolerant)
+        ev = None
       if isinstance(ev, dict) and "event" in ev:
         self.events.put(ev)
+      else:  # the child owns this stream (fd 1 goes to stderr): anything else is broken
+        self.events.put({"event": "garbage", "text": raw[:200].decode(errors="replace")})
     self.events.put({"event": "exit"})
 
   def _read_err(self) -> None:
@@ -126,12 +154,16 @@ class _Child:
     except queue.Empty:
       return None
 
+  def signal_group(self) -> None:
+    """SIGKILL the child's process group (the child and anything it started)."""
+    try:
+      os.killpg(self.proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+      pass
+
   def kill(self) -> int:
     if self.proc.poll() is None:
-      try:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
+      self.signal_group()
     return self.close()
 
   def wait(self) -> int:
@@ -144,6 +176,8 @@ class _Child:
   def close(self) -> int:
     """Reap the process and its pipe readers (they end at EOF)."""
     rc = self.proc.wait()
+    with _LIVE_LOCK:
+      _LIVE.discard(self)
     for t in self._threads:
       t.join(timeout=5)
     for f in (self.proc.stdout, self.proc.stderr):
@@ -181,10 +215,22 @@ def _session(child: _Child, todo: Sequence[Mapping[str, Any]], timeout_s: float,
       current, t_start = int(ev["index"]), now
       child.clear_stderr()
     elif kind == "result":
-      idx = int(ev["index"])
-      out[idx] = Outcome(Metrics.from_json(ev["metrics"]), float(ev.get("wall_s", now - t_start)), prov)
-      current = None
-    elif kind == "done":
+      try:
+        idx = int(ev["index"])
+        metrics = Metrics.from_json(ev["metrics"])
+        wall = float(ev.get("wall_s", now - t_start))
+      except (KeyError, TypeError, ValueError) as e:
+        ev = {"event": "garbage", "text": f"a malformed result ({type(e).__name__}: {e})"}
+      else:
+        out[idx] = Outcome(metrics, wall, prov)
+        current = None
+    if ev["event"] == "garbage":
+      child.kill()
+      if current is not None:
+        out[current] = Outcome(Metrics.failed(CRASH, f"child printed invalid output: {ev['text']!r}\n"
+                                              f"{child.stderr_tail()}"), now - t_start, prov)
+      return
+    if kind == "done":
       child.wait()
       return
     elif kind == "exit":  # stdout closed: the child died (or exited early)
@@ -203,15 +249,18 @@ def _session(child: _Child, todo: Sequence[Mapping[str, Any]], timeout_s: float,
 def run_candidates(request: Mapping[str, Any], items: Sequence[Mapping[str, Any]],
                    env: Mapping[str, str], timeout_s: float, startup_timeout_s: float,
                    max_per_child: int | None = None,
-                   python: str | None = None) -> dict[int, Outcome]:
+                   python: str | None = None,
+                   argv: Sequence[str] | None = None) -> dict[int, Outcome]:
   """Outcomes by item index for `items` ({"index", "key", "values"}), all
-  measured in fresh children started with `env`. After a child dies or hangs,
-  a new one takes the remaining candidates."""
+  measured in fresh children started with `env` (the command `argv`; default
+  `python -m autoscout_jax.local.child`). After a child dies or hangs, a new
+  one takes the remaining candidates."""
+  argv = list(argv or [python or sys.executable, "-m", "autoscout_jax.local.child"])
   out: dict[int, Outcome] = {}
   pending = list(items)
   while pending:
     chunk = pending[:max_per_child] if max_per_child else pending
-    child = _Child(env, {**request, "candidates": list(chunk)}, python or sys.executable)
+    child = _Child(env, {**request, "candidates": list(chunk)}, argv)
     before = len(out)
     try:
       _session(child, chunk, timeout_s, startup_timeout_s, out)

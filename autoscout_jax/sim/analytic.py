@@ -34,9 +34,16 @@ import numpy as np
 
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.measurement import OOM, INVALID, Measurement, Metrics
+from autoscout_jax.problem import Problem
 from autoscout_jax.sim import costs, hardware, spaces, uncertainty
 from autoscout_jax.sim.vspace import SimSpace
 from autoscout_jax.space import Candidate
+
+# Bump when a change to the cost model (sim/costs.py, analytic.py, event*.py)
+# alters any simulated number: it is part of every simulated measurement's
+# cache key and of the workdir identity, so stored rows of an older model
+# are never reused as if current. (Calibrated constants are keyed by value.)
+SIMULATOR_VERSION = "2026-11-30"
 
 BREAKDOWN = ("compute_s", "recompute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "pp_comm_s", "dp_comm_s",
              "bubble_s", "optimizer_s")
@@ -129,35 +136,22 @@ def score_space(space: SimSpace, workload, cluster, consts=None) -> tuple[dict[s
   return table, simulate_f0(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), consts)
 
 
-def space_for(workload, cluster, candidates: Sequence[Candidate]) -> SimSpace:
-  """The sim space the candidates' knob names belong to."""
-  names = set().union(*(c.values for c in candidates)) if candidates else set()
-  if "ici_fsdp" in names:
-    return spaces.jax_mesh_training_space(workload, cluster)
-  return spaces.megatron_training_space(workload, cluster)
-
-
 class AnalyticEvaluator(Evaluator):
-  """F0 over a batch: one jitted call, failures (invalid, OOM) as measurements."""
+  """F0 over a batch: one jitted call, failures (invalid, OOM) as measurements.
+
+  cost_s is a fixed charge per candidate (`charge_s`, device-seconds), so a
+  gin file and a seed give the same search every time; the CPU time the
+  simulator took is recorded separately (`wall_s`, provenance `cpu_s`)."""
 
   fidelity = "analytic"
+  DEFAULT_CHARGE_S = 3e-4  # F0 took 0.3 ms a candidate in batches of 8 (Llama 3 8B, 64 H100)
 
-  def __init__(self, constants: costs.SimConstants | None = None, space: str = "auto"):
-    if space not in ("auto", "megatron", "jax_mesh"):
-      raise ValueError(f"AnalyticEvaluator: space must be auto, megatron or jax_mesh, got {space!r}")
+  def __init__(self, constants: costs.SimConstants | None = None, charge_s: float | None = None):
+    charge = self.DEFAULT_CHARGE_S if charge_s is None else float(charge_s)
+    if not charge >= 0:
+      raise ValueError(f"{type(self).__name__}: charge_s must be >= 0, got {charge_s!r}")
     self.constants = constants
-    self.space_kind = space
-    self._spaces: dict[tuple[str, str, str], SimSpace] = {}
-
-  def _space(self, workload, cluster, candidates) -> SimSpace:
-    kind = self.space_kind
-    if kind == "auto":
-      kind = "jax_mesh" if any("ici_fsdp" in c for c in candidates) else "megatron"
-    key = (workload.key, cluster.key, kind)
-    if key not in self._spaces:
-      fn = spaces.jax_mesh_training_space if kind == "jax_mesh" else spaces.megatron_training_space
-      self._spaces[key] = fn(workload, cluster)
-    return self._spaces[key]
+    self.charge_s = charge
 
   def check_fits(self, workload, cluster) -> str | None:
     """A workload whose training state cannot fit even fully sharded."""
@@ -168,10 +162,15 @@ class AnalyticEvaluator(Evaluator):
     have = cluster.device.hbm_bytes * cluster.num_devices
     if need > have:
       return (f"workload {workload.name!r}: {need / 1e12:.1f} TB of weights, gradients and Adam state exceed the "
-              f"{have / 1e12:.1f} TB of HBM of cluster {cluster.name!r}")
+              f"{have / 1e12:.1f} TB of HBM of {cluster.num_devices} {cluster.device.name} devices "
+              f"(cluster {cluster.name!r} as configured)")
     return None
 
   simulator = "F0"  # provenance label; the F1 subclass changes it
+
+  def settings(self) -> dict[str, Any]:
+    return {"simulator": self.simulator, "version": SIMULATOR_VERSION,
+            "constants": _consts(self.constants), "charge_s": self.charge_s}
 
   def _simulate(self, plan, workload, cluster) -> Mapping[str, np.ndarray]:
     """One vectorized call over the plan arrays (F1 overrides this)."""
@@ -197,12 +196,15 @@ class AnalyticEvaluator(Evaluator):
                 tokens_per_s_lo=float(out["tokens_per_s"][j] * np.exp(-out["tput_spread"][j])),
                 tokens_per_s_hi=float(out["tokens_per_s"][j] * np.exp(out["tput_spread"][j])))
 
-  def evaluate(self, workload, cluster, candidates: Sequence[Candidate]) -> list[Measurement]:
+  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
     t0 = time.perf_counter()
+    workload, cluster, space = problem.workload, problem.cluster, problem.space
     cands = list(candidates)
     if not cands:
       return []
-    space = self._space(workload, cluster, cands)
+    if not isinstance(space, SimSpace):
+      raise TypeError(f"the {self.fidelity} simulator scores candidates of a simulator space "
+                      f"(megatron, jax_mesh), got space {space.name!r} of family {space.family!r}")
     problems = [space.validate(c) for c in cands]
     ok = [i for i, p in enumerate(problems) if not p]
     out_arr = {}
@@ -217,7 +219,7 @@ class AnalyticEvaluator(Evaluator):
         metrics = Metrics.failed(INVALID, "; ".join(str(v) for v in problems[i]))
       else:
         metrics = self._metrics(out_arr, row[i], cluster)
-      res.append(Measurement(candidate=c, fidelity=self.fidelity, metrics=metrics, cost_s=per,
+      res.append(Measurement(candidate=c, fidelity=self.fidelity, metrics=metrics, cost_s=self.charge_s,
                              workload_key=workload.key, cluster_key=cluster.key, wall_s=per,
-                             provenance=dict(simulator=self.simulator, space=space.name)))
+                             provenance=dict(simulator=self.simulator, space=space.name, cpu_s=per)))
     return res

@@ -36,7 +36,8 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            member on a node (NCCL channels; 1) or one per rank (0).
            ep_overlap (0/1): expert all-to-all overlapped with another
            micro-batch's compute (Megatron-core
-           overlap_moe_expert_parallel_comm).
+           overlap_moe_expert_parallel_comm). loss_bytes: bytes per logit
+           live at the loss (6 Megatron's fused cross entropy, 8 others).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
@@ -76,7 +77,7 @@ PLAN_FIELDS = (
     "tp", "pp", "dp", "cp", "ep", "etp", "vp", "mbs", "num_micro", "sp", "zero", "shard",
     "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
     "bucket_bytes", "tp_local", "cp_local", "ep_local", "dp_local", "shard_local", "rep_local", "pp_inter",
-    "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap")
+    "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes")
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
                 "tie", "gbs", "fp8")
@@ -341,7 +342,9 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
 
   # --- pipeline --------------------------------------------------------------------
   layers_stage = xp.ceil(m["L"] / (pp * vp)) * vp
-  p2p_bytes = T * h * 2 / sp_div
+  # each tensor-parallel rank sends its 1/tp slice (sequence parallelism, or
+  # Megatron's scatter/gather of the replicated activation over NVLink)
+  p2p_bytes = T * h * 2 / tp
   p2p_bw = xp.where(plan["pp_inter"] > 0, hw["inter_bw"], hw["intra_bw"]) * c["comm_eff"]
   p2p_lat = xp.where(plan["pp_inter"] > 0, hw["inter_lat"], hw["intra_lat"])
   p2p = xp.where(pp > 1, p2p_lat + p2p_bytes / p2p_bw, 0.0)
@@ -416,9 +419,15 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   stored = layers_stage * per_layer_stored * inflight
   stored = xp.where(off > 0, xp.minimum(stored, 2 * T * tok_sel), stored)
   act_first = stored + work + T * 2 * h / sp_div * inflight
-  # logits of one micro-batch: eager stacks keep the bf16 logits and the
-  # fp32 copy the loss works on (6 bytes); XLA fuses the upcast (4)
-  logits = T * m["V"] / tp * (6 - 2 * plan["xla"])
+  # logits of one micro-batch at the loss's peak, `loss_bytes` per logit:
+  # Megatron's fused vocab-parallel cross entropy keeps the bf16 logits and
+  # an fp32 copy turned into the softmax in place (6); a cross entropy
+  # that upcasts inside a fused kernel (XLA without vocab tiling,
+  # torch.compile, fused CE kernels of FSDP trainers) holds bf16 logits,
+  # fp32 log-probabilities and a bf16 gradient (8; memory_analysis of
+  # Llama-3 8B at 8k tokens on v5p agrees within 7 %); an unfused eager
+  # fp32 upcast peaks near 10-12, inside the memory interval's width
+  logits = T * m["V"] / tp * plan["loss_bytes"]
   act_last = xp.where(off > 0, 2 * T * tok_sel, layers_stage * per_layer_stored) + work + logits
   live_first = state_first + act_first + xp.where(pp > 1, 0.0, logits)
   live_last = state_last + act_last

@@ -224,6 +224,7 @@ class EventEvaluator(AnalyticEvaluator):
   resolution and the fits check are F0's."""
 
   fidelity = "event"
+  DEFAULT_CHARGE_S = 1e-3  # F1 took 0.6-0.9 ms a candidate in the same batches
 
   simulator = "F1"
 

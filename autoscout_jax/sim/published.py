@@ -80,6 +80,12 @@ def model_numbers(row) -> dict[str, float]:
   if "fp4" in prec:
     raise Unsupported("NVFP4 training is not modelled")
   L, h = _num(row, "num_layers"), _num(row, "hidden_size")
+  try:
+    known, _ = find_model(re.sub(r"\((tokendrop|dropless|w/ mtp)\)", "", name, flags=re.I).strip())
+  except ValueError:
+    known = None
+  if known is not None and known.is_moe and (not L or int(L) == known.num_layers):
+    L = h = None  # the row's columns cannot say which layers are experts: the catalog entry can
   if L and h:
     a = _num(row, "num_heads")
     if not a:
@@ -209,6 +215,8 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
                          m["gbs"], m["L"])
     return {k: float(v) for k, v in p.items()}
   framework = (row.get("framework") or "").lower()
+  megatron = ("megatron" in framework or "nemo" in framework
+              or row.get("source_id") in ("NARAYANAN2021", "KORTHIKANTI2022", "NEMO_2407", "MBRIDGE"))
   zero = _zero_level(sharding)
   deepspeed = "deepspeed" in sharding or "deepspeed" in framework
   # NeMo / Megatron-Bridge recipes use the distributed optimizer and SP
@@ -244,7 +252,9 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
                            grad_bytes=2.0 if (modern or deepspeed) else 4.0, offload=offload,
                            # DeepSpeed ZeRO-3 (2021) gathers parameter by parameter from
                            # every rank: its collectives do not spread over a node's NICs
-                           rails=0.0 if (deepspeed and zero == 3) else 1.0)
+                           rails=0.0 if (deepspeed and zero == 3) else 1.0,
+                           # Megatron's fused cross entropy, or a fused/compiled one (FSDP trainers)
+                           loss_bytes=6.0 if megatron else 8.0)
   p = {k: float(v) for k, v in p.items()}
   if zero == 2:
     p["zero"] = 2.0

@@ -181,7 +181,7 @@ def megatron_training_space(workload: Workload, cluster, max_tp: int = 16, max_c
     knobs.append(Boolean("tp_comm_overlap", default=False, when=(When(_TP, big_tp),)))
   ref: list = []
   space = SimSpace(knobs, _megatron_constraints(ref, m.is_moe), groups=[ProductGroup((_TP, _PP, _CP, _DP), n)],
-                   facts=_facts(workload, cluster), name=f"megatron:{m.name}:{cluster.name}", kind="megatron")
+                   facts=_facts(workload, cluster), name=f"megatron:{m.name}:{cluster.name}", family="megatron")
   ref.append(space)
   return space
 
@@ -189,7 +189,7 @@ def megatron_training_space(workload: Workload, cluster, max_tp: int = 16, max_c
 def megatron_plan(tp, pp, cp, dp, ep, etp, vp, mbs, sp, dist_opt, recompute, rc_block, rc_layers,
                   overlap_grad, overlap_param, bucket_params, tp_overlap, global_batch, layers, node_size,
                   fsdp=0.0, flash=1.0, grad_bytes=4.0, offload=0.0, rails=1.0,
-                  ep_overlap=0.0) -> dict[str, np.ndarray]:
+                  ep_overlap=0.0, loss_bytes=6.0) -> dict[str, np.ndarray]:
   """PLAN arrays (sim/costs.py) of Megatron configurations, placed in
   Megatron's rank order tp (innermost), cp, dp, pp (outermost); MoE layers
   regroup tp*cp*dp as etp, ep, edp."""
@@ -215,7 +215,7 @@ def megatron_plan(tp, pp, cp, dp, ep, etp, vp, mbs, sp, dist_opt, recompute, rc_
       dp_local=dp_local, shard_local=dp_local, rep_local=np.where(zero > 0, 1.0, dp_local),
       pp_inter=np.where(tp * cp * dp * pp > node, 1.0, 0.0),
       w_bytes=f(2.0), g_bytes=f(grad_bytes), o_bytes=f(12.0), flash=f(flash), xla=f(0.0), offload=f(offload),
-      rails=f(rails), ep_overlap=f(ep_overlap))
+      rails=f(rails), ep_overlap=f(ep_overlap), loss_bytes=f(loss_bytes))
 
 
 def _megatron_plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster) -> dict[str, np.ndarray]:
@@ -297,7 +297,7 @@ def jax_mesh_training_space(workload: Workload, cluster, batch_sizes: tuple[int,
   ]
   groups = [ProductGroup(_ICI, per, name="ici_product"), ProductGroup(_DCN, slices, name="dcn_product")]
   return SimSpace(knobs, cons, groups=groups, facts=_facts(workload, cluster),
-                  name=f"jax_mesh:{m.name}:{cluster.name}", kind="jax_mesh")
+                  name=f"jax_mesh:{m.name}:{cluster.name}", family="jax_mesh")
 
 
 def mesh_plan(ici: dict, dcn: dict, pdb, remat, lhs, async_coll, coll_mm, global_batch,
@@ -330,7 +330,7 @@ def mesh_plan(ici: dict, dcn: dict, pdb, remat, lhs, async_coll, coll_mm, global
       shard_local=g(ici, "fsdp") * cp, rep_local=g(ici, "data") * ep,
       pp_inter=np.where(g(dcn, "stage") > 1, 1.0, 0.0),
       w_bytes=f(4.0), g_bytes=f(4.0), o_bytes=f(8.0), flash=f(1.0), xla=f(1.0), offload=f(0.0), rails=f(1.0),
-      ep_overlap=f(0.0))
+      ep_overlap=f(0.0), loss_bytes=f(8.0))
 
 
 def _mesh_plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster) -> dict[str, np.ndarray]:
@@ -345,12 +345,12 @@ def _mesh_plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster
 
 def plan_arrays(space: SimSpace, table: Table, workload: Workload, cluster) -> dict[str, np.ndarray]:
   """PLAN arrays (float64 numpy, one entry per table row) for a sim space."""
-  if space.kind == "megatron":
+  if space.family == "megatron":
     plan = _megatron_plan_from_table(space, table, workload, cluster)
-  elif space.kind == "jax_mesh":
+  elif space.family == "jax_mesh":
     plan = _mesh_plan_from_table(space, table, workload, cluster)
   else:
-    raise ValueError(f"space {space.name!r} is not a simulator space (kind {space.kind!r})")
+    raise ValueError(f"space {space.name!r} is not a simulator space (family {space.family!r})")
   missing = set(costs.PLAN_FIELDS) - set(plan)
   assert not missing, missing
   return plan

@@ -54,11 +54,10 @@ class SimSpace(SearchSpace):
 
   def __init__(self, knobs: Sequence[Knob], vec_constraints: Sequence[VecConstraint],
                groups: Sequence[ProductGroup] = (), facts: Mapping[str, Any] | None = None,
-               name: str = "space", kind: str = ""):
+               name: str = "space", family: str = ""):
     self.vec_constraints = tuple(vec_constraints)
-    self.kind = kind
     scalar = [Constraint(vc.name, self._scalar_check(vc), vc.doc) for vc in self.vec_constraints]
-    super().__init__(knobs, scalar, groups, facts, name)
+    super().__init__(knobs, scalar, groups, facts, name, family)
 
   def _scalar_check(self, vc: VecConstraint):
     def check(vals, facts):

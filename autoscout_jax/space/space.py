@@ -94,8 +94,9 @@ class SearchSpace:
 
   def __init__(self, knobs: Sequence[Knob], constraints: Sequence[Constraint] = (),
                groups: Sequence[ProductGroup] = (), facts: Mapping[str, Any] | None = None,
-               name: str = "space"):
+               name: str = "space", family: str = ""):
     self.name = name
+    self.family = family  # the target family that made it (targets/<family>.py); "" for ad-hoc spaces
     self.knobs: tuple[Knob, ...] = tuple(knobs)
     self.constraints = tuple(constraints)
     self.groups = tuple(groups)

@@ -111,6 +111,7 @@ def local_source(table_path: str) -> Source:
 def simulated_source(n_cheap: int, n_top: int, seed: int = 0, model: str = "llama3_70b",
                      system: str = "dgx_h100", devices: int = 256,
                      devices_per_node: int = 8) -> Source:
+  from autoscout_jax.problem import Problem
   from autoscout_jax.sim import analytic, catalog, costs, event, hardware, spaces
   wl = catalog.make_workload(model, devices, devices_per_slice=devices_per_node)
   cl = hardware.make_cluster(system, devices, devices_per_node=devices_per_node)
@@ -123,10 +124,11 @@ def simulated_source(n_cheap: int, n_top: int, seed: int = 0, model: str = "llam
   # F0 scores every candidate once through its evaluator (the cheap rows)
   # and once directly, for the time of OOM candidates too (the evaluator
   # reports time only for feasible ones); same shapes, so one compile.
-  cheap = analytic.AnalyticEvaluator().evaluate(wl, cl, cands)[:n_cheap]
+  problem = Problem(wl, cl, space, ("analytic", "event"))
+  cheap = analytic.AnalyticEvaluator().evaluate(problem, cands)[:n_cheap]
   plan = analytic.candidates_to_arrays(space, cands, wl, cl)
   f0 = analytic.simulate_f0(plan, costs.model_scalars(wl), hardware.cluster_scalars(cl))
-  top = event.EventEvaluator().evaluate(wl, cl, cands[n_cheap:])
+  top = event.EventEvaluator().evaluate(problem, cands[n_cheap:])
   lt = {c: float(np.log(t)) for c, t in zip(cands, f0["step_time_s"])}
   feas = {c: float(f) for c, f in zip(cands, f0["feasible"])}
   notes = [f"{wl.name} on {cl.name} ({space.size():,} valid candidates), "

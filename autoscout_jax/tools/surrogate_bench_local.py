@@ -33,6 +33,7 @@ import numpy as np
 
 from autoscout_jax.local.space import local_training_space
 from autoscout_jax.measurement import COMPILE_ERROR, INVALID, OOM, Measurement, Metrics
+from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate, SearchSpace
 from autoscout_jax.store import MeasurementStore
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
@@ -151,13 +152,13 @@ def _reuse_scoutbench(path: str, workload: Workload, cluster: LocalCluster, spac
   return out
 
 
-def _measure(store: MeasurementStore, evaluator: Any, workload: Workload, cluster: LocalCluster,
+def _measure(store: MeasurementStore, evaluator: Any, problem: Problem,
              todo: Sequence[Candidate], batch: int, label: str,
              progress: Callable[[str], None]) -> None:
   t0 = time.time()
   for lo in range(0, len(todo), batch):
     part = list(todo[lo:lo + batch])
-    for m in evaluator.evaluate(workload, cluster, part):
+    for m in evaluator.evaluate(problem, part):
       store.append(_slim(m))
     progress(f"{label}: {lo + len(part)}/{len(todo)} ({time.time() - t0:.0f} s)")
 
@@ -183,7 +184,8 @@ def gather_local(workdir: str, table_path: str = LOCAL_TABLE, n_top: int = 50, s
   top = [c for c in order if c in reused_set]
   top += [c for c in order if c not in reused_set][:max(0, n_top - len(top))]
   todo = [c for c in top if store.get(wk, ck, c.key, "profile") is None]
-  _measure(store, ProfileEvaluator(timeout_s=300.0, **PROFILE_OPTIONS), workload, cluster, todo,
+  problem = Problem(workload, cluster, space, ("compile", "profile"))
+  _measure(store, ProfileEvaluator(timeout_s=300.0, **PROFILE_OPTIONS), problem, todo,
            batch, "F3 profile", progress)
 
   def f2_known(c: Candidate) -> bool:
@@ -193,7 +195,7 @@ def gather_local(workdir: str, table_path: str = LOCAL_TABLE, n_top: int = 50, s
     return (p is not None and "reused_from" not in p.provenance
             and _compile_from_profile(p) is not None)
   todo = [c for c in cands if not f2_known(c)]
-  _measure(store, CompileEvaluator(timeout_s=300.0), workload, cluster, todo, batch,
+  _measure(store, CompileEvaluator(timeout_s=300.0), problem, todo, batch,
            "F2 compile", progress)
 
   rows: list[Measurement] = []

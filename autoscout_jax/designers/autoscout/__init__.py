@@ -1,11 +1,12 @@
 """AutoScout: surrogate-guided hybrid search (sparse structure moves +
 dense gradient relaxation, a bandit between them, knob prioritization and
-multi-fidelity screening). `AutoScoutDesigner` is the entry point;
+multi-fidelity screening). `AutoScoutDesigner(problem, seed, AutoScoutConfig(...))` is the entry point;
 `factories` holds the named variants scoutbench runs (the full method and
 one ablation per part)."""
 
 from autoscout_jax.designers.autoscout.acquisition import Scorer
 from autoscout_jax.designers.autoscout.bandit import Bandit
+from autoscout_jax.designers.autoscout.config import AutoScoutConfig, SearchState
 from autoscout_jax.designers.autoscout.designer import AutoScoutDesigner
 from autoscout_jax.designers.autoscout.features import KnobRoles, Observations, knob_roles
 from autoscout_jax.designers.autoscout.fidelity import FidelityError, FidelityPlan
@@ -14,7 +15,7 @@ from autoscout_jax.designers.autoscout.proposals import Proposer
 from autoscout_jax.designers.autoscout.surrogate import FusedSurrogate, SurrogateSpec
 
 __all__ = [
-    "AutoScoutDesigner", "Bandit", "FidelityError", "FidelityPlan", "FusedSurrogate", "KnobRoles",
-    "Observations", "Priorities", "Proposer", "Scorer", "SurrogateSpec", "knob_roles",
+    "AutoScoutConfig", "AutoScoutDesigner", "Bandit", "FidelityError", "FidelityPlan", "FusedSurrogate", "KnobRoles",
+    "Observations", "Priorities", "Proposer", "Scorer", "SearchState", "SurrogateSpec", "knob_roles",
     "permutation_importance",
 ]

@@ -48,16 +48,17 @@ class FidelityError:
 
 class FidelityPlan:
 
-  def __init__(self, fidelities: Sequence[str] | None, costs: Mapping[str, float] | None = None,
+  def __init__(self, fidelities: Sequence[str], costs: Mapping[str, float] | None = None,
                use_cheap: bool = True, threshold: float = 0.15, window: int = 8,
                min_pairs: int = 3):
-    fids = tuple(fidelities) if fidelities else ("profile",)
+    fids = tuple(fidelities)
+    if not fids:
+      raise ValueError("the autoscout designer needs the run's fidelities")
     for f in fids:
       if f not in FIDELITIES:
         raise ValueError(f"unknown fidelity {f!r} for the autoscout designer; known: {FIDELITIES}")
     if len(set(fids)) != len(fids):
       raise ValueError(f"fidelities repeat: {fids}")
-    self.named = fidelities is not None
     self.top = max(fids, key=fidelity_rank)
     cheap = sorted((f for f in fids if f != self.top and f != SCREEN), key=fidelity_rank)
     self.cheap = tuple(cheap) if use_cheap else ()
@@ -89,13 +90,6 @@ class FidelityPlan:
   def gates(self) -> list[str]:
     """Trusted enough that a candidate is screened there before profiling."""
     return [f for f in self.cheap if self.trust(f) >= 0.5]
-
-  def hint(self, fidelity: str) -> str | None:
-    """The fidelity hint for a candidate (None: the loop's top, when the
-    designer was not told which fidelities exist)."""
-    if fidelity == self.top and not self.named:
-      return None
-    return fidelity
 
   def refresh(self, obs: Observations) -> None:
     self._refresh_trust(obs)
