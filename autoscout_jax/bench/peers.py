@@ -71,7 +71,8 @@ DESIGNERS: dict[str, DesignerEntry] = {
     "optuna_tpe_warm": DesignerEntry("autoscout_jax.bench.baselines:optuna_tpe_warm", requires=("optuna",),
                                      install=BENCH_EXTRA, doc="Optuna TPE, the cheap fidelity's top 10 enqueued first"),
     "optuna_gp": DesignerEntry("autoscout_jax.bench.baselines:optuna_gp", requires=("optuna", "torch"),
-                               install=BENCH_EXTRA, doc="Optuna GPSampler (PyTorch, CPU build)"),
+                               install=BENCH_EXTRA, suites=("measured", "full"),
+                               doc="Optuna GPSampler (PyTorch, CPU build; seconds per proposal: not in quick)"),
     # The project's designer and its ablations (autoscout_jax/designers/autoscout/factories.py).
     # Ablations run in the full suite only: the quick one must stay under 10 minutes.
     **{n: DesignerEntry(f"autoscout_jax.designers.autoscout.factories:{n}", doc=d, suites=s) for n, d, s in (

@@ -74,12 +74,16 @@ def cheap_rank_correlation(task: Task) -> dict[str, Any]:
 
 
 def run_one(task: Task, designer: str, seed: int, budget_s: float | None = None,
-            max_rounds: int = 20_000) -> tuple[metrics_lib.RunTrace, Any]:
-  """One run; returns its trace and the loop's SearchResult."""
+            max_rounds: int = 20_000, make: Callable[[Problem, int], Any] | None = None
+            ) -> tuple[metrics_lib.RunTrace, Any]:
+  """One run; returns its trace and the loop's SearchResult (the designer
+  is `result.designer`). `make(problem, seed)` overrides the registry's
+  factory of `designer` (e.g. a warm-started variant)."""
   budget = task.budgets_s[-1] if budget_s is None else budget_s
   evals = evaluators_for(task, seed)
   problem = task_problem(task)
-  timed = peers.TimedDesigner(peers.make_designer(designer, problem, seed))
+  inner = make(problem, seed) if make is not None else peers.make_designer(designer, problem, seed)
+  timed = peers.TimedDesigner(inner)
   entry = peers.DESIGNERS[designer]
   try:
     # The loop does not measure the default: a designer that wants it asks.
@@ -93,6 +97,7 @@ def run_one(task: Task, designer: str, seed: int, budget_s: float | None = None,
   tr = metrics_lib.trace_run(task.name, designer, seed, result.measurements, task.table, TOP,
                              profiles_free=entry.profiles_free)
   tr.cpu_s, tr.suggested, tr.stop_reason = timed.cpu_s, timed.suggested, result.stop_reason
+  result.designer = timed.inner
   return tr, result
 
 

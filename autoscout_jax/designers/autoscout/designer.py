@@ -119,11 +119,16 @@ class AutoScoutDesigner(Designer):
     # Where the cheapest fidelity can score the whole space, the cheap-order
     # stage leads: cheap_topk's order, left where the learned residual says
     # the cheap fidelity is wrong (ranked.py).
-    fids = problem.fidelities
+    fids = tuple(self.plan.cheap) + (self.plan.top,)
     self.ranked = None
     if cfg.cheap_order and cfg.cheap_fidelities and CheapOrder.applies(space, fids, cfg.cheap_order_max):
       self.ranked = CheapOrder(space, fids[0], fids[-1], stop_gain=cfg.cheap_order_stop_gain,
-                               warm=residual_warm)
+                               warm=residual_warm, first=self.state.initial_todo)
+
+  def export_warm(self) -> dict[str, Any] | None:
+    """The cheap-order stage's training rows (for another workload's warm
+    start; experiment.py saves them in the workdir), or None."""
+    return self.ranked.export() if self.ranked is not None else None
 
   @property
   def rounds(self) -> int:

@@ -14,7 +14,9 @@ descending cheap order):
    pays);
 2. profile the cheap argmax first (cheap_topk's first profile);
 3. from then on, profile the candidate of highest corrected estimate:
-   cheap log throughput + the residual GP's mean + `KAPPA` x its standard
+   cheap log throughput - (mean residual + slope x centred cheap log
+   throughput, a ridge fit: the cheap fidelity may stretch, compress or
+   invert its own order) - the residual GP's mean + `KAPPA` x its standard
    deviation + log(probability of running). The residual GP's mean is this
    workload's mean residual (a constant bias never reorders) and, with no
    structure in the residual, the GP is flat, so the order IS the cheap
@@ -44,6 +46,7 @@ from autoscout_jax.space import Candidate, SearchSpace
 
 MEM_PRIOR_SD = 0.02  # the cheap fidelity's memory model before any profile: its own verdict, nearly
 VALUE_NOISE = 0.03  # log-normal noise assumed on one profile
+SLOPE_RIDGE = 0.1  # shrinks the residual's slope on the cheap log value toward 0
 KAPPA = 0.5  # optimism: standard deviations of the residual added to the corrected estimate
 
 
@@ -51,7 +54,7 @@ class CheapOrder:
   """See module docstring."""
 
   def __init__(self, space: SearchSpace, cheap: str, top: str, stop_gain: float = 0.001,
-               warm: Mapping[str, Any] | None = None):
+               warm: Mapping[str, Any] | None = None, first: Sequence[Candidate] = ()):
     self.space, self.cheap, self.top = space, cheap, top
     self.stop_gain = stop_gain
     self.candidates = space.enumerate()
@@ -65,6 +68,7 @@ class CheapOrder:
     self.last_scores: dict[str, float] = {}
     self.departures = 0  # profiles that were not the next one in cheap order
     self._screen_asked = False
+    self._first = [Candidate.of(c.values) for c in first]  # screened first (e.g. the expert default)
 
   @staticmethod
   def applies(space: SearchSpace, fidelities: Sequence[str], max_candidates: int) -> bool:
@@ -90,7 +94,10 @@ class CheapOrder:
   def suggest(self, n: int) -> list[Candidate]:
     if not self._screen_asked:
       self._screen_asked = True
-      return [c.at(self.cheap) for c in self.candidates if c.key not in self.screens]
+      head = [c for c in self._first if c.key in self.index]
+      keys = {c.key for c in head}
+      return [c.at(self.cheap) for c in head + [c for c in self.candidates if c.key not in keys]
+              if c.key not in self.screens]
     score = self.scores()
     left = np.array([c.key not in self.asked and c.key not in self.profiles for c in self.candidates])
     if self.profiles and (not left.any() or float(np.max(self._gain[left])) < self.stop_gain):
@@ -125,8 +132,13 @@ class CheapOrder:
     if self._x is None:
       choices = {k.name: tuple(k.finite_values() or ()) for k in self.space.knobs}
       self._choices = choices
-      self._x = residual.features(self.candidates, [self.screens.get(c.key) for c in self.candidates],
-                                  self.space.facts, self.names, choices)
+      screens = [self.screens.get(c.key) for c in self.candidates]
+      steps = np.array([residual.screen_step(m) or np.nan for m in screens], np.float64)
+      # the cheap log throughput relative to the cheap best: lets the GP learn
+      # a cheap fidelity whose order itself is wrong (even one that ranks backwards)
+      rel = np.nanmin(steps) / steps if np.isfinite(steps).any() else np.ones(len(steps))
+      extra = [{"cheap:log_rel": float(np.log(r)) / 3.0} if np.isfinite(r) else {} for r in rel]
+      self._x = residual.features(self.candidates, screens, self.space.facts, self.names, choices, extra)
     return self._x
 
   def _screen_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,11 +193,16 @@ class CheapOrder:
         mem_i.append(i)
         mem_r.append(max(0.0, math.log(cap / mem[i])) + 0.05)
     mean_r = float(np.mean(prof_r)) if prof_r else 0.0
+    # a slope of the residual on the cheap log value (ridge toward 0): the
+    # cheap fidelity may compress, stretch or even invert its own order
+    zc = logv - (float(np.mean(logv[prof_i])) if prof_i else 0.0)
+    rc = np.array(prof_r) - mean_r
+    slope = float(zc[prof_i] @ rc / (zc[prof_i] @ zc[prof_i] + SLOPE_RIDGE)) if len(prof_i) >= 2 else 0.0
     xw, yw = self._warm_rows("value")
     gp = residual.fit(np.vstack([x[prof_i], xw]) if len(xw) else x[prof_i],
-                      np.concatenate([np.array(prof_r) - mean_r, yw]), VALUE_NOISE)
+                      np.concatenate([rc - slope * zc[prof_i], yw]), VALUE_NOISE)
     mu_r, sd = gp.predict(x)
-    mu = logv - mean_r - mu_r
+    mu = logv - mean_r - slope * zc - mu_r
     if cap is not None and np.isfinite(mem).any():
       xm, ym = self._warm_rows("memory")
       mean_m = float(np.mean(mem_r)) if mem_r else 0.0
@@ -207,7 +224,8 @@ class CheapOrder:
     best = prof_best if math.isfinite(prof_best) else (np.nanmax(mu[ok]) if ok.any() else 0.0)
     self._gain = np.where(np.isfinite(mu), residual.expected_improvement(mu, sd, best) * pfeas, 0.0)
     self._gp, self._mean_r = gp, mean_r
-    self._rows = (x[prof_i], np.array(prof_r) - mean_r, x[mem_i], np.array(mem_r) - (np.mean(mem_r) if mem_r else 0))
+    self.slope = slope
+    self._rows = (x[prof_i], rc - slope * zc[prof_i], x[mem_i], np.array(mem_r) - (np.mean(mem_r) if mem_r else 0))
     return score
 
   # --- warm start -------------------------------------------------------------------
@@ -234,3 +252,38 @@ class CheapOrder:
       return [({k: float(v) for k, v in zip(self.names, r) if v}, float(t)) for r, t in zip(x, y)]
 
     return {"names": list(self.names), "value": rows(xv, yv), "memory": rows(xm, ym)}
+
+
+WARM_FILE = "residual_rows.json"  # what a run saves in its workdir for another workload's warm start
+
+
+def save_rows(rows: Mapping[str, Any], workdir: str) -> str:
+  """Writes `export()`'s rows as JSON into `workdir` (temporary name, then rename)."""
+  import json
+  import os
+  path = os.path.join(workdir, WARM_FILE)
+  os.makedirs(workdir, exist_ok=True)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump({"format": "autoscout-residual-rows-v1", **rows}, f)
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def load_rows(workdir: str | None) -> dict[str, Any] | None:
+  """The rows another run saved (`workdir` or its residual_rows.json); None
+  for None. A missing or malformed file is a ValueError naming it."""
+  import json
+  import os
+  if not workdir:
+    return None
+  path = workdir if workdir.endswith(".json") else os.path.join(workdir, WARM_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"WARM_START: cannot read {path!r} ({e}); a finished AutoScout run writes it") from None
+  if data.get("format") != "autoscout-residual-rows-v1":
+    raise ValueError(f"WARM_START: {path!r} is not an AutoScout residual-rows file")
+  return {"names": list(data.get("names", [])),
+          "value": [(dict(f), float(y)) for f, y in data.get("value", [])],
+          "memory": [(dict(f), float(y)) for f, y in data.get("memory", [])]}

@@ -14,7 +14,9 @@ fitted on one workload transfers to another: log2 of each numeric knob,
 booleans and categorical one-hots, the screen's breakdown as shares of its
 step time (bubble, tensor/pipeline/data-parallel communication, recompute),
 and workload descriptors (log2 of layers, heads, sequence, global batch,
-devices, node size) from the space's facts. Each workload's own mean
+devices, node size) from the space's facts, and the cheap log throughput
+relative to the cheap best (so a cheap order that is itself wrong can be
+learned). Each workload's own mean
 residual is its GP mean (a constant bias never reorders candidates); the
 kernel carries the structure.
 """
@@ -52,14 +54,16 @@ def knob_features(values: Mapping[str, Any], choices: Mapping[str, Sequence[Any]
 
 
 def features(cands: Sequence[Any], screens: Sequence[Any], facts: Mapping[str, Any], names: list[str],
-             choices: Mapping[str, Sequence[Any]]) -> np.ndarray:
+             choices: Mapping[str, Sequence[Any]], extra: Sequence[Mapping[str, float]] = ()) -> np.ndarray:
   """[N, F] features; `names` is extended in place with any new feature
   name (so columns are stable across calls and workloads)."""
   rows = []
   desc = {f"fact:{k}": math.log2(float(facts[k])) / 3.0 for k in FACTS
           if isinstance(facts.get(k), (int, float)) and facts[k] > 0}
-  for c, m in zip(cands, screens):
+  for j, (c, m) in enumerate(zip(cands, screens)):
     f = knob_features(c.values, choices)
+    if j < len(extra):
+      f.update(extra[j])
     step = screen_step(m)
     bd = (m.metrics.breakdown or {}) if m is not None else {}
     if step:
