@@ -28,6 +28,28 @@ def _m(m) -> dict[str, Any] | None:
   }
 
 
+def _memory(result: SearchResult) -> dict[str, Any] | None:
+  """Per-device peak memory of the recommendation at every fidelity that
+  measured it in this run (XLA's compiled figure next to the simulators')."""
+  if result.best is None:
+    return None
+  out: dict[str, Any] = {}
+  for m in result.measurements:
+    if m.candidate.key == result.best.candidate.key and m.metrics.peak_mem_bytes is not None:
+      rec = {"peak_mem_bytes": m.metrics.peak_mem_bytes}
+      for k in ("argument_bytes", "temp_bytes", "usable_bytes", "compile_s"):
+        if (m.metrics.extra or {}).get(k) is not None:
+          rec[k] = m.metrics.extra[k]
+      out[m.fidelity] = rec
+  return out or None
+
+
+def _cost_units(result: SearchResult) -> dict[str, str]:
+  """What each fidelity's cost_s counts: device-seconds unless the
+  evaluator says otherwise (F2 at cluster scale: host seconds)."""
+  return {m.fidelity: str(m.provenance.get("cost_unit", "device_s")) for m in result.measurements}
+
+
 def build_report(workload, cluster, space: SearchSpace, result: SearchResult, workdir: str) -> dict[str, Any]:
   spent = collections.Counter()
   counts = collections.Counter()
@@ -47,7 +69,8 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
                                  workload.model.num_layers, getattr(cluster, "platform", "gpu"))
                  if result.best else None),
       "top": [_m(m) for m in result.top(5)],
-      "cost_s": result.cost_s, "cost_by_fidelity_s": dict(spent),
+      "cost_s": result.cost_s, "cost_by_fidelity_s": dict(spent), "cost_units": _cost_units(result),
+      "best_memory": _memory(result),
       "outcomes": {f"{f}/{k}": n for (f, k), n in sorted(counts.items())},
       "rounds": len(result.rounds), "stop_reason": result.stop_reason,
       "designer": result.designer_summary,
@@ -124,6 +147,17 @@ def render_markdown(rep: dict[str, Any]) -> str:
     if best["breakdown"]:
       out += ["", "### Time breakdown", "", "| part | seconds |", "|---|---|"]
       out += [f"| {k} | {v:.4g} |" for k, v in best["breakdown"].items()]
+    mem = rep.get("best_memory")
+    if mem:
+      gib = lambda v: f"{v / 2**30:.2f}" if v is not None else "-"
+      out += ["", "### Memory per device", "", "| fidelity | peak GiB | parameters + optimizer GiB | "
+              "temporaries GiB |", "|---|---|---|---|"]
+      out += [f"| {f} | {gib(r['peak_mem_bytes'])} | {gib(r.get('argument_bytes'))} | {gib(r.get('temp_bytes'))} |"
+              for f, r in mem.items()]
+      if "compile" in mem and mem["compile"].get("usable_bytes"):
+        out.append(f"\n`compile` is XLA's own figure for the program compiled for the target "
+                   f"(usable {gib(mem['compile']['usable_bytes'])} GiB per device); the others are the "
+                   f"simulators' memory models.")
     out += ["", "### Launch", "", "```", str(rep["launch"]), "```"]
   out += ["", "## Top candidates", "", "| tokens/s | step s | candidate | breakdown (s) |",
           "|---|---|---|---|"]
@@ -137,8 +171,15 @@ def render_markdown(rep: dict[str, Any]) -> str:
             "summing to 1. It moved the top knobs first.", "",
             "| knob | importance |", "|---|---|"]
     out += [f"| {k} | {v:.3f} |" for k, v in imp]
-  out += ["", "## Spend", "", f"{rep['cost_s']:,.1f} device-seconds in {rep['rounds']} rounds "
-          f"(stopped: {rep['stop_reason']}).", ""]
+  units = rep.get("cost_units") or {}
+  out += ["", "## Spend", "", f"{rep['cost_s']:,.1f} seconds charged in {rep['rounds']} rounds "
+          f"(stopped: {rep['stop_reason']}): "
+          + ", ".join(f"{k} {v:,.1f} {units.get(k, 'device_s').replace('_s', '-s')}"
+                      for k, v in rep["cost_by_fidelity_s"].items()) + "."]
+  if "host_s" in units.values():
+    out.append("Host seconds (compiling for the target on this machine: no device runs) and device-seconds "
+               "are added 1:1 into the budget: both are seconds of a resource the search holds.")
+  out.append("")
   out += [f"- {k}: {v}" for k, v in rep["outcomes"].items()]
   learned = {k: v for k, v in (rep.get("designer") or {}).items()
              if k not in ("importances", "importance_source")}

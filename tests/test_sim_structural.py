@@ -50,7 +50,10 @@ def _llama8b(seq):
 
 def test_unplaceable_cluster_is_refused_per_row_and_the_others_are_predicted(tmp_path):
   rows = [_row(row_id="a"), _row(row_id="b", num_devices="12", global_batch_size="48"),
-          _row(row_id="c", model="unknown-without-dims", num_layers="", hidden_size=""), _row(row_id="d")]
+          _row(row_id="c", model="unknown-without-dims", num_layers="", hidden_size=""), _row(row_id="d"),
+          # 128 GPUs of NVL72 racks (two 64-GPU NVLink domains), fp4 GEMMs
+          _row(row_id="e", hardware="GB300 NVL72", num_devices="128", global_batch_size="256", micro_batch_size="2",
+               precision="NVFP4")]
   src = tmp_path / "in.csv"
   with open(src, "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=_COLS)
@@ -58,7 +61,7 @@ def test_unplaceable_cluster_is_refused_per_row_and_the_others_are_predicted(tmp
     w.writerows(rows)
   out = predict_published.predict_file(str(src), str(tmp_path / "out.csv"))
   status = {r["row_id"]: r["pred_status"] for r in out}
-  assert status["a"] == status["d"] == "ok"
+  assert status["a"] == status["d"] == status["e"] == "ok"
   assert status["b"].startswith("unsupported: cluster cannot be placed") and "12 devices" in status["b"]
   assert status["c"].startswith("unsupported: no dimensions")
   a = next(r for r in out if r["row_id"] == "a")
@@ -148,3 +151,26 @@ def test_vtrain_validation_command_prints_per_sweep_rows():
   for s in sweeps:
     assert 0 <= float(s[3].rstrip("%")) < 100  # MAPE
     assert -1 <= float(s[5]) <= 1  # rank correlation
+
+
+def test_f1_puts_deepseeks_leading_dense_layers_on_the_first_stage():
+  from autoscout_jax.sim import event
+  wl = catalog.make_workload("deepseek_v3", 256, global_batch=64)
+  m = costs.model_scalars(wl)
+  hw = hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 256))
+  base = dict(tp=1, pp=8, cp=1, dp=32, ep=32, etp=1, vp=1, mbs=1, sp=0, dist_opt=1, recompute=1, rc_block=0,
+              rc_layers=1, overlap_grad=1, overlap_param=1, bucket_params=40e6, tp_overlap=0, global_batch=64,
+              layers=61, node_size=8)
+  plan = {k: np.array([float(v)]) for k, v in spaces.megatron_plan(**base).items()}
+  inp, aux = event.pipeline_inputs(plan, m, hw, C)
+  lc = aux["lc"]
+  per = lambda mm: costs.layer_costs(np, plan, mm, hw, C)
+  dense, moe = per(dict(m, Ld=m["L"])), per(dict(m, Ld=0.0))
+  layers = event.stage_layers(np.array([61.0]), np.array([8]), np.array([1]), 1, 8)[0, 0]
+  one = lambda c: c["fwd_s"] + c["tp_fwd_s"] + c["cp_fwd_s"] + c["ep_fwd_s"]
+  # stage 0 runs the embedding, the 3 dense layers and the rest of its layers as MoE
+  expect0 = lc["emb_fwd_s"] + 3 * one(dense) + (layers[0] - 3) * one(moe)
+  assert inp.fwd[0, 0, 0] == pytest.approx(float(expect0[0]), rel=1e-6)
+  # a middle stage holds MoE layers only
+  assert inp.fwd[0, 0, 3] == pytest.approx(float(layers[3] * one(moe)[0]), rel=1e-6)
+  assert one(dense)[0] != pytest.approx(one(moe)[0], rel=0.05)

@@ -22,9 +22,10 @@ import time
 
 from absl import app, flags
 
-_SUITE = flags.DEFINE_enum("suite", "quick", ["quick", "measured", "full"],
+_SUITE = flags.DEFINE_enum("suite", "quick", ["quick", "measured", "full", "compile"],
                            "quick: the tasks marked quick, 3 seeds; measured: every measured and "
-                           "reality-gap task, 5 seeds; full: every task, 10 seeds.")
+                           "reality-gap task, 5 seeds; full: every task, 10 seeds; compile: tasks whose "
+                           "screen compiles for the real target, 1 seed.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output and cache directory (default runs/scoutbench-<time>).")
 _TASKS = flags.DEFINE_list("tasks", [], "Task names (default: the suite's tasks).")
 _DESIGNERS = flags.DEFINE_list("designers", [], "Designer names (default: the suite's designers).")

@@ -34,7 +34,8 @@ class Suite:
   max_rounds: int = 20_000
 
 
-SUITES = {"quick": Suite(seeds=3), "measured": Suite(seeds=5), "full": Suite(seeds=10)}
+SUITES = {"quick": Suite(seeds=3), "measured": Suite(seeds=5), "full": Suite(seeds=10),
+          "compile": Suite(seeds=1)}
 
 
 def evaluators_for(task: Task, seed: int) -> dict[str, Any]:
@@ -42,7 +43,7 @@ def evaluators_for(task: Task, seed: int) -> dict[str, Any]:
   for e in task.spec.cheap:
     if fidelity_rank(e.fidelity) >= fidelity_rank(TOP):
       raise BenchError(f"task {task.name!r}: cheap evaluator fidelity {e.fidelity!r} is not below {TOP!r}")
-    evals[e.fidelity] = FixedCostEvaluator(e, task.spec.cheap_cost_s)
+    evals[e.fidelity] = FixedCostEvaluator(e, task.spec.cheap_costs_s.get(e.fidelity, task.spec.cheap_cost_s))
   return evals
 
 
@@ -87,8 +88,10 @@ def run_one(task: Task, designer: str, seed: int, budget_s: float | None = None,
   entry = peers.DESIGNERS[designer]
   try:
     # The loop does not measure the default: a designer that wants it asks.
+    # A task that offers F2 compile screens every designer's profiles with it.
     result = run_search(problem, timed, evals, MemoryStore(), budget_s=budget,
-                        batch_size=entry.batch_size, max_rounds=max_rounds, screen_fidelities=(),
+                        batch_size=entry.batch_size, max_rounds=max_rounds,
+                        screen_fidelities=tuple(f for f in ("compile",) if f in evals),
                         compare_default=False)
   finally:
     close = getattr(timed.inner, "close", None)

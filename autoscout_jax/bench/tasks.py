@@ -48,7 +48,7 @@ from autoscout_jax.problem import DefaultError, Problem, expert_default
 from autoscout_jax.space import (Boolean, Candidate, Categorical, IntRange, Ordinal, SearchSpace,
                                  SpaceError, When)
 
-SUITES = ("quick", "measured", "full")
+SUITES = ("quick", "measured", "full", "compile")  # compile: tasks whose screen compiles for the real target (slow)
 TRUTH_KINDS = ("measured", "simulated_same_model", "reality_gap")
 
 
@@ -99,6 +99,7 @@ class TaskSpec:
   suites: tuple[str, ...] = SUITES
   max_candidates: int = 100_000
   doc: str = ""
+  cheap_costs_s: Mapping[str, float] = dataclasses.field(default_factory=dict)  # per fidelity, over cheap_cost_s
   table: tables_lib.TableParts | None = None  # a measured table's rows (TableProfiling truth)
 
   @property
@@ -115,7 +116,8 @@ def task_spec(name: str, workload: Any = None, cluster: Any = None,
               space_kwargs: Mapping[str, Any] | None = None,
               restrict: Mapping[str, Sequence[Any]] | None = None, cheap: Sequence[Evaluator] = (),
               cheap_cost_s: float = 1.0, budget_evals: Sequence[float] = (10.0, 25.0, 50.0),
-              suites: Sequence[str] = SUITES, max_candidates: int = 100_000, doc: str = "") -> TaskSpec:
+              suites: Sequence[str] = SUITES, max_candidates: int = 100_000, doc: str = "",
+              cheap_costs_s: Mapping[str, float] | None = None) -> TaskSpec:
   """The gin-bound constructor of a task (one per gin/bench/*.gin file). A
   `TableProfiling` truth brings its own workload, cluster and space (the
   family's, restricted to the table's rows)."""
@@ -141,10 +143,12 @@ def task_spec(name: str, workload: Any = None, cluster: Any = None,
   bad = [s for s in suites if s not in SUITES]
   if bad:
     raise BenchError(f"task {name!r}: unknown suite(s) {bad}; known: {list(SUITES)}")
-  if cheap_cost_s < 0:
-    raise BenchError(f"task {name!r}: cheap_cost_s must be >= 0")
+  costs = {str(k): float(v) for k, v in dict(cheap_costs_s or {}).items()}
+  if cheap_cost_s < 0 or any(v < 0 for v in costs.values()):
+    raise BenchError(f"task {name!r}: cheap_cost_s and cheap_costs_s must be >= 0")
   return TaskSpec(name, workload, cluster, space_fn, truth, dict(space_kwargs or {}), dict(restrict or {}),
-                  tuple(cheap), float(cheap_cost_s), budgets, tuple(suites), int(max_candidates), doc, parts)
+                  tuple(cheap), float(cheap_cost_s), budgets, tuple(suites), int(max_candidates), doc, costs,
+                  parts)
 
 
 # --- restricting a space ------------------------------------------------------------------

@@ -9,10 +9,10 @@ consumes; calibration.CALIBRATED holds the fitted constants.
 """
 
 from autoscout_jax.sim.analytic import (AnalyticEvaluator, candidates_to_arrays, score_space, simulate_f0,
-                                        simulate_f0_reference)
+                                        simulate_f0_reference, step_time)
 from autoscout_jax.sim.calibration import CALIBRATED
 from autoscout_jax.sim.catalog import MODELS, Recipe, active_param_count, find_model, make_workload, param_count
-from autoscout_jax.sim.costs import MODEL_FIELDS, PLAN_FIELDS, SimConstants, layer_costs, model_scalars, step_time
+from autoscout_jax.sim.costs import MODEL_FIELDS, PLAN_FIELDS, SimConstants, layer_costs, model_scalars
 from autoscout_jax.sim.hardware import (DEVICES, LINKS, SYSTEMS, Cluster, DeviceSpec, Link, System, cluster_scalars,
                                         make_cluster, system_for_hardware_name)
 from autoscout_jax.sim.spaces import jax_mesh_training_space, megatron_plan, megatron_training_space, mesh_plan, plan_arrays

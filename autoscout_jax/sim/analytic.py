@@ -54,7 +54,7 @@ def f0(xp, plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[str, A
   """The F0 formulas over array module `xp` (jnp under jit, numpy for the
   per-candidate reference path)."""
   lc = costs.layer_costs(xp, plan, model, hw, consts)
-  st = costs.step_time(xp, lc, plan, consts)
+  st = step_time(xp, lc, plan, consts)
   step = st["step_time_s"]
   n_dev = plan["tp"] * plan["pp"] * plan["cp"] * plan["dp"]
   tokens = model["gbs"] * model["s"]
@@ -70,6 +70,45 @@ def f0(xp, plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[str, A
   # feasible unless even the optimistic memory bound exceeds the device
   out["feasible"] = out["mem_verdict"] >= uncertainty.UNCERTAIN
   return out
+
+
+def step_time(xp, lc: Mapping[str, Any], plan: Mapping[str, Any], c: Mapping[str, Any]) -> dict[str, Any]:
+  """F0's composition of `layer_costs` into one training step: 1F1B /
+  interleaved pipeline with its bubble, exposed communication by knob, the
+  optimizer. Returns step time and its breakdown (seconds)."""
+  n_l = lc["layers_per_stage"]
+  mic, vp, pp = lc["num_micro"], lc["vp"], lc["pp"]
+  # the output layer + loss runs on the last stage and the embedding on the
+  # first: a pipeline's steady state goes at its slower end stage, its
+  # fill/drain at the average stage (the ends' extra work spread over pp)
+  head = lc["head_fwd_s"] + lc["head_bwd_s"]
+  emb = lc["emb_fwd_s"] + lc["emb_bwd_s"]
+  ends = xp.where(pp > 1, xp.maximum(head, emb), head + emb)
+  comp = n_l * (lc["fwd_s"] + lc["bwd_s"] - lc["recompute_s"]) + ends
+  rec = n_l * lc["recompute_s"]
+  tp = n_l * (lc["tp_fwd_s"] + lc["tp_bwd_s"])
+  cp = n_l * (lc["cp_fwd_s"] + lc["cp_bwd_s"])
+  ep = n_l * (lc["ep_fwd_s"] + lc["ep_bwd_s"])
+  per_mb = comp + rec + tp + cp + ep
+  per_mb_avg = per_mb - ends + (head + emb) / pp
+  bubble_mb = (pp - 1) / vp
+  p2p_hidden = xp.where(vp > 1, c["p2p_overlap"], 0.0)
+  p2p = xp.where(pp > 1, 2 * (mic * vp + pp - 1) * lc["p2p_s"] * (1 - p2p_hidden), 0.0)
+  # ZeRO-3 gathers of the next layer overlap this layer's compute (prefetch)
+  z3_window = xp.where(plan["overlap_param"] > 0, c["overlap_eff"] * (comp + rec), 0.0)
+  z3 = mic * xp.maximum(lc["zero3_mb_s"] - z3_window, 0.0)
+  bwd_window = c["overlap_eff"] * n_l * lc["bwd_s"]
+  fwd_window = c["overlap_eff"] * n_l * lc["fwd_s"]
+  bucket_t = plan["bucket_bytes"] / xp.maximum(lc["dp_grad_bytes"], 1.0) * lc["dp_grad_s"]
+  dp_grad = xp.where(plan["overlap_grad"] > 0,
+                     xp.maximum(lc["dp_grad_s"] - bwd_window, xp.minimum(bucket_t, lc["dp_grad_s"])),
+                     lc["dp_grad_s"])
+  dp_param = xp.where(plan["overlap_param"] > 0, xp.maximum(lc["dp_param_s"] - fwd_window, 0.0),
+                      lc["dp_param_s"])
+  total = (mic * per_mb + bubble_mb * per_mb_avg + p2p + z3 + dp_grad + dp_param + lc["optimizer_s"])
+  return dict(step_time_s=total, compute_s=mic * comp, recompute_s=mic * rec, tp_comm_s=mic * tp,
+              cp_comm_s=mic * cp, ep_comm_s=mic * ep, bubble_s=bubble_mb * per_mb_avg, pp_comm_s=p2p,
+              dp_comm_s=dp_grad + dp_param + z3, optimizer_s=lc["optimizer_s"])
 
 
 @jax.jit

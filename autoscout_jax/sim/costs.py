@@ -41,7 +41,8 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
-           gbs, fp8 (0/1).
+           gbs, fp8 (0/1: low-precision GEMMs), fp4 (0/1: those GEMMs are
+           NVFP4/MXFP4, at the device's fp4 peak).
   hw    -- peak_bf16, peak_fp8, hbm_bytes, hbm_bw, intra_bw/lat,
            inter_bw/lat, node_size, num_devices.
 
@@ -73,6 +74,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from autoscout_jax.sim import collectives, memory
+from autoscout_jax.sim.memory import layer_params, total_params  # noqa: F401 (part of this module's API)
+
 PLAN_FIELDS = (
     "tp", "pp", "dp", "cp", "ep", "etp", "vp", "mbs", "num_micro", "sp", "zero", "shard",
     "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
@@ -80,7 +84,7 @@ PLAN_FIELDS = (
     "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes")
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
-                "tie", "gbs", "fp8")
+                "tie", "gbs", "fp8", "fp4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +113,7 @@ class SimConstants:
   mem_overhead_xla_bytes: float = 0.75 * 2**30  # XLA runtime: context, collective scratch
   mem_reserve_frac: float = 0.02  # of HBM held by the runtime/allocator reserve
   mem_frag: float = 0.05       # allocator fragmentation, fraction of the live bytes (eager only)
+  fp4_gain: float = 1.5       # fp4 GEMM rate over fp8 at most (see layer_costs)
   z3_live_params: float = 1e9  # ZeRO-3 gathered parameters live at once (DeepSpeed's documented default)
   pcie_bw: float = 25e9        # host<->device bytes/s per GPU for activation offload (PCIe gen4 x16 ~ 25 GB/s)
   # uncertainty (sim/calibration.py sets the first two from the calibration residuals):
@@ -143,29 +148,10 @@ def model_scalars(workload: Any) -> dict[str, float]:
       V=m.vocab_size, s=m.seq_len, gated=float(m.gated_mlp), E=m.num_experts, k=m.moe_top_k,
       fe=fe, fs=m.num_shared_experts * fe, Ld=m.num_dense_layers if m.is_moe else m.num_layers,
       tie=float(m.tie_embeddings), gbs=workload.global_batch,
-      fp8=float("fp8" in prec or "fp4" in prec))
+      fp8=float("fp8" in prec or "fp4" in prec), fp4=float("fp4" in prec))
 
 
 # --- parameter counts -------------------------------------------------------------
-
-
-def layer_params(xp, m: Mapping[str, Any]) -> dict[str, Any]:
-  """Parameters of one attention block, one dense MLP, one MoE MLP (routed
-  experts apart), and the embedding/output matrices."""
-  mats = 2.0 + m["gated"]
-  attn = m["h"] * (m["a"] * m["d"] + 2 * m["g"] * m["d"]) + m["a"] * m["d"] * m["h"] + 2 * m["h"]
-  dense = m["h"] * m["f"] * mats
-  moe_shared = m["h"] * m["fs"] * mats + m["h"] * m["E"]
-  experts = m["E"] * m["h"] * m["fe"] * mats
-  emb = m["V"] * m["h"]
-  return dict(attn=attn, dense=dense, moe_shared=moe_shared, experts=experts, emb=emb, mats=mats)
-
-
-def total_params(xp, m: Mapping[str, Any]) -> Any:
-  p = layer_params(xp, m)
-  n_moe = m["L"] - m["Ld"]
-  return (m["L"] * p["attn"] + m["Ld"] * p["dense"] + n_moe * (p["moe_shared"] + p["experts"])
-          + p["emb"] * (2 - m["tie"]) + m["h"])
 
 
 def model_flops_per_token(xp, m: Mapping[str, Any]) -> Any:
@@ -178,48 +164,6 @@ def model_flops_per_token(xp, m: Mapping[str, Any]) -> Any:
   fwd = (2 * (m["L"] * (p["attn"] - 2 * m["h"]) + m["Ld"] * p["dense"] + n_moe * active_moe)
          + m["L"] * attn_core + 2 * m["h"] * m["V"])
   return 3 * fwd
-
-
-# --- collectives (alpha-beta, ring/tree) -------------------------------------------
-
-
-def _log2(xp, n):
-  return xp.log2(xp.maximum(n, 1.0))
-
-
-def all_reduce_s(xp, n, nbytes, bw, lat):
-  """Ring bandwidth term, tree-like latency term (NCCL picks the better)."""
-  return xp.where(n > 1, 2 * (n - 1) / n * nbytes / bw + 2 * _log2(xp, n) * lat, 0.0)
-
-
-def gather_s(xp, n, nbytes, bw, lat, steps=None, ops=1.0):
-  """All-gather or reduce-scatter of a `nbytes` full buffer in `ops`
-  collectives. They have no tree algorithm: each op pays the latency of
-  every ring step (`steps`, default log2 n as for a small group)."""
-  steps = _log2(xp, n) if steps is None else steps
-  return xp.where(n > 1, (n - 1) / n * nbytes / bw + ops * steps * lat, 0.0)
-
-
-def ring_steps(xp, n, hw):
-  """Steps of a ring all-gather over n devices: n - 1 on GPUs (NCCL rings);
-  on a TPU torus the rings run along each axis at once (about 2 sqrt(n))."""
-  return xp.where(hw["torus"] > 0, 2 * xp.sqrt(xp.maximum(n, 1.0)), xp.maximum(n - 1, 0.0))
-
-
-def _tier(xp, local, size, hw, c, rails=1.0):
-  """(bandwidth, latency) of a group: the slow tier as soon as it leaves
-  the node/slice. A ring collective crosses each node boundary once per
-  channel, so a group with `local` members on a node drives `local` NICs
-  (multi-rail, NCCL's channels; every other group on the node has its own
-  members and NICs): its cross-node bandwidth is `local` times a device's,
-  never more than the fast tier. Point-to-point traffic (`rails=False`)
-  leaves through one device's NIC; so do collectives of a framework that
-  issues one call per tensor from every rank (`rails=0`, plan field)."""
-  inter = local < size
-  rail = xp.maximum(local, 1.0) * rails + (1 - rails)
-  bw = xp.where(inter, xp.minimum(hw["inter_bw"] * rail, hw["intra_bw"]), hw["intra_bw"]) * c["comm_eff"]
-  lat = xp.where(inter, hw["inter_lat"], hw["intra_lat"])
-  return bw, lat
 
 
 # --- the contract ---------------------------------------------------------------
@@ -243,7 +187,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   T = mbs * s / cp  # tokens per device per micro-batch (before the TP split)
 
   # --- compute of one layer, forward ---------------------------------------------
-  lin_peak = xp.maximum(hw["peak_bf16"], xp.where(m["fp8"] > 0, hw["peak_fp8"] * c["fp8_eff"], 0.0))
+  # NVFP4 recipes keep some GEMMs (first/last layers, parts of the
+  # backward) in higher precision and add block-scale quantization passes:
+  # the fp4 gain over fp8 is capped at `fp4_gain` (not calibrated: no
+  # published fp4 run in the calibration set; intervals widen for fp4)
+  low_peak = xp.where(m["fp4"] > 0, xp.minimum(hw["peak_fp4"], c["fp4_gain"] * hw["peak_fp8"]), hw["peak_fp8"])
+  lin_peak = xp.maximum(hw["peak_bf16"], xp.where(m["fp8"] > 0, low_peak * c["fp8_eff"], 0.0))
 
   def gemm(flops, md):
     md = xp.maximum(md, 1.0)
@@ -310,13 +259,13 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   emb_bwd = m["V"] * h / tp * EMB_GRAD_BYTES / hw["hbm_bw"]
 
   # --- TP, CP, EP communication per layer per micro-batch --------------------------
-  bw_tp, lat_tp = _tier(xp, plan["tp_local"], tp, hw, c)
-  tp_one = all_reduce_s(xp, tp, T * h * 2, bw_tp, lat_tp)  # one AR == one AG + one RS
+  bw_tp, lat_tp = collectives.tier(xp, plan["tp_local"], tp, hw, c)
+  tp_one = collectives.all_reduce_s(xp, tp, T * h * 2, bw_tp, lat_tp)  # one AR == one AG + one RS
   tp_hide = 1 - plan["tp_overlap"] * c["tp_overlap_eff"]
   tp_fwd = 2 * tp_one * tp_hide
   tp_bwd = (2 + 2 * full) * tp_one * tp_hide  # full recompute repeats the forward's collectives
 
-  bw_cp, lat_cp = _tier(xp, plan["cp_local"], cp, hw, c, rails=0.0)
+  bw_cp, lat_cp = collectives.tier(xp, plan["cp_local"], cp, hw, c, rails=0.0)
   cp_bytes = (cp - 1) * T * KV * 2 / tp
   cp_t = xp.where(cp > 1, cp_bytes / bw_cp + (cp - 1) * lat_cp, 0.0)
   cp_fwd = xp.maximum(cp_t - t_core, 0.0)
@@ -332,7 +281,7 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   remote_bytes = tok_bytes * (ep_nodes - 1) * (1 - (1 - 1 / ep_nodes) ** m["k"])
   a2a = xp.where(ep > 1, xp.maximum(remote_bytes / (hw["inter_bw"] * c["comm_eff"]),
                                     local_bytes / (hw["intra_bw"] * c["comm_eff"]))
-                 + _log2(xp, ep) * xp.where(ep_nodes > 1, hw["inter_lat"], hw["intra_lat"]), 0.0)
+                 + collectives.log2(xp, ep) * xp.where(ep_nodes > 1, hw["inter_lat"], hw["intra_lat"]), 0.0)
   # with expert-parallel overlap (Megatron-core's overlapped 1F1B: one
   # micro-batch's dispatch/combine runs under another's compute) only the
   # excess over the compute window shows
@@ -349,94 +298,11 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   p2p_lat = xp.where(plan["pp_inter"] > 0, hw["inter_lat"], hw["intra_lat"])
   p2p = xp.where(pp > 1, p2p_lat + p2p_bytes / p2p_bw, 0.0)
 
-  # --- parameters and state per device (busiest = first stage) ---------------------
-  p = layer_params(xp, m)
-  dense_layer = (p["attn"] + (1 - f_moe) * p["dense"] + f_moe * p["moe_shared"]) / tp
-  expert_layer = f_moe * p["experts"] / (ep * etp)
-  emb_dev = p["emb"] / tp
-  # a tied output matrix is the embedding itself on one stage; with a
-  # pipeline the last stage keeps its own copy (Megatron syncs their grads)
-  out_dev = xp.where((m["tie"] > 0) & (pp <= 1), 0.0, p["emb"] / tp)
-  P_dense_first = layers_stage * dense_layer + emb_dev + xp.where(pp > 1, 0.0, out_dev)
-  P_dense_last = layers_stage * dense_layer + out_dev + xp.where(pp > 1, 0.0, emb_dev)
-  P_exp = layers_stage * expert_layer
-  zero, shard = plan["zero"], xp.maximum(plan["shard"], 1.0)
-  dpg = dp * cp  # context-parallel ranks hold the same weights: gradients sync over dp x cp
-  edp = xp.maximum(tp * cp * dp / (ep * etp), 1.0)  # expert data-parallel group
-  e_shard = xp.where(zero > 0, xp.minimum(shard, edp), 1.0)
-  # fp8 runs keep fp8 model weights (Transformer Engine fp8 params, 1 byte)
-  # while master weights, gradients and Adam moments keep their precision.
-  wb = xp.where((m["fp8"] > 0) & (plan["w_bytes"] <= 2), 1.0, plan["w_bytes"])
-  gb, ob = plan["g_bytes"], plan["o_bytes"]
-
-  def state_bytes(P, sh):
-    per = xp.where(zero == 3, (wb + gb + ob) / sh,
-                   xp.where(zero == 2, wb + (gb + ob) / sh, xp.where(zero == 1, wb + gb + ob / sh, wb + gb + ob)))
-    return P * per
-
-  # FSDP / ZeRO-3 working set (the output layer is a unit too). Eager
-  # (PyTorch FSDP, ZeRO-3): the unit being computed and the prefetched next
-  # one gathered in the compute precision, plus one unit's unsharded
-  # gradient before its reduce-scatter. XLA schedules the gathers of a
-  # scanned layer into the buffers of the previous one: about one gathered
-  # unit live. Eager stacks cap the gathered parameters (DeepSpeed's
-  # stage3_max_live_parameters; FSDP wraps blocks far smaller than that).
-  unit = xp.maximum(dense_layer + expert_layer, emb_dev)
-  z3_eager = (xp.minimum(2 * unit, c["z3_live_params"]) * xp.minimum(wb, 2.0)
-              + xp.minimum(unit, c["z3_live_params"]) * gb)
-  zero3_work = xp.where(zero == 3, xp.where(plan["xla"] > 0, unit * 2.0, z3_eager), 0.0)
-  state_first = state_bytes(P_dense_first, shard) + state_bytes(P_exp, e_shard) + zero3_work
-  state_last = state_bytes(P_dense_last, shard) + state_bytes(P_exp, e_shard) + zero3_work
-
-  # --- activations (Korthikanti et al. 2022, with flash attention and no dropout) ---
-  # GEMM inputs are saved in the GEMM precision (1 byte under fp8), the rest in bf16
-  gin = 2 - m["fp8"]
-  tok_attn = 2 * h / sp_div + gin * h / sp_div + 2 * (A + KV) / tp + gin * A / tp + 4 * m["a"] / tp
-  tok_dense = 2 * h / sp_div + gin * h / sp_div + 2 * (mats - 1) * m["f"] / tp + gin * m["f"] / tp
-  tok_moe = (2 * h / sp_div + gin * m["k"] * h / sp_div
-             + (m["k"] * m["fe"] + m["fs"]) * (2 * (mats - 1) + gin) / tp)
-  tok_scores = xp.where(flash, 0.0, 5 * m["a"] * s / tp)  # scores, softmax, dropout mask
-  tok_full = tok_attn + (1 - f_moe) * tok_dense + f_moe * tok_moe + tok_scores
-  # selective drops the core-attention output (and any materialized scores);
-  # 'dots' keeps the layer input and the matmul outputs the backward needs:
-  # q/k/v, attention out-projection, MLP up/gate (the last matmul's output
-  # only feeds the next layer's input, which is kept anyway)
-  tok_dots = 2 * ((A + KV) / tp + 2 * h / sp_div + (1 - f_moe) * (mats - 1) * m["f"] / tp
-                  + f_moe * ((m["k"] * m["fe"] + m["fs"]) * (mats - 1) / tp + m["k"] * h / sp_div))
-  tok_sel = xp.where(rc == 3, tok_dots, tok_full - sel * (2 * A / tp + tok_scores))
-  tok_ckpt = 2 * h / sp_div  # a fully recomputed layer keeps only its input
-  act_layer = T * tok_sel  # bytes per layer per micro-batch when nothing is recomputed
-  frac = xp.where(rc == 2, plan["rc_frac"], 0.0)
-  chunk = xp.maximum(plan["rc_chunk"], 1.0)
-  per_layer_stored = T * ((1 - frac) * tok_sel + frac * tok_ckpt / chunk)
-  work = xp.where(rc == 2, chunk * T * tok_full, 0.0)  # one chunk live during its recompute
-  interleave = xp.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0)
-  inflight = xp.where(pp > 1, xp.minimum(mic, pp) * interleave, 1.0)
-  # activation offload (CPU): stored activations stream to host memory as
-  # layers finish and back before their backward; two layers' worth stay
-  # resident (the one in flight and the one being copied)
-  off = plan["offload"]
-  stored = layers_stage * per_layer_stored * inflight
-  stored = xp.where(off > 0, xp.minimum(stored, 2 * T * tok_sel), stored)
-  act_first = stored + work + T * 2 * h / sp_div * inflight
-  # logits of one micro-batch at the loss's peak, `loss_bytes` per logit:
-  # Megatron's fused vocab-parallel cross entropy keeps the bf16 logits and
-  # an fp32 copy turned into the softmax in place (6); a cross entropy
-  # that upcasts inside a fused kernel (XLA without vocab tiling,
-  # torch.compile, fused CE kernels of FSDP trainers) holds bf16 logits,
-  # fp32 log-probabilities and a bf16 gradient (8; memory_analysis of
-  # Llama-3 8B at 8k tokens on v5p agrees within 7 %); an unfused eager
-  # fp32 upcast peaks near 10-12, inside the memory interval's width
-  logits = T * m["V"] / tp * plan["loss_bytes"]
-  act_last = xp.where(off > 0, 2 * T * tok_sel, layers_stage * per_layer_stored) + work + logits
-  live_first = state_first + act_first + xp.where(pp > 1, 0.0, logits)
-  live_last = state_last + act_last
-  over = (xp.where(plan["xla"] > 0, c["mem_overhead_xla_bytes"], c["mem_overhead_bytes"])
-          + c["mem_reserve_frac"] * hw["hbm_bytes"])
-  frag = 1 + c["mem_frag"] * (1 - plan["xla"])
-  mem_first = live_first * frag + over
-  mem_last = live_last * frag + over
-  mem_peak = xp.maximum(mem_first, xp.where(pp > 1, mem_last, 0.0))
+  # --- memory (sim/memory.py) ---------------------------------------------------------
+  mm = memory.memory(xp, plan, m, hw, c, layers_stage)
+  P_dense_first, P_exp, wb, gb, ob = mm["P_dense_first"], mm["P_exp"], mm["wb"], mm["gb"], mm["ob"]
+  zero, shard, e_shard, dpg, edp = mm["zero"], mm["shard"], mm["e_shard"], mm["dpg"], mm["edp"]
+  off, frac, chunk, tok_sel, tok_ckpt = mm["off"], mm["frac"], mm["chunk"], mm["tok_sel"], mm["tok_ckpt"]
   # offloaded activations: the copies overlap the layer's compute; the excess shows
   off_xfer = T * ((1 - frac) * tok_sel + frac * tok_ckpt / chunk) / c["pcie_bw"]
   fwd = fwd + off * xp.maximum(off_xfer - fwd, 0.0)
@@ -444,27 +310,28 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
 
   # --- data parallel: gradients and parameters ------------------------------------
   rep = xp.maximum(dpg / shard, 1.0)
-  bw_sh, lat_sh = _tier(xp, plan["shard_local"], shard, hw, c, plan["rails"])
-  bw_rep, lat_rep = _tier(xp, plan["rep_local"], rep, hw, c, plan["rails"])
-  bw_dp, lat_dp = _tier(xp, plan["dp_local"], dpg, hw, c, plan["rails"])
+  bw_sh, lat_sh = collectives.tier(xp, plan["shard_local"], shard, hw, c, plan["rails"])
+  bw_rep, lat_rep = collectives.tier(xp, plan["rep_local"], rep, hw, c, plan["rails"])
+  bw_dp, lat_dp = collectives.tier(xp, plan["dp_local"], dpg, hw, c, plan["rails"])
   grad_bytes = (P_dense_first + P_exp) * gb
   param_bytes = (P_dense_first + P_exp) * xp.minimum(wb, 2.0)  # gathers move bf16 (or fp8) weights
   dg_bytes, ep_grad_bytes = P_dense_first * gb, P_exp * gb
-  ar_plain = (all_reduce_s(xp, dpg, dg_bytes, bw_dp, lat_dp)
-              + all_reduce_s(xp, edp, ep_grad_bytes, bw_dp, lat_dp))
-  zero1_rs = gather_s(xp, shard, dg_bytes, bw_sh, lat_sh) + gather_s(xp, e_shard, ep_grad_bytes, bw_sh, lat_sh)
+  ar_plain = (collectives.all_reduce_s(xp, dpg, dg_bytes, bw_dp, lat_dp)
+              + collectives.all_reduce_s(xp, edp, ep_grad_bytes, bw_dp, lat_dp))
+  zero1_rs = (collectives.gather_s(xp, shard, dg_bytes, bw_sh, lat_sh)
+              + collectives.gather_s(xp, e_shard, ep_grad_bytes, bw_sh, lat_sh))
   gather_b = xp.minimum(wb, 2.0)  # gathers move model-precision weights (fp8 params: 1 byte)
-  zero1_ag = (gather_s(xp, shard, P_dense_first * gather_b, bw_sh, lat_sh)
-              + gather_s(xp, e_shard, P_exp * gather_b, bw_sh, lat_sh))
-  rep_ar = all_reduce_s(xp, rep, grad_bytes / shard, bw_rep, lat_rep)
+  zero1_ag = (collectives.gather_s(xp, shard, P_dense_first * gather_b, bw_sh, lat_sh)
+              + collectives.gather_s(xp, e_shard, P_exp * gather_b, bw_sh, lat_sh))
+  rep_ar = collectives.all_reduce_s(xp, rep, grad_bytes / shard, bw_rep, lat_rep)
   grad_t = xp.where(zero == 0, ar_plain, zero1_rs + rep_ar)
   param_t = xp.where((zero == 1) | (zero == 2), zero1_ag, 0.0)
   # ZeRO-3 per micro-batch: gather every unit forward and again backward,
   # reduce-scatter its gradient: three collectives per layer
   z3_ops = layers_stage + 1
-  steps_sh = ring_steps(xp, shard, hw)
-  zero3_mb = xp.where(zero == 3, 2 * gather_s(xp, shard, param_bytes, bw_sh, lat_sh, steps_sh, z3_ops)
-                      + gather_s(xp, shard, grad_bytes, bw_sh, lat_sh, steps_sh, z3_ops), 0.0)
+  steps_sh = collectives.ring_steps(xp, shard, hw)
+  zero3_mb = xp.where(zero == 3, 2 * collectives.gather_s(xp, shard, param_bytes, bw_sh, lat_sh, steps_sh, z3_ops)
+                      + collectives.gather_s(xp, shard, grad_bytes, bw_sh, lat_sh, steps_sh, z3_ops), 0.0)
   grad_t = xp.where(zero == 3, rep_ar, grad_t)
   local_opt = xp.where(zero > 0, (P_dense_first / shard + P_exp / e_shard), P_dense_first + P_exp)
   optimizer = local_opt * (2 * ob + gb + 2 * wb) / hw["hbm_bw"]
@@ -478,45 +345,6 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
       dp_lat=xp.where(zero == 0, lat_dp, lat_sh), dp_size=dpg,
       dp_grad_s=grad_t, dp_param_s=param_t, dp_step_s=grad_t + param_t, zero3_mb_s=zero3_mb,
       optimizer_s=optimizer,
-      mem_state=state_first, mem_act_layer=act_layer, mem_first=mem_first, mem_last=mem_last,
-      mem_peak=mem_peak, mem_capacity=hw["hbm_bytes"] + 0 * mem_peak,
+      mem_state=mm["state_first"], mem_act_layer=mm["act_layer"], mem_first=mm["mem_first"],
+      mem_last=mm["mem_last"], mem_peak=mm["mem_peak"], mem_capacity=hw["hbm_bytes"] + 0 * mm["mem_peak"],
       model_flops=model_flops_per_token(xp, m) * m["gbs"] * m["s"])
-
-
-def step_time(xp, lc: Mapping[str, Any], plan: Mapping[str, Any], c: Mapping[str, Any]) -> dict[str, Any]:
-  """F0's composition of `layer_costs` into one training step: 1F1B /
-  interleaved pipeline with its bubble, exposed communication by knob, the
-  optimizer. Returns step time and its breakdown (seconds)."""
-  n_l = lc["layers_per_stage"]
-  mic, vp, pp = lc["num_micro"], lc["vp"], lc["pp"]
-  # the output layer + loss runs on the last stage and the embedding on the
-  # first: a pipeline's steady state goes at its slower end stage, its
-  # fill/drain at the average stage (the ends' extra work spread over pp)
-  head = lc["head_fwd_s"] + lc["head_bwd_s"]
-  emb = lc["emb_fwd_s"] + lc["emb_bwd_s"]
-  ends = xp.where(pp > 1, xp.maximum(head, emb), head + emb)
-  comp = n_l * (lc["fwd_s"] + lc["bwd_s"] - lc["recompute_s"]) + ends
-  rec = n_l * lc["recompute_s"]
-  tp = n_l * (lc["tp_fwd_s"] + lc["tp_bwd_s"])
-  cp = n_l * (lc["cp_fwd_s"] + lc["cp_bwd_s"])
-  ep = n_l * (lc["ep_fwd_s"] + lc["ep_bwd_s"])
-  per_mb = comp + rec + tp + cp + ep
-  per_mb_avg = per_mb - ends + (head + emb) / pp
-  bubble_mb = (pp - 1) / vp
-  p2p_hidden = xp.where(vp > 1, c["p2p_overlap"], 0.0)
-  p2p = xp.where(pp > 1, 2 * (mic * vp + pp - 1) * lc["p2p_s"] * (1 - p2p_hidden), 0.0)
-  # ZeRO-3 gathers of the next layer overlap this layer's compute (prefetch)
-  z3_window = xp.where(plan["overlap_param"] > 0, c["overlap_eff"] * (comp + rec), 0.0)
-  z3 = mic * xp.maximum(lc["zero3_mb_s"] - z3_window, 0.0)
-  bwd_window = c["overlap_eff"] * n_l * lc["bwd_s"]
-  fwd_window = c["overlap_eff"] * n_l * lc["fwd_s"]
-  bucket_t = plan["bucket_bytes"] / xp.maximum(lc["dp_grad_bytes"], 1.0) * lc["dp_grad_s"]
-  dp_grad = xp.where(plan["overlap_grad"] > 0,
-                     xp.maximum(lc["dp_grad_s"] - bwd_window, xp.minimum(bucket_t, lc["dp_grad_s"])),
-                     lc["dp_grad_s"])
-  dp_param = xp.where(plan["overlap_param"] > 0, xp.maximum(lc["dp_param_s"] - fwd_window, 0.0),
-                      lc["dp_param_s"])
-  total = (mic * per_mb + bubble_mb * per_mb_avg + p2p + z3 + dp_grad + dp_param + lc["optimizer_s"])
-  return dict(step_time_s=total, compute_s=mic * comp, recompute_s=mic * rec, tp_comm_s=mic * tp,
-              cp_comm_s=mic * cp, ep_comm_s=mic * ep, bubble_s=bubble_mb * per_mb_avg, pp_comm_s=p2p,
-              dp_comm_s=dp_grad + dp_param + z3, optimizer_s=lc["optimizer_s"])

@@ -38,6 +38,7 @@ class DeviceSpec:
   hbm_bytes: float
   hbm_bw: float
   platform: str  # gpu | tpu
+  peak_fp4: float | None = None  # dense NVFP4/MXFP4 GEMMs (Blackwell)
 
   def __post_init__(self):
     for f in ("peak_bf16", "hbm_bytes", "hbm_bw"):
@@ -87,6 +88,8 @@ class Link:
 # B300 datasheet, approximate): bf16/fp8 as B200, 288 GB HBM3e 8 TB/s.
 # GB200/GB300 NVL72 rack datasheets: 2.5 PF bf16 / 5 PF fp8 dense per GPU;
 # 186 GB (GB200) / 288 GB (GB300) HBM3e at 8 TB/s; 72 GPUs per NVLink domain.
+# Dense FP4 per GPU (HGX/NVL72 datasheets, sparse figures halved): B200 9 PF,
+# B300 13.5 PF, GB200 10 PF, GB300 15 PF.
 # Google Cloud TPU system-architecture pages: v4 275 TF bf16, 32 GiB 1.2 TB/s;
 # v5e 197 TF, 16 GiB 819 GB/s; v5p 459 TF, 95 GiB 2.765 TB/s; v6e (Trillium)
 # 918 TF, 32 GiB 1.64 TB/s. ICI per chip (bidirectional, all links): v4
@@ -96,15 +99,26 @@ DEVICES: dict[str, DeviceSpec] = {d.name: d for d in (
     DeviceSpec("a100_80gb", 312 * TFLOP, None, 80 * GIB, 2039 * GB, "gpu"),
     DeviceSpec("h100_sxm", 989.4 * TFLOP, 1978.9 * TFLOP, 80 * GIB, 3350 * GB, "gpu"),
     DeviceSpec("h200", 989.4 * TFLOP, 1978.9 * TFLOP, 141 * GB, 4800 * GB, "gpu"),
-    DeviceSpec("b200", 2250 * TFLOP, 4500 * TFLOP, 180 * GB, 8000 * GB, "gpu"),
-    DeviceSpec("b300", 2250 * TFLOP, 4500 * TFLOP, 288 * GB, 8000 * GB, "gpu"),
-    DeviceSpec("gb200", 2500 * TFLOP, 5000 * TFLOP, 186 * GB, 8000 * GB, "gpu"),
-    DeviceSpec("gb300", 2500 * TFLOP, 5000 * TFLOP, 288 * GB, 8000 * GB, "gpu"),
+    DeviceSpec("b200", 2250 * TFLOP, 4500 * TFLOP, 180 * GB, 8000 * GB, "gpu", peak_fp4=9000 * TFLOP),
+    DeviceSpec("b300", 2250 * TFLOP, 4500 * TFLOP, 288 * GB, 8000 * GB, "gpu", peak_fp4=13500 * TFLOP),
+    DeviceSpec("gb200", 2500 * TFLOP, 5000 * TFLOP, 186 * GB, 8000 * GB, "gpu", peak_fp4=10000 * TFLOP),
+    DeviceSpec("gb300", 2500 * TFLOP, 5000 * TFLOP, 288 * GB, 8000 * GB, "gpu", peak_fp4=15000 * TFLOP),
     DeviceSpec("tpu_v4", 275 * TFLOP, None, 32 * GIB, 1228 * GB, "tpu"),
     DeviceSpec("tpu_v5e", 197 * TFLOP, None, 16 * GIB, 819 * GB, "tpu"),
     DeviceSpec("tpu_v5p", 459 * TFLOP, None, 95 * GIB, 2765 * GB, "tpu"),
     DeviceSpec("tpu_v6e", 918 * TFLOP, None, 32 * GIB, 1640 * GB, "tpu"),
 )}
+
+# What XLA compiles for (the compile-at-scale F2, autoscout_jax/compile/):
+# TPU devices name their XLA topology prefix (a slice is "<prefix>:<torus>",
+# e.g. "v5p:4x4x4"); GPU devices name the GpuTargetConfigProto shipped in
+# autoscout_jax/data/gpu_target_configs/ (from XLA's target_config/specs).
+# Devices not listed have no compile target.
+XLA_TARGETS: dict[str, str] = {
+    "a100_40gb": "a100_sxm_40.txtpb", "a100_80gb": "a100_sxm_80.txtpb", "h100_sxm": "h100_sxm.txtpb",
+    "h200": "h200.txtpb", "b200": "b200.txtpb",
+    "tpu_v4": "v4", "tpu_v5e": "v5e", "tpu_v5p": "v5p", "tpu_v6e": "v6e",
+}
 
 # --- interconnect tiers ---------------------------------------------------------
 LINKS: dict[str, Link] = {l.name: l for l in (
@@ -214,6 +228,28 @@ class Cluster:
     return self.device.hbm_bytes
 
   @property
+  def num_slices(self) -> int:
+    """TPU slices joined over DCN (1 for GPU clusters: one NVLink/IB fabric)."""
+    return self.num_nodes if self.platform == "tpu" else 1
+
+  @property
+  def xla_topology(self) -> str:
+    """The topology XLA compiles for: a TPU slice name ("v5p:4x4x4"; the
+    cluster has `num_slices` of them) or a GPU "nodes x 1 x gpus-per-node"
+    shape; "" when the device has no compile target (XLA_TARGETS)."""
+    target = XLA_TARGETS.get(self.device.name, "")
+    if not target:
+      return ""
+    if self.platform == "tpu":
+      return f"{target}:" + "x".join(str(v) for v in self.torus) if self.torus else ""
+    return f"{self.num_nodes}x1x{self.node_size}"
+
+  @property
+  def gpu_target_config(self) -> str:
+    """File name of the GPU target config XLA compiles for ("" for TPUs)."""
+    return XLA_TARGETS.get(self.device.name, "") if self.platform == "gpu" else ""
+
+  @property
   def key(self) -> str:
     return f"{self.name}-{_digest(dataclasses.asdict(self))}"
 
@@ -313,7 +349,8 @@ def cluster_scalars(cluster: Cluster) -> dict[str, float]:
   turns them into arrays, so changing cluster does not recompile)."""
   d = cluster.device
   return dict(
-      peak_bf16=d.peak_bf16, peak_fp8=d.peak_fp8 or d.peak_bf16, hbm_bytes=d.hbm_bytes, hbm_bw=d.hbm_bw,
+      peak_bf16=d.peak_bf16, peak_fp8=d.peak_fp8 or d.peak_bf16, peak_fp4=d.peak_fp4 or d.peak_fp8 or d.peak_bf16,
+      hbm_bytes=d.hbm_bytes, hbm_bw=d.hbm_bw,
       intra_bw=cluster.intra.bw, intra_lat=cluster.intra.latency,
       inter_bw=cluster.inter.bw, inter_lat=cluster.inter.latency,
       node_size=float(cluster.node_size), num_devices=float(cluster.num_devices),

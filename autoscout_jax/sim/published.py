@@ -60,7 +60,15 @@ def _num(row, key, default=None):
 
 
 def _is_maxtext(row) -> bool:
+  """MaxText's model conventions (head dim 128, gated MLP, untied embeddings)."""
   return "maxtext" in (row.get("framework") or "").lower() or row.get("source_id") == "MAXTEXT"
+
+
+def _is_xla(row) -> bool:
+  """A JAX/XLA program (MaxText, Pax, T5X, or anything on TPUs): the mesh plan."""
+  fw = (row.get("framework") or "").lower()
+  return (_is_maxtext(row) or bool(re.search(r"jax|pax|t5x|xla|pjit", fw))
+          or "tpu" in (row.get("hardware") or "").lower())
 
 
 def is_layer_timing(row) -> bool:
@@ -77,8 +85,6 @@ def model_numbers(row) -> dict[str, float]:
   if "lora" in task:
     raise Unsupported("LoRA fine-tuning (frozen base weights) is not modelled")
   prec = (row.get("precision") or "").lower()
-  if "fp4" in prec:
-    raise Unsupported("NVFP4 training is not modelled")
   L, h = _num(row, "num_layers"), _num(row, "hidden_size")
   try:
     known, _ = find_model(re.sub(r"\((tokendrop|dropless|w/ mtp)\)", "", name, flags=re.I).strip())
@@ -118,7 +124,8 @@ def model_numbers(row) -> dict[str, float]:
     raise Unsupported("global_batch_size missing")
   m["gbs"] = gbs
   # "FP8", "MXFP8", "FP8-CS", and the 25.09 tables' "unstated ... implies FP8"
-  m["fp8"] = float("fp8" in prec)
+  m["fp8"] = float("fp8" in prec or "fp4" in prec)
+  m["fp4"] = float("fp4" in prec)
   return {k: float(v) for k, v in m.items()}
 
 
@@ -204,7 +211,7 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     mbs = m["gbs"] / (dp * ga)
   if abs(tp * pp * cp * dp - n) > 0.5:
     raise Unsupported(f"tp*pp*cp*dp = {tp * pp * cp * dp:g} is not the {n} devices")
-  if _is_maxtext(row):
+  if _is_xla(row):
     fsdp = re.search(r"(\d+)-way", sharding)
     dcn = re.search(r"dcn (\d+)-way", sharding) or re.search(r"dp (\d+)-way", sharding)
     ici_fsdp = float(fsdp.group(1)) if fsdp else dp

@@ -14,7 +14,7 @@ the box of the calibration rows (model size, sequence length, devices,
 tokens per micro-batch, device peak) and `distance` counts, in factors of
 4 (log base 4), how far a candidate lies outside it, plus one unit for
 each mechanism no calibration row exercised (eager FSDP / ZeRO-3 prefetch
-with PyTorch, activation offload).
+with PyTorch, activation offload, fp4 GEMMs).
 
 Memory verdict: 2 fits (even the pessimistic bound fits the device), 1
 uncertain (only the optimistic bound fits: worth a compile or a profile,
@@ -50,7 +50,8 @@ def distance(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str,
     x = xp.maximum(feats[k], 1e-30)
     d = d + xp.maximum(xp.maximum(xp.log(x / hi), xp.log(lo / x)), 0.0) / xp.log(4.0)
   eager_fsdp = (plan["zero"] == 3) & (plan["xla"] == 0) & (plan["rails"] > 0)
-  return d + xp.where(eager_fsdp, 1.0, 0.0) + xp.where(plan["offload"] > 0, 1.0, 0.0)
+  return (d + xp.where(eager_fsdp, 1.0, 0.0) + xp.where(plan["offload"] > 0, 1.0, 0.0)
+          + xp.where(m["fp4"] > 0, 1.0, 0.0))
 
 
 def intervals(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any], c: Mapping[str, Any],

@@ -1,0 +1,149 @@
+"""Per-device memory model of the cluster simulators: training state by
+ZeRO stage / FSDP, activations by recompute policy, the loss's logits,
+framework overhead. Its numbers are part of `costs.layer_costs`'s output.
+
+Where it sits: called by sim/costs.py `layer_costs` (F0 and F1 share it);
+written over an array module `xp`, broadcasting over candidates. Bytes per
+device on the busiest stages (first: embedding and the most in-flight
+micro-batches; last: output layer and loss).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+def layer_params(xp, m: Mapping[str, Any]) -> dict[str, Any]:
+  """Parameters of one attention block, one dense MLP, one MoE MLP (routed
+  experts apart), and the embedding/output matrices."""
+  mats = 2.0 + m["gated"]
+  attn = m["h"] * (m["a"] * m["d"] + 2 * m["g"] * m["d"]) + m["a"] * m["d"] * m["h"] + 2 * m["h"]
+  dense = m["h"] * m["f"] * mats
+  moe_shared = m["h"] * m["fs"] * mats + m["h"] * m["E"]
+  experts = m["E"] * m["h"] * m["fe"] * mats
+  emb = m["V"] * m["h"]
+  return dict(attn=attn, dense=dense, moe_shared=moe_shared, experts=experts, emb=emb, mats=mats)
+
+
+def total_params(xp, m: Mapping[str, Any]) -> Any:
+  p = layer_params(xp, m)
+  n_moe = m["L"] - m["Ld"]
+  return (m["L"] * p["attn"] + m["Ld"] * p["dense"] + n_moe * (p["moe_shared"] + p["experts"])
+          + p["emb"] * (2 - m["tie"]) + m["h"])
+
+
+def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any], c: Mapping[str, Any],
+           layers_stage: Any) -> dict[str, Any]:
+  """Parameters, state and activations per device (see sim/costs.py for
+  the plan/model/hardware fields); also the per-stage parameter counts and
+  sharding figures the data-parallel costs need."""
+  tp, pp, cp, ep, etp = plan["tp"], plan["pp"], plan["cp"], plan["ep"], plan["etp"]
+  dp, vp, mic = plan["dp"], plan["vp"], plan["num_micro"]
+  sp_div = xp.where(plan["sp"] > 0, tp, 1.0)
+  rc = plan["recompute"]
+  sel = xp.where(rc == 1, 1.0, 0.0)
+  flash = plan["flash"] > 0
+  h, s, A, KV = m["h"], m["s"], m["a"] * m["d"], 2 * m["g"] * m["d"]
+  mats = 2.0 + m["gated"]
+  f_moe = xp.where(m["E"] > 0, (m["L"] - m["Ld"]) / m["L"], 0.0)
+  T = plan["mbs"] * s / cp  # tokens per device per micro-batch (before the TP split)
+
+  p = layer_params(xp, m)
+  dense_layer = (p["attn"] + (1 - f_moe) * p["dense"] + f_moe * p["moe_shared"]) / tp
+  expert_layer = f_moe * p["experts"] / (ep * etp)
+  emb_dev = p["emb"] / tp
+  # a tied output matrix is the embedding itself on one stage; with a
+  # pipeline the last stage keeps its own copy (Megatron syncs their grads)
+  out_dev = xp.where((m["tie"] > 0) & (pp <= 1), 0.0, p["emb"] / tp)
+  P_dense_first = layers_stage * dense_layer + emb_dev + xp.where(pp > 1, 0.0, out_dev)
+  P_dense_last = layers_stage * dense_layer + out_dev + xp.where(pp > 1, 0.0, emb_dev)
+  P_exp = layers_stage * expert_layer
+  zero, shard = plan["zero"], xp.maximum(plan["shard"], 1.0)
+  dpg = dp * cp  # context-parallel ranks hold the same weights: gradients sync over dp x cp
+  edp = xp.maximum(tp * cp * dp / (ep * etp), 1.0)  # expert data-parallel group
+  e_shard = xp.where(zero > 0, xp.minimum(shard, edp), 1.0)
+  # fp8 runs keep fp8 model weights (Transformer Engine fp8 params, 1 byte)
+  # while master weights, gradients and Adam moments keep their precision.
+  wb = xp.where((m["fp8"] > 0) & (plan["w_bytes"] <= 2), 1.0, plan["w_bytes"])
+  gb, ob = plan["g_bytes"], plan["o_bytes"]
+
+  def state_bytes(P, sh):
+    per = xp.where(zero == 3, (wb + gb + ob) / sh,
+                   xp.where(zero == 2, wb + (gb + ob) / sh, xp.where(zero == 1, wb + gb + ob / sh, wb + gb + ob)))
+    return P * per
+
+  # FSDP / ZeRO-3 working set (the output layer is a unit too). Eager
+  # (PyTorch FSDP, ZeRO-3): the unit being computed and the prefetched next
+  # one gathered in the compute precision, plus one unit's unsharded
+  # gradient before its reduce-scatter. XLA schedules the gathers of a
+  # scanned layer into the buffers of the previous one: about one gathered
+  # unit live. Eager stacks cap the gathered parameters (DeepSpeed's
+  # stage3_max_live_parameters; FSDP wraps blocks far smaller than that).
+  unit = xp.maximum(dense_layer + expert_layer, emb_dev)
+  z3_eager = (xp.minimum(2 * unit, c["z3_live_params"]) * xp.minimum(wb, 2.0)
+              + xp.minimum(unit, c["z3_live_params"]) * gb)
+  zero3_work = xp.where(zero == 3, xp.where(plan["xla"] > 0, unit * 2.0, z3_eager), 0.0)
+  state_first = state_bytes(P_dense_first, shard) + state_bytes(P_exp, e_shard) + zero3_work
+  state_last = state_bytes(P_dense_last, shard) + state_bytes(P_exp, e_shard) + zero3_work
+
+  # --- activations (Korthikanti et al. 2022, with flash attention and no dropout) ---
+  # GEMM inputs are saved in the GEMM precision (1 byte under fp8), the rest in bf16
+  gin = 2 - m["fp8"]
+  tok_attn = 2 * h / sp_div + gin * h / sp_div + 2 * (A + KV) / tp + gin * A / tp + 4 * m["a"] / tp
+  tok_dense = 2 * h / sp_div + gin * h / sp_div + 2 * (mats - 1) * m["f"] / tp + gin * m["f"] / tp
+  tok_moe = (2 * h / sp_div + gin * m["k"] * h / sp_div
+             + (m["k"] * m["fe"] + m["fs"]) * (2 * (mats - 1) + gin) / tp)
+  tok_scores = xp.where(flash, 0.0, 5 * m["a"] * s / tp)  # scores, softmax, dropout mask
+  # an XLA program without remat also stores what fused eager kernels
+  # recompute: the fp32 inputs of both RMSNorms, the fp32 activation-function
+  # input of the MLP and the rotary-embedded q and k (memory_analysis of
+  # Llama-3 8B on v5p, remat none: 268 KB per token per layer); with remat
+  # they are transient inside one layer's backward
+  ffn_act = (1 - f_moe) * m["f"] + f_moe * (m["k"] * m["fe"] + m["fs"])
+  tok_xla = plan["xla"] * (8 * h / sp_div + 4 * ffn_act / tp + 2 * (A + KV / 2) / tp)
+  tok_full = tok_attn + (1 - f_moe) * tok_dense + f_moe * tok_moe + tok_scores
+  # selective drops the core-attention output (and any materialized scores);
+  # 'dots' keeps the layer input and the matmul outputs the backward needs:
+  # q/k/v, attention out-projection, MLP up/gate (the last matmul's output
+  # only feeds the next layer's input, which is kept anyway)
+  tok_dots = 2 * ((A + KV) / tp + 2 * h / sp_div + (1 - f_moe) * (mats - 1) * m["f"] / tp
+                  + f_moe * ((m["k"] * m["fe"] + m["fs"]) * (mats - 1) / tp + m["k"] * h / sp_div))
+  tok_sel = (xp.where(rc == 3, tok_dots, tok_full - sel * (2 * A / tp + tok_scores))
+             + xp.where(rc == 0, tok_xla, 0.0))
+  tok_ckpt = 2 * h / sp_div  # a fully recomputed layer keeps only its input
+  act_layer = T * tok_sel  # bytes per layer per micro-batch when nothing is recomputed
+  frac = xp.where(rc == 2, plan["rc_frac"], 0.0)
+  chunk = xp.maximum(plan["rc_chunk"], 1.0)
+  per_layer_stored = T * ((1 - frac) * tok_sel + frac * tok_ckpt / chunk)
+  work = xp.where(rc == 2, chunk * T * tok_full, 0.0)  # one chunk live during its recompute
+  interleave = xp.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0)
+  inflight = xp.where(pp > 1, xp.minimum(mic, pp) * interleave, 1.0)
+  # activation offload (CPU): stored activations stream to host memory as
+  # layers finish and back before their backward; two layers' worth stay
+  # resident (the one in flight and the one being copied)
+  off = plan["offload"]
+  stored = layers_stage * per_layer_stored * inflight
+  stored = xp.where(off > 0, xp.minimum(stored, 2 * T * tok_sel), stored)
+  act_first = stored + work + T * 2 * h / sp_div * inflight
+  # logits of one micro-batch at the loss's peak, `loss_bytes` per logit:
+  # Megatron's fused vocab-parallel cross entropy keeps the bf16 logits and
+  # an fp32 copy turned into the softmax in place (6); a cross entropy
+  # that upcasts inside a fused kernel (XLA without vocab tiling,
+  # torch.compile, fused CE kernels of FSDP trainers) holds bf16 logits,
+  # fp32 log-probabilities and a bf16 gradient (8; memory_analysis of
+  # Llama-3 8B at 8k tokens on v5p agrees within 7 %); an unfused eager
+  # fp32 upcast peaks near 10-12, inside the memory interval's width
+  logits = T * m["V"] / tp * plan["loss_bytes"]
+  act_last = xp.where(off > 0, 2 * T * tok_sel, layers_stage * per_layer_stored) + work + logits
+  live_first = state_first + act_first + xp.where(pp > 1, 0.0, logits)
+  live_last = state_last + act_last
+  over = (xp.where(plan["xla"] > 0, c["mem_overhead_xla_bytes"], c["mem_overhead_bytes"])
+          + c["mem_reserve_frac"] * hw["hbm_bytes"])
+  frag = 1 + c["mem_frag"] * (1 - plan["xla"])
+  mem_first = live_first * frag + over
+  mem_last = live_last * frag + over
+  mem_peak = xp.maximum(mem_first, xp.where(pp > 1, mem_last, 0.0))
+  return dict(P_dense_first=P_dense_first, P_exp=P_exp, dense_layer=dense_layer, expert_layer=expert_layer,
+              emb_dev=emb_dev, wb=wb, gb=gb, ob=ob, zero=zero, shard=shard, e_shard=e_shard, dpg=dpg, edp=edp,
+              state_first=state_first, act_layer=act_layer, mem_first=mem_first, mem_last=mem_last,
+              mem_peak=mem_peak, off=off, frac=frac, chunk=chunk, tok_sel=tok_sel, tok_ckpt=tok_ckpt)
