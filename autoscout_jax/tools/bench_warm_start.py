@@ -43,9 +43,17 @@ def merge(rows_list):
 
 def main(argv) -> None:
   del argv
-  from autoscout_jax.bench.__main__ import load_task_file
   import gin
   gin.add_config_file_search_path(tasks.repo_root())
+
+  def load_task_file(path):  # as bench/__main__.py does (importing it would define its flags)
+    gin.clear_config()
+    gin.parse_config_files_and_bindings([path], [], finalize_config=False)
+    try:
+      return gin.get_configurable(tasks.task_spec)()
+    finally:
+      gin.clear_config()
+
   built = {n: tasks.build_task(load_task_file(os.path.join(tasks.repo_root(), "gin/bench", n + ".gin")),
                                _WORKDIR.value) for n in SWEEPS}
   seeds = [int(s) for s in _SEEDS.value]

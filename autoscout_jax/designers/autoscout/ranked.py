@@ -28,9 +28,12 @@ descending cheap order):
    that fidelity is pessimistic there;
 4. stop only when the expected improvement (x probability of running) of
    every unprofiled candidate, the ones the cheap fidelity rules out
-   included, is below `stop_gain` (log throughput).
+   included, is below `stop_gain` (log throughput), and never before
+   `residual.FEW` successful profiles of this workload.
 Warm start: `warm` rows (features by name, centred residuals) from other
-workloads join the GP's data; `export()` gives this run's rows.
+workloads join the GPs' data as weaker evidence (noise `WARM_NOISE`); the
+first profile is the cheap argmax all the same; `export()` gives this
+run's rows.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from autoscout_jax.space import Candidate, SearchSpace
 MEM_PRIOR_SD = 0.02  # the cheap fidelity's memory model before any profile: its own verdict, nearly
 VALUE_NOISE = 0.03  # log-normal noise assumed on one profile
 SLOPE_RIDGE = 0.1  # shrinks the residual's slope on the cheap log value toward 0
+WARM_NOISE = 0.1  # rows from other workloads: weaker evidence than this workload's own profiles
 KAPPA = 0.5  # optimism: standard deviations of the residual added to the corrected estimate
 
 
@@ -100,7 +104,8 @@ class CheapOrder:
               if c.key not in self.screens]
     score = self.scores()
     left = np.array([c.key not in self.asked and c.key not in self.profiles for c in self.candidates])
-    if self.profiles and (not left.any() or float(np.max(self._gain[left])) < self.stop_gain):
+    own = sum(m.objective is not None for m in self.profiles.values())
+    if own >= residual.FEW and (not left.any() or float(np.max(self._gain[left])) < self.stop_gain):
       return []  # nothing left is worth a profile (the ruled-out ones included)
     order = np.argsort(-np.where(left, score, -np.inf), kind="stable")
     out = []
@@ -200,15 +205,18 @@ class CheapOrder:
     slope = float(zc[prof_i] @ rc / (zc[prof_i] @ zc[prof_i] + SLOPE_RIDGE)) if len(prof_i) >= 2 else 0.0
     xw, yw = self._warm_rows("value")
     gp = residual.fit(np.vstack([x[prof_i], xw]) if len(xw) else x[prof_i],
-                      np.concatenate([rc - slope * zc[prof_i], yw]), VALUE_NOISE)
+                      np.concatenate([rc - slope * zc[prof_i], yw]),
+                      np.concatenate([np.full(len(prof_i), VALUE_NOISE), np.full(len(yw), WARM_NOISE)]),
+                      own=len(prof_i))
     mu_r, sd = gp.predict(x)
     mu = logv - mean_r - slope * zc - mu_r
     if cap is not None and np.isfinite(mem).any():
       xm, ym = self._warm_rows("memory")
       mean_m = float(np.mean(mem_r)) if mem_r else 0.0
       gpm = residual.fit(np.vstack([x[mem_i], xm]) if len(xm) else x[mem_i],
-                         np.concatenate([np.array(mem_r) - mean_m, ym]), 0.01,
-                         amplitudes=residual.MEMORY_AMPLITUDES, prior=MEM_PRIOR_SD)
+                         np.concatenate([np.array(mem_r) - mean_m, ym]),
+                         np.concatenate([np.full(len(mem_i), 0.01), np.full(len(ym), WARM_NOISE)]),
+                         amplitudes=residual.MEMORY_AMPLITUDES, prior=MEM_PRIOR_SD, own=len(mem_i))
       mm, sm = gpm.predict(x)
       pmem = residual.normal_cdf((math.log(cap) - np.log(mem) - mean_m - mm) / np.maximum(sm, 1e-3))
       pfeas = np.where(np.isfinite(mem), pmem, np.where(ok, 1.0, 0.0))
@@ -217,8 +225,8 @@ class CheapOrder:
     failed = {self.index[k] for k, m in self.profiles.items() if m.objective is None and k in self.index}
     pfeas[list(failed)] = 0.0
     if not self.profiles:
-      # before any profile: the cheap order (cheap_topk's first profile)
-      score = np.where(ok & np.isfinite(mu), mu, -np.inf)
+      # before any profile: the cheap order, warm start or not (cheap_topk's first profile)
+      score = np.where(ok & np.isfinite(logv), logv, -np.inf)
     else:
       score = np.where(np.isfinite(mu), mu + KAPPA * sd + np.log(np.maximum(pfeas, 1e-9)), -np.inf)
     best = prof_best if math.isfinite(prof_best) else (np.nanmax(mu[ok]) if ok.any() else 0.0)

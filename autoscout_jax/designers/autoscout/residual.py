@@ -121,20 +121,23 @@ def _rbf(a: np.ndarray, b: np.ndarray, ls: float, amp: float) -> np.ndarray:
   return amp ** 2 * np.exp(-0.5 * np.maximum(d2, 0.0) / ls ** 2)
 
 
-def fit(x: np.ndarray, y: np.ndarray, noise: float, amplitudes: Sequence[float] = AMPLITUDES,
-        prior: float = 0.2) -> GP:
+def fit(x: np.ndarray, y: np.ndarray, noise: float | np.ndarray, amplitudes: Sequence[float] = AMPLITUDES,
+        prior: float = 0.2, own: int | None = None) -> GP:
   """GP on centred residuals `y`; lengthscale and amplitude by marginal
   likelihood over a small grid once there are `FEW` points (before, the
   prior: lengthscale 0.5, amplitude `prior`): a handful of points cannot
-  support more."""
+  support more. `noise` may be per point (warm-start rows from other
+  workloads are weaker evidence); `own` counts this workload's points (the
+  grid is searched once they reach `FEW`)."""
   n = len(y)
+  noise = np.broadcast_to(np.asarray(noise, np.float64), (n,))
   if n == 0:
-    return GP(x, np.zeros(0), np.zeros((0, 0)), 0.5, prior, noise)
+    return GP(x, np.zeros(0), np.zeros((0, 0)), 0.5, prior, 0.0)
   best = None
-  few = n < FEW
+  few = (n if own is None else own) < FEW
   for ls in ((0.5,) if few else LENGTHSCALES):
     for amp in ((prior,) if few else amplitudes):
-      k = _rbf(x, x, ls, amp) + (noise ** 2 + 1e-8) * np.eye(n)
+      k = _rbf(x, x, ls, amp) + np.diag(noise ** 2 + 1e-8)
       try:
         chol = np.linalg.cholesky(k)
       except np.linalg.LinAlgError:
@@ -144,9 +147,9 @@ def fit(x: np.ndarray, y: np.ndarray, noise: float, amplitudes: Sequence[float] 
       if best is None or nll < best[0]:
         best = (nll, ls, amp, chol, alpha_)
   if best is None:
-    return GP(x[:0], np.zeros(0), np.zeros((0, 0)), 0.5, prior, noise)
+    return GP(x[:0], np.zeros(0), np.zeros((0, 0)), 0.5, prior, 0.0)
   _, ls, amp, chol, alpha_ = best
-  return GP(x, alpha_, chol, ls, amp, noise)
+  return GP(x, alpha_, chol, ls, amp, float(np.max(noise)))
 
 
 def normal_cdf(z: np.ndarray) -> np.ndarray:
