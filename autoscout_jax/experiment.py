@@ -8,7 +8,8 @@ default) and the designer (`designer_fn(problem, seed)`) without writing
 anything; then it checks the workdir's identity, locks it (workdir.py) and
 only then writes: `on_start` (run.py writes config.gin), the store,
 TensorBoard; it replays or runs the search against the workdir's store and
-writes the report (stdout, TensorBoard text, `report.json`, `report.md`).
+writes the report (stdout, TensorBoard text, `report.json`, `report.md`,
+`report.html`).
 A refused run leaves the workdir as it was.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -24,9 +26,11 @@ from absl import logging
 
 from autoscout_jax import faults as faults_lib
 from autoscout_jax import report as report_lib
+from autoscout_jax import report_html
 from autoscout_jax import workdir as workdir_lib
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.executors import Executor, SerialExecutor
 from autoscout_jax.measurement import fidelity_rank
 from autoscout_jax.problem import Cluster, DefaultError, Problem, expert_default
 from autoscout_jax.search import SearchResult, run_search
@@ -50,11 +54,14 @@ def run_experiment(workdir: str, workload: Any, cluster: Cluster,
                    on_start: Callable[[Writer], None] | None = None,
                    on_round_end: Callable[..., None] | None = None,
                    writer: Writer | None = None,
-                   printer: Callable[[str], None] = print) -> SearchResult:
+                   printer: Callable[[str], None] = print,
+                   executor: Executor | None = None) -> SearchResult:
   """`faults`: the FAULTS test hook (faults.py); `fault_timeout_s` is the
   timeout of a faulted candidate of an evaluator without its own child.
   `on_start(writer)` runs once the inputs are checked and the workdir is
-  locked, before anything else is written."""
+  locked, before anything else is written. `executor` (default serial) runs
+  the evaluations."""
+  t0 = time.monotonic()
   if isinstance(evaluators, Mapping):
     evals = dict(evaluators)
   else:
@@ -101,11 +108,12 @@ def run_experiment(workdir: str, workload: Any, cluster: Cluster,
   with workdir_lib.open_workdir(workdir, identity):
     return _run(workdir, problem, designer, evals, budget_s=budget_s,
                 batch_size=batch_size, max_rounds=max_rounds, screen_fidelities=screen_fidelities,
-                on_start=on_start, on_round_end=on_round_end, writer=writer, printer=printer)
+                on_start=on_start, on_round_end=on_round_end, writer=writer, printer=printer,
+                executor=executor or SerialExecutor(), t0=t0)
 
 
 def _run(workdir, problem, designer, evals, *, budget_s, batch_size, max_rounds,
-         screen_fidelities, on_start, on_round_end, writer, printer) -> SearchResult:
+         screen_fidelities, on_start, on_round_end, writer, printer, executor, t0) -> SearchResult:
   workload, cluster, space = problem.workload, problem.cluster, problem.space
   store = MeasurementStore(workdir)
   resumed = len(store)
@@ -120,13 +128,13 @@ def _run(workdir, problem, designer, evals, *, budget_s, batch_size, max_rounds,
     raise
   printer(f"autoscout_jax: {workload.name} on {cluster.name} ({cluster.num_devices} devices), "
           f"space {space.name} ({len(space.knobs)} knobs), designer {type(designer).__name__}, "
-          f"fidelities {list(problem.fidelities)}; workdir {workdir}"
+          f"fidelities {list(problem.fidelities)}, executor {executor.describe()}; workdir {workdir}"
           + (f"; resuming with {resumed} stored measurements" if resumed else ""))
   try:
     result = run_search(problem, designer, evals, store, budget_s=budget_s,
                         batch_size=batch_size, max_rounds=max_rounds,
                         screen_fidelities=screen_fidelities, writer=writer,
-                        on_round_end=on_round_end, progress=printer)
+                        on_round_end=on_round_end, progress=printer, executor=executor)
     rep = report_lib.build_report(workload, cluster, space, result, workdir)
     if store.skipped_lines:
       rep["warnings"] = [f"{store.path}:{n}: skipped an unreadable line ({why})"
@@ -137,13 +145,20 @@ def _run(workdir, problem, designer, evals, *, budget_s, batch_size, max_rounds,
       json.dump(rep, f, indent=2, sort_keys=True, default=str)
     with open(os.path.join(workdir, "report.md"), "w") as f:
       f.write(text)
+<<<<<<< HEAD
     warm = getattr(designer, "export_warm", None)
     rows = warm() if warm is not None else None
     if rows:  # the fitted residual rows, for another workload's WARM_START
       from autoscout_jax.designers.autoscout.ranked import save_rows
       save_rows(rows, workdir)
+=======
+    rep["wall_s"] = time.monotonic() - t0
+    with open(os.path.join(workdir, "report.html"), "w", encoding="utf-8") as f:
+      f.write(report_html.render_html(rep, result, space))
+>>>>>>> main
     printer(report_lib.render_summary(rep))
   finally:
+    executor.close()
     if own_writer:
       writer.close()
   logging.info("stored measurements: %d", len(store))

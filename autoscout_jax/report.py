@@ -8,12 +8,15 @@ and writes it to stdout (summary), TensorBoard text and the workdir
 from __future__ import annotations
 
 import collections
+import json
 import os
 from typing import Any
 
 from autoscout_jax.artifacts import launch_artifact
+from autoscout_jax.progress import fmt_duration
 from autoscout_jax.search import SearchResult
 from autoscout_jax.space import SearchSpace
+from autoscout_jax.writers import HPARAMS_DIR
 
 
 def _m(m) -> dict[str, Any] | None:
@@ -62,6 +65,7 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       spent[m.fidelity] += m.cost_s
   return {
       "workload": workload.name, "cluster": cluster.name, "num_devices": cluster.num_devices,
+      "device_memory_bytes": getattr(cluster, "memory_bytes_per_device", None),
       "space": space.name, "top_fidelity": result.top_fidelity,
       "best": _m(result.best), "default": _m(result.default),
       "speedup_vs_default": result.speedup_vs_default,
@@ -75,7 +79,9 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       "rounds": len(result.rounds), "stop_reason": result.stop_reason,
       "designer": result.designer_summary,
       "workdir": workdir, "tensorboard": os.path.join(workdir, "tb"),
+      "hparams": os.path.join(workdir, HPARAMS_DIR),
       "measurements": os.path.join(workdir, "measurements.jsonl"),
+      "search_wall_s": result.wall_s,
   }
 
 
@@ -104,7 +110,8 @@ def render_summary(rep: dict[str, Any]) -> str:
                  f"({rep['stop_reason']}); outcomes: {rep['outcomes']}")
   else:
     lines.append(f"best ({best['fidelity']}): {_fmt_cand(best['candidate'])}")
-    lines.append(f"  throughput {best['tokens_per_s']:,.1f} tokens/s, step {best['step_time_s']:.4g} s")
+    lines.append(f"  throughput {best['tokens_per_s']:,.1f} tokens/s, step {best['step_time_s']:.4g} s"
+                 + _mem_mfu(best, rep))
     d = rep["default"]
     if d is not None and d["tokens_per_s"]:
       lines.append(f"  default: {_fmt_cand(d['candidate'])} -> {d['tokens_per_s']:,.1f} tokens/s")
@@ -125,8 +132,14 @@ def render_summary(rep: dict[str, Any]) -> str:
                + f" over {rep['rounds']} rounds (stopped: {rep['stop_reason']})")
   for w in rep.get("warnings", ()):
     lines.append(f"warning: {w}")
-  lines.append(f"report: {os.path.join(rep['workdir'], 'report.md')}; "
-               f"measurements: {rep['measurements']}; tensorboard --logdir {rep['tensorboard']}")
+  wall = rep.get("wall_s", rep.get("search_wall_s"))
+  if wall is not None:
+    lines.append(f"wall time {fmt_duration(wall)}")
+  wd = rep["workdir"]
+  lines.append(f"look at: {os.path.join(wd, 'report.html')} (a browser), {os.path.join(wd, 'report.md')}, "
+               f"{rep['measurements']}")
+  lines.append(f"  tensorboard --logdir {rep['tensorboard']}    "
+               f"(HParams, one session per trial: tensorboard --logdir {rep['hparams']})")
   return "\n".join(lines)
 
 
@@ -141,7 +154,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
     out += ["## Recommendation", "", "| knob | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in best["candidate"].items()]
     out += ["", f"Measured at `{best['fidelity']}`: {best['tokens_per_s']:,.1f} tokens/s, "
-            f"step {best['step_time_s']:.4g} s."]
+            f"step {best['step_time_s']:.4g} s{_mem_mfu(best, rep)}."]
     if rep["speedup_vs_default"]:
       out.append(f"Speedup over the workload's default configuration: **{rep['speedup_vs_default']:.3f}x**.")
     if best["breakdown"]:
@@ -158,7 +171,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
         out.append(f"\n`compile` is XLA's own figure for the program compiled for the target "
                    f"(usable {gib(mem['compile']['usable_bytes'])} GiB per device); the others are the "
                    f"simulators' memory models.")
-    out += ["", "### Launch", "", "```", str(rep["launch"]), "```"]
+    out += ["", "### Launch", ""] + _launch_md(rep)
   out += ["", "## Top candidates", "", "| tokens/s | step s | candidate | breakdown (s) |",
           "|---|---|---|---|"]
   out += [f"| {m['tokens_per_s']:,.1f} | {m['step_time_s']:.4g} | {_fmt_cand(m['candidate'])} | "
@@ -185,5 +198,58 @@ def render_markdown(rep: dict[str, Any]) -> str:
              if k not in ("importances", "importance_source")}
   if learned:
     out += ["", "## Designer state", ""]
-    out += [f"- {k}: {v}" for k, v in learned.items()]
+    out += _designer_state(learned)
   return "\n".join(out) + "\n"
+
+
+def _launch_md(rep: dict[str, Any]) -> list[str]:
+  """The launch files written beside the report (the first in full), else
+  the launch description as JSON."""
+  files = rep.get("launch_files") or {}
+  if files:
+    first = next(iter(files))
+    out = ["Written beside this report: " + ", ".join(f"`{f}`" for f in files) + ".", "",
+           f"`{first}`:", "", "```", files[first].rstrip(), "```"]
+    return out
+  return ["```", json.dumps(rep["launch"], indent=2, sort_keys=True, default=str), "```"]
+
+
+def _mem_mfu(m: dict[str, Any], rep: dict[str, Any]) -> str:
+  """', peak memory 53.4 GiB of 95 per device, MFU 58.1 %' (what is known)."""
+  out = ""
+  if m.get("peak_mem_bytes") is not None:
+    out += f", peak memory {m['peak_mem_bytes'] / 2**30:.1f} GiB"
+    if rep.get("device_memory_bytes"):
+      out += f" of {rep['device_memory_bytes'] / 2**30:.0f}"
+    out += " per device"
+  if m.get("mfu") is not None:
+    out += f", MFU {100 * m['mfu']:.1f} %"
+  return out
+
+
+def _num(v: Any) -> str:
+  if isinstance(v, bool) or v is None:
+    return str(v)
+  if isinstance(v, float):
+    return f"{v:.3g}"
+  return str(v)
+
+
+def _designer_state(learned: dict[str, Any]) -> list[str]:
+  """A designer's summary as tables and short lines, not Python dicts."""
+  out: list[str] = []
+  for k, v in learned.items():
+    name = k.replace("_", " ")
+    if isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
+      cols = list(dict.fromkeys(c for x in v.values() for c in x))
+      out += ["", f"{name}:", "", "| | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
+              "|---" * (len(cols) + 1) + "|"]
+      out += [f"| {r} | " + " | ".join(_num(x.get(c)) for c in cols) + " |" for r, x in v.items()]
+      out.append("")
+    elif isinstance(v, dict):
+      out.append(f"- {name}: " + (", ".join(f"{a} {_num(b)}" for a, b in v.items()) or "none"))
+    elif isinstance(v, (list, tuple)):
+      out.append(f"- {name}: " + (", ".join(map(str, v)) or "none"))
+    else:
+      out.append(f"- {name}: {_num(v)}")
+  return out

@@ -16,15 +16,22 @@ files from a source you trust.
 SIGTERM / SIGINT kill the run's child processes (their whole process
 groups) and end the run with one line; what was measured stays in the store
 and a run started again on the workdir resumes from it.
+
+The console gets the progress lines, warnings and the summary; the INFO log
+goes to `<workdir>/run.log` once the workdir is locked (kept in memory until
+then; `--alsologtostderr` shows it on the console too).
 """
 
 from __future__ import annotations
 
+import io
+import logging as pylogging
 import os
 import re
 import signal
 import sys
 import time
+from typing import Any
 
 from absl import app, flags, logging
 
@@ -67,6 +74,56 @@ def _parse_gin(files, bindings) -> None:
     _fail(f"could not parse the gin config: {type(e).__name__}: {e}")
 
 
+class _QuietExpected(pylogging.Filter):
+  """Drops the log lines JAX writes for accelerator backends this machine
+  does not have: expected on a CPU host, and they buried the progress."""
+
+  _NEEDLES = ("Unable to initialize backend", "a CUDA-enabled jaxlib is not installed",
+              "Platform 'tpu' is experimental")
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    msg = record.getMessage()
+    return not any(n in msg for n in self._NEEDLES)
+
+
+class _LogStream:
+  """Where absl's INFO log goes: a buffer until the workdir is locked, then
+  `workdir/run.log`. A library that resets logging (SMAC does) closes the
+  handlers' streams; this one stays open until the process ends."""
+
+  def __init__(self):
+    self.target: Any = io.StringIO()
+
+  def write(self, text: str) -> int:
+    return self.target.write(text)
+
+  def flush(self) -> None:
+    self.target.flush()
+
+  def close(self) -> None:
+    pass
+
+  def to_file(self, path: str) -> None:
+    f = open(path, "a", encoding="utf-8")
+    f.write(self.target.getvalue())
+    self.target = f
+
+
+def _quiet_console() -> _LogStream | None:
+  """absl's INFO log to a `_LogStream`; warnings and errors stay on the console."""
+  if flags.FLAGS["logtostderr"].value or flags.FLAGS["alsologtostderr"].value:
+    return None  # the user asked for everything on the console
+  handler = logging.get_absl_handler()
+  stream = _LogStream()
+  handler.python_handler.stream = stream
+  if not flags.FLAGS["stderrthreshold"].present:
+    flags.FLAGS.stderrthreshold = "warning"
+  quiet = _QuietExpected()
+  handler.addFilter(quiet)
+  pylogging.getLogger("jax._src.xla_bridge").addFilter(quiet)
+  return stream
+
+
 def unread_macros() -> list[str]:
   """Macros the config defines but nothing in it reads (e.g. a mistyped
   `--gin_bindings='BUDGETS_S = 60'`)."""
@@ -102,6 +159,7 @@ def main(argv) -> None:
     _fail(f"unexpected arguments {argv[1:]}")
   if not _GIN_FILE.value:
     _fail("no --gin_file given; try --gin_file=experiments/quickstart/quickstart.gin")
+  log_stream = _quiet_console()
   import gin
   from autoscout_jax import experiment, workdir as workdir_lib
   _parse_gin(_GIN_FILE.value, _GIN_BINDINGS.value)
@@ -121,6 +179,8 @@ def main(argv) -> None:
   writers = []
 
   def on_start(writer) -> None:  # inputs checked, workdir locked: now we may write
+    if log_stream is not None:
+      log_stream.to_file(os.path.join(workdir, "run.log"))
     writers.append(writer)
     with open(os.path.join(workdir, "config.gin"), "w") as f:
       f.write(gin.config_str())

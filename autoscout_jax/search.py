@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.evaluator import Evaluator, settings_key
+from autoscout_jax.executors import Executor, SerialExecutor
 from autoscout_jax.measurement import INVALID, Measurement, Metrics, fidelity_rank
 from autoscout_jax.problem import Problem
+from autoscout_jax.progress import Progress
 from autoscout_jax.space import Candidate
 from autoscout_jax.store import MeasurementStore
+from autoscout_jax.tracking import TrialLog
 from autoscout_jax.writers import Writer
 
 
@@ -56,6 +58,9 @@ class SearchResult:
   curve: list[tuple[float, float]]  # (cumulative cost, best objective so far)
   stop_reason: str
   designer_summary: dict[str, Any] = dataclasses.field(default_factory=dict)  # Designer.summary()
+  rounds_of: list[int] = dataclasses.field(default_factory=list)  # round of each measurement (0: default)
+  best_round: int | None = None  # the round that found the best
+  wall_s: float = 0.0
 
   @property
   def speedup_vs_default(self) -> float | None:
@@ -85,12 +90,12 @@ class _Router:
   batch per fidelity, and charges each (candidate, fidelity) once per run."""
 
   def __init__(self, problem: Problem, evaluators: Mapping[str, Evaluator], store: MeasurementStore,
-               writer: Writer | None):
+               executor: Executor):
     self.problem = problem
     workload, cluster = problem.workload, problem.cluster
     self.evaluators = evaluators
     self.store = store
-    self.writer = writer
+    self.executor = executor
     self.wk, self.ck = workload.key, cluster.key
     self.charged: set[tuple[str, str]] = set()
     self.settings = {f: settings_key(e) for f, e in evaluators.items()}
@@ -106,18 +111,21 @@ class _Router:
         out[i] = m
         stats.cached += 1
     if todo:
-      fresh = self.evaluators[fidelity].evaluate(self.problem, [cands[i] for i in todo])
-      if len(fresh) != len(todo):
-        raise RuntimeError(f"evaluator {fidelity!r} returned {len(fresh)} measurements for {len(todo)} candidates")
-      for i, m in zip(todo, fresh):
-        m = dataclasses.replace(m, candidate=Candidate.of(cands[i].values), fidelity=fidelity,
-                                workload_key=self.wk, cluster_key=self.ck,
-                                settings_key=self.settings[fidelity])
-        self.store.append(m)
-        out[i] = m
-        stats.new_measurements += 1
-        if self.writer is not None:
-          _write_session(self.writer, m)
+      def arrived(idx: Sequence[int], ms: Sequence[Measurement]) -> None:
+        # Stored as each chunk arrives (a killed run keeps what finished).
+        for j, m in zip(idx, ms):
+          i = todo[j]
+          m = dataclasses.replace(m, candidate=Candidate.of(cands[i].values), fidelity=fidelity,
+                                  workload_key=self.wk, cluster_key=self.ck,
+                                  settings_key=self.settings[fidelity])
+          self.store.append(m)
+          out[i] = m
+          stats.new_measurements += 1
+
+      self.executor.evaluate(self.evaluators[fidelity], self.problem, [cands[i] for i in todo], arrived)
+      missing = [i for i in todo if i not in out]
+      if missing:
+        raise RuntimeError(f"evaluator {fidelity!r} returned no measurement for {len(missing)} candidates")
     result = [out[i] for i in range(len(cands))]
     for m in result:
       tag = (m.candidate.key, fidelity)
@@ -127,25 +135,13 @@ class _Router:
     return result
 
 
-def _write_session(writer: Writer, m: Measurement) -> None:
-  hp: dict[str, Any] = dict(m.candidate.values)
-  hp["fidelity"] = m.fidelity
-  hp["failure_kind"] = m.metrics.failure_kind or "none"
-  metrics = {"cost_s": m.cost_s}
-  for k in ("tokens_per_s", "step_time_s", "peak_mem_bytes", "mfu"):
-    v = getattr(m.metrics, k)
-    if v is not None:
-      metrics[k] = v
-  metrics["feasible"] = 1.0 if m.feasible else 0.0
-  writer.write_hparams(f"{m.candidate.key}-{m.fidelity}", hp, metrics)
-
-
 def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Evaluator],
                store: MeasurementStore, *, budget_s: float = math.inf, batch_size: int = 4,
                max_rounds: int = 100, screen_fidelities: Sequence[str] = ("compile",),
                writer: Writer | None = None, compare_default: bool = True,
                on_round_end: Callable[[RoundStats, "SearchResult"], None] | None = None,
-               progress: Callable[[str], None] | None = None) -> SearchResult:
+               progress: Callable[[str], None] | None = None,
+               executor: Executor | None = None) -> SearchResult:
   """Runs the search; `problem.default` (when set and `compare_default`) is
   measured first at the top fidelity."""
   if not evaluators:
@@ -159,26 +155,16 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
   top = problem.top
   default = problem.default if compare_default else None
   screens = [f for f in screen_fidelities if f in evaluators and f != top]
-  router = _Router(problem, evaluators, store, writer)
-  if writer is not None:
-    domains = {k.name: list(k.finite_values() or ()) for k in space.knobs}
-    domains["fidelity"] = list(evaluators)
-    domains["failure_kind"] = ["none", "oom", "compile_error", "crash", "timeout"]
-    writer.write_hparams_config(domains, ["tokens_per_s", "step_time_s", "peak_mem_bytes", "mfu",
-                                          "cost_s", "feasible"])
+  router = _Router(problem, evaluators, store, executor or SerialExecutor())
+  log = TrialLog(writer or Writer(), space, list(problem.fidelities), top)
+  clock = Progress(progress or (lambda line: None), max_rounds, budget_s)
 
   result = SearchResult(None, None, top, 0.0, [], [], [], "")
   # On resume the first rounds replay the store: the run that measured them
   # wrote their TensorBoard steps, so they are written again only from the
-  # first round that measures something new (no duplicate round steps).
+  # first round that measures something new (no duplicate steps). The
+  # HParams sessions are written at the end, for every trial either way.
   replaying = [len(store) > 0]
-
-  def write_round(stats: RoundStats) -> None:
-    if replaying[0] and stats.new_measurements == 0:
-      return
-    replaying[0] = False
-    if writer is not None:
-      _write_round(writer, stats, result, designer)
 
   def process(cands: Sequence[Candidate], stats: RoundStats) -> list[Measurement]:
     """Outcome per candidate: the invalid marker, a failing screen, or the
@@ -222,13 +208,19 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
         stats.failed += 1
     return extra + ordered
 
-  def account(ms: Sequence[Measurement], stats: RoundStats) -> None:
+  def account(ms: Sequence[Measurement], stats: RoundStats, is_default: bool = False) -> None:
+    if stats.new_measurements:
+      replaying[0] = False
+    log.quiet = replaying[0]
     result.cost_s += stats.cost_s
     result.measurements.extend(ms)
     for m in ms:
+      result.rounds_of.append(stats.round)
+      log.trial(m, stats.round, is_default=is_default and m is ms[-1])
       if m.fidelity == top and m.objective is not None and (
           result.best is None or m.objective > result.best.objective):
         result.best = m
+        result.best_round = stats.round
     if result.best is not None:
       result.curve.append((result.cost_s, result.best.objective))
 
@@ -236,16 +228,15 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
     stats = RoundStats(0, suggested=1)
     ms = process([default.at(top)], stats)
     result.default = ms[-1]
-    account(ms, stats)
+    account(ms, stats, is_default=True)
     designer.update(ms)
-    write_round(stats)
+    log.round(stats, designer.scalars())
 
   stop = "max_rounds"
   for r in range(1, max_rounds + 1):
     if result.cost_s >= budget_s:
       stop = "budget"
       break
-    t0 = time.time()
     cands = designer.suggest(batch_size)
     if not cands:
       stop = "designer_done"
@@ -255,32 +246,15 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
     account(ms, stats)
     designer.update(ms)
     result.rounds.append(stats)
-    write_round(stats)
-    if progress is not None:
-      best = f"{result.best.objective:,.0f} tok/s" if result.best else "none yet"
-      progress(f"round {r:3d}: {stats.valid} valid, {stats.invalid} invalid, {stats.infeasible} oom, "
-               f"{stats.failed} failed, {stats.new_measurements} new / {stats.cached} cached; "
-               f"cost {result.cost_s:,.1f} dev-s; best {best} ({time.time() - t0:.1f} s)")
+    log.round(stats, designer.scalars())
+    clock.round(stats, result.best.objective if result.best else None,
+                result.default.objective if result.default else None, result.best_round,
+                result.cost_s)
     if on_round_end is not None:
       on_round_end(stats, result)
   result.stop_reason = stop
   result.designer_summary = designer.summary()
+  log.finish(result.designer_summary.get("importances")
+              if result.designer_summary.get("importance_source") != "uniform" else None)
+  result.wall_s = clock.elapsed_s
   return result
-
-
-def _write_round(writer: Writer, stats: RoundStats, result: SearchResult, designer: Designer) -> None:
-  scalars = {
-      "round/valid": stats.valid, "round/invalid": stats.invalid, "round/oom": stats.infeasible,
-      "round/failed": stats.failed, "round/new_measurements": stats.new_measurements,
-      "cost/cumulative_device_s": result.cost_s,
-  }
-  if result.best is not None:
-    scalars["best/tokens_per_s"] = result.best.objective
-  writer.write_scalars(stats.round, scalars)
-  if result.best is not None:
-    # TensorBoard's x-axis is an integer step: cumulative cost in device-ms.
-    writer.write_scalars(int(round(result.cost_s * 1000)),
-                         {"best/tokens_per_s_vs_cost_device_ms": result.best.objective})
-  learned = designer.scalars()
-  if learned:
-    writer.write_scalars(stats.round, learned)

@@ -3,11 +3,18 @@
 Where it sits: the search loop and the experiment report through a
 `Writer`; the store (measurements.jsonl) is the record, TensorBoard the view.
 
-- scalars: `write_scalars(step, {tag: value})`
-- texts: `write_texts(step, {tag: markdown})`
+- scalars: `write_scalars(step, {tag: value}, run="search")`
+- texts: `write_texts(step, {tag: markdown}, run="search")`
 - hparams: `write_hparams(session, hparams, metrics)` — one HParams session
-  per measured candidate, so TensorBoard's HParams view shows the landscape;
-  `write_hparams_config(hparams_domains, metric_tags)` declares the columns.
+  per trial, so TensorBoard's HParams view shows the landscape;
+  `write_hparams_config(hparams_domains, metric_tags)` declares the columns,
+  in the order given (the search passes knobs by learned importance).
+
+A TensorBoard "run" is one directory of event files, and TensorBoard
+selects no run by default once a logdir holds more than a few hundred. So
+`tb/` holds a handful of runs (`search`, one per fidelity), and the HParams
+plugin, which reads every session as its own run, gets its own logdir
+(`hparams/` beside `tb/`).
 
 TensorBoard events are written with the tensorboard package alone (no
 TensorFlow): event protos through its EventFileWriter.
@@ -18,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from typing import Any, Mapping, Sequence
 
@@ -28,13 +36,15 @@ from absl import logging
 class Writer:
   """Base: every method is a no-op, so a writer implements what it shows."""
 
-  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+  def write_scalars(self, step: int, scalars: Mapping[str, float], run: str = "search") -> None:
     pass
 
-  def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
+  def write_texts(self, step: int, texts: Mapping[str, str], run: str = "search") -> None:
     pass
 
-  def write_hparams_config(self, domains: Mapping[str, Sequence[Any]], metric_tags: Sequence[str]) -> None:
+  def write_hparams_config(self, domains: Mapping[str, Sequence[Any]],
+                           metric_tags: Sequence[str] | Mapping[str, str]) -> None:
+    """`metric_tags`: tags, or tag -> description (shown in TensorBoard)."""
     pass
 
   def write_hparams(self, session: str, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
@@ -52,13 +62,13 @@ class MultiWriter(Writer):
   def __init__(self, writers: Sequence[Writer]):
     self.writers = list(writers)
 
-  def write_scalars(self, step, scalars):
+  def write_scalars(self, step, scalars, run="search"):
     for w in self.writers:
-      w.write_scalars(step, scalars)
+      w.write_scalars(step, scalars, run)
 
-  def write_texts(self, step, texts):
+  def write_texts(self, step, texts, run="search"):
     for w in self.writers:
-      w.write_texts(step, texts)
+      w.write_texts(step, texts, run)
 
   def write_hparams_config(self, domains, metric_tags):
     for w in self.writers:
@@ -78,11 +88,14 @@ class MultiWriter(Writer):
 
 
 class LoggingWriter(Writer):
+  """Round-level scalars and texts to the log (the run's log file); per-trial
+  scalars (runs other than `search`) are left to TensorBoard and JSONL."""
 
-  def write_scalars(self, step, scalars):
-    logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in scalars.items()))
+  def write_scalars(self, step, scalars, run="search"):
+    if run == "search":
+      logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in scalars.items()))
 
-  def write_texts(self, step, texts):
+  def write_texts(self, step, texts, run="search"):
     # Long texts (configs, reports) go to TensorBoard and files; the log
     # names them and shows them only at verbosity 1.
     for k, v in texts.items():
@@ -101,12 +114,13 @@ class JsonlWriter(Writer):
     self._f.write(json.dumps(obj, sort_keys=True, default=str) + "\n")
     self._f.flush()
 
-  def write_scalars(self, step, scalars):
-    self._write({"kind": "scalars", "step": step, "time": time.time(),
+  def write_scalars(self, step, scalars, run="search"):
+    self._write({"kind": "scalars", "run": run, "step": step, "time": time.time(),
                  "values": {k: float(v) for k, v in scalars.items()}})
 
-  def write_texts(self, step, texts):
-    self._write({"kind": "texts", "step": step, "time": time.time(), "values": dict(texts)})
+  def write_texts(self, step, texts, run="search"):
+    self._write({"kind": "texts", "run": run, "step": step, "time": time.time(),
+                 "values": dict(texts)})
 
   def write_hparams(self, session, hparams, metrics):
     self._write({"kind": "hparams", "session": session, "hparams": dict(hparams),
@@ -127,16 +141,25 @@ def _hparam_value(v: Any) -> Any:
 
 
 class TensorBoardWriter(Writer):
-  """Event files under `logdir`; HParams sessions in `logdir/hparams/<session>`."""
+  """Event files: run `r` in `logdir/r` (or everything in `logdir` itself
+  when `flat`); HParams sessions in `hparams_logdir/<session>` (default
+  `logdir/hparams`)."""
 
-  def __init__(self, logdir: str):
+  def __init__(self, logdir: str, hparams_logdir: str | None = None, flat: bool = False):
     # Imported here so that modules which never write TensorBoard don't pay for it.
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
     self._EventFileWriter = EventFileWriter
     self.logdir = logdir
+    self.flat = flat
     os.makedirs(logdir, exist_ok=True)
-    self._main = EventFileWriter(logdir)
-    self._hp_root = os.path.join(logdir, "hparams")
+    self._runs: dict[str, Any] = {}
+    self._hp_root = hparams_logdir or os.path.join(logdir, "hparams")
+
+  def _writer(self, run: str):
+    key = "" if self.flat else re.sub(r"[^A-Za-z0-9_.-]", "_", run)
+    if key not in self._runs:
+      self._runs[key] = self._EventFileWriter(os.path.join(self.logdir, key) if key else self.logdir)
+    return self._runs[key]
 
   @staticmethod
   def _event(step: int, values) -> Any:
@@ -150,12 +173,12 @@ class TensorBoardWriter(Writer):
     return [summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()
             if v is not None and np.isfinite(v)]
 
-  def write_scalars(self, step, scalars):
+  def write_scalars(self, step, scalars, run="search"):
     vals = self._scalar_values(scalars)
     if vals:
-      self._main.add_event(self._event(step, vals))
+      self._writer(run).add_event(self._event(step, vals))
 
-  def write_texts(self, step, texts):
+  def write_texts(self, step, texts, run="search"):
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.text import metadata as text_metadata
     from tensorboard.util import tensor_util
@@ -164,21 +187,27 @@ class TensorBoardWriter(Writer):
       meta = text_metadata.create_summary_metadata(display_name=None, description=None)
       tensor = tensor_util.make_tensor_proto(np.array(text, dtype=object))
       vals.append(summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=meta))
-    self._main.add_event(self._event(step, vals))
+    self._writer(run).add_event(self._event(step, vals))
 
   def write_hparams_config(self, domains, metric_tags):
+    """Declares the columns and starts the HParams logdir afresh (it is
+    written once per run, at the end, so a resumed run replaces it)."""
+    from tensorboard.compat.proto import event_pb2
     from tensorboard.plugins.hparams import summary_v2 as hp
     hparams = []
     for name, values in domains.items():
-      values = [_hparam_value(v) for v in values]
+      values = list(dict.fromkeys(_hparam_value(v) for v in values))
       if values and all(isinstance(v, type(values[0])) for v in values):
-        hparams.append(hp.HParam(name, hp.Discrete(sorted(set(values)))))
+        hparams.append(hp.HParam(name, hp.Discrete(values)))
       else:
         hparams.append(hp.HParam(name))
-    summary = hp.hparams_config_pb(hparams=hparams, metrics=[hp.Metric(t) for t in metric_tags])
-    os.makedirs(self._hp_root, exist_ok=True)
+    descs = metric_tags if isinstance(metric_tags, Mapping) else {t: None for t in metric_tags}
+    summary = hp.hparams_config_pb(hparams=hparams,
+                                   metrics=[hp.Metric(t, description=d) for t, d in descs.items()])
+    if os.path.isdir(self._hp_root):
+      shutil.rmtree(self._hp_root)
+    os.makedirs(self._hp_root)
     w = self._EventFileWriter(self._hp_root)
-    from tensorboard.compat.proto import event_pb2
     w.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
     w.close()
 
@@ -196,12 +225,20 @@ class TensorBoardWriter(Writer):
     w.close()
 
   def flush(self):
-    self._main.flush()
+    for w in self._runs.values():
+      w.flush()
 
   def close(self):
-    self._main.close()
+    for w in self._runs.values():
+      w.close()
 
 
 def default_writer(workdir: str) -> MultiWriter:
-  return MultiWriter([TensorBoardWriter(os.path.join(workdir, "tb")), JsonlWriter(workdir),
-                      LoggingWriter()])
+  """`workdir/tb` (a handful of runs), `workdir/hparams` (one run per trial),
+  `workdir/metrics.jsonl` and the log."""
+  return MultiWriter([TensorBoardWriter(os.path.join(workdir, "tb"),
+                                        hparams_logdir=os.path.join(workdir, HPARAMS_DIR)),
+                      JsonlWriter(workdir), LoggingWriter()])
+
+
+HPARAMS_DIR = "hparams"

@@ -40,7 +40,7 @@ def _read_scalars(logdir):
 
 def test_write_fit_writes_the_expected_tensorboard_tags(tmp_path):
   logdir = str(tmp_path / "tb")
-  writer = MultiWriter([TensorBoardWriter(logdir), JsonlWriter(str(tmp_path))])
+  writer = MultiWriter([TensorBoardWriter(logdir, flat=True), JsonlWriter(str(tmp_path))])
   metrics = {"spearman": 0.8, "kendall": 0.6, "coverage_2sigma": 0.9,
              "feasibility_auc": float("nan"), "top5_regret": 0.02}
   last = write_fit(writer, "local/multi_fidelity/seed_0/", _history(), metrics, step_offset=10)

@@ -45,11 +45,11 @@ def test_tpu_plan_reports_importances_and_libtpu_flags(tmp_path):
   assert launch["xla_flags"] and all(f.startswith("--xla_tpu_") for f in launch["xla_flags"])
   assert "latency_hiding_scheduler" not in launch["train_step"]
 
-  acc = event_accumulator.EventAccumulator(str(workdir / "tb"), size_guidance={"scalars": 0})
+  acc = event_accumulator.EventAccumulator(str(workdir / "tb" / "search"), size_guidance={"scalars": 0})
   acc.Reload()
   tags = acc.Tags()["scalars"]
-  assert f"autoscout/importance/{top}" in tags and "autoscout/trust/analytic" in tags
-  last = acc.Scalars(f"autoscout/importance/{top}")[-1]
+  assert f"designer/autoscout/importance/{top}" in tags and "designer/autoscout/trust/analytic" in tags
+  last = acc.Scalars(f"designer/autoscout/importance/{top}")[-1]
   assert last.step == 8 and last.value == pytest.approx(imp[top], rel=1e-5)
 
 

@@ -93,7 +93,7 @@ def test_resumed_autoscout_search_ends_where_the_uninterrupted_one_did(tmp_path)
 
 
 def _round_steps(workdir):
-  acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tb"))
+  acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tb", "search"))
   acc.Reload()
   return [e.step for e in acc.Scalars("round/valid")]
 

@@ -255,7 +255,7 @@ def write_tensorboard(results: Mapping[str, Any], logdir: str, table_md: str) ->
         continue
       curves = np.stack([metrics_lib.curve_on_grid(tr, grid) for tr in trs])
       regret = 100.0 * np.where(np.isnan(curves), 1.0, 1.0 - curves / t["optimum_tokens_per_s"])
-      w = TensorBoardWriter(os.path.join(logdir, t["name"], d))
+      w = TensorBoardWriter(os.path.join(logdir, t["name"], d), flat=True)
       try:
         for j, g in enumerate(grid):
           vals = {"regret_pct/median": float(np.median(regret[:, j])),
@@ -267,7 +267,7 @@ def write_tensorboard(results: Mapping[str, Any], logdir: str, table_md: str) ->
           w.write_scalars(int(round(g)), vals)
       finally:
         w.close()
-  w = TensorBoardWriter(os.path.join(logdir, "summary"))
+  w = TensorBoardWriter(os.path.join(logdir, "summary"), flat=True)
   try:
     w.write_texts(0, {"scoutbench/table": table_md})
   finally:

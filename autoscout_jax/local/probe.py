@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 import jax
 
 from autoscout_jax.local.runner import classify
+from autoscout_jax.local.launch_script import layout
 from autoscout_jax.local.train_step import LayoutError, build_train_setup
 from autoscout_jax.measurement import COMPILE_ERROR, CRASH, INVALID, OOM, Metrics
 from autoscout_jax.workload import LocalCluster, Workload
@@ -82,7 +83,8 @@ def compile_figures(workload: Workload, values: Mapping[str, Any],
   t1 = time.perf_counter()
   compiled = lowered.compile()
   t2 = time.perf_counter()
-  fig: dict[str, Any] = {"lower_s": t1 - t0, "compile_s": t2 - t1}
+  # The layout launch.py rebuilds (local/launch_script.py): a test compares them.
+  fig: dict[str, Any] = {"lower_s": t1 - t0, "compile_s": t2 - t1, "layout": layout(setup)}
   mem = compiled.memory_analysis()
   if mem is not None:
     parts = {k: int(getattr(mem, f"{k}_size_in_bytes")) for k in

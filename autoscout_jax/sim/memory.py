@@ -117,7 +117,10 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   per_layer_stored = T * ((1 - frac) * tok_sel + frac * tok_ckpt / chunk)
   work = xp.where(rc == 2, chunk * T * tok_full, 0.0)  # one chunk live during its recompute
   interleave = xp.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0)
-  inflight = xp.where(pp > 1, xp.minimum(mic, pp) * interleave, 1.0)
+  # 1F1B keeps min(m, pp) micro-batches in flight on the first stage; an XLA
+  # pipeline (GSPMD / GPipe loop, as MaxText's) keeps every micro-batch's
+  # stage inputs live until its backward
+  inflight = xp.where(pp > 1, xp.where(plan["xla"] > 0, mic, xp.minimum(mic, pp) * interleave), 1.0)
   # activation offload (CPU): stored activations stream to host memory as
   # layers finish and back before their backward; two layers' worth stay
   # resident (the one in flight and the one being copied)

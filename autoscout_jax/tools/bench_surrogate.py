@@ -279,7 +279,7 @@ def run(sources: Sequence[str] = SOURCES, seeds: Sequence[int] = (0, 1, 2), n_tr
   if top_repeat < 1:
     raise ValueError(f"top_repeat must be >= 1, got {top_repeat}")
   workdir = workdir or tempfile.mkdtemp(prefix="bench_surrogate_")
-  writer = MultiWriter([TensorBoardWriter(os.path.join(workdir, "tb")), JsonlWriter(workdir)])
+  writer = MultiWriter([TensorBoardWriter(os.path.join(workdir, "tb"), flat=True), JsonlWriter(workdir)])
   record: dict[str, Any] = {"sources": {}, "details": {}, "seeds": list(seeds),
                             "n_train": n_train, "members": members, "mf_prior": mf_prior,
                             "top_repeat": top_repeat}
