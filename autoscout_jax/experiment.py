@@ -164,6 +164,11 @@ def _run(workdir, problem, designer, evals, *, budget_s, batch_size, max_rounds,
     rep["wall_s"] = time.monotonic() - t0
     with open(os.path.join(workdir, "report.html"), "w", encoding="utf-8") as f:
       f.write(report_html.render_html(rep, result, space))
+    warm = getattr(designer, "export_warm", None)
+    rows = warm() if warm is not None else None
+    if rows:  # the fitted residual rows, for another workload's WARM_START
+      from autoscout_jax.designers.autoscout.ranked import save_rows
+      save_rows(rows, workdir)
     printer(report_lib.render_summary(rep))
   finally:
     executor.close()

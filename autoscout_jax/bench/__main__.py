@@ -1,5 +1,7 @@
-"""Entry point: `python -m autoscout_jax.bench --suite=quick|full --workdir=DIR
-[--tasks=a,b] [--designers=x,y] [--seeds=0,1,2] [--budget_scale=1] [--remeasure]`.
+"""Entry point: `python -m autoscout_jax.bench --suite=quick|measured|full --workdir=DIR
+[--tasks=a,b] [--designers=x,y] [--seeds=0,1,2] [--budget_scale=1] [--remeasure]`,
+or on a user's own measured sweep: `--table=my_sweep.csv --family=megatron
+[--system=dgx_h100]` (columns: autoscout_jax/bench/tables.py).
 
 Like autoscout_jax/run.py, the only place of the package (with run.py) that
 imports gin: each `gin/bench/*.gin` file declares one task by binding
@@ -20,8 +22,10 @@ import time
 
 from absl import app, flags
 
-_SUITE = flags.DEFINE_enum("suite", "quick", ["quick", "full"],
-                           "quick: the tasks marked quick, 3 seeds; full: every task, 10 seeds.")
+_SUITE = flags.DEFINE_enum("suite", "quick", ["quick", "measured", "full", "compile"],
+                           "quick: the tasks marked quick, 3 seeds; measured: every measured and "
+                           "reality-gap task, 5 seeds; full: every task, 10 seeds; compile: tasks whose "
+                           "screen compiles for the real target, 1 seed.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output and cache directory (default runs/scoutbench-<time>).")
 _TASKS = flags.DEFINE_list("tasks", [], "Task names (default: the suite's tasks).")
 _DESIGNERS = flags.DEFINE_list("designers", [], "Designer names (default: the suite's designers).")
@@ -33,6 +37,23 @@ _TASK_DIR = flags.DEFINE_string("task_dir", "gin/bench", "Directory of task gin 
                                 "repository root unless absolute).")
 _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings applied to every task file.")
 _LIST = flags.DEFINE_bool("list", False, "List the tasks and designers, then exit.")
+_TABLE = flags.DEFINE_string("table", None, "A measured CSV (one row per run; columns in "
+                             "autoscout_jax/bench/tables.py): benchmark on it alone, its rows the candidates.")
+_FAMILY = flags.DEFINE_string("family", "megatron", "The target family of --table (its knob names and simulators).")
+_SYSTEM = flags.DEFINE_string("system", "dgx_a100_80gb", "The catalog system --table ran on, unless it has a "
+                              "'system' column.")
+
+
+def table_task(path: str, family: str, system: str):
+  """A task from a user's CSV: its rows are the candidates, the family's
+  simulators (F0, F1) the cheap fidelities."""
+  from autoscout_jax.bench import tables, tasks
+  from autoscout_jax.sim import analytic, event
+  name = os.path.splitext(os.path.basename(path))[0]
+  return tasks.task_spec(name, truth=tables.TableProfiling(os.path.abspath(path), family=family, system=system,
+                                                           source=path),
+                         cheap=[analytic.AnalyticEvaluator(), event.EventEvaluator()], budget_evals=(3, 6, 12),
+                         doc=f"measured table {path}")
 
 
 def _fail(msg: str) -> None:
@@ -112,18 +133,19 @@ def main(argv) -> None:
                              f"got {_BUDGET_SCALE.value}")
     designers = _DESIGNERS.value or peers.suite_designers(_SUITE.value)
     peers.check_designers(designers)
-    specs = load_tasks(_TASK_DIR.value, _GIN_BINDINGS.value)
+    specs = ([table_task(_TABLE.value, _FAMILY.value, _SYSTEM.value)] if _TABLE.value
+             else load_tasks(_TASK_DIR.value, _GIN_BINDINGS.value))
     if _LIST.value:
       for s in specs:
         print(f"task {s.name}: suites {list(s.suites)}; {s.doc}")
       for n, e in peers.DESIGNERS.items():
         print(f"designer {n}: suites {list(e.suites)}; {e.doc}")
       return
-    chosen = select(specs, _SUITE.value, _TASKS.value)
+    chosen = specs if _TABLE.value else select(specs, _SUITE.value, _TASKS.value)
     suite = runner.SUITES[_SUITE.value]
     seeds = parse_seeds(_SEEDS.value, suite.seeds)
     workdir = _WORKDIR.value or os.path.join("runs", time.strftime("scoutbench-%Y%m%d-%H%M%S"))
-    custom = bool(_TASKS.value or _DESIGNERS.value or _SEEDS.value or _BUDGET_SCALE.value != 1.0)
+    custom = bool(_TASKS.value or _DESIGNERS.value or _SEEDS.value or _BUDGET_SCALE.value != 1.0 or _TABLE.value)
     results = runner.run_bench(chosen, designers, seeds, workdir,
                                suite=f"{_SUITE.value} (custom selection)" if custom else _SUITE.value,
                                budget_scale=_BUDGET_SCALE.value * suite.budget_scale,

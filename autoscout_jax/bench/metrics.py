@@ -67,9 +67,10 @@ class RunTrace:
 
 
 def trace_run(task: str, designer: str, seed: int, measurements: Sequence[Measurement],
-              table: TruthTable, top_fidelity: str) -> RunTrace:
+              table: TruthTable, top_fidelity: str, profiles_free: bool = False) -> RunTrace:
   """Replays the loop's accounting: each (candidate, fidelity) is charged
-  once, at its first appearance, by its cost_s."""
+  once, at its first appearance, by its cost_s (top-fidelity profiles at
+  no cost with `profiles_free`: the simulator-only planner's pick)."""
   tr = RunTrace(task, designer, seed, [], [])
   charged: set[tuple[str, str]] = set()
   cost, best_obs, best_true = 0.0, None, None
@@ -81,7 +82,8 @@ def trace_run(task: str, designer: str, seed: int, measurements: Sequence[Measur
     if tag in charged:
       continue
     charged.add(tag)
-    cost += m.cost_s
+    if not (profiles_free and m.fidelity == top_fidelity):
+      cost += m.cost_s
     if m.fidelity == top_fidelity:
       tr.paid_top += 1
       kind = m.metrics.failure_kind

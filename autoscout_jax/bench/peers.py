@@ -37,7 +37,8 @@ class DesignerEntry:
   requires: tuple[str, ...] = ()  # importable modules it needs
   install: str = ""  # how to get them
   doc: str = ""
-  suites: tuple[str, ...] = ("quick", "full")  # the suites that run it by default
+  suites: tuple[str, ...] = ("quick", "measured", "full")  # the suites that run it by default
+  profiles_free: bool = False  # its top-fidelity profiles are not charged (sim_argmax: scored, not paid)
 
 
 class ExpertDefault(Designer):
@@ -62,17 +63,44 @@ DESIGNERS: dict[str, DesignerEntry] = {
                                 install=BENCH_EXTRA, doc="Optuna TPE, define-by-run"),
     "smac": DesignerEntry("autoscout_jax.designers.smac:SMACDesigner", requires=("smac", "ConfigSpace"),
                           install=BENCH_EXTRA, doc="SMAC3 HPO facade (random forest + EI)"),
+    # The baselines a skeptic runs first (autoscout_jax/bench/baselines.py).
+    "cheap_topk": DesignerEntry("autoscout_jax.bench.baselines:CheapTopK",
+                                doc="score the space with the cheapest fidelity, profile in its order"),
+    "sim_argmax": DesignerEntry("autoscout_jax.bench.baselines:SimArgmax", profiles_free=True,
+                                doc="the cheapest fidelity's pick, scored by its truth, no profile charged"),
+    "optuna_tpe_warm": DesignerEntry("autoscout_jax.bench.baselines:optuna_tpe_warm", requires=("optuna",),
+                                     install=BENCH_EXTRA, doc="Optuna TPE, the cheap fidelity's top 10 enqueued first"),
+    "optuna_gp": DesignerEntry("autoscout_jax.bench.baselines:optuna_gp", requires=("optuna", "torch"),
+                               install=BENCH_EXTRA, suites=("measured", "full"),
+                               doc="Optuna GPSampler (PyTorch, CPU build; seconds per proposal: not in quick)"),
     # The project's designer and its ablations (autoscout_jax/designers/autoscout/factories.py).
     # Ablations run in the full suite only: the quick one must stay under 10 minutes.
     **{n: DesignerEntry(f"autoscout_jax.designers.autoscout.factories:{n}", doc=d, suites=s) for n, d, s in (
         ("autoscout", "AutoScout: surrogate-guided sparse + dense search, bandit, priorities, cheap screens",
-         ("quick", "full")),
+         ("quick", "measured", "full")),
         ("autoscout_no_dense", "AutoScout without gradient relaxation of dense knobs", ("full",)),
         ("autoscout_no_priority", "AutoScout without knob prioritization", ("full",)),
         ("autoscout_top_only", "AutoScout without cheap fidelities (profiles only)", ("full",)),
-        ("autoscout_fixed_split", "AutoScout without the bandit (fixed 50/50 sparse/dense split)", ("full",)))},
+        ("autoscout_fixed_split", "AutoScout without the bandit (fixed 50/50 sparse/dense split)", ("full",)),
+        ("autoscout_no_cheap_order", "AutoScout without the cheap-order stage (sparse/dense search only)",
+         ("full",)))},
 }
-PEERS = ("optuna_tpe", "smac")  # the external optimizers ratios are taken against
+PEERS = ("optuna_tpe", "smac")  # the external optimizers (the older ratio columns)
+# The bar of issue 13: AutoScout's cost to 2 % against the best of these, per task.
+BASELINES = ("cheap_topk", "optuna_tpe_warm", "optuna_gp", "optuna_tpe", "smac")
+PEER_PACKAGES = ("optuna", "smac", "ConfigSpace", "torch")  # versions reported in results.json
+
+
+def peer_versions() -> dict[str, str | None]:
+  """Installed versions of the peer libraries (None: not installed)."""
+  from importlib import metadata
+  out = {}
+  for p in PEER_PACKAGES:
+    try:
+      out[p] = metadata.version(p)
+    except metadata.PackageNotFoundError:
+      out[p] = None
+  return out
 
 
 def register(name: str, entry: DesignerEntry) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from autoscout_jax.bench import metrics as metrics_lib
-from autoscout_jax.bench.peers import PEERS
+from autoscout_jax.bench.peers import BASELINES as BAR, PEERS
 
 GRID_POINTS = 64
 
@@ -94,7 +94,8 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     expert = t["expert_tokens_per_s"]
     gap = "n/a" if not expert else f"{t['optimum_tokens_per_s'] / expert:.2f}x from optimum"
     notes.append(
-        f"- {t['name']}: {t['candidates']} valid candidates; truth: {t['truth'].get('kind', '?')} "
+        f"- {t['name']}: {t['candidates']} valid candidates; truth: {t.get('truth_kind', '?')} "
+        f"[{t['truth'].get('kind', '?')}]; {_cheap_note(t)}; "
         f"({t['source_fidelity']}, {t['repeats']} repeats, noise CV {100 * t['noise_cv']:.1f} %); "
         f"1 eval = {t['median_eval_cost_s']:,.1f} device-s; budgets {b} evals; optimum "
         f"{t['optimum_tokens_per_s']:,.1f} tok/s, expert default "
@@ -102,6 +103,73 @@ def markdown_table(results: Mapping[str, Any]) -> str:
         f"({gap}); "
         f"{100 * t['infeasible_fraction']:.1f} % of candidates infeasible")
   return "\n".join(lines + notes) + "\n"
+
+
+def _cheap_note(t: Mapping[str, Any]) -> str:
+  cv = t.get("cheap_vs_truth") or {}
+  if not cv:
+    return "no cheap fidelity"
+  parts = []
+  for f, c in cv.items():
+    rho = "n/a" if c["spearman"] is None else f"{c['spearman']:.2f}"
+    parts.append(f"{f} Spearman {rho} with the truth (on {c['both_feasible']} both call feasible), "
+                 f"wrong about feasibility on {100 * c['feasibility_disagrees']:.1f} %")
+  return ", ".join(parts)
+
+
+def _c2(r: Mapping[str, Any], unit: float) -> float | None:
+  return None if r["cost_to_2pct"] is None else r["cost_to_2pct"] / unit
+
+
+def baseline_comparison(results: Mapping[str, Any]) -> str:
+  """Per task, each searching designer of the project against the bar of
+  issue 13: the best (lowest median cost to 2 %) of cheap_topk,
+  optuna_tpe_warm, optuna_gp, optuna_tpe and smac present in the run, and
+  against cheap_topk alone. A designer that never gets within 2 % inside
+  the largest budget costs more than that budget, which bounds a ratio."""
+  info = {t["name"]: t for t in results["task_info"]}
+  rows = results["results"]
+  lines = ["| task | truth | designer | cost to 2 % (evals) | best baseline | its cost to 2 % | ratio | "
+           "÷ cheap_topk | regret % @ largest (best baseline) | failed paid (cheap_topk) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    if r["designer"] in BAR or r["designer"] in BASELINES or r["designer"] == "sim_argmax":
+      continue
+    bars = [p for p in rows if p["task"] == r["task"] and p["designer"] in BAR]
+    if not bars:
+      continue
+    t = info[r["task"]]
+    unit, largest = t["median_eval_cost_s"], t["budget_evals"][-1]
+    mine = _c2(r, unit)
+
+    def key(p):
+      c = _c2(p, unit)
+      return (math.inf if c is None else c, p["regret_at_budgets"][-1]["median"] or 0.0)
+
+    best = min(bars, key=key)
+    theirs = _c2(best, unit)
+
+    def ratio(a, b):
+      if a is None:
+        return "—" if b is None else f"> {largest / b:.2f}"
+      if b is None:
+        return f"< {a / largest:.2f}"
+      return f"{a / b:.2f}" if b > 0 else "—"
+
+    topk = next((p for p in bars if p["designer"] == "cheap_topk"), None)
+    reg = r["regret_at_budgets"][-1]["median"]
+    breg = best["regret_at_budgets"][-1]["median"]
+    vs_topk = ratio(mine, _c2(topk, unit)) if topk else "—"
+    failed_topk = f"{topk['infeasible_paid']:g}" if topk else "—"
+    lines.append(
+        f"| {r['task']} | {t.get('truth_kind', '?')} | {r['designer']} | {_fmt(mine)} | {best['designer']} | "
+        f"{_fmt(theirs) if theirs is not None else f'never in {largest:g}'} | {ratio(mine, theirs)} | "
+        f"{vs_topk} | {_fmt(100 * reg)} ({_fmt(100 * breg)}) | {r['infeasible_paid']:g} ({failed_topk}) |")
+  if len(lines) == 2:
+    return ""
+  return ("\n## Against the baselines\n\nMedians over seeds. Best baseline: the lowest median cost to 2 % "
+          f"among {', '.join(BAR)} in this run (the target of issue 13: ratio <= 0.5, and <= 1 against "
+          "cheap_topk).\n\n" + "\n".join(lines) + "\n")
 
 
 BASELINES = ("random", "exhaustive", "expert")  # not compared against the peers
@@ -120,7 +188,7 @@ def peer_comparison(results: Mapping[str, Any]) -> str:
   lines = ["| task | designer | cost to 2 % (evals) | best peer's | ratio | regret where the better peer's "
            "is >= 5 % | failed paid (fewest of peers) |", "|---|---|---|---|---|---|---|"]
   for r in rows:
-    if r["designer"] in PEERS or r["designer"] in BASELINES:
+    if r["designer"] in PEERS or r["designer"] in BASELINES or r["designer"] in BAR + ("sim_argmax",):
       continue
     peers = [p for p in rows if p["task"] == r["task"] and p["designer"] in PEERS]
     if not peers:
@@ -208,7 +276,7 @@ def write_tensorboard(results: Mapping[str, Any], logdir: str, table_md: str) ->
 
 def write_all(results: Mapping[str, Any], workdir: str) -> dict[str, str]:
   os.makedirs(workdir, exist_ok=True)
-  table = markdown_table(results) + peer_comparison(results)
+  table = markdown_table(results) + baseline_comparison(results) + peer_comparison(results)
   head = (f"# scoutbench: suite {results['suite']}, commit {results['commit']}, {results['date']}\n\n"
           f"Seeds {results['seeds']}; medians over seeds with [interquartile range]; regret % at the "
           f"three budgets; ratio columns against the better of {', '.join(PEERS)} in this run.\n\n")

@@ -34,7 +34,8 @@ class Suite:
   max_rounds: int = 20_000
 
 
-SUITES = {"quick": Suite(seeds=3), "full": Suite(seeds=10), "compile": Suite(seeds=1)}
+SUITES = {"quick": Suite(seeds=3), "measured": Suite(seeds=5), "full": Suite(seeds=10),
+          "compile": Suite(seeds=1)}
 
 
 def evaluators_for(task: Task, seed: int) -> dict[str, Any]:
@@ -53,13 +54,37 @@ def task_problem(task: Task) -> Problem:
   return Problem(task.workload, task.cluster, task.space, fids, default=task.default)
 
 
+def cheap_rank_correlation(task: Task) -> dict[str, Any]:
+  """Spearman rank correlation of each cheap fidelity's tokens/s with the
+  truth over the candidates both call feasible, and the share of candidates
+  whose feasibility they disagree on (scored live by the current simulators)."""
+  from scipy.stats import spearmanr
+  import numpy as np
+  out: dict[str, Any] = {}
+  true = task.table.true_tokens_per_s
+  for e in task.spec.cheap:
+    ms = e.evaluate(task_problem(task), task.candidates)
+    v = np.array([m.objective if m.objective is not None else np.nan for m in ms])
+    both = np.isfinite(v) & np.isfinite(true)
+    rho = spearmanr(v[both], true[both]).statistic if both.sum() > 2 else float("nan")
+    out[e.fidelity] = dict(spearman=None if not np.isfinite(rho) else round(float(rho), 4),
+                           both_feasible=int(both.sum()),
+                           feasibility_disagrees=round(float(np.mean(np.isfinite(v) != np.isfinite(true))), 4),
+                           cheap_says_fails_truth_runs=int(np.sum(~np.isfinite(v) & np.isfinite(true))))
+  return out
+
+
 def run_one(task: Task, designer: str, seed: int, budget_s: float | None = None,
-            max_rounds: int = 20_000) -> tuple[metrics_lib.RunTrace, Any]:
-  """One run; returns its trace and the loop's SearchResult."""
+            max_rounds: int = 20_000, make: Callable[[Problem, int], Any] | None = None
+            ) -> tuple[metrics_lib.RunTrace, Any]:
+  """One run; returns its trace and the loop's SearchResult (the designer
+  is `result.designer`). `make(problem, seed)` overrides the registry's
+  factory of `designer` (e.g. a warm-started variant)."""
   budget = task.budgets_s[-1] if budget_s is None else budget_s
   evals = evaluators_for(task, seed)
   problem = task_problem(task)
-  timed = peers.TimedDesigner(peers.make_designer(designer, problem, seed))
+  inner = make(problem, seed) if make is not None else peers.make_designer(designer, problem, seed)
+  timed = peers.TimedDesigner(inner)
   entry = peers.DESIGNERS[designer]
   try:
     # The loop does not measure the default: a designer that wants it asks.
@@ -72,8 +97,10 @@ def run_one(task: Task, designer: str, seed: int, budget_s: float | None = None,
     close = getattr(timed.inner, "close", None)
     if close is not None:
       close()
-  tr = metrics_lib.trace_run(task.name, designer, seed, result.measurements, task.table, TOP)
+  tr = metrics_lib.trace_run(task.name, designer, seed, result.measurements, task.table, TOP,
+                             profiles_free=entry.profiles_free)
   tr.cpu_s, tr.suggested, tr.stop_reason = timed.cpu_s, timed.suggested, result.stop_reason
+  result.designer = timed.inner
   return tr, result
 
 
@@ -111,7 +138,7 @@ def run_bench(specs: Sequence[TaskSpec], designers: Sequence[str], seeds: Sequen
     budgets = tuple(b * budget_scale for b in task.budgets_s)
     evals = tuple(e * budget_scale for e in spec.budget_evals)
     info = task.summary()
-    info.update(budgets_s=list(budgets), budget_evals=list(evals))
+    info.update(budgets_s=list(budgets), budget_evals=list(evals), cheap_vs_truth=cheap_rank_correlation(task))
     tasks_info.append(info)
     printer(f"{task.name}: {len(task.candidates)} candidates, optimum {task.optimum:,.1f} tok/s, "
             f"expert {task.expert_value or float('nan'):,.1f} tok/s, budgets "
@@ -132,5 +159,6 @@ def run_bench(specs: Sequence[TaskSpec], designers: Sequence[str], seeds: Sequen
       "suite": suite, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
       "seconds": round(time.time() - t_start, 1), "designers": list(designers), "seeds": list(seeds),
       "budget_scale": budget_scale, "tasks": [t["name"] for t in tasks_info], "task_info": tasks_info,
+      "peer_versions": peers.peer_versions(),
       "results": results, "_traces": traces,
   }

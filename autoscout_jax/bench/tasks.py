@@ -17,6 +17,14 @@ Truth sources:
 - `RecordedProfiling`: a table measured once on real devices (F3) and
   committed to the repository, replayed on any machine; `remeasure=True`
   measures it again here (resumably, in the workdir) and rewrites it.
+- `tables.TableProfiling`: a measured CSV (vTrain's A100 sweeps, a user's
+  own); the candidates are its rows (tables.py).
+- `reality_gap.RealityGapProfiling`: F1 times seeded effects F0 does not
+  model (reality_gap.py), cached like a simulated truth.
+
+Every task says what its truth is (`truth_kind`): `measured`,
+`simulated_same_model` (F1 truth beside an F0 screen that shares its cost
+model: flatters designers that trust F0) or `reality_gap`.
 """
 
 from __future__ import annotations
@@ -32,13 +40,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from autoscout_jax.bench import tables as tables_lib
 from autoscout_jax.bench import truth as truth_lib
+from autoscout_jax.bench.reality_gap import RealityGapProfiling, gap_truth
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.problem import DefaultError, Problem, expert_default
 from autoscout_jax.space import (Boolean, Candidate, Categorical, IntRange, Ordinal, SearchSpace,
                                  SpaceError, When)
 
-SUITES = ("quick", "full", "compile")  # compile: tasks whose screen compiles for the real target (slow)
+SUITES = ("quick", "measured", "full", "compile")  # compile: tasks whose screen compiles for the real target (slow)
+TRUTH_KINDS = ("measured", "simulated_same_model", "reality_gap")
 
 
 class BenchError(ValueError):
@@ -79,7 +90,7 @@ class TaskSpec:
   workload: Any
   cluster: Any
   space_fn: Callable[..., SearchSpace]
-  truth: SimulatedProfiling | RecordedProfiling
+  truth: SimulatedProfiling | RecordedProfiling | tables_lib.TableProfiling | RealityGapProfiling
   space_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   restrict: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
   cheap: Sequence[Evaluator] = ()
@@ -89,17 +100,43 @@ class TaskSpec:
   max_candidates: int = 100_000
   doc: str = ""
   cheap_costs_s: Mapping[str, float] = dataclasses.field(default_factory=dict)  # per fidelity, over cheap_cost_s
+  table: tables_lib.TableParts | None = None  # a measured table's rows (TableProfiling truth)
+
+  @property
+  def truth_kind(self) -> str:
+    if isinstance(self.truth, RealityGapProfiling):
+      return "reality_gap"
+    if isinstance(self.truth, SimulatedProfiling):
+      return "simulated_same_model"
+    return "measured"
 
 
-def task_spec(name: str, workload: Any, cluster: Any, space_fn: Callable[..., SearchSpace],
-              truth: SimulatedProfiling | RecordedProfiling, space_kwargs: Mapping[str, Any] | None = None,
+def task_spec(name: str, workload: Any = None, cluster: Any = None,
+              space_fn: Callable[..., SearchSpace] | None = None, truth: Any = None,
+              space_kwargs: Mapping[str, Any] | None = None,
               restrict: Mapping[str, Sequence[Any]] | None = None, cheap: Sequence[Evaluator] = (),
               cheap_cost_s: float = 1.0, budget_evals: Sequence[float] = (10.0, 25.0, 50.0),
               suites: Sequence[str] = SUITES, max_candidates: int = 100_000, doc: str = "",
               cheap_costs_s: Mapping[str, float] | None = None) -> TaskSpec:
-  """The gin-bound constructor of a task (one per gin/bench/*.gin file)."""
+  """The gin-bound constructor of a task (one per gin/bench/*.gin file). A
+  `TableProfiling` truth brings its own workload, cluster and space (the
+  family's, restricted to the table's rows)."""
   if not name or not isinstance(name, str):
     raise BenchError("a task needs a name")
+  if truth is None:
+    raise BenchError(f"task {name!r}: needs a truth (SimulatedProfiling, RecordedProfiling, TableProfiling or "
+                     f"RealityGapProfiling)")
+  parts = None
+  if isinstance(truth, tables_lib.TableProfiling):
+    try:
+      parts = tables_lib.table_task_parts(truth)
+    except tables_lib.TableError as e:
+      raise BenchError(f"task {name!r}: {e}") from None
+    workload, cluster, space_fn = parts.workload, parts.cluster, parts.space_fn
+    space_kwargs = {**parts.space_kwargs, **dict(space_kwargs or {})}
+    restrict = {**parts.restrict, **dict(restrict or {})}
+  if workload is None or cluster is None or space_fn is None:
+    raise BenchError(f"task {name!r}: needs a workload, a cluster and a space_fn (or a measured table)")
   budgets = tuple(float(b) for b in budget_evals)
   if len(budgets) != 3 or any(not b > 0 for b in budgets) or list(budgets) != sorted(budgets):
     raise BenchError(f"task {name!r}: budget_evals must be three increasing positive numbers, got {list(budget_evals)}")
@@ -110,7 +147,8 @@ def task_spec(name: str, workload: Any, cluster: Any, space_fn: Callable[..., Se
   if cheap_cost_s < 0 or any(v < 0 for v in costs.values()):
     raise BenchError(f"task {name!r}: cheap_cost_s and cheap_costs_s must be >= 0")
   return TaskSpec(name, workload, cluster, space_fn, truth, dict(space_kwargs or {}), dict(restrict or {}),
-                  tuple(cheap), float(cheap_cost_s), budgets, tuple(suites), int(max_candidates), doc, costs)
+                  tuple(cheap), float(cheap_cost_s), budgets, tuple(suites), int(max_candidates), doc, costs,
+                  parts)
 
 
 # --- restricting a space ------------------------------------------------------------------
@@ -224,7 +262,8 @@ class Task:
     return self.table.true_value(self.default)
 
   def summary(self) -> dict[str, Any]:
-    return dict(name=self.name, space=self.space.name, candidates=len(self.candidates),
+    return dict(name=self.name, truth_kind=self.spec.truth_kind, space=self.space.name,
+                candidates=len(self.candidates),
                 optimum_tokens_per_s=self.optimum, expert_tokens_per_s=self.expert_value,
                 median_eval_cost_s=self.table.median_cost_s(), budgets_s=list(self.budgets_s),
                 repeats=self.table.repeats, noise_cv=self.table.noise_cv(),
@@ -249,6 +288,14 @@ def _source_digest(obj: Any) -> str:
 
 def _truth_digest(spec: TaskSpec, space: SearchSpace) -> str:
   t = spec.truth
+  if isinstance(t, RealityGapProfiling):
+    from autoscout_jax.sim import event
+    settings = {k: v for k, v in dataclasses.asdict(t).items() if k != "evaluator"}
+    blob = json.dumps(dict(w=spec.workload.key, c=spec.cluster.key, space=space.describe(), gap=settings,
+                           code=_source_digest(event.EventEvaluator()),
+                           me=hashlib.sha1(open(inspect.getfile(RealityGapProfiling), "rb").read()).hexdigest()),
+                      sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
   blob = json.dumps(dict(w=spec.workload.key, c=spec.cluster.key, space=space.describe(),
                          evaluator=type(t.evaluator).__name__, code=_source_digest(t.evaluator),
                          steps=t.profiled_steps, overhead=t.overhead_s, noise=t.noise, repeats=t.repeats,
@@ -264,21 +311,29 @@ def build_task(spec: TaskSpec, workdir: str, remeasure: bool = False,
   except TypeError as e:
     raise BenchError(f"task {spec.name!r}: space_fn rejected space_kwargs {dict(spec.space_kwargs)}: {e}") from e
   space = restrict_space(space, spec.restrict)
+  if spec.table is not None:
+    space = tables_lib.allow_list(space, spec.table.allow, f"the measured table of task {spec.name!r}")
   try:
     default = expert_default(space, spec.workload)
   except DefaultError as e:
     raise BenchError(f"task {spec.name!r}: {e}") from e
   candidates = space.enumerate(limit=spec.max_candidates)
-  if isinstance(spec.truth, SimulatedProfiling):
+  if isinstance(spec.truth, tables_lib.TableProfiling):
+    table = tables_lib.table_truth(spec.name, spec.truth, spec.table, space)
+  elif isinstance(spec.truth, (SimulatedProfiling, RealityGapProfiling)):
     path = os.path.join(workdir, "truth", f"{spec.name}-{_truth_digest(spec, space)}.json")
     if os.path.exists(path):
       table = truth_lib.load_table(path, space)
     else:
       say(f"{spec.name}: simulating the truth of {len(candidates)} candidates")
       t = spec.truth
-      truth_problem = Problem(spec.workload, spec.cluster, space, (t.evaluator.fidelity,))
-      table = truth_lib.simulate_truth(spec.name, truth_problem, candidates, t.evaluator,
-                                       t.profiled_steps, t.overhead_s, t.noise, t.repeats, t.seed, progress=say)
+      if isinstance(t, RealityGapProfiling):
+        table = gap_truth(spec.name, spec.workload, spec.cluster, candidates, t, space=space, progress=say)
+      else:
+        truth_problem = Problem(spec.workload, spec.cluster, space, (t.evaluator.fidelity,))
+        table = truth_lib.simulate_truth(spec.name, truth_problem, candidates, t.evaluator,
+                                         t.profiled_steps, t.overhead_s, t.noise, t.repeats, t.seed,
+                                         progress=say)
       truth_lib.save_table(table, path)
   else:
     table = _recorded_truth(spec, space, candidates, workdir, remeasure, say)

@@ -48,6 +48,10 @@ class AutoScoutConfig:
     (suggest returns []) after this many rounds in which no screened
     candidate promised a gain worth a profile, without the best improving
     in between. None: never stop.
+  cheap_order: where the cheapest fidelity can score the whole space
+    (at most `cheap_order_max` valid candidates), the cheap-order stage
+    (ranked.py) leads instead: the cheap fidelity's order, re-ranked by the
+    learned residual; `cheap_order_stop_gain` is its early-stop threshold.
   """
 
   dense_relaxation: bool = True
@@ -66,6 +70,9 @@ class AutoScoutConfig:
   acquisition: str = "thompson"
   start_from_default: bool = False
   stop_after: int | None = 24
+  cheap_order: bool = True
+  cheap_order_max: int = 25_000
+  cheap_order_stop_gain: float = 0.001
 
   def __post_init__(self):
     if min(self.screens_per_top, self.extra_screens, self.init_samples, self.pool_samples,

@@ -46,6 +46,7 @@ from autoscout_jax.designers.autoscout.config import AutoScoutConfig, SearchStat
 from autoscout_jax.designers.autoscout.features import SCREEN, Observations, knob_roles
 from autoscout_jax.designers.autoscout.fidelity import FidelityPlan
 from autoscout_jax.designers.autoscout.proposals import Proposer
+from autoscout_jax.designers.autoscout.ranked import CheapOrder
 from autoscout_jax.designers.autoscout.surrogate import FusedSurrogate
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.measurement import Measurement
@@ -81,11 +82,13 @@ class AutoScoutDesigner(Designer):
     warm_start: a SurrogateState trained on other workloads over the same
       encoding; starts the fits and seeds the knob ordering.
     initial: candidates to look at first (after the default, if any).
+    residual_warm: the cheap-order stage's rows from other workloads
+      (`CheapOrder.export()` of their runs, e.g. loaded from WARM_START).
   """
 
   def __init__(self, problem: Problem, seed: int = 0, config: AutoScoutConfig = AutoScoutConfig(), *,
                warm_start: surrogates.SurrogateState | None = None,
-               initial: Sequence[Candidate] = ()):
+               initial: Sequence[Candidate] = (), residual_warm: Mapping[str, Any] | None = None):
     super().__init__(problem, seed)
     space, cfg = self.space, config
     self.config = cfg
@@ -113,6 +116,19 @@ class AutoScoutDesigner(Designer):
       if viol:
         raise ValueError(f"initial candidate {c.short()} is invalid: " + "; ".join(map(str, viol)))
       self.state.initial_todo.append(Candidate.of(c.values))
+    # Where the cheapest fidelity can score the whole space, the cheap-order
+    # stage leads: cheap_topk's order, left where the learned residual says
+    # the cheap fidelity is wrong (ranked.py).
+    fids = tuple(self.plan.cheap) + (self.plan.top,)
+    self.ranked = None
+    if cfg.cheap_order and cfg.cheap_fidelities and CheapOrder.applies(space, fids, cfg.cheap_order_max):
+      self.ranked = CheapOrder(space, fids[0], fids[-1], stop_gain=cfg.cheap_order_stop_gain,
+                               warm=residual_warm, first=self.state.initial_todo)
+
+  def export_warm(self) -> dict[str, Any] | None:
+    """The cheap-order stage's training rows (for another workload's warm
+    start; experiment.py saves them in the workdir), or None."""
+    return self.ranked.export() if self.ranked is not None else None
 
   @property
   def rounds(self) -> int:
@@ -120,6 +136,9 @@ class AutoScoutDesigner(Designer):
 
   # --- tell -----------------------------------------------------------------
   def update(self, measurements: Sequence[Measurement]) -> None:
+    if self.ranked is not None:
+      self.ranked.update(measurements)
+      return
     st = self.state
     before = self.obs.best_top()
     best = before.y if before is not None else None
@@ -146,6 +165,8 @@ class AutoScoutDesigner(Designer):
     if n <= 0:
       return []
     self.state.rounds += 1
+    if self.ranked is not None:
+      return self.ranked.suggest(n)
     self._maybe_refit()
     trusted, gates = self.plan.trusted(), self.plan.gates()
     gate = gates[-1] if gates else None

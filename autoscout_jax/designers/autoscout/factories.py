@@ -15,7 +15,9 @@ Variants (scoutbench names):
   steps inside the sparse search);
 - autoscout_no_priority: every knob weighs the same;
 - autoscout_top_only: no cheap fidelity (profiles only);
-- autoscout_fixed_split: no bandit (sparse and dense alternate 50/50).
+- autoscout_fixed_split: no bandit (sparse and dense alternate 50/50);
+- autoscout_no_cheap_order: no cheap-order stage (ranked.py): the sparse/dense
+  search also where a cheap fidelity could score the whole space.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ VARIANTS: dict[str, AutoScoutConfig] = {
     "autoscout_no_priority": dataclasses.replace(BENCH, prioritize=False),
     "autoscout_top_only": dataclasses.replace(BENCH, cheap_fidelities=False),
     "autoscout_fixed_split": dataclasses.replace(BENCH, bandit=False),
+    "autoscout_no_cheap_order": dataclasses.replace(BENCH, cheap_order=False),
 }
 
 
@@ -59,3 +62,7 @@ def autoscout_top_only(problem: Problem, seed: int = 0) -> AutoScoutDesigner:
 
 def autoscout_fixed_split(problem: Problem, seed: int = 0) -> AutoScoutDesigner:
   return AutoScoutDesigner(problem, seed, VARIANTS["autoscout_fixed_split"])
+
+
+def autoscout_no_cheap_order(problem: Problem, seed: int = 0) -> AutoScoutDesigner:
+  return AutoScoutDesigner(problem, seed, VARIANTS["autoscout_no_cheap_order"])

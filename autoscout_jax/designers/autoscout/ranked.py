@@ -1,0 +1,297 @@
+"""The cheap-order stage of the AutoScout designer: start from the cheap
+fidelity's order, leave it exactly where the learned residual says it is wrong.
+
+Where it sits: `AutoScoutDesigner.suggest` hands the round to this stage
+when the problem offers a cheap fidelity below the top one and the space
+is small enough to screen whole (`CheapOrder.applies`); otherwise the
+designer's sparse/dense search runs as before. The stage keeps its own
+state (screens, profiles, the two residual models of residual.py) and never
+asks for a (candidate, fidelity) twice.
+
+What it does, and why it cannot start worse than `cheap_topk` (profile in
+descending cheap order):
+1. screen every candidate once at the cheapest fidelity (what cheap_topk
+   pays);
+2. profile the cheap argmax first (cheap_topk's first profile);
+3. from then on, profile the candidate of highest corrected estimate:
+   cheap log throughput - (mean residual + slope x centred cheap log
+   throughput, a ridge fit: the cheap fidelity may stretch, compress or
+   invert its own order) - the residual GP's mean + `KAPPA` x its standard
+   deviation + log(probability of running). The residual GP's mean is this
+   workload's mean residual (a constant bias never reorders) and, with no
+   structure in the residual, the GP is flat, so the order IS the cheap
+   order; candidates move up or down it only where profiles nearby show
+   the cheap fidelity too pessimistic or optimistic. The memory model is the cheap peak memory times a memory
+   residual GP learned from profiled peak memory (a failed profile is a
+   pseudo-observation just above the limit), so a candidate the cheap
+   fidelity calls out of memory becomes worth a profile once profiles show
+   that fidelity is pessimistic there;
+4. stop only when the expected improvement (x probability of running) of
+   every unprofiled candidate, the ones the cheap fidelity rules out
+   included, is below `stop_gain` (log throughput), and never before
+   `residual.FEW` successful profiles of this workload.
+Warm start: `warm` rows (features by name, centred residuals) from other
+workloads join the GPs' data as weaker evidence (noise `WARM_NOISE`); the
+first profile is the cheap argmax all the same; `export()` gives this
+run's rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from autoscout_jax.designers.autoscout import residual
+from autoscout_jax.measurement import Measurement
+from autoscout_jax.space import Candidate, SearchSpace
+
+MEM_PRIOR_SD = 0.02  # the cheap fidelity's memory model before any profile: its own verdict, nearly
+VALUE_NOISE = 0.03  # log-normal noise assumed on one profile
+SLOPE_RIDGE = 0.1  # shrinks the residual's slope on the cheap log value toward 0
+WARM_NOISE = 0.1  # rows from other workloads: weaker evidence than this workload's own profiles
+KAPPA = 0.5  # optimism: standard deviations of the residual added to the corrected estimate
+
+
+class CheapOrder:
+  """See module docstring."""
+
+  def __init__(self, space: SearchSpace, cheap: str, top: str, stop_gain: float = 0.001,
+               warm: Mapping[str, Any] | None = None, first: Sequence[Candidate] = ()):
+    self.space, self.cheap, self.top = space, cheap, top
+    self.stop_gain = stop_gain
+    self.candidates = space.enumerate()
+    self.index = {c.key: i for i, c in enumerate(self.candidates)}
+    self.screens: dict[str, Measurement] = {}
+    self.profiles: dict[str, Measurement] = {}
+    self.asked: set[str] = set()
+    self.warm = warm or {}
+    self._x: np.ndarray | None = None
+    self.names: list[str] = list(self.warm.get("names", []))
+    self.last_scores: dict[str, float] = {}
+    self.departures = 0  # profiles that were not the next one in cheap order
+    self._screen_asked = False
+    self._first = [Candidate.of(c.values) for c in first]  # screened first (e.g. the expert default)
+
+  @staticmethod
+  def applies(space: SearchSpace, fidelities: Sequence[str], max_candidates: int) -> bool:
+    if len(fidelities) < 2 or not space.is_finite():
+      return False
+    if hasattr(space, "table"):  # a simulator space counts its valid points in one vectorized pass
+      size = space.size()
+    else:
+      found = space._enumerated_if_small(max_candidates)  # None when much larger
+      size = len(found) if found is not None else max_candidates + 1
+    return 0 < size <= max_candidates
+
+  # --- bookkeeping --------------------------------------------------------------
+  def update(self, measurements: Sequence[Measurement]) -> None:
+    for m in measurements:
+      key = Candidate.of(m.candidate.values).key
+      if m.fidelity == self.cheap:
+        self.screens[key] = m
+      elif m.fidelity == self.top:
+        self.profiles.setdefault(key, m)
+        self.asked.add(key)
+
+  def suggest(self, n: int) -> list[Candidate]:
+    if not self._screen_asked:
+      self._screen_asked = True
+      head = [c for c in self._first if c.key in self.index]
+      keys = {c.key for c in head}
+      return [c.at(self.cheap) for c in head + [c for c in self.candidates if c.key not in keys]
+              if c.key not in self.screens]
+    score = self.scores()
+    left = np.array([c.key not in self.asked and c.key not in self.profiles for c in self.candidates])
+    own = sum(m.objective is not None for m in self.profiles.values())
+    if own >= residual.FEW and (not left.any() or float(np.max(self._gain[left])) < self.stop_gain):
+      return []  # nothing left is worth a profile (the ruled-out ones included)
+    order = np.argsort(-np.where(left, score, -np.inf), kind="stable")
+    out = []
+    cheap_next = self._cheap_next()
+    for i in order:
+      c = self.candidates[int(i)]
+      if not left[i] or c.key in self.asked:
+        continue
+      if not out and cheap_next is not None and c.key != cheap_next:
+        self.departures += 1
+      out.append(c.at(self.top))
+      self.asked.add(c.key)
+      if len(out) >= n:
+        break
+    return out
+
+  def _cheap_next(self) -> str | None:
+    best, key = -math.inf, None
+    for c in self.candidates:
+      m = self.screens.get(c.key)
+      if c.key in self.asked or m is None or m.objective is None:
+        continue
+      if m.objective > best:
+        best, key = m.objective, c.key
+    return key
+
+  # --- the models -------------------------------------------------------------------
+  def _features(self) -> np.ndarray:
+    if self._x is None:
+      choices = {k.name: tuple(k.finite_values() or ()) for k in self.space.knobs}
+      self._choices = choices
+      screens = [self.screens.get(c.key) for c in self.candidates]
+      steps = np.array([residual.screen_step(m) or np.nan for m in screens], np.float64)
+      # the cheap log throughput relative to the cheap best: lets the GP learn
+      # a cheap fidelity whose order itself is wrong (even one that ranks backwards)
+      rel = np.nanmin(steps) / steps if np.isfinite(steps).any() else np.ones(len(steps))
+      extra = [{"cheap:log_rel": float(np.log(r)) / 3.0} if np.isfinite(r) else {} for r in rel]
+      self._x = residual.features(self.candidates, screens, self.space.facts, self.names, choices, extra)
+    return self._x
+
+  def _screen_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if getattr(self, "_arrays", None) is not None and len(self.screens) == self._arrays[0]:
+      return self._arrays[1]
+    n = len(self.candidates)
+    step, mem, ok = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
+    for i, c in enumerate(self.candidates):
+      m = self.screens.get(c.key)
+      s = residual.screen_step(m)
+      if s:
+        step[i] = s
+      if m is not None and m.metrics.peak_mem_bytes:
+        mem[i] = m.metrics.peak_mem_bytes
+      ok[i] = m is not None and m.objective is not None
+    self._arrays = (len(self.screens), (step, mem, ok))
+    return step, mem, ok
+
+  def _capacity(self, mem: np.ndarray, ok: np.ndarray) -> float | None:
+    """The memory limit the cheap fidelity applies, bracketed by its largest
+    feasible and smallest out-of-memory peak."""
+    fail = [self.screens.get(c.key) for c in self.candidates]
+    oom = np.array([m is not None and m.metrics.failure_kind == "oom" for m in fail])
+    lo = np.nanmax(mem[ok]) if np.isfinite(mem[ok]).any() else None
+    hi = np.nanmin(mem[oom]) if oom.any() and np.isfinite(mem[oom]).any() else None
+    if lo is None or hi is None:
+      return hi or lo
+    return float(math.sqrt(lo * hi)) if hi > lo else float(hi)
+
+  def scores(self) -> np.ndarray:
+    """Expected log-throughput improvement x probability of running, per candidate."""
+    x = self._features()
+    step, mem, ok = self._screen_arrays()
+    n = len(self.candidates)
+    logv = -np.log(np.where(np.isfinite(step), step, np.nan))
+    prof_i, prof_r, prof_best = [], [], -math.inf
+    mem_i, mem_r = [], []
+    cap = self._capacity(mem, ok)
+    for key, m in self.profiles.items():
+      i = self.index.get(key)
+      if i is None or not np.isfinite(step[i]):
+        continue
+      if m.objective is not None and m.metrics.step_time_s:
+        r = math.log(m.metrics.step_time_s) - math.log(step[i])
+        prof_i.append(i)
+        prof_r.append(r)
+        prof_best = max(prof_best, -math.log(m.metrics.step_time_s))
+        if m.metrics.peak_mem_bytes and np.isfinite(mem[i]):
+          mem_i.append(i)
+          mem_r.append(math.log(m.metrics.peak_mem_bytes / mem[i]))
+      elif m.metrics.failure_kind == "oom" and cap and np.isfinite(mem[i]):
+        mem_i.append(i)
+        mem_r.append(max(0.0, math.log(cap / mem[i])) + 0.05)
+    mean_r = float(np.mean(prof_r)) if prof_r else 0.0
+    # a slope of the residual on the cheap log value (ridge toward 0): the
+    # cheap fidelity may compress, stretch or even invert its own order
+    zc = logv - (float(np.mean(logv[prof_i])) if prof_i else 0.0)
+    rc = np.array(prof_r) - mean_r
+    slope = float(zc[prof_i] @ rc / (zc[prof_i] @ zc[prof_i] + SLOPE_RIDGE)) if len(prof_i) >= 2 else 0.0
+    xw, yw = self._warm_rows("value")
+    gp = residual.fit(np.vstack([x[prof_i], xw]) if len(xw) else x[prof_i],
+                      np.concatenate([rc - slope * zc[prof_i], yw]),
+                      np.concatenate([np.full(len(prof_i), VALUE_NOISE), np.full(len(yw), WARM_NOISE)]),
+                      own=len(prof_i))
+    mu_r, sd = gp.predict(x)
+    mu = logv - mean_r - slope * zc - mu_r
+    if cap is not None and np.isfinite(mem).any():
+      xm, ym = self._warm_rows("memory")
+      mean_m = float(np.mean(mem_r)) if mem_r else 0.0
+      gpm = residual.fit(np.vstack([x[mem_i], xm]) if len(xm) else x[mem_i],
+                         np.concatenate([np.array(mem_r) - mean_m, ym]),
+                         np.concatenate([np.full(len(mem_i), 0.01), np.full(len(ym), WARM_NOISE)]),
+                         amplitudes=residual.MEMORY_AMPLITUDES, prior=MEM_PRIOR_SD, own=len(mem_i))
+      mm, sm = gpm.predict(x)
+      pmem = residual.normal_cdf((math.log(cap) - np.log(mem) - mean_m - mm) / np.maximum(sm, 1e-3))
+      pfeas = np.where(np.isfinite(mem), pmem, np.where(ok, 1.0, 0.0))
+    else:
+      pfeas = np.where(ok, 1.0, 0.0)
+    failed = {self.index[k] for k, m in self.profiles.items() if m.objective is None and k in self.index}
+    pfeas[list(failed)] = 0.0
+    if not self.profiles:
+      # before any profile: the cheap order, warm start or not (cheap_topk's first profile)
+      score = np.where(ok & np.isfinite(logv), logv, -np.inf)
+    else:
+      score = np.where(np.isfinite(mu), mu + KAPPA * sd + np.log(np.maximum(pfeas, 1e-9)), -np.inf)
+    best = prof_best if math.isfinite(prof_best) else (np.nanmax(mu[ok]) if ok.any() else 0.0)
+    self._gain = np.where(np.isfinite(mu), residual.expected_improvement(mu, sd, best) * pfeas, 0.0)
+    self._gp, self._mean_r = gp, mean_r
+    self.slope = slope
+    self._rows = (x[prof_i], rc - slope * zc[prof_i], x[mem_i], np.array(mem_r) - (np.mean(mem_r) if mem_r else 0))
+    return score
+
+  # --- warm start -------------------------------------------------------------------
+  def _warm_rows(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = self.warm.get(kind) or []
+    width = len(self.names)
+    if not rows:
+      return np.zeros((0, width)), np.zeros(0)
+    xs = np.zeros((len(rows), width))
+    for j, (feats, _) in enumerate(rows):
+      for k, v in feats.items():
+        if k in self.names:
+          xs[j, self.names.index(k)] = v
+    return xs, np.array([y for _, y in rows], np.float64)
+
+  def export(self) -> dict[str, Any]:
+    """This run's training rows, by feature name, for another workload's warm start."""
+    if not self.profiles or not self.screens:
+      return {"names": list(self.names), "value": [], "memory": []}
+    self.scores()
+    xv, yv, xm, ym = self._rows
+
+    def rows(x, y):
+      return [({k: float(v) for k, v in zip(self.names, r) if v}, float(t)) for r, t in zip(x, y)]
+
+    return {"names": list(self.names), "value": rows(xv, yv), "memory": rows(xm, ym)}
+
+
+WARM_FILE = "residual_rows.json"  # what a run saves in its workdir for another workload's warm start
+
+
+def save_rows(rows: Mapping[str, Any], workdir: str) -> str:
+  """Writes `export()`'s rows as JSON into `workdir` (temporary name, then rename)."""
+  import json
+  import os
+  path = os.path.join(workdir, WARM_FILE)
+  os.makedirs(workdir, exist_ok=True)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump({"format": "autoscout-residual-rows-v1", **rows}, f)
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def load_rows(workdir: str | None) -> dict[str, Any] | None:
+  """The rows another run saved (`workdir` or its residual_rows.json); None
+  for None. A missing or malformed file is a ValueError naming it."""
+  import json
+  import os
+  if not workdir:
+    return None
+  path = workdir if workdir.endswith(".json") else os.path.join(workdir, WARM_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"WARM_START: cannot read {path!r} ({e}); a finished AutoScout run writes it") from None
+  if data.get("format") != "autoscout-residual-rows-v1":
+    raise ValueError(f"WARM_START: {path!r} is not an AutoScout residual-rows file")
+  return {"names": list(data.get("names", [])),
+          "value": [(dict(f), float(y)) for f, y in data.get("value", [])],
+          "memory": [(dict(f), float(y)) for f, y in data.get("memory", [])]}

@@ -1,0 +1,130 @@
+"""Measured-table tasks, reality-gap truth and the skeptic's baselines."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from autoscout_jax.bench import __main__ as bench_main
+from autoscout_jax.bench import baselines, reality_gap, runner, tables, tasks
+from autoscout_jax.bench.tasks import repo_root
+
+HEADER = ("num_devices,global_batch,hidden_size,num_layers,num_heads,seq_len,tp,pp,dp,mbs,"
+          "step_time_s,status,peak_mem_gib\n")
+ROWS = [
+    "16,64,2048,16,16,2048,1,1,16,1,2.0,ok,30\n",
+    "16,64,2048,16,16,2048,1,1,16,1,2.2,ok,30\n",  # a repeat of the row above
+    "16,64,2048,16,16,2048,2,1,8,1,1.5,ok,20\n",
+    "16,64,2048,16,16,2048,2,2,4,2,1.8,ok,25\n",
+    "16,64,2048,16,16,2048,1,1,16,4,,oom,\n",
+]
+
+
+def _csv(tmp_path, rows=ROWS, name="sweep.csv"):
+  path = tmp_path / name
+  path.write_text("# a user's sweep\n" + HEADER + "".join(rows))
+  return str(path)
+
+
+def test_user_table_rows_are_the_candidates(tmp_path):
+  spec = bench_main.table_task(_csv(tmp_path), "megatron", "dgx_h100")
+  assert spec.truth_kind == "measured"
+  task = tasks.build_task(spec, str(tmp_path / "wd"))
+  assert len(task.candidates) == 4  # five rows, one a repeat
+  t = task.table
+  assert t.repeats == 2
+  best = max(task.candidates, key=lambda c: t.true_value(c) or 0)
+  assert best.values["tensor_model_parallel_size"] == 2 and best.values["pipeline_model_parallel_size"] == 1
+  oom = [c for c in task.candidates if c.values["micro_batch_size"] == 4]
+  assert len(oom) == 1 and t.true_value(oom[0]) is None and t.failure_kind[t.index[oom[0]]][0] == "oom"
+  # the repeated row's truth is the median of its two measurements
+  rep = next(c for c in task.candidates if c.values["micro_batch_size"] == 1
+             and c.values["tensor_model_parallel_size"] == 1)
+  assert t.true_value(rep) == pytest.approx(64 * 2048 / 2.1, rel=0.03)
+  # a configuration that is no row is not in the space, however valid otherwise
+  other = task.space.make({**dict(rep.values), "micro_batch_size": 2})
+  assert any(v.constraint == "measured_rows" for v in task.space.validate(other))
+
+
+@pytest.mark.parametrize("row, words", [
+    ("16,64,2048,16,16,2048,1,1,16,1,2.0,done,30\n", "status 'done'"),
+    ("16,64,2048,16,16,2048,1,1,16,1,,ok,30\n", "needs a positive step_time_s"),
+    ("16,64,2048,16,16,2048,3,1,16,1,2.0,ok,30\n", "not one of"),
+    ("16,64,2048,16,16,2048,2,2,2,1,2.0,ok,30\n", "not valid"),
+    ("32,64,2048,16,16,2048,1,1,16,1,2.0,ok,30\n", "one table holds one workload"),
+])
+def test_bad_row_names_its_line(tmp_path, row, words):
+  path = _csv(tmp_path, ROWS[:2] + [row])
+  with pytest.raises(tasks.BenchError) as e:
+    bench_main.table_task(path, "megatron", "dgx_h100")
+  assert f"{path}:5" in str(e.value) and words in str(e.value)
+
+
+def test_cli_bad_row_is_one_line_and_exit_2(tmp_path):
+  path = _csv(tmp_path, ROWS[:1] + ["16,64,2048,16,16,2048,1,1,16,1,abc,ok,30\n"])
+  out = subprocess.run([sys.executable, "-m", "autoscout_jax.bench", f"--table={path}", "--family=megatron",
+                        "--designers=random", "--seeds=0", f"--workdir={tmp_path / 'wd'}"],
+                       capture_output=True, text=True, cwd=repo_root(), timeout=300,
+                       env={**os.environ, "PYTHONPATH": repo_root()})
+  assert out.returncode == 2
+  err = [ln for ln in out.stderr.splitlines() if ln.startswith("scoutbench: error")]
+  assert len(err) == 1 and ":4:" in err[0] and "'abc', not a number" in err[0]
+
+
+def test_vtrain_sweep_task():
+  spec = bench_main.load_task_file(os.path.join(repo_root(), "gin/bench/vtrain_gpt_175b_a100_512.gin"))
+  assert spec.truth_kind == "measured"
+  rows = spec.table.rows
+  assert len(rows) == 21 and all(r.failure is None for r in rows)
+  assert spec.workload.model.num_layers == 96 and spec.cluster.num_devices == 512
+  assert spec.workload.precision == "fp16"
+  # the sweep repeats one configuration: 20 distinct candidates
+  assert len({tuple(sorted(a.items())) for a in spec.table.allow}) == 20
+
+
+def _smoke_gap_task(tmp_path, **kw):
+  spec = bench_main.load_task_file(os.path.join(repo_root(), "gin/bench/smoke_llama3_8b_h100_8.gin"))
+  import dataclasses
+  spec = dataclasses.replace(spec, truth=reality_gap.RealityGapProfiling(**kw))
+  return tasks.build_task(spec, str(tmp_path))
+
+
+def test_reality_gap_truth_is_seeded_and_differs_from_f1(tmp_path):
+  a = _smoke_gap_task(tmp_path / "a", seed=0)
+  b = _smoke_gap_task(tmp_path / "b", seed=0)
+  c = _smoke_gap_task(tmp_path / "c", seed=1)
+  assert a.spec.truth_kind == "reality_gap"
+  np.testing.assert_array_equal(a.table.true_tokens_per_s, b.table.true_tokens_per_s)
+  assert not np.array_equal(np.nan_to_num(a.table.true_tokens_per_s), np.nan_to_num(c.table.true_tokens_per_s))
+  corr = runner.cheap_rank_correlation(a)["analytic"]
+  assert corr["spearman"] < 0.99  # F0 shares F1's cost model; the gap makes it wrong
+
+
+def test_cheap_topk_profiles_in_cheap_order_and_sim_argmax_pays_nothing(tmp_path):
+  spec = bench_main.load_task_file(os.path.join(repo_root(), "gin/bench/smoke_llama3_8b_h100_8.gin"))
+  task = tasks.build_task(spec, str(tmp_path))
+  tr, res = runner.run_one(task, "cheap_topk", 0)
+  cheap = {m.candidate.key: m.objective for m in res.measurements if m.fidelity == "analytic"}
+  assert len(cheap) == len(task.candidates)
+  profiled = [m.candidate for m in res.measurements if m.fidelity == "profile"][1:]  # after the default
+  vals = [cheap[c.key] for c in profiled if cheap[c.key] is not None]
+  assert vals and vals == sorted(vals, reverse=True)
+  tr2, res2 = runner.run_one(task, "sim_argmax", 0)
+  prof = [m for m in res2.measurements if m.fidelity == "profile"]
+  assert tr2.total_cost_s == pytest.approx(len(task.candidates) * task.spec.cheap_cost_s)
+  assert max(cheap, key=lambda k: cheap[k] or -1) in {m.candidate.key for m in prof}
+
+
+def test_tpe_warm_starts_with_the_cheap_top10(tmp_path):
+  pytest.importorskip("optuna")
+  spec = bench_main.load_task_file(os.path.join(repo_root(), "gin/bench/smoke_llama3_8b_h100_8.gin"))
+  task = tasks.build_task(spec, str(tmp_path))
+  tr, res = runner.run_one(task, "optuna_tpe_warm", 0, budget_s=task.budgets_s[0])
+  screen = baselines.CheapScreen(task.space, ("analytic", "profile"), 0)
+  screen.record([m for m in res.measurements if m.fidelity == "analytic"])
+  top10 = [c.key for c in screen.order()[:10]]
+  profiled = [m.candidate.key for m in res.measurements if m.fidelity == "profile"]
+  later = [k for k in profiled[1:] if k != task.default.key][:9]
+  assert later and set(later) <= set(top10)
