@@ -27,6 +27,7 @@ from absl import logging
 from autoscout_jax import faults as faults_lib
 from autoscout_jax import report as report_lib
 from autoscout_jax import report_html
+from autoscout_jax import targets
 from autoscout_jax import workdir as workdir_lib
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.evaluator import Evaluator
@@ -152,6 +153,17 @@ def _run(workdir, problem, designer, evals, *, budget_s, batch_size, max_rounds,
                         screen_fidelities=screen_fidelities, writer=writer,
                         on_round_end=on_round_end, progress=printer, executor=executor)
     rep = report_lib.build_report(workload, cluster, space, result, workdir)
+    if result.best is not None:
+      files = targets.launch_files(space, result.best.candidate, workload, cluster,
+                                   summary=f"{result.best.objective:,.0f} tokens/s at {result.best.fidelity}")
+      for name, body in files.items():
+        path = os.path.join(workdir, name)
+        with open(path, "w") as f:
+          f.write(body)
+        if name.endswith((".sh", ".py")):
+          os.chmod(path, 0o755)
+        writer.write_texts(len(result.rounds), {f"launch/{name}": "```\n" + body.rstrip() + "\n```"})
+      rep["launch_files"] = files
     if store.skipped_lines:
       rep["warnings"] = [f"{store.path}:{n}: skipped an unreadable line ({why})"
                          for n, why in store.skipped_lines]

@@ -137,6 +137,8 @@ def render_summary(rep: dict[str, Any]) -> str:
   wd = rep["workdir"]
   lines.append(f"look at: {os.path.join(wd, 'report.html')} (a browser), {os.path.join(wd, 'report.md')}, "
                f"{rep['measurements']}")
+  if rep.get("launch_files"):
+    lines.append("  launch: " + ", ".join(os.path.join(wd, f) for f in rep["launch_files"]))
   lines.append(f"  tensorboard --logdir {rep['tensorboard']}    "
                f"(HParams, one session per trial: tensorboard --logdir {rep['hparams']})")
   return "\n".join(lines)

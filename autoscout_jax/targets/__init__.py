@@ -33,4 +33,15 @@ def launch_artifact(space: SearchSpace, cand: Candidate, workload: Any, cluster:
   return {"kind": "values", "values": dict(cand.values)}  # an ad-hoc space: nothing to translate
 
 
-__all__ = ["FAMILIES", "jax_mesh", "launch_artifact", "local", "megatron", "xla"]
+def launch_files(space: SearchSpace, cand: Candidate, workload: Any, cluster: Any,
+                 summary: str = "") -> dict[str, str]:
+  """Files to write beside the report (name -> text): local: launch.py;
+  megatron: launch.sh (torchrun); jax_mesh: launch.sh (XLA flag export +
+  MaxText) and maxtext.yml; an ad-hoc space: none."""
+  module = FAMILIES.get(space.family)
+  if module is None:
+    return {}
+  return module.launch_files(space, cand, workload, cluster, summary)
+
+
+__all__ = ["FAMILIES", "jax_mesh", "launch_artifact", "launch_files", "local", "megatron", "xla"]

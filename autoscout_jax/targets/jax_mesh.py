@@ -188,3 +188,75 @@ def artifact(space: SimSpace, cand: Candidate, platform: str) -> dict[str, Any]:
           "ici_parallelism": dict(cfg.ici), "dcn_parallelism": dict(cfg.dcn),
           "train_step": {k: v for k, v in values.items()
                          if k not in cfg.ici and k not in cfg.dcn and k not in cfg.flags}}
+
+
+# --- launch files: a MaxText config and launch.sh (the platform's XLA flag export) ---
+
+# Our mesh axes -> MaxText's parallelism keys (ici_<axis>_parallelism,
+# dcn_<axis>_parallelism). 'sequence' is context parallelism (attention
+# sharded over the sequence): MaxText's `context` axis.
+MAXTEXT_AXES = {"data": "data", "fsdp": "fsdp", "tensor": "tensor", "sequence": "context",
+                "expert": "expert", "stage": "pipeline"}
+# remat_policy 'none' (keep every activation) is MaxText's 'custom' policy
+# with each named tensor kept on the device; 'minimal' and 'full' are MaxText's own.
+_KEEP_ON_DEVICE = ("decoder_layer_input", "context", "mlpwi", "mlpwi_0", "mlpwi_1", "mlpwo",
+                   "query_proj", "key_proj", "value_proj", "out_proj")
+
+
+def maxtext_config(cand: Candidate, workload: Workload, steps: int = 20) -> dict[str, Any]:
+  """MaxText keys (overrides of its base.yml) for `cand`: the mesh as
+  ici_*/dcn_* parallelism, per_device_batch_size, remat_policy, and the
+  model's dimensions, sequence length and precision."""
+  cfg = Config.from_candidate(cand)
+  m = workload.model
+  out: dict[str, Any] = {}
+  for k, v in cfg.ici.items():
+    out[f"ici_{MAXTEXT_AXES[k[len('ici_'):]]}_parallelism"] = int(v)
+  for k, v in cfg.dcn.items():
+    out[f"dcn_{MAXTEXT_AXES[k[len('dcn_'):]]}_parallelism"] = int(v)
+  out["per_device_batch_size"] = int(cfg.per_device_batch_size)
+  if cfg.remat_policy == "none":
+    out["remat_policy"] = "custom"
+    out.update({k: "device" for k in _KEEP_ON_DEVICE})
+  else:
+    out["remat_policy"] = cfg.remat_policy
+  out.update(base_num_decoder_layers=m.num_layers, base_emb_dim=m.hidden_size,
+             base_num_query_heads=m.num_heads, base_num_kv_heads=m.kv_heads, head_dim=m.head_dim,
+             base_mlp_dim=m.ffn_hidden_size, vocab_size=m.vocab_size, max_target_length=m.seq_len,
+             dtype="float32" if workload.precision == "fp32" else "bfloat16")
+  if m.is_moe:
+    out.update(num_experts=m.num_experts, num_experts_per_tok=m.moe_top_k,
+               base_moe_mlp_dim=m.moe_ffn_hidden_size or m.ffn_hidden_size)
+  out.update(scan_layers=True, dataset_type="synthetic", steps=int(steps), enable_checkpointing=False)
+  return out
+
+
+def _yaml_value(v: Any) -> str:
+  if isinstance(v, bool):
+    return "true" if v else "false"
+  if isinstance(v, (int, float)):
+    return str(v)
+  return f'"{v}"'
+
+
+def launch_files(space: SimSpace, cand: Candidate, workload: Workload, cluster: Any,
+                 summary: str = "") -> dict[str, str]:
+  """maxtext.yml (the keys) and launch.sh (the XLA flag export for the
+  platform, then MaxText's trainer with the same keys as overrides)."""
+  plat = "tpu" if cluster.platform == "tpu" else "gpu"
+  keys = maxtext_config(cand, workload)
+  head = (f"# MaxText: {workload.name} on {cluster.name} ({cluster.num_devices} {plat.upper()} devices), the\n"
+          f"# configuration autoscout_jax recommended{(': ' + summary) if summary else ''}.\n")
+  yml = head + "".join(f"{k}: {_yaml_value(v)}\n" for k, v in keys.items())
+  flags = " ".join(xla.xla_flags(cand.values, cluster.platform))
+  env = xla.FLAG_ENV[plat]
+  overrides = " \\\n  ".join(f"{k}={v if not isinstance(v, bool) else str(v).lower()}" for k, v in keys.items())
+  sh = ("#!/usr/bin/env bash\n" + head +
+        "# On every host of the slice(s), from a MaxText checkout (python3 -m MaxText.train):\n"
+        "#   RUN_NAME=<name> BASE_OUTPUT_DIRECTORY=<dir or bucket> bash launch.sh\n"
+        "set -euo pipefail\n"
+        f"export {env}=\"${{{env}:-}} {flags}\"\n"
+        'python3 -m MaxText.train "${MAXTEXT_CONFIG:-MaxText/configs/base.yml}" \\\n'
+        '  run_name="${RUN_NAME:-autoscout}" base_output_directory="${BASE_OUTPUT_DIRECTORY:?set BASE_OUTPUT_DIRECTORY}" \\\n'
+        f"  {overrides}\n")
+  return {"launch.sh": sh, "maxtext.yml": yml}

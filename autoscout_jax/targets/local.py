@@ -220,3 +220,10 @@ def artifact(space: SearchSpace, cand: Candidate, platform: str) -> dict[str, An
           "sharding_rules": {"batch": list(BATCH_AXES),
                              **{leaf: list(axes) for leaf, axes in PARAM_RULES.items()}},
           "train_step": {k: v for k, v in values.items() if k not in MESH_AXES and k not in XLA_FLAG_KNOBS}}
+
+
+def launch_files(space: SearchSpace, cand: Candidate, workload: Workload, cluster: LocalCluster,
+                 summary: str = "") -> dict[str, str]:
+  """launch.py: the profiled layout, runnable (local/launch_script.py)."""
+  from autoscout_jax.local.launch_script import script
+  return {"launch.py": script(workload, cluster.platform, cluster.num_devices, cand.values, summary)}

@@ -30,10 +30,12 @@ when calibration rows carry it) and, if Megatron spells it differently,
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from typing import Any, Mapping
 
 import numpy as np
 
+from autoscout_jax.sim import hardware
 from autoscout_jax.sim.plan import Plan, Recompute, Zero
 from autoscout_jax.sim.vspace import SimSpace, Table, VecConstraint, nz
 from autoscout_jax.space import Boolean, Candidate, Categorical, Ordinal, ProductGroup, SpaceError, When
@@ -283,3 +285,86 @@ def artifact(space: SimSpace, cand: Candidate, workload: Workload) -> dict[str, 
              str(max(1, workload.model.num_layers // (pp * vp)))]
   args += ["--global-batch-size", str(int(workload.global_batch))]
   return {"kind": FAMILY, "args": args, "data_parallel_size (derived)": cfg.data_parallel_size}
+
+
+# --- launch.sh: the torchrun line around Megatron-LM's pretrain_gpt.py ---
+
+def _model_args(workload) -> list[str]:
+  """The model's dimensions, sequence length and precision in Megatron-LM's spelling."""
+  m = workload.model
+  a = ["--num-layers", str(m.num_layers), "--hidden-size", str(m.hidden_size),
+       "--ffn-hidden-size", str(m.ffn_hidden_size), "--num-attention-heads", str(m.num_heads),
+       "--seq-length", str(m.seq_len), "--max-position-embeddings", str(m.seq_len)]
+  if m.kv_heads != m.num_heads:
+    a += ["--group-query-attention", "--num-query-groups", str(m.kv_heads)]
+  if m.kv_channels:
+    a += ["--kv-channels", str(m.kv_channels)]
+  if m.gated_mlp:  # Llama-style blocks
+    a += ["--swiglu", "--position-embedding-type", "rope", "--normalization", "RMSNorm",
+          "--disable-bias-linear"]
+  if not m.tie_embeddings:
+    a.append("--untie-embeddings-and-output-weights")
+  if m.is_moe:
+    a += ["--num-experts", str(m.num_experts), "--moe-router-topk", str(m.moe_top_k),
+          "--moe-ffn-hidden-size", str(m.moe_ffn_hidden_size or m.ffn_hidden_size)]
+    if m.num_shared_experts:
+      a += ["--moe-shared-expert-intermediate-size",
+            str(m.num_shared_experts * (m.moe_ffn_hidden_size or m.ffn_hidden_size))]
+    if m.num_dense_layers:
+      a += ["--moe-layer-freq", f"([0]*{m.num_dense_layers}+[1]*{m.num_layers - m.num_dense_layers})"]
+  a += _PRECISION_ARGS[workload.precision]
+  return a
+
+
+_PRECISION_ARGS = {"bf16": ["--bf16"], "fp16": ["--fp16"], "fp32": [],
+                   "fp8": ["--bf16", "--fp8-format", "hybrid"]}
+# A runnable benchmark without a dataset: synthetic tokens, a fixed schedule.
+_TRAIN_ARGS = ["--train-iters", "${TRAIN_ITERS}", "--lr", "3.0e-4", "--min-lr", "3.0e-5",
+               "--lr-decay-style", "cosine", "--lr-warmup-iters", "10", "--weight-decay", "0.1",
+               "--clip-grad", "1.0", "--adam-beta1", "0.9", "--adam-beta2", "0.95",
+               "--init-method-std", "0.02", "--log-interval", "1", "--eval-iters", "0",
+               "--mock-data", "--tokenizer-type", "NullTokenizer"]
+
+
+def launch_sh(space: SimSpace, cand: Candidate, workload: Workload, cluster: Any,
+              summary: str = "") -> str:
+  """launch.sh: one complete torchrun line (nodes, GPUs per node, every
+  parallelism, batch, recompute and overlap flag of `cand`, the model,
+  sequence length and precision) around Megatron-LM's pretrain_gpt.py."""
+  # A host of an NVL72-class rack holds one compute tray, not the whole rack.
+  gpn = int(cluster.node_size) if cluster.node_size <= 8 else hardware.RACK_TRAY
+  nodes = max(1, int(cluster.num_devices) // gpn)
+  args = artifact(space, cand, workload)["args"]
+  script_args = args + _model_args(workload) + _TRAIN_ARGS + ["--vocab-size", str(workload.model.vocab_size)]
+  lines = [f"torchrun --nnodes {nodes} --nproc-per-node {gpn} --node-rank \"$NODE_RANK\" "
+           "--master-addr \"$MASTER_ADDR\" --master-port \"$MASTER_PORT\"",
+           "  \"$MEGATRON_LM/pretrain_gpt.py\""]
+  i = 0
+  while i < len(script_args):  # one flag (and its value) per line
+    j = i + 1
+    while j < len(script_args) and not script_args[j].startswith("--"):
+      j += 1
+    lines.append("  " + " ".join(_quote(x) for x in script_args[i:j]))
+    i = j
+  return "\n".join([
+      "#!/usr/bin/env bash",
+      f"# Megatron-LM: {workload.name} on {cluster.name} ({nodes} nodes x {gpn} GPUs), the configuration",
+      f"# autoscout_jax recommended{(': ' + summary) if summary else ''} (report.html beside this file).",
+      "# On every node: NODE_RANK=<0..nodes-1> MASTER_ADDR=<node 0> MEGATRON_LM=<checkout> bash launch.sh",
+      "# Synthetic tokens (--mock-data): swap in --data-path and a tokenizer to train on data.",
+      "set -euo pipefail",
+      ': "${MEGATRON_LM:?set MEGATRON_LM to a Megatron-LM checkout}"',
+      ': "${NODE_RANK:=0}" "${MASTER_ADDR:=localhost}" "${MASTER_PORT:=6000}" "${TRAIN_ITERS:=100}"',
+      "export CUDA_DEVICE_MAX_CONNECTIONS=1  # Megatron's requirement for overlapped TP/SP communication",
+      " \\\n".join(lines), ""])
+
+
+def _quote(x: str) -> str:
+  if x.startswith("${"):
+    return f'"{x}"'
+  return shlex.quote(x)
+
+
+def launch_files(space: SimSpace, cand: Candidate, workload: Workload, cluster: Any,
+                 summary: str = "") -> dict[str, str]:
+  return {"launch.sh": launch_sh(space, cand, workload, cluster, summary)}
