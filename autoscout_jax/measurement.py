@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from autoscout_jax.space import Candidate
 
@@ -85,6 +85,7 @@ class Measurement:
   wallclock: float = dataclasses.field(default_factory=time.time)  # unix time when made
   provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   settings_key: str = ""  # evaluator.settings_key: the measurement settings it was taken with
+  repeat: int = 0  # 0: the first measurement of (candidate, fidelity); r > 0: a deliberate re-measurement
 
   @property
   def feasible(self) -> bool:
@@ -98,8 +99,9 @@ class Measurement:
     return float(self.metrics.tokens_per_s)
 
   @property
-  def cache_key(self) -> tuple[str, str, str, str, str]:
-    return (self.workload_key, self.cluster_key, self.candidate.key, self.fidelity, self.settings_key)
+  def cache_key(self) -> tuple[str, str, str, str, str, int]:
+    return (self.workload_key, self.cluster_key, self.candidate.key, self.fidelity, self.settings_key,
+            self.repeat)
 
   def to_json(self) -> dict[str, Any]:
     return {
@@ -114,6 +116,7 @@ class Measurement:
         "wallclock": self.wallclock,
         "provenance": dict(self.provenance),
         "settings_key": self.settings_key,
+        "repeat": self.repeat,
     }
 
   @classmethod
@@ -129,4 +132,68 @@ class Measurement:
         wallclock=float(d.get("wallclock", 0.0)),
         provenance=d.get("provenance", {}),
         settings_key=d.get("settings_key", ""),
+        repeat=int(d.get("repeat", 0)),
     )
+
+
+class Repeats:
+  """The measurements of each candidate at one fidelity, repeats together,
+  and the incumbent they make: a candidate's score is the lower median of
+  its repeats' objectives (with one measurement, that measurement), a
+  candidate with any failed repeat is never the incumbent, and the
+  incumbent's measurement is the repeat whose objective is that median.
+  Among equal scores the candidate measured first wins. The search loop,
+  its trial log and scoutbench's scoring all pick the answer this way."""
+
+  def __init__(self, fidelity: str):
+    self.fidelity = fidelity
+    self.by_key: dict[str, list[Measurement]] = {}
+    self.failed: set[str] = set()
+    self._best: Measurement | None = None
+
+  def add(self, m: Measurement) -> bool:
+    """Takes `m` if it is at this fidelity (not an invalid marker); True
+    when the incumbent may have changed."""
+    if m.fidelity != self.fidelity or m.metrics.failure_kind == INVALID:
+      return False
+    key = m.candidate.key
+    self.by_key.setdefault(key, []).append(m)
+    if not m.feasible:
+      self.failed.add(key)
+    if self._best is not None and self._best.candidate.key == key:
+      self._best = self._pick()  # the incumbent's own score moved: look at everyone again
+    else:
+      s = self.score(key)
+      if s is not None and (self._best is None or s.objective > self._best.objective):
+        self._best = s
+    return True
+
+  def score(self, key: str) -> Measurement | None:
+    """The lower-median repeat of a candidate; None if it failed or has no objective."""
+    if key in self.failed:
+      return None
+    ms = sorted((m for m in self.by_key.get(key, ()) if m.objective is not None), key=lambda m: m.objective)
+    return ms[(len(ms) - 1) // 2] if ms else None
+
+  def _pick(self) -> Measurement | None:
+    best = None
+    for key in self.by_key:
+      m = self.score(key)
+      if m is not None and (best is None or m.objective > best.objective):
+        best = m
+    return best
+
+  @property
+  def best(self) -> Measurement | None:
+    return self._best
+
+  def count(self, key: str) -> int:
+    return len(self.by_key.get(key, ()))
+
+
+def incumbent(measurements: Iterable[Measurement], fidelity: str) -> Measurement | None:
+  """The answer of a run's measurements at `fidelity` (see `Repeats`)."""
+  book = Repeats(fidelity)
+  for m in measurements:
+    book.add(m)
+  return book.best

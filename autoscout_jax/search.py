@@ -13,7 +13,13 @@ Every new measurement is appended to the store before anyone sees it. A
 candidate already in the store is not measured again: on a resumed run the
 designer's (deterministic) suggestions are replayed against the store and
 charged their recorded cost, so the budget trajectory and the final answer
-are those of an uninterrupted run.
+are those of an uninterrupted run. The one way to pay twice for a
+(candidate, fidelity) is to ask for it on purpose: a candidate carrying a
+repeat hint r > 0 (`Candidate.again(r)`) is its r-th re-measurement, stored
+and charged under its own key (a screen in front of it is not repeated).
+The answer (`best`) decides on all of a candidate's repeats
+(`measurement.Repeats`: the lower median; a candidate with a failed repeat
+never wins).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.evaluator import Evaluator, settings_key
 from autoscout_jax.executors import Executor, SerialExecutor
-from autoscout_jax.measurement import INVALID, Measurement, Metrics, fidelity_rank
+from autoscout_jax.measurement import INVALID, Measurement, Metrics, Repeats, fidelity_rank
 from autoscout_jax.problem import Problem
 from autoscout_jax.progress import Progress
 from autoscout_jax.space import Candidate
@@ -69,15 +75,14 @@ class SearchResult:
     return self.best.objective / self.default.objective
 
   def top(self, k: int = 5) -> list[Measurement]:
-    seen, out = set(), []
-    ranked = sorted((m for m in self.measurements
-                     if m.fidelity == self.top_fidelity and m.objective is not None),
-                    key=lambda m: -m.objective)
-    for m in ranked:
-      if m.candidate not in seen:
-        seen.add(m.candidate)
-        out.append(m)
-    return out[:k]
+    """The k best candidates at the top fidelity, each by its lower-median
+    repeat (candidates with a failed repeat left out), best first."""
+    book = Repeats(self.top_fidelity)
+    for m in self.measurements:
+      book.add(m)
+    ranked = [m for m in (book.score(key) for key in book.by_key) if m is not None]
+    ranked.sort(key=lambda m: -m.objective)  # stable: the first measured wins a tie
+    return ranked[:k]
 
 
 def _invalid(cand: Candidate, fidelity: str, violations, wk: str, ck: str) -> Measurement:
@@ -87,7 +92,7 @@ def _invalid(cand: Candidate, fidelity: str, violations, wk: str, ck: str) -> Me
 
 class _Router:
   """Looks measurements up in the store, evaluates what is missing in one
-  batch per fidelity, and charges each (candidate, fidelity) once per run."""
+  batch per fidelity, and charges each (candidate, fidelity, repeat) once per run."""
 
   def __init__(self, problem: Problem, evaluators: Mapping[str, Evaluator], store: MeasurementStore,
                executor: Executor):
@@ -97,19 +102,24 @@ class _Router:
     self.store = store
     self.executor = executor
     self.wk, self.ck = workload.key, cluster.key
-    self.charged: set[tuple[str, str]] = set()
+    self.charged: set[tuple[str, str, int]] = set()
     self.settings = {f: settings_key(e) for f, e in evaluators.items()}
 
   def measure(self, cands: Sequence[Candidate], fidelity: str, stats: RoundStats) -> list[Measurement]:
     out: dict[int, Measurement] = {}
     todo: list[int] = []
+    first: dict[tuple[str, int], int] = {}  # a (candidate, repeat) asked twice in one batch is measured once
+    dup: dict[int, int] = {}
     for i, c in enumerate(cands):
-      m = self.store.get(self.wk, self.ck, c.key, fidelity, self.settings[fidelity])
-      if m is None:
-        todo.append(i)
-      else:
+      m = self.store.get(self.wk, self.ck, c.key, fidelity, self.settings[fidelity], c.repeat)
+      if m is not None:
         out[i] = m
         stats.cached += 1
+      elif (c.key, c.repeat) in first:
+        dup[i] = first[(c.key, c.repeat)]
+      else:
+        first[(c.key, c.repeat)] = i
+        todo.append(i)
     if todo:
       def arrived(idx: Sequence[int], ms: Sequence[Measurement]) -> None:
         # Stored as each chunk arrives (a killed run keeps what finished).
@@ -117,7 +127,7 @@ class _Router:
           i = todo[j]
           m = dataclasses.replace(m, candidate=Candidate.of(cands[i].values), fidelity=fidelity,
                                   workload_key=self.wk, cluster_key=self.ck,
-                                  settings_key=self.settings[fidelity])
+                                  settings_key=self.settings[fidelity], repeat=cands[i].repeat)
           self.store.append(m)
           out[i] = m
           stats.new_measurements += 1
@@ -126,9 +136,12 @@ class _Router:
       missing = [i for i in todo if i not in out]
       if missing:
         raise RuntimeError(f"evaluator {fidelity!r} returned no measurement for {len(missing)} candidates")
+    for i, j in dup.items():
+      out[i] = out[j]
+      stats.cached += 1
     result = [out[i] for i in range(len(cands))]
     for m in result:
-      tag = (m.candidate.key, fidelity)
+      tag = (m.candidate.key, fidelity, m.repeat)
       if tag not in self.charged:
         self.charged.add(tag)
         stats.cost_s += m.cost_s
@@ -160,6 +173,7 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
   clock = Progress(progress or (lambda line: None), max_rounds, budget_s)
 
   result = SearchResult(None, None, top, 0.0, [], [], [], "")
+  answer = Repeats(top)  # the best candidate so far, on all its repeats
   # On resume the first rounds replay the store: the run that measured them
   # wrote their TensorBoard steps, so they are written again only from the
   # first round that measures something new (no duplicate steps). The
@@ -188,7 +202,7 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
       for s in screens:
         if fidelity_rank(s) >= fidelity_rank(fid) or not alive:
           continue
-        ms = router.measure([cands[i] for i in alive], s, stats)
+        ms = router.measure([cands[i].again(0) for i in alive], s, stats)
         keep = []
         for i, m in zip(alive, ms):
           if m.feasible:
@@ -217,10 +231,11 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
     for m in ms:
       result.rounds_of.append(stats.round)
       log.trial(m, stats.round, is_default=is_default and m is ms[-1])
-      if m.fidelity == top and m.objective is not None and (
-          result.best is None or m.objective > result.best.objective):
-        result.best = m
+      before = result.best
+      if answer.add(m) and answer.best is not None and (
+          before is None or answer.best.candidate != before.candidate):
         result.best_round = stats.round
+      result.best = answer.best
     if result.best is not None:
       result.curve.append((result.cost_s, result.best.objective))
 

@@ -12,8 +12,10 @@ or tear. Worker processes never append: they hand measurements back to the
 run, which stores them.
 
 A measurement is found again by (workload, cluster, candidate, fidelity,
-settings): `settings_key` digests the evaluator settings that change a
-measurement (e.g. timed steps), so a changed setting is measured again.
+settings, repeat): `settings_key` digests the evaluator settings that change a
+measurement (e.g. timed steps), so a changed setting is measured again;
+`repeat` is 0 for the first measurement and r for a designer's deliberate
+r-th re-measurement (lines written before repeats existed read as 0).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from autoscout_jax.measurement import Measurement
 
 FILENAME = "measurements.jsonl"
 
-CacheKey = tuple[str, str, str, str, str]  # workload, cluster, candidate, fidelity, settings
+CacheKey = tuple[str, str, str, str, str, int]  # workload, cluster, candidate, fidelity, settings, repeat
 
 
 class MeasurementStore:
@@ -81,8 +83,8 @@ class MeasurementStore:
       self._remember(m)
 
   def get(self, workload_key: str, cluster_key: str, candidate_key: str,
-          fidelity: str, settings_key: str = "") -> Measurement | None:
-    return self._index.get((workload_key, cluster_key, candidate_key, fidelity, settings_key))
+          fidelity: str, settings_key: str = "", repeat: int = 0) -> Measurement | None:
+    return self._index.get((workload_key, cluster_key, candidate_key, fidelity, settings_key, repeat))
 
   def __len__(self) -> int:
     return len(self._rows)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from autoscout_jax.measurement import FAILURE_KINDS, Measurement
+from autoscout_jax.measurement import FAILURE_KINDS, Measurement, Repeats
 from autoscout_jax.writers import Writer
 
 # failure_kind as a metric: 0 is a successful trial.
@@ -88,25 +88,26 @@ class TrialLog:
     self.cost_s = 0.0
     self.best: float | None = None
     self.default: float | None = None
-    self._charged: set[tuple[str, str]] = set()
+    self._charged: set[tuple[str, str, int]] = set()
+    self._answer = Repeats(top)  # the best so far, as the loop decides it
     self._done: list[tuple[Measurement, int, bool]] = []
     self.quiet = False  # replaying a resumed run: count, do not write scalars again
 
   def trial(self, m: Measurement, round_: int, is_default: bool = False) -> int:
     """Writes one trial's scalars and returns its index. Its cost counts
-    towards the cumulative cost once per (candidate, fidelity), as the
-    budget does."""
+    towards the cumulative cost once per (candidate, fidelity, repeat), as
+    the budget does."""
     t = self.trials
     self.trials += 1
     self._done.append((m, round_, is_default))
-    if (m.candidate.key, m.fidelity) not in self._charged:
-      self._charged.add((m.candidate.key, m.fidelity))
+    if (m.candidate.key, m.fidelity, m.repeat) not in self._charged:
+      self._charged.add((m.candidate.key, m.fidelity, m.repeat))
       self.cost_s += m.cost_s
     if m.fidelity == self.top:
       if is_default:
         self.default = m.objective
-      if m.objective is not None and (self.best is None or m.objective > self.best):
-        self.best = m.objective
+      self._answer.add(m)
+      self.best = self._answer.best.objective if self._answer.best is not None else None
     if self.quiet:
       return t
     code = failure_code(m)

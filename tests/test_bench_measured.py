@@ -73,7 +73,7 @@ def test_cli_bad_row_is_one_line_and_exit_2(tmp_path):
   assert len(err) == 1 and ":4:" in err[0] and "'abc', not a number" in err[0]
 
 
-def test_vtrain_sweep_task():
+def test_vtrain_sweep_task(tmp_path):
   spec = bench_main.load_task_file(os.path.join(repo_root(), "gin/bench/vtrain_gpt_175b_a100_512.gin"))
   assert spec.truth_kind == "measured"
   rows = spec.table.rows
@@ -82,6 +82,10 @@ def test_vtrain_sweep_task():
   assert spec.workload.precision == "fp16"
   # the sweep repeats one configuration: 20 distinct candidates
   assert len({tuple(sorted(a.items())) for a in spec.table.allow}) == 20
+  # the rows' space keeps its simulator plan: the cheap fidelities score every row
+  task = tasks.build_task(spec, str(tmp_path))
+  corr = runner.cheap_rank_correlation(task)
+  assert corr["analytic"]["both_feasible"] + corr["analytic"]["cheap_says_fails_truth_runs"] == 20
 
 
 def _smoke_gap_task(tmp_path, **kw):

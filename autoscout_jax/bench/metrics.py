@@ -7,9 +7,11 @@ incumbent after every paid measurement); `run_measures` scores one trace;
 writes them.
 
 Definitions (all costs in device-seconds, as the search loop charges them):
-- incumbent: the top-fidelity candidate with the best *observed* objective
-  so far (what the designer would return); its *true* value is the truth
-  table's (mean over repeats, or the noiseless simulated value);
+- incumbent: the top-fidelity candidate the loop would return so far: the
+  best *observed* objective, a candidate measured more than once scored by
+  the lower median of its repeats, one with a failed repeat never
+  (`measurement.Repeats`); its *true* value is the truth table's (median
+  over recorded repeats, or the noiseless simulated value);
 - regret at budget B: 1 - true(incumbent after the last measurement paid
   within B) / optimum; 1.0 when nothing feasible was found within B;
 - cost to within p of the optimum: the cumulative cost at which the
@@ -31,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from autoscout_jax.bench.truth import TruthTable
-from autoscout_jax.measurement import INVALID, Measurement
+from autoscout_jax.measurement import INVALID, Measurement, Repeats
 
 TARGETS = (0.05, 0.02)
 
@@ -44,6 +46,7 @@ class RunTrace:
   costs: list[float]  # cumulative cost after each paid measurement
   best_true: list[float | None]  # true value of the incumbent then
   paid_top: int = 0
+  repeats_paid: int = 0  # of paid_top: deliberate re-measurements (repeat index > 0)
   paid_cheap: int = 0
   failed_paid: dict[str, int] = dataclasses.field(default_factory=dict)
   invalid: int = 0
@@ -68,17 +71,19 @@ class RunTrace:
 
 def trace_run(task: str, designer: str, seed: int, measurements: Sequence[Measurement],
               table: TruthTable, top_fidelity: str, profiles_free: bool = False) -> RunTrace:
-  """Replays the loop's accounting: each (candidate, fidelity) is charged
-  once, at its first appearance, by its cost_s (top-fidelity profiles at
-  no cost with `profiles_free`: the simulator-only planner's pick)."""
+  """Replays the loop's accounting: each (candidate, fidelity, repeat) is
+  charged once, at its first appearance, by its cost_s (top-fidelity
+  profiles at no cost with `profiles_free`: the simulator-only planner's
+  pick); the incumbent is the loop's (`measurement.Repeats`)."""
   tr = RunTrace(task, designer, seed, [], [])
-  charged: set[tuple[str, str]] = set()
-  cost, best_obs, best_true = 0.0, None, None
+  charged: set[tuple[str, str, int]] = set()
+  cost, best_true = 0.0, None
+  answer = Repeats(top_fidelity)
   for m in measurements:
     if m.metrics.failure_kind == INVALID:
       tr.invalid += 1
       continue
-    tag = (m.candidate.key, m.fidelity)
+    tag = (m.candidate.key, m.fidelity, m.repeat)
     if tag in charged:
       continue
     charged.add(tag)
@@ -86,13 +91,17 @@ def trace_run(task: str, designer: str, seed: int, measurements: Sequence[Measur
       cost += m.cost_s
     if m.fidelity == top_fidelity:
       tr.paid_top += 1
+      if m.repeat > 0:
+        tr.repeats_paid += 1
       kind = m.metrics.failure_kind
       if kind is not None:
         tr.failed_paid[kind] = tr.failed_paid.get(kind, 0) + 1
-      elif m.objective is not None and (best_obs is None or m.objective > best_obs):
-        best_obs = m.objective
-        best_true = table.true_value(m.candidate)
-        tr.incumbent = dict(m.candidate.values)
+      answer.add(m)
+      if answer.best is not None:
+        best_true = table.true_value(answer.best.candidate)
+        tr.incumbent = dict(answer.best.candidate.values)
+      else:
+        best_true, tr.incumbent = None, None
     else:
       tr.paid_cheap += 1
     tr.costs.append(cost)
@@ -123,6 +132,7 @@ def run_measures(tr: RunTrace, optimum: float, expert: float | None,
   out["failed_paid_by_kind"] = dict(tr.failed_paid)
   out["invalid_suggestions"] = tr.invalid
   out["paid_top"] = tr.paid_top
+  out["repeats_paid"] = tr.repeats_paid
   out["paid_cheap"] = tr.paid_cheap
   out["suggested"] = tr.suggested
   out["overhead_s_per_suggestion"] = tr.cpu_s / tr.suggested if tr.suggested else None
@@ -173,8 +183,9 @@ def aggregate(task: str, designer: str, per_seed: Sequence[dict[str, Any]], budg
     med, lo, hi = _stats([r[key] for r in per_seed], never_is_missing=False)
     out[key] = med
     out[key + "_iqr"] = [lo, hi]
-  for key in ("infeasible_paid", "invalid_suggestions", "paid_top", "paid_cheap", "suggested", "total_cost_s"):
-    out[key] = quantile([r[key] for r in per_seed], 0.5)
+  for key in ("infeasible_paid", "invalid_suggestions", "paid_top", "repeats_paid", "paid_cheap", "suggested",
+              "total_cost_s"):
+    out[key] = quantile([r.get(key, 0) for r in per_seed], 0.5)
   out["per_seed"] = list(per_seed)
   return out
 

@@ -3,8 +3,10 @@
 Where it sits: runner.py plugs a `ReplayEvaluator` into `search.run_search`
 as the top ("profile") fidelity of a benchmark task, next to the task's
 cheap evaluators wrapped in `FixedCostEvaluator`. The loop charges each
-(candidate, fidelity) once per run, by the measurement's `cost_s`, which
-for a replay is the recorded cost of the repeat served. Designers see
+(candidate, fidelity, repeat index) once per run, by the measurement's
+`cost_s`, which for a replay is the recorded cost of the repeat served: a
+designer's deliberate re-measurement (a candidate asked with `again(r)`)
+gets another recorded repeat and pays for it. Designers see
 nothing but what the loop hands them, so never an unpaid evaluation.
 
 `MemoryStore` stands in for the on-disk store: a benchmark run is cheap to
@@ -25,16 +27,20 @@ from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
 
 
-def repeat_index(seed: int, cand: Candidate, repeats: int) -> int:
-  """Which recorded repeat a run with this seed gets for this candidate:
-  fixed per (seed, candidate), independent of the order of asking."""
+def repeat_index(seed: int, cand: Candidate, repeats: int, again: int = 0) -> int:
+  """Which recorded repeat a run with this seed gets for this candidate's
+  `again`-th measurement (0: the first; the loop passes the candidate's
+  repeat hint): fixed per (seed, candidate, again), independent of the order
+  of asking. The first is a seeded pick; re-measurement r serves the next
+  recorded repeats in turn, so the first R measurements of a candidate are
+  its R distinct recorded repeats (beyond R they come round again)."""
   h = hashlib.sha1(f"{seed}:{cand.key}".encode()).digest()
-  return int.from_bytes(h[:8], "little") % repeats
+  return (int.from_bytes(h[:8], "little") + again) % repeats
 
 
 class ReplayEvaluator(Evaluator):
-  """Serves one recorded repeat per candidate; `served` logs every
-  (candidate key, repeat, cost_s) handed out, in order."""
+  """Serves one recorded repeat per measurement (`repeat_index`); `served`
+  logs every (candidate key, recorded repeat, cost_s) handed out, in order."""
 
   def __init__(self, table: TruthTable, seed: int, fidelity: str = "profile"):
     self.table = table
@@ -47,6 +53,7 @@ class ReplayEvaluator(Evaluator):
 
   def _one(self, workload, cluster, cand: Candidate) -> Measurement:
     t = self.table
+    again = int(getattr(cand, "repeat", 0))
     cand = Candidate.of(cand.values)
     i = t.index.get(cand)
     prov = {"replay": t.task, "source_fidelity": t.source_fidelity}
@@ -55,7 +62,7 @@ class ReplayEvaluator(Evaluator):
       # build_task refuses such tables, so this is a guard, not a path.
       metrics = Metrics.failed(CRASH, f"candidate not in the truth table of task {t.task!r}")
       return Measurement(cand, self.fidelity, metrics, 0.0, workload.key, cluster.key, provenance=prov)
-    r = repeat_index(self.seed, cand, t.repeats)
+    r = repeat_index(self.seed, cand, t.repeats, again)
     cost = float(t.cost_s[i, r])
     kind = t.failure_kind[i][r]
     if kind is None:
@@ -68,7 +75,7 @@ class ReplayEvaluator(Evaluator):
       metrics = Metrics.failed(kind, f"recorded {kind} (repeat {r})")
     self.served.append((cand.key, r, cost))
     return Measurement(cand, self.fidelity, metrics, cost, workload.key, cluster.key, wall_s=0.0,
-                       wallclock=0.0, provenance={**prov, "repeat": r})
+                       wallclock=0.0, provenance={**prov, "repeat": r}, repeat=again)
 
 
 class FixedCostEvaluator(Evaluator):
@@ -99,8 +106,8 @@ class MemoryStore:
     self._index.setdefault(m.cache_key, m)
 
   def get(self, workload_key: str, cluster_key: str, candidate_key: str, fidelity: str,
-          settings_key: str = "") -> Measurement | None:
-    return self._index.get((workload_key, cluster_key, candidate_key, fidelity, settings_key))
+          settings_key: str = "", repeat: int = 0) -> Measurement | None:
+    return self._index.get((workload_key, cluster_key, candidate_key, fidelity, settings_key, repeat))
 
   def __len__(self) -> int:
     return len(self._rows)

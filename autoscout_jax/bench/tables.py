@@ -340,7 +340,7 @@ def allow_list(space: SearchSpace, allow: Sequence[Mapping[str, Any]], what: str
     if "family" in kw:
       kw.pop("kind", None)
     return SimSpace(space.knobs, list(space.vec_constraints) + [vc], groups=space.groups, facts=space.facts,
-                    name=space.name + "|rows", **kw)
+                    name=space.name + "|rows", plan=space.planner, **kw)
   from autoscout_jax.space import Constraint
   con = Constraint("measured_rows", lambda v, f: None if Candidate.of(dict(v)).key in keys else message(v, f), doc)
   kw = {"family": space.family} if hasattr(space, "family") else {}

@@ -2,8 +2,10 @@
 to evaluators and into the store.
 
 Frozen, hashable and JSON round-trippable. Only active knobs carry values.
-A candidate may name the fidelity it should be evaluated at (a hint from the
-designer to the loop); the hint is not part of its identity.
+A candidate may name the fidelity it should be evaluated at and, for a
+deliberate re-measurement, its repeat index (0 is the first measurement;
+repeat r > 0 is a new measurement of the same point at the same fidelity):
+hints from the designer to the loop, not part of its identity.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from autoscout_jax.space.knobs import Value
 class Candidate:
   items: tuple[tuple[str, Value], ...]
   fidelity: str | None = dataclasses.field(default=None, compare=False)
+  repeat: int = dataclasses.field(default=0, compare=False)
 
   @classmethod
   def of(cls, values: Mapping[str, Value], fidelity: str | None = None) -> "Candidate":
@@ -45,8 +48,15 @@ class Candidate:
     return dict(self.items)
 
   def at(self, fidelity: str | None) -> "Candidate":
-    """The same point with a fidelity hint for the loop."""
-    return Candidate(self.items, fidelity)
+    """The same point with a fidelity hint for the loop (the repeat hint kept)."""
+    return Candidate(self.items, fidelity, self.repeat)
+
+  def again(self, repeat: int) -> "Candidate":
+    """The same point (and fidelity hint), asked as its `repeat`-th
+    re-measurement: the loop measures and charges it as a new measurement."""
+    if repeat < 0:
+      raise ValueError(f"a repeat index is >= 0, got {repeat}")
+    return Candidate(self.items, self.fidelity, int(repeat))
 
   def replace(self, **changes: Value) -> "Candidate":
     vals = self.values

@@ -52,6 +52,12 @@ class AutoScoutConfig:
     (at most `cheap_order_max` valid candidates), the cheap-order stage
     (ranked.py) leads instead: the cheap fidelity's order, re-ranked by the
     learned residual; `cheap_order_stop_gain` is its early-stop threshold.
+  remeasure, max_repeats, repeat_share, repeat_noise: re-measure the top
+    contenders when their difference is within the measured noise
+    (contenders.py): at most `max_repeats` measurements of a candidate,
+    re-measurements at most `repeat_share` of the top-fidelity
+    measurements, `repeat_noise` the noise (log sd) assumed before any
+    repeat measured it.
   """
 
   dense_relaxation: bool = True
@@ -73,6 +79,10 @@ class AutoScoutConfig:
   cheap_order: bool = True
   cheap_order_max: int = 25_000
   cheap_order_stop_gain: float = 0.001
+  remeasure: bool = True
+  max_repeats: int = 3
+  repeat_share: float = 0.25
+  repeat_noise: float = 0.05
 
   def __post_init__(self):
     if min(self.screens_per_top, self.extra_screens, self.init_samples, self.pool_samples,
@@ -101,3 +111,4 @@ class SearchState:
   dry_rounds: int = 0  # rounds in a row without a screened candidate worth profiling
   dry_since_best: int = 0  # dry rounds since the best improved
   rounds: int = 0
+  remeasured: int = 0  # re-measurements of top contenders asked

@@ -21,9 +21,13 @@ any designer. Each round is a pipeline over the package's modules:
 5. on update, pay the arm with the marginal gain its candidate delivered
    and re-check each cheap fidelity's recent error against the top one.
 
+Before allocating, a round may instead re-measure a top contender whose
+lead is within the measured noise (contenders.py), asked as
+`candidate.again(r)`, when that is worth more than any new profile.
+
 Invariants: only valid candidates are suggested (every source goes through
-the space's own moves, sampling or rounding); no (candidate, fidelity)
-pair is ever asked twice; everything is a function of the seed and the
+the space's own moves, sampling or rounding); no (candidate, fidelity,
+repeat) is ever asked twice; everything is a function of the seed and the
 measurements told, in order (no clocks, no hash-order iteration), so a
 resumed run that replays its store gets the same suggestions.
 """
@@ -43,6 +47,7 @@ from autoscout_jax.designers.autoscout import sparse as sparse_lib
 from autoscout_jax.designers.autoscout.acquisition import Scorer
 from autoscout_jax.designers.autoscout.bandit import Bandit
 from autoscout_jax.designers.autoscout.config import AutoScoutConfig, SearchState
+from autoscout_jax.designers.autoscout.contenders import Contenders
 from autoscout_jax.designers.autoscout.features import SCREEN, Observations, knob_roles
 from autoscout_jax.designers.autoscout.fidelity import FidelityPlan
 from autoscout_jax.designers.autoscout.proposals import Proposer
@@ -120,10 +125,13 @@ class AutoScoutDesigner(Designer):
     # stage leads: cheap_topk's order, left where the learned residual says
     # the cheap fidelity is wrong (ranked.py).
     fids = tuple(self.plan.cheap) + (self.plan.top,)
+    self.contenders = (Contenders(self.plan.top, cfg.max_repeats, cfg.repeat_share, cfg.repeat_noise)
+                       if cfg.remeasure else None)
     self.ranked = None
     if cfg.cheap_order and cfg.cheap_fidelities and CheapOrder.applies(space, fids, cfg.cheap_order_max):
       self.ranked = CheapOrder(space, fids[0], fids[-1], stop_gain=cfg.cheap_order_stop_gain,
-                               warm=residual_warm, first=self.state.initial_todo)
+                               warm=residual_warm, first=self.state.initial_todo,
+                               contenders=self.contenders)
 
   def export_warm(self) -> dict[str, Any] | None:
     """The cheap-order stage's training rows (for another workload's warm
@@ -136,6 +144,8 @@ class AutoScoutDesigner(Designer):
 
   # --- tell -----------------------------------------------------------------
   def update(self, measurements: Sequence[Measurement]) -> None:
+    if self.contenders is not None:
+      self.contenders.update(measurements)
     if self.ranked is not None:
       self.ranked.update(measurements)
       return
@@ -178,9 +188,13 @@ class AutoScoutDesigner(Designer):
       return self._initial(n, trusted)
     sc = self.scorer.scores(pool.union)
     pos = {c: i for i, c in enumerate(pool.union)}
+    again = self._remeasure(pool, sc)
+    if again is not None:
+      return [again]
     allocated = self._allocate(n, pool, sc, pos, trusted, gate)
     if allocated is None:
-      return []  # converged: screens keep finding nothing worth a profile
+      again = self._remeasure(pool, sc, converged=True)
+      return [again] if again is not None else []  # converged: nothing worth a profile
     picks, ok = allocated
     out = [self._ask(c, self.plan.top) for c in picks]
     n_screen = n - len(picks) + (self.config.extra_screens if trusted else 0)
@@ -193,6 +207,18 @@ class AutoScoutDesigner(Designer):
     if not out:  # the neighbourhoods are exhausted: fall back to fresh samples
       out = self._initial(n, trusted)
     return out
+
+  def _remeasure(self, pool: Pool, sc: Mapping[str, np.ndarray], converged: bool = False) -> Candidate | None:
+    """A top contender to measure again (contenders.py), when worth more than
+    any new proposal's expected improvement x P(feasible)."""
+    if self.contenders is None:
+      return None
+    done_top = self._done(self.plan.top)
+    fresh = [i for i, c in enumerate(pool.union) if c not in done_top]
+    explore = 0.0 if converged or not fresh else float(np.max((sc["ei"] * sc["p"])[fresh]))
+    again = self.contenders.propose(explore, self.config.cheap_order_stop_gain, self.plan.top)
+    self.state.remeasured += again is not None
+    return again
 
   def _propose(self, gate: str | None) -> Pool:
     """Sparse moves and dense relaxations around the incumbents, plus a
@@ -376,6 +402,7 @@ class AutoScoutDesigner(Designer):
         "measurements": dict(self.obs.counts()),
         "surrogate_fits": self.surr.fits,
         "rounds": self.state.rounds,
+        "remeasured": self.state.remeasured + (self.ranked.remeasured if self.ranked is not None else 0),
     }
 
   def scalars(self) -> dict[str, float]:

@@ -26,10 +26,14 @@ descending cheap order):
    pseudo-observation just above the limit), so a candidate the cheap
    fidelity calls out of memory becomes worth a profile once profiles show
    that fidelity is pessimistic there;
-4. stop only when the expected improvement (x probability of running) of
+4. re-measure a top contender (contenders.py) when that is worth more
+   than any new profile's expected improvement and at least `stop_gain`;
+   a candidate's residual is learned from its lower-median repeat;
+5. stop only when the expected improvement (x probability of running) of
    every unprofiled candidate, the ones the cheap fidelity rules out
-   included, is below `stop_gain` (log throughput), and never before
-   `residual.FEW` successful profiles of this workload.
+   included, and the value of every allowed re-measurement are below
+   `stop_gain` (log throughput), and never before `residual.FEW`
+   successful profiles of this workload.
 Warm start: `warm` rows (features by name, centred residuals) from other
 workloads join the GPs' data as weaker evidence (noise `WARM_NOISE`); the
 first profile is the cheap argmax all the same; `export()` gives this
@@ -44,6 +48,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from autoscout_jax.designers.autoscout import residual
+from autoscout_jax.designers.autoscout.contenders import Contenders
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.space import Candidate, SearchSpace
 
@@ -58,7 +63,8 @@ class CheapOrder:
   """See module docstring."""
 
   def __init__(self, space: SearchSpace, cheap: str, top: str, stop_gain: float = 0.001,
-               warm: Mapping[str, Any] | None = None, first: Sequence[Candidate] = ()):
+               warm: Mapping[str, Any] | None = None, first: Sequence[Candidate] = (),
+               contenders: Contenders | None = None):
     self.space, self.cheap, self.top = space, cheap, top
     self.stop_gain = stop_gain
     self.candidates = space.enumerate()
@@ -73,6 +79,8 @@ class CheapOrder:
     self.departures = 0  # profiles that were not the next one in cheap order
     self._screen_asked = False
     self._first = [Candidate.of(c.values) for c in first]  # screened first (e.g. the expert default)
+    self.contenders = contenders  # fed by the designer; None: never re-measure
+    self.remeasured = 0
 
   @staticmethod
   def applies(space: SearchSpace, fidelities: Sequence[str], max_candidates: int) -> bool:
@@ -92,8 +100,14 @@ class CheapOrder:
       if m.fidelity == self.cheap:
         self.screens[key] = m
       elif m.fidelity == self.top:
-        self.profiles.setdefault(key, m)
         self.asked.add(key)
+        book = self.contenders.book if self.contenders is not None else None
+        if book is None or key not in book.by_key or key not in self.profiles:
+          self.profiles.setdefault(key, m)
+        elif key in book.failed:  # a failed repeat: the candidate counts as failed
+          self.profiles[key] = next(x for x in book.by_key[key] if not x.feasible)
+        else:
+          self.profiles[key] = book.score(key) or self.profiles[key]
 
   def suggest(self, n: int) -> list[Candidate]:
     if not self._screen_asked:
@@ -105,10 +119,17 @@ class CheapOrder:
     score = self.scores()
     left = np.array([c.key not in self.asked and c.key not in self.profiles for c in self.candidates])
     own = sum(m.objective is not None for m in self.profiles.values())
-    if own >= residual.FEW and (not left.any() or float(np.max(self._gain[left])) < self.stop_gain):
-      return []  # nothing left is worth a profile (the ruled-out ones included)
-    order = np.argsort(-np.where(left, score, -np.inf), kind="stable")
+    explore = float(np.max(self._gain[left])) if left.any() else 0.0
     out = []
+    again = self.contenders.propose(explore, self.stop_gain, self.top) if self.contenders is not None else None
+    if again is not None:
+      out.append(again)
+      self.remeasured += 1
+      if len(out) >= n or not left.any():
+        return out
+    if own >= residual.FEW and explore < self.stop_gain and not out:
+      return []  # nothing left is worth a profile (the ruled-out ones included) or a re-measurement
+    order = np.argsort(-np.where(left, score, -np.inf), kind="stable")
     cheap_next = self._cheap_next()
     for i in order:
       c = self.candidates[int(i)]
