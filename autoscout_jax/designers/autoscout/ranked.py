@@ -52,10 +52,11 @@ from autoscout_jax.designers.autoscout.contenders import Contenders
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.space import Candidate, SearchSpace
 
-MEM_PRIOR_SD = 0.02  # the cheap fidelity's memory model before any profile: its own verdict, nearly
+MEM_PRIOR_SD = 0.06  # the cheap fidelity's memory model before any profile: its own verdict, nearly
 VALUE_NOISE = 0.03  # log-normal noise assumed on one profile
 SLOPE_RIDGE = 0.1  # shrinks the residual's slope on the cheap log value toward 0
 WARM_NOISE = 0.1  # rows from other workloads: weaker evidence than this workload's own profiles
+MEAN_PRIOR_N = 1.0  # pseudo-profiles with zero residual behind the workload's mean residual
 KAPPA = 0.5  # optimism: standard deviations of the residual added to the corrected estimate
 
 
@@ -218,7 +219,10 @@ class CheapOrder:
       elif m.metrics.failure_kind == "oom" and cap and np.isfinite(mem[i]):
         mem_i.append(i)
         mem_r.append(max(0.0, math.log(cap / mem[i])) + 0.05)
-    mean_r = float(np.mean(prof_r)) if prof_r else 0.0
+    # the workload's bias, shrunk toward 0 by MEAN_PRIOR_N pseudo-points: what
+    # the first profiles show is partly local (their neighbours pay for it),
+    # so a cheap fidelity that is wrong there moves the search elsewhere
+    mean_r = float(np.sum(prof_r)) / (len(prof_r) + MEAN_PRIOR_N) if prof_r else 0.0
     # a slope of the residual on the cheap log value (ridge toward 0): the
     # cheap fidelity may compress, stretch or even invert its own order
     zc = logv - (float(np.mean(logv[prof_i])) if prof_i else 0.0)
@@ -252,7 +256,7 @@ class CheapOrder:
       score = np.where(np.isfinite(mu), mu + KAPPA * sd + np.log(np.maximum(pfeas, 1e-9)), -np.inf)
     best = prof_best if math.isfinite(prof_best) else (np.nanmax(mu[ok]) if ok.any() else 0.0)
     self._gain = np.where(np.isfinite(mu), residual.expected_improvement(mu, sd, best) * pfeas, 0.0)
-    self._gp, self._mean_r = gp, mean_r
+    self._gp, self._mean_r, self._pfeas, self._score = gp, mean_r, pfeas, score
     self.slope = slope
     self._rows = (x[prof_i], rc - slope * zc[prof_i], x[mem_i], np.array(mem_r) - (np.mean(mem_r) if mem_r else 0))
     return score

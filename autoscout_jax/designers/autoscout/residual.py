@@ -34,7 +34,7 @@ FACTS = ("layers", "heads", "seq_len", "global_batch", "num_devices", "node_size
 LENGTHSCALES = (0.25, 0.5, 1.0)  # one knob doubled moves a feature by 1/3
 FEW = 6  # below this many points the grid is not searched: the prior (0.5, 0.2) holds
 AMPLITUDES = (0.1, 0.2, 0.4)  # the cheap fidelity is not trusted to better than 10 % away from data
-MEMORY_AMPLITUDES = (0.02, 0.05, 0.1)
+MEMORY_AMPLITUDES = (0.02, 0.05, 0.1, 0.2)
 
 
 def knob_features(values: Mapping[str, Any], choices: Mapping[str, Sequence[Any]]) -> dict[str, float]:
