@@ -89,3 +89,13 @@ def test_task_spec_rejects_bad_budgets():
   for bad in [(0, 1, 2), (1, 2), (3, 2, 1)]:
     with pytest.raises(tasks.BenchError, match="budget_evals must be three increasing positive numbers"):
       tasks.task_spec("t", w, c, local_training_space, tasks.RecordedProfiling("x.json"), budget_evals=bad)
+
+
+def test_cached_simulated_truth_is_keyed_by_the_simulator_version(monkeypatch):
+  from autoscout_jax.sim import analytic
+  spec = next(s for s in load_tasks("gin/bench") if s.name == "smoke_llama3_8b_h100_8")
+  space = tasks.restrict_space(spec.space_fn(spec.workload, spec.cluster, **dict(spec.space_kwargs)), spec.restrict)
+  before = tasks._truth_digest(spec, space)
+  assert tasks._truth_digest(spec, space) == before
+  monkeypatch.setattr(analytic, "SIMULATOR_VERSION", analytic.SIMULATOR_VERSION + "+next")
+  assert tasks._truth_digest(spec, space) != before

@@ -287,19 +287,23 @@ def _source_digest(obj: Any) -> str:
 
 
 def _truth_digest(spec: TaskSpec, space: SearchSpace) -> str:
+  """Names a cached simulated truth: workload, cluster, space, truth
+  settings, the simulators' declared version (`sim.analytic.SIMULATOR_VERSION`)
+  and their source (a change that forgot to bump the version still remakes it)."""
+  from autoscout_jax.sim.analytic import SIMULATOR_VERSION
   t = spec.truth
   if isinstance(t, RealityGapProfiling):
     from autoscout_jax.sim import event
     settings = {k: v for k, v in dataclasses.asdict(t).items() if k != "evaluator"}
     blob = json.dumps(dict(w=spec.workload.key, c=spec.cluster.key, space=space.describe(), gap=settings,
-                           code=_source_digest(event.EventEvaluator()),
+                           version=SIMULATOR_VERSION, code=_source_digest(event.EventEvaluator()),
                            me=hashlib.sha1(open(inspect.getfile(RealityGapProfiling), "rb").read()).hexdigest()),
                       sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
   blob = json.dumps(dict(w=spec.workload.key, c=spec.cluster.key, space=space.describe(),
-                         evaluator=type(t.evaluator).__name__, code=_source_digest(t.evaluator),
-                         steps=t.profiled_steps, overhead=t.overhead_s, noise=t.noise, repeats=t.repeats,
-                         seed=t.seed), sort_keys=True)
+                         evaluator=type(t.evaluator).__name__, version=SIMULATOR_VERSION,
+                         code=_source_digest(t.evaluator), steps=t.profiled_steps, overhead=t.overhead_s,
+                         noise=t.noise, repeats=t.repeats, seed=t.seed), sort_keys=True)
   return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
