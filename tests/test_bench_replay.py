@@ -173,3 +173,23 @@ def test_real_task_replays_its_committed_measurements(tmp_path):
       assert m.metrics.step_time_s == t.step_time_s[i, r]
       assert m.metrics.extra["step_times_s"] == t.extra[i][r]["step_times_s"]
   assert res.cost_s == pytest.approx(sum(c for _, _, c in ev.served))
+
+
+def test_cheap_answers_are_shared_by_a_tasks_runs_and_still_paid():
+  from autoscout_jax.bench.replay import FixedCostEvaluator
+
+  class Counting(Formula):
+    calls = 0
+
+    def evaluate(self, problem, candidates):
+      Counting.calls += len(candidates)
+      return super().evaluate(problem, candidates)
+
+  task = synthetic_task()
+  problem = Problem(task.workload, task.cluster, task.space, ("event",))
+  memo: dict = {}
+  first = FixedCostEvaluator(Counting(), 2.0, memo=memo).evaluate(problem, task.candidates[:5])
+  again = FixedCostEvaluator(Counting(), 2.0, memo=memo).evaluate(problem, task.candidates[:7])
+  assert Counting.calls == 7  # the second run asked the simulator only for the two it had not seen
+  assert [m.metrics for m in again[:5]] == [m.metrics for m in first]
+  assert all(m.cost_s == 2.0 for m in again) and [m.candidate for m in again] == task.candidates[:7]

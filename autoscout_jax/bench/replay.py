@@ -81,16 +81,28 @@ class ReplayEvaluator(Evaluator):
 class FixedCostEvaluator(Evaluator):
   """A cheap evaluator (e.g. F0) whose measurements cost a fixed
   `cost_s` device-seconds each: a simulator's own wall time is noise on a
-  shared machine and would make runs irreproducible."""
+  shared machine and would make runs irreproducible. `memo` (candidate key
+  -> measurement), shared by every run of a task, keeps what the inner
+  evaluator said: a simulator is a pure function of the candidate, so runs
+  after the first reuse its answers (each run still pays for them)."""
 
-  def __init__(self, inner: Evaluator, cost_s: float):
+  def __init__(self, inner: Evaluator, cost_s: float, memo: dict[str, Measurement] | None = None):
     self.inner = inner
     self.fidelity = inner.fidelity
     self.cost_s = float(cost_s)
+    self.memo = memo
 
   def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
-    return [dataclasses.replace(m, cost_s=self.cost_s, wallclock=0.0)
-            for m in self.inner.evaluate(problem, candidates)]
+    if self.memo is None:
+      got = self.inner.evaluate(problem, candidates)
+    else:
+      todo = [c for c in dict.fromkeys(Candidate.of(c.values) for c in candidates) if c.key not in self.memo]
+      if todo:
+        for c, m in zip(todo, self.inner.evaluate(problem, todo)):
+          self.memo[c.key] = m
+      got = [self.memo[c.key] for c in candidates]
+    return [dataclasses.replace(m, candidate=Candidate.of(c.values), cost_s=self.cost_s, wallclock=0.0)
+            for c, m in zip(candidates, got)]
 
 
 class MemoryStore:

@@ -43,7 +43,8 @@ def evaluators_for(task: Task, seed: int) -> dict[str, Any]:
   for e in task.spec.cheap:
     if fidelity_rank(e.fidelity) >= fidelity_rank(TOP):
       raise BenchError(f"task {task.name!r}: cheap evaluator fidelity {e.fidelity!r} is not below {TOP!r}")
-    evals[e.fidelity] = FixedCostEvaluator(e, task.spec.cheap_costs_s.get(e.fidelity, task.spec.cheap_cost_s))
+    evals[e.fidelity] = FixedCostEvaluator(e, task.spec.cheap_costs_s.get(e.fidelity, task.spec.cheap_cost_s),
+                                           memo=task.cheap_memo.setdefault(e.fidelity, {}))
   return evals
 
 
@@ -63,7 +64,8 @@ def cheap_rank_correlation(task: Task) -> dict[str, Any]:
   out: dict[str, Any] = {}
   true = task.table.true_tokens_per_s
   for e in task.spec.cheap:
-    ms = e.evaluate(task_problem(task), task.candidates)
+    ms = FixedCostEvaluator(e, 0.0, memo=task.cheap_memo.setdefault(e.fidelity, {})).evaluate(
+        task_problem(task), task.candidates)
     v = np.array([m.objective if m.objective is not None else np.nan for m in ms])
     both = np.isfinite(v) & np.isfinite(true)
     rho = spearmanr(v[both], true[both]).statistic if both.sum() > 2 else float("nan")

@@ -240,6 +240,8 @@ class Task:
   table: truth_lib.TruthTable
   default: Candidate
   budgets_s: tuple[float, float, float]
+  # what each cheap fidelity said per candidate key, shared by the task's runs (replay.FixedCostEvaluator)
+  cheap_memo: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
   @property
   def name(self) -> str:
