@@ -48,6 +48,22 @@ def _target_keys(target: Mapping[str, Any]) -> dict[str, Any]:
   return {}
 
 
+# Mosaic (Pallas TPU kernel) IR version for TPU targets: jax 0.12 serializes
+# attributes the libtpu MaxText 0.2.5 brings (0.0.52) cannot parse ("unknown
+# attribute code") although it passes jax's own libtpu version check; 17 is
+# what jax itself emits for libtpu < 0.0.50.
+MOSAIC_IR_VERSION = 17
+
+
+def _pin_mosaic_ir_version() -> None:
+  try:
+    from jax._src import tpu_custom_call
+  except ImportError:
+    return
+  if hasattr(tpu_custom_call, "ir_version_override"):
+    tpu_custom_call.ir_version_override = lambda: MOSAIC_IR_VERSION
+
+
 def _mesh(config: Any, target: Mapping[str, Any]) -> Any:
   if target.get("kind") == "tpu":
     from maxtext.trainers.pre_train import train_compile
@@ -140,6 +156,9 @@ def serve(request: Mapping[str, Any], out: Any) -> int:
   except Exception as e:
     protocol.emit(out, event="fatal", error=f"MaxText's environment is broken: {type(e).__name__}: {e}")
     return 2
+  if target.get("kind") == "tpu":
+    _pin_mosaic_ir_version()
+    prov["mosaic_ir_version"] = MOSAIC_IR_VERSION
   protocol.emit(out, event="ready", provenance=prov)
   for item in request["candidates"]:
     protocol.emit(out, event="start", index=item["index"])
