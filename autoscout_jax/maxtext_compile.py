@@ -112,10 +112,10 @@ class MaxTextCompileEvaluator(Evaluator):
     if not candidates:
       return []
     target = compile_target(cluster)
-    platform = mt.layout(cluster)[2]
+    _, slices, platform = mt.layout(cluster)
     items = []
     for i, c in enumerate(candidates):
-      keys = mt.overrides(c, workload, platform)
+      keys = mt.overrides(c, workload, platform, slices, local=target["kind"] == "local")
       if target["kind"] == "tpu":
         flags = xla.xla_flags({k: v for k, v in c.values.items() if k in mt.FLAG_KNOBS}, "tpu")
         if flags:

@@ -80,3 +80,24 @@ def test_report_overrides_start_maxtexts_trainer(tmp_path):
   out = proc.stdout + proc.stderr
   assert proc.returncode == 0, out[-3000:]
   assert "completed step: 1" in out, out[-3000:]
+
+
+@needs_maxtext
+@pytest.mark.slow
+def test_maxtext_compiles_for_a_tpu_topology_and_reports_hbm_oom():
+  """MaxText's AOT path for v5e-16 from this CPU host (libtpu, splash
+  attention): a small batch fits with XLA's per-device bytes; 64 sequences
+  of a 128k-vocabulary head per chip exceed v5e's 16 GiB: an 'oom'
+  measurement, not an exception."""
+  model = ModelConfig("small", num_layers=2, hidden_size=256, num_heads=2, ffn_hidden_size=512, vocab_size=128256,
+                      seq_len=1024, gated_mlp=True, kv_channels=128)
+  wl, cl = Workload("small", model, global_batch=1024), hardware.make_cluster("tpu_v5e", 16)
+  space = mt.space(wl, cl)
+  small = space.make({"per_device_batch_size": 1, "gradient_accumulation_steps": 64})
+  big = space.make({"per_device_batch_size": 64, "gradient_accumulation_steps": 1, "remat_policy": "minimal"})
+  assert small.values["attention"] == "flash"
+  ms = MaxTextCompileEvaluator(timeout_s=900).evaluate(Problem(wl, cl, space, ("compile",)), [small, big])
+  assert ms[0].feasible and 0 < ms[0].metrics.peak_mem_bytes < 16 * 2**30, ms[0].metrics
+  assert ms[0].provenance["target"] == {"kind": "tpu", "topology": "v5e-16", "num_slices": 1}
+  assert ms[0].provenance["cost_unit"] == "host_s" and ms[0].cost_s > 0
+  assert not ms[1].feasible and ms[1].metrics.failure_kind == "oom", ms[1].metrics.error

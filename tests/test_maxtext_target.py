@@ -104,7 +104,8 @@ def test_python_lookup_order(monkeypatch, tmp_path):
   expect = str(maxtext_env.default_python()) if maxtext_env.default_python().exists() else None
   assert maxtext_env.find_python() == expect
   env = maxtext_env.child_env(4, base={"XLA_FLAGS": "--xla_force_host_platform_device_count=8 --foo"})
-  assert env["XLA_FLAGS"].split() == ["--foo", "--xla_force_host_platform_device_count=4"]
+  assert env["XLA_FLAGS"].split() == ["--foo", "--xla_force_host_platform_device_count=4",
+                                      "--xla_cpu_enable_concurrency_optimized_scheduler=false"]
   assert env["PYTHONPATH"].split(os.pathsep)[0] == str(maxtext_env.ROOT)
 
 
