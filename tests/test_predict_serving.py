@@ -74,6 +74,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path):
   assert not (tmp_path / "o.csv").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(aic_serving.aic_version() is None, reason="aiconfigurator (extra 'serving') not installed")
 def test_aiconfigurator_side_by_side(tmp_path):
   path, rows = _slice(tmp_path)
@@ -90,3 +91,25 @@ def test_aiconfigurator_side_by_side(tmp_path):
     assert s["aic_ttft_mape"] is not None and s["both_ttft_mape"] is not None
   with open(cache) as f:
     assert len(f.readlines()) == 2
+  # --aic=cached answers from the cache alone: the same numbers, nothing run.
+  again = predict_serving.predict_file(path, str(tmp_path / "o2.csv"), None, aic="cached", aic_cache=cache)
+  assert again["aic_ttft_mape"] == s["aic_ttft_mape"] and again["aic_rows_asked"] == 2
+
+
+def test_cached_mode_without_a_cache_refuses(tmp_path):
+  path, _ = _slice(tmp_path)
+  if aic_serving.aic_version() is None:
+    pytest.skip("aiconfigurator (extra 'serving') not installed")
+  with pytest.raises(ValueError, match="aic_cache"):
+    predict_serving.predict_file(path, str(tmp_path / "o.csv"), None, aic="cached")
+
+
+def test_heldout_split_is_a_fifth_and_reported(tmp_path):
+  with open(silicon.sample_path(), newline="") as f:
+    ids = [r["id"] for r in csv.DictReader(f)]
+  share = sum(silicon.is_calibration(i) for i in ids) / len(ids)
+  assert 0.17 < share < 0.23
+  path, rows = _slice(tmp_path)
+  s = predict_serving.predict_file(path, str(tmp_path / "o.csv"), None, aic="off")
+  held = [r for r in rows if not silicon.is_calibration(r["id"])]
+  assert s["heldout_rows"] == len(held) and s["heldout_tpot_mape"] is not None

@@ -170,3 +170,20 @@ COMPUTE_PRECISION = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "fp8_block": 
                      "fp4": "fp4", "int4_wo": "bf16", "int4": "bf16"}
 
 KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
+
+
+def arch_from_model(model) -> ServingArch:
+  """A training-catalog `ModelConfig` (autoscout_jax/workload.py: dense or
+  MoE, grouped-query attention) as the serving model sees it; a model whose
+  name the serving catalog knows keeps its serving entry (MLA, linear or
+  sliding-window layers that ModelConfig cannot say)."""
+  known = find_arch(model.name)
+  if known is not None:
+    return known
+  moe = model.num_experts > 0
+  return ServingArch(model.name, model.num_layers, model.hidden_size, model.num_heads, model.kv_heads,
+                     model.head_dim, model.ffn_hidden_size if model.gated_mlp else model.ffn_hidden_size * 2 // 3,
+                     model.vocab_size, experts=model.num_experts, top_k=model.moe_top_k if moe else 0,
+                     expert_ffn=(model.moe_ffn_hidden_size or model.ffn_hidden_size) if moe else 0,
+                     shared_ffn=model.num_shared_experts * (model.moe_ffn_hidden_size or model.ffn_hidden_size),
+                     dense_layers=model.num_dense_layers if moe else 0)

@@ -27,6 +27,7 @@ chunks.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -75,6 +76,13 @@ def _int(row: Mapping[str, Any], key: str) -> int | None:
   return int(f)
 
 
+def is_calibration(row_id: str) -> bool:
+  """The calibration split of the sample (sha1 of the row id = 0 mod 5,
+  about a fifth): tools/calibrate_serving.py fits on these rows only, every
+  other row is held out."""
+  return int(hashlib.sha1(str(row_id).encode()).hexdigest(), 16) % 5 == 0
+
+
 def checkpoint_format(model_path: str) -> str:
   """The weight format a checkpoint's name declares (bf16 when it names none)."""
   low = model_path.lower()
@@ -86,7 +94,8 @@ def concurrency(row: Mapping[str, Any]) -> int | None:
   return int(m.group(1)) if m else None
 
 
-def _layout(row, prefix: str, batch: int | None, moe: bool) -> EngineLayout:
+def _layout(row, prefix: str, batch: int | None, arch: ServingArch) -> EngineLayout:
+  moe, heads = arch.is_moe, arch.heads
   tp, pp = _int(row, prefix + "tp_size"), _int(row, prefix + "pp_size") or 1
   dp = _int(row, prefix + "attention_dp_size")
   mtp, ep = _int(row, prefix + "moe_tp_size"), _int(row, prefix + "moe_ep_size")
@@ -100,6 +109,9 @@ def _layout(row, prefix: str, batch: int | None, moe: bool) -> EngineLayout:
   elif mtp * ep != tp * dp:
     raise Unsupported(f"{prefix or ''}moe_tp_size*moe_ep_size={mtp * ep} is not tp_size*attention_dp_size="
                       f"{tp * dp}")
+  if heads % tp:
+    raise Unsupported(f"{prefix}tp_size {tp} does not divide the model's {heads} attention heads "
+                      f"(not a tensor-parallel layout)")
   return EngineLayout(tp=tp, pp=pp, ep=ep, attn_dp=dp, batch=max(1, (batch or 1) * dp))
 
 
@@ -135,7 +147,7 @@ def row_inputs(row: Mapping[str, Any]) -> tuple[ServingPlan, ServingArch, hardwa
   mode = row["mode"].strip()
   try:
     if mode == "agg":
-      lay = _layout(row, "", _int(row, "batch_size") or conc, arch.is_moe)
+      lay = _layout(row, "", _int(row, "batch_size") or conc, arch)
       conc = conc or lay.batch
       # A concurrency that is a multiple of the engine's batch is served by
       # that many replicas of the engine the row describes.
@@ -146,8 +158,8 @@ def row_inputs(row: Mapping[str, Any]) -> tuple[ServingPlan, ServingArch, hardwa
       db, dw = _int(row, "decode_batch_size"), _int(row, "decode_num_workers")
       if pb is None or db is None:
         raise Unsupported("disaggregated row gives no batch sizes or worker counts (only the layouts)")
-      dlay = _layout(row, "decode_", db, arch.is_moe)
-      pre = _layout(row, "prefill_", pb, arch.is_moe)
+      dlay = _layout(row, "decode_", db, arch)
+      pre = _layout(row, "prefill_", pb, arch)
       plan = ServingPlan(layout=pre, replicas=pw or 1, decode_layout=dlay, decode_replicas=dw or 1, **kw)
       conc = conc or dlay.batch * plan.decode_replicas
     else:

@@ -111,12 +111,13 @@ def _key(row: Mapping[str, Any]) -> str:
   return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def run_aic(rows: Iterable[Mapping[str, Any]], cache_path: str | None = None,
-            progress=None) -> list[tuple[float | None, float | None, str]]:
+def run_aic(rows: Iterable[Mapping[str, Any]], cache_path: str | None = None, progress=None,
+            cached_only: bool = False) -> list[tuple[float | None, float | None, str] | None]:
   """aiconfigurator on each row, in order. With `cache_path`, answers already
   in that JSONL file (keyed by aiconfigurator version, row id and the
   estimate's arguments) are reused and new ones appended as they come, so an
-  interrupted run resumes."""
+  interrupted run resumes; `cached_only` answers None for rows the cache
+  lacks instead of running aiconfigurator."""
   cache: dict[str, tuple[float | None, float | None, str]] = {}
   if cache_path and os.path.exists(cache_path):
     with open(cache_path) as f:
@@ -131,6 +132,9 @@ def run_aic(rows: Iterable[Mapping[str, Any]], cache_path: str | None = None,
   try:
     for i, row in enumerate(rows):
       k = _key(row)
+      if k not in cache and cached_only:
+        out.append(None)
+        continue
       if k not in cache:
         cache[k] = aic_predict(row)
         if sink:

@@ -14,11 +14,14 @@ row, in order, plus `pred_ttft_ms`, `pred_tpot_ms`, `pred_status` (`ok` or
 with a prediction or a named reason), `ttft_mape` / `tpot_mape` (ours, %,
 on every row predicted and measured) and `aic_ttft_mape` / `aic_tpot_mape`
 (aiconfigurator's, on the rows both predict; null without the extra),
-with ours on those same rows as `both_ttft_mape` / `both_tpot_mape`.
+with ours on those same rows as `both_ttft_mape` / `both_tpot_mape`, and
+the same numbers on the rows held out from calibration (`heldout_*`: seven
+of the serving model's constants are fitted on the other fifth, see
+tools/calibrate_serving.py).
 
 aiconfigurator takes seconds per row; --aic_stride=N runs it on every N-th
-row only (the summary says which), and --aic_cache keeps its answers so a
-rerun costs nothing.
+row only (the summary says which), --aic_cache keeps its answers so a rerun
+costs nothing, and --aic=cached reads only what the cache holds.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def define_flags() -> None:
   flags.DEFINE_string("input", None, "CSV with silicon_sample.csv's columns (default: the shipped sample)")
   flags.DEFINE_string("output", None, "where to write the rows with pred_* columns")
   flags.DEFINE_string("summary", None, "where to write the summary JSON")
-  flags.DEFINE_enum("aic", "auto", ["auto", "off"], "run aiconfigurator on the rows when it is installed")
+  flags.DEFINE_enum("aic", "auto", ["auto", "cached", "off"],
+                    "run aiconfigurator on the rows when it is installed (cached: only answers --aic_cache holds)")
   flags.DEFINE_integer("aic_stride", 1, "run aiconfigurator on every N-th row only", lower_bound=1)
   flags.DEFINE_string("aic_cache", None, "JSONL cache of aiconfigurator's answers (reused, appended)")
 
@@ -112,6 +116,8 @@ def summarize(rows: list[dict[str, Any]], aic_ran: bool, aic_stride: int) -> dic
 
   both = [r for r in ok if r.get("aic_status") == "ok"]
   aic_asked = [r for r in rows if r.get("aic_status")]
+  held = [r for r in ok if not silicon.is_calibration(r.get("id", ""))]
+  held_both = [r for r in both if not silicon.is_calibration(r.get("id", ""))]
   return {
       "rows": len(rows),
       "covered": len(ok) + len(named),
@@ -123,6 +129,15 @@ def summarize(rows: list[dict[str, Any]], aic_ran: bool, aic_stride: int) -> dic
       "both_rows": len(both) if aic_ran else None,
       "both_ttft_mape": _mape(pairs(both, "pred_ttft_ms", MEASURED[0])) if aic_ran else None,
       "both_tpot_mape": _mape(pairs(both, "pred_tpot_ms", MEASURED[1])) if aic_ran else None,
+      # The rows tools/calibrate_serving.py did not fit on (sim/silicon.is_calibration).
+      "heldout_rows": len(held),
+      "heldout_ttft_mape": _mape(pairs(held, "pred_ttft_ms", MEASURED[0])),
+      "heldout_tpot_mape": _mape(pairs(held, "pred_tpot_ms", MEASURED[1])),
+      "heldout_both_rows": len(held_both) if aic_ran else None,
+      "heldout_both_ttft_mape": _mape(pairs(held_both, "pred_ttft_ms", MEASURED[0])) if aic_ran else None,
+      "heldout_both_tpot_mape": _mape(pairs(held_both, "pred_tpot_ms", MEASURED[1])) if aic_ran else None,
+      "heldout_aic_ttft_mape": _mape(pairs(held_both, "aic_ttft_ms", MEASURED[0])) if aic_ran else None,
+      "heldout_aic_tpot_mape": _mape(pairs(held_both, "aic_tpot_ms", MEASURED[1])) if aic_ran else None,
       "aic_version": aic_serving.aic_version() if aic_ran else None,
       "aic_rows_asked": len(aic_asked) if aic_ran else None,
       "aic_predicted": sum(r.get("aic_status") == "ok" for r in aic_asked) if aic_ran else None,
@@ -140,10 +155,16 @@ def predict_file(input_path: str, output_path: str, summary_path: str | None = N
     t, p, s = predict_row(row)
     out.append({**row, "pred_ttft_ms": "" if t is None else round(t, 4),
                 "pred_tpot_ms": "" if p is None else round(p, 4), "pred_status": s})
-  aic_ran = aic == "auto" and aic_serving.aic_version() is not None
+  aic_ran = aic in ("auto", "cached") and aic_serving.aic_version() is not None
+  if aic == "cached" and not aic_cache:
+    raise ValueError("--aic=cached needs --aic_cache")
   if aic_ran:
     picked = [i for i in range(len(out)) if i % aic_stride == 0]
-    for i, (t, p, s) in zip(picked, aic_serving.run_aic([rows[i] for i in picked], aic_cache)):
+    answers = aic_serving.run_aic([rows[i] for i in picked], aic_cache, cached_only=aic == "cached")
+    for i, ans in zip(picked, answers):
+      if ans is None:
+        continue
+      t, p, s = ans
       out[i].update(aic_ttft_ms="" if t is None else round(t, 4), aic_tpot_ms="" if p is None else round(p, 4),
                     aic_status=s)
   columns = header + [c for c in PRED_COLUMNS if c not in header]
@@ -173,8 +194,7 @@ def main(argv):
   except (OSError, ValueError) as e:
     print(f"predict_serving: {e}", file=sys.stderr)
     sys.exit(2)
-  print(json.dumps({k: s[k] for k in ("rows", "covered", "predicted", "ttft_mape", "tpot_mape", "aic_ttft_mape",
-                                       "aic_tpot_mape", "both_rows", "both_ttft_mape", "both_tpot_mape")}))
+  print(json.dumps({k: v for k, v in s.items() if k not in ("unsupported_reasons", "input")}))
 
 
 if __name__ == "__main__":
