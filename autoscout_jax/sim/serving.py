@@ -103,15 +103,15 @@ class _Engine:
   arch: ServingArch
   lay: EngineLayout
   plan: ServingPlan
-  system: hardware.System
+  hw: "Hardware"
   c: ServingConstants
 
   @property
   def device(self) -> hardware.DeviceSpec:
-    return hardware.DEVICES[self.system.device]
+    return self.hw.device
 
   def link(self, group: int) -> hardware.Link:
-    return hardware.LINKS[self.system.intra if group <= self.system.devices_per_node else self.system.inter]
+    return self.hw.intra if group <= self.hw.node else self.hw.inter
 
   def weight_bytes(self) -> tuple[float, float]:
     """(always-read bytes, routed-expert bytes) per device, whole model / pp."""
@@ -177,8 +177,7 @@ class _Engine:
     """Latency of one small collective over n devices: a tree / two-shot
     algorithm takes log2 + 1 steps, those inside a node on the fast link and
     the log2(nodes) between nodes on the slow one (hierarchical, as NCCL)."""
-    node = self.system.devices_per_node
-    intra, inter = hardware.LINKS[self.system.intra], hardware.LINKS[self.system.inter]
+    node, intra, inter = self.hw.node, self.hw.intra, self.hw.inter
     inside = min(n, node)
     t = intra.latency * (1 + math.log2(max(inside, 1)))
     return t + (inter.latency * math.log2(n / node) if n > node else 0.0)
@@ -269,11 +268,31 @@ def _md1_wait(rho: float, service_s: float) -> float:
   return rho * service_s / (2 * (1 - rho))
 
 
-def predict(plan: ServingPlan, arch: ServingArch, system: hardware.System, request: ServingRequest,
-            c: ServingConstants = DEFAULT) -> ServingPrediction:
-  """TTFT and TPOT (seconds) of `plan` serving `request` on `system`."""
-  pre = _Engine(arch, plan.layout, plan, system, c)
-  dec = _Engine(arch, plan.decode_layout, plan, system, c) if plan.disaggregated else pre
+@dataclasses.dataclass(frozen=True)
+class Hardware:
+  """What the model reads of a system or a simulated cluster: the device,
+  the size of the fast (NVLink) domain and the two link tiers."""
+
+  device: hardware.DeviceSpec
+  node: int
+  intra: hardware.Link
+  inter: hardware.Link
+
+  @classmethod
+  def of(cls, system: "hardware.System | hardware.Cluster") -> "Hardware":
+    if isinstance(system, hardware.System):
+      return cls(hardware.DEVICES[system.device], system.devices_per_node, hardware.LINKS[system.intra],
+                 hardware.LINKS[system.inter])
+    return cls(system.device, system.node_size, system.intra, system.inter)
+
+
+def predict(plan: ServingPlan, arch: ServingArch, system: "hardware.System | hardware.Cluster",
+            request: ServingRequest, c: ServingConstants = DEFAULT) -> ServingPrediction:
+  """TTFT and TPOT (seconds) of `plan` serving `request` on `system` (a
+  catalog System or a simulated Cluster: its device, NVLink domain, links)."""
+  hw = Hardware.of(system)
+  pre = _Engine(arch, plan.layout, plan, hw, c)
+  dec = _Engine(arch, plan.decode_layout, plan, hw, c) if plan.disaggregated else pre
   n_dec = plan.decode_replicas if plan.disaggregated else plan.replicas
   ctx_max = request.isl + request.osl
   ctx_avg = request.isl + request.osl / 2
