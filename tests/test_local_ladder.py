@@ -167,7 +167,7 @@ def test_ladder_search_end_to_end(tmp_path):
   evals = [LocalAnalyticEvaluator(), LocalEventEvaluator(), CompileEvaluator(timeout_s=120),
            ProfileEvaluator(warmup_steps=1, timed_steps=2, timeout_s=120)]
   wl = dataclasses.replace(TINY, default=tuple(sorted(BASE.items())))
-  res = run_experiment(workdir, wl, CLUSTER, space_fn, AutoScoutDesigner, evals, batch_size=3, max_rounds=2,
+  res = run_experiment(workdir, wl, CLUSTER, space_fn, AutoScoutDesigner, evals, batch_size=2, max_rounds=1,
                        printer=lambda s: None)
   with open(os.path.join(workdir, "measurements.jsonl")) as f:
     rows = [json.loads(l) for l in f]
@@ -178,3 +178,9 @@ def test_ladder_search_end_to_end(tmp_path):
   assert res.best is not None and res.best.fidelity == "profile"
   sims = [r for r in rows if r["fidelity"] == "analytic" and r["metrics"]["feasible"]]
   assert sims and all(r["provenance"]["devices_key"] == devices_lib.machine_key(CLUSTER) for r in sims)
+  # the designer tracks how far F0 is from the real profiles
+  errors = res.designer_summary["fidelity_errors"]["analytic"]
+  assert errors["pairs"] >= 1 and errors["mape"] is not None
+  from autoscout_jax.tools.ladder_report import from_workdir
+  rep = from_workdir(workdir)
+  assert rep["profiled"] >= 1 and rep["analytic"]["candidates"] >= 1

@@ -11,8 +11,10 @@ sim/event.py) with two hooks changed: the plan of a local candidate comes
 from `targets.local.plan` (a simulator space's own translation otherwise:
 a JAX-mesh/MaxText space on this machine scores the same way), and the
 hardware is `local/devices.sim_model` (measured once, cached in the run's
-workdir, which experiment.py hands over with `use_workdir`; or a committed
-`devices_file`).
+workdir, which experiment.py hands over with `use_workdir` before the
+search starts; or a committed `devices_file`). The measurement is setup,
+not charged to the budget (its wall time is in the cached file's
+provenance, `measure_s`).
 
 Each measurement's provenance names the measurement it was scored on
 (`devices_key`, `devices_digest`). The measured numbers are fixed for a
@@ -58,9 +60,12 @@ class _MeasuredDevices:
     state["_model"] = {}
     return state
 
-  def use_workdir(self, workdir: str) -> None:
-    """Cache this machine's measurement in the run's workdir."""
+  def use_workdir(self, workdir: str, problem: Problem) -> None:
+    """Cache this machine's measurement in the run's workdir, and take it
+    now (the run's first act on the devices, before any executor worker
+    could race to measure them)."""
     self._workdir = workdir
+    self._hardware(problem)
 
   def check_fits(self, workload, cluster) -> str | None:
     if not isinstance(cluster, LocalCluster):
