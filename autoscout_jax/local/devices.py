@@ -1,5 +1,5 @@
 """This machine's devices as the simulators see them: measured once by
-micro-benchmarks, cached, re-used (jax-free parent side).
+micro-benchmarks, cached, re-used (the parent side: it starts no JAX backend).
 
 Where it sits: the F0/F1 evaluators (sim/analytic.py, sim/event.py), given
 a `LocalCluster`, call `sim_model`; it returns the measured devices as a

@@ -1,7 +1,7 @@
 """Micro-benchmarks of this machine's devices, run once in a child process:
 `python -m autoscout_jax.local.microbench`.
 
-Where it sits: `local/devices.py` (parent, jax-free) starts this module
+Where it sits: `local/devices.py` (parent; no JAX backend there) starts this module
 with the same environment the F3 profiler's child gets
 (local/xla_flags.child_env: on the CPU, N virtual devices), writes one JSON
 request to its stdin and reads one JSON object from its stdout; the numbers
@@ -16,8 +16,8 @@ fastest of `repeats` calls of a jitted loop of `inner` iterations, so the
 dispatch of a call is not counted):
   matmul       [m, k] @ [k, n] per device, by shape and dtype
   copy         x * a + b over a large per-device array (bytes read + written)
-  op           one small element-wise op in a chain (the per-op floor of a
-               compiled program)
+  op           one tiny matmul + tanh in a chain of dependent ones (the
+               per-kernel floor of a compiled program)
   collectives  all_reduce (psum), all_gather, reduce_scatter (psum_scatter),
                all_to_all over the device axis, by bytes per device
 Request: {"platform", "num_devices", "quick": bool}. Reply: {"ok": true,

@@ -3,9 +3,10 @@ hardware description, from micro-benchmarks (local/microbench.py).
 
 Where it sits: `local/devices.py` runs the micro-benchmarks once per
 machine (cached in the workdir by `key`) and hands the reply to
-`MeasuredDevices.from_reply`; the F0/F1 evaluators (sim/analytic.py,
-sim/event.py), given a `LocalCluster`, score local candidates on
-`sim_cluster(...)` with `sim_constants(...)`. jax-free.
+`MeasuredDevices.from_reply`; the local F0/F1 evaluators
+(local/sim_evaluators.py: sim/analytic.py's and sim/event.py's with their
+hardware hook changed) score candidates on `sim_cluster(...)` with
+`sim_constants(...)`. Plain numpy.
 
 Everything here is physical and comes from the micro-benchmarks alone
 (never from the profiles the simulators are compared with):
