@@ -26,6 +26,20 @@ def projection_dims(model: ModelConfig) -> dict[str, tuple[int, int]]:
           "wo": (f, d)}
 
 
+def base_params(model: ModelConfig) -> int:
+  """Weights of the model (embedding, attention, MLP or experts, norms,
+  untied output layer): what fine-tuning starts from."""
+  d = model.hidden_size
+  attn = sum(i * o for i, o in list(projection_dims(model).values())[:4]) + 2 * d
+  mats = 3 if model.gated_mlp else 2
+  dense = mats * d * model.ffn_hidden_size
+  fe = model.moe_ffn_hidden_size or model.ffn_hidden_size
+  moe = mats * d * fe * (model.num_experts + model.num_shared_experts) + d * model.num_experts
+  n_dense = model.num_dense_layers if model.is_moe else model.num_layers
+  layers = model.num_layers * attn + n_dense * dense + (model.num_layers - n_dense) * moe
+  return model.vocab_size * d * (1 if model.tie_embeddings else 2) + layers + d
+
+
 def adapter_params(workload: Workload) -> int:
   """Trained LoRA parameters of the whole model: r x (in + out) per
   targeted projection per layer (0 unless LoRA)."""

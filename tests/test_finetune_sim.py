@@ -96,3 +96,14 @@ def test_a_published_lora_row_is_predicted():
   # NeMo measured LoRA 1.47x faster than SFT on the same layout
   assert 1.2 < tok["lora"] / tok["sft"] < 1.7
   assert 24824 / 1.5 < tok["lora"] < 24824 * 1.5
+
+
+def test_compile_at_scale_refuses_lora_in_one_line(monkeypatch):
+  from autoscout_jax.compile import evaluator as compile_evaluator
+  monkeypatch.setattr(compile_evaluator.tg, "missing_extra", lambda *a: None)
+  cluster = hardware.make_cluster("dgx_h100", 8)
+  kinds = _kinds(catalog.make_workload("llama3_8b", 8))
+  ev = compile_evaluator.CompileAtScaleEvaluator(cache_dir="")
+  assert ev.check_fits(kinds["full"], cluster) is None
+  msg = ev.check_fits(kinds["lora"], cluster)
+  assert "LoRA" in msg and "\n" not in msg
