@@ -184,3 +184,20 @@ def test_ladder_search_end_to_end(tmp_path):
   from autoscout_jax.tools.ladder_report import from_workdir
   rep = from_workdir(workdir)
   assert rep["profiled"] >= 1 and rep["analytic"]["candidates"] >= 1
+
+
+def test_a_maxtext_space_on_this_machine_scores_through_its_own_plan(devices_file):
+  """A simulator space of another family (MaxText's keys) on the local
+  cluster: the local F0/F1 use that space's plan and the measured devices."""
+  from autoscout_jax.targets import maxtext
+  moe = Workload("tiny_moe", ModelConfig(name="tiny_moe", num_layers=4, hidden_size=128, num_heads=8,
+                                         ffn_hidden_size=256, vocab_size=256, seq_len=64, num_experts=4,
+                                         moe_top_k=2, moe_ffn_hidden_size=256, gated_mlp=True), global_batch=16)
+  space = maxtext.space(moe, CLUSTER)
+  cands = space.sample(np.random.default_rng(0), 6)
+  problem = Problem(moe, CLUSTER, space, ("analytic", "event", "profile"))
+  for cls in (LocalAnalyticEvaluator, LocalEventEvaluator):
+    ms = cls(devices_file=devices_file).evaluate(problem, cands)
+    tput = [m.metrics.tokens_per_s for m in ms if m.feasible]
+    assert len(tput) == len(cands) and len(set(tput)) > 1
+    assert ms[0].provenance["simulator"].endswith("-local")
