@@ -24,7 +24,8 @@ OOM = "oom"
 COMPILE_ERROR = "compile_error"
 CRASH = "crash"
 TIMEOUT = "timeout"
-FAILURE_KINDS = (INVALID, OOM, COMPILE_ERROR, CRASH, TIMEOUT)
+SLO = "slo"  # serving: measured, but TTFT or TPOT misses the workload's SLO
+FAILURE_KINDS = (INVALID, OOM, COMPILE_ERROR, CRASH, TIMEOUT, SLO)
 
 
 def fidelity_rank(fidelity: str) -> int:

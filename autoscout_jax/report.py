@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from autoscout_jax import report_serving
 from autoscout_jax.progress import fmt_duration
 from autoscout_jax.search import SearchResult
 from autoscout_jax.space import SearchSpace
@@ -74,6 +75,7 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       "top": [_m(m) for m in result.top(5)],
       "cost_s": result.cost_s, "cost_by_fidelity_s": dict(spent), "cost_units": _cost_units(result),
       "best_memory": _memory(result),
+      "serving": report_serving.section(workload, result),  # None unless task='serve'
       "outcomes": {f"{f}/{k}": n for (f, k), n in sorted(counts.items())},
       "rounds": len(result.rounds), "stop_reason": result.stop_reason,
       "designer": result.designer_summary,
@@ -117,6 +119,8 @@ def render_summary(rep: dict[str, Any]) -> str:
       lines.append(f"  speedup over the default: {rep['speedup_vs_default']:.3f}x")
     elif d is not None:
       lines.append(f"  default: {_fmt_cand(d['candidate'])} failed ({d['failure_kind']})")
+  if rep.get("serving"):
+    lines += report_serving.summary(rep["serving"])
   if len(rep["top"]) > 1:
     lines.append("top candidates:")
     for m in rep["top"][:5]:
@@ -173,6 +177,8 @@ def render_markdown(rep: dict[str, Any]) -> str:
                    f"(usable {gib(mem['compile']['usable_bytes'])} GiB per device); the others are the "
                    f"simulators' memory models.")
     out += ["", "### Launch", ""] + _launch_md(rep)
+  if rep.get("serving"):
+    out += [""] + report_serving.markdown(rep["serving"])
   out += ["", "## Top candidates", "", "| tokens/s | step s | candidate | breakdown (s) |",
           "|---|---|---|---|"]
   out += [f"| {m['tokens_per_s']:,.1f} | {m['step_time_s']:.4g} | {_fmt_cand(m['candidate'])} | "
