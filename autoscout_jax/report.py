@@ -111,7 +111,8 @@ def render_summary(rep: dict[str, Any]) -> str:
                  f"({rep['stop_reason']}); outcomes: {rep['outcomes']}")
   else:
     lines.append(f"best ({best['fidelity']}): {_fmt_cand(best['candidate'])}")
-    lines.append(f"  throughput {best['tokens_per_s']:,.1f} tokens/s, step {best['step_time_s']:.4g} s"
+    tput, step = _units(rep)
+    lines.append(f"  throughput {best['tokens_per_s']:,.1f} {tput}, {step} {best['step_time_s']:.4g} s"
                  + _mem_mfu(best, rep))
     d = rep["default"]
     if d is not None and d["tokens_per_s"]:
@@ -158,8 +159,9 @@ def render_markdown(rep: dict[str, Any]) -> str:
   else:
     out += ["## Recommendation", "", "| knob | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in best["candidate"].items()]
-    out += ["", f"Measured at `{best['fidelity']}`: {best['tokens_per_s']:,.1f} tokens/s, "
-            f"step {best['step_time_s']:.4g} s{_mem_mfu(best, rep)}."]
+    tput, step = _units(rep)
+    out += ["", f"Measured at `{best['fidelity']}`: {best['tokens_per_s']:,.1f} {tput}, "
+            f"{step} {best['step_time_s']:.4g} s{_mem_mfu(best, rep)}."]
     if rep["speedup_vs_default"]:
       out.append(f"Speedup over the workload's default configuration: **{rep['speedup_vs_default']:.3f}x**.")
     if best["breakdown"]:
@@ -219,6 +221,14 @@ def _launch_md(rep: dict[str, Any]) -> list[str]:
            f"`{first}`:", "", "```", files[first].rstrip(), "```"]
     return out
   return ["```", json.dumps(rep["launch"], indent=2, sort_keys=True, default=str), "```"]
+
+
+def _units(rep: dict[str, Any]) -> tuple[str, str]:
+  """What tokens_per_s and step_time_s mean in this run (serving: output
+  tokens per device, and the p50 time per output token)."""
+  if rep.get("serving"):
+    return "output tokens/s per device", "TPOT p50"
+  return "tokens/s", "step"
 
 
 def _mem_mfu(m: dict[str, Any], rep: dict[str, Any]) -> str:

@@ -176,6 +176,9 @@ def space(workload: Workload, cluster: Any, max_num_seqs: tuple[int, ...] = (1, 
                     _divides("tensor_parallel_size", "vocab_size", "the vocabulary"),
                     _divides("tensor_parallel_size", "ffn_hidden_size", "the MLP width")]
   pps = tuple(p for p in pipeline_parallel_sizes if p <= n)
+  if len(pps) > 1 and isinstance(cluster, LocalCluster):
+    raise SpaceError("pipeline_parallel_sizes: the local serving engine (local/serve_step.py) runs one "
+                     "pipeline stage; pipeline stages are a knob of cluster-scale serving spaces only")
   if len(pps) > 1:
     knobs.append(Ordinal("pipeline_parallel_size", values=pps, default=1, doc="layer stages"))
     constraints.append(_divides("pipeline_parallel_size", "num_layers", "the layers"))
