@@ -7,7 +7,8 @@ Where it sits: gin binds `serving.space` as SPACE_FN(workload, cluster) for
 a workload with `task='serve'` (its `ServingSpec` holds the request mix and
 the SLOs). On this machine the local evaluators run each candidate in a
 child (local/serve_probe.py: a real prefill + decode loop with a KV cache);
-at cluster scale the serving simulator reads `plan(space, cand)`. Both call
+at cluster scale the serving model (sim/serving.py) reads `plan(space,
+cand)`, a sim/serving_plan.ServingPlan. Both call
 `kv_capacity` for the cache size and `slo_verdict` for feasibility, and
 report the same metrics (`SERVE_METRICS`): `tokens_per_s` is output tokens
 per second per device used (the objective), `step_time_s` the p50 time per
@@ -118,7 +119,7 @@ def facts(workload: Workload, cluster: Any) -> dict[str, Any]:
   return dict(num_devices=cluster.num_devices, num_heads=m.num_heads, kv_heads=m.kv_heads,
               head_dim=m.head_dim, num_layers=m.num_layers, vocab_size=m.vocab_size,
               ffn_hidden_size=m.ffn_hidden_size, num_experts=m.num_experts, max_len=spec.max_len,
-              compute_bytes=_PRECISION_BYTES.get(workload.precision, 2),
+              compute_bytes=_PRECISION_BYTES.get(workload.precision, 2), precision=workload.precision,
               memory_bytes_per_device=int(cluster.memory_bytes_per_device))
 
 
@@ -295,19 +296,26 @@ class Config:
         raise LayoutError(msg)
 
 
-@dataclasses.dataclass(frozen=True)
-class ServingPlan:
-  """What a serving model needs of a candidate: the typed config, the
-  devices it uses and its KV cache per replica."""
-
-  config: Config
-  devices: int
-  kv: KVCapacity
-
-
-def plan(space: SearchSpace, cand: Candidate) -> ServingPlan:
-  cfg = Config.from_candidate(cand)
-  return ServingPlan(cfg, cfg.num_devices, kv_capacity_from_facts(dataclasses.asdict(cfg), space.facts))
+def plan(space: SearchSpace, cand: Candidate) -> Any:
+  """The candidate as the serving model's plan (sim/serving_plan.ServingPlan).
+  Aggregated: `data_parallel_size` engines of tp x pp; disaggregated:
+  `prefill_workers` prefill engines and `decode_workers` decode engines of
+  the same layout. Expert parallelism over replicas (vLLM's EP = TP x DP)
+  is one engine whose attention is data-parallel over them."""
+  from autoscout_jax.sim.serving_plan import EngineLayout, ServingPlan  # sim: only when a model asks
+  cfg, f = Config.from_candidate(cand), space.facts
+  dp, ep = cfg.data_parallel_size, cfg.expert_parallel_size
+  wide = ep > cfg.tensor_parallel_size and not cfg.disaggregated
+  layout = EngineLayout(tp=cfg.tensor_parallel_size, pp=cfg.pipeline_parallel_size, ep=ep,
+                        attn_dp=dp if wide else 1, batch=cfg.max_num_seqs)
+  weight = f.get("precision") if f.get("precision") in ("bf16", "fp16", "fp8") else "bf16"
+  kv = "fp8" if cfg.kv_cache_dtype == "fp8" else ("fp16" if weight == "fp16" else "bf16")
+  common = dict(weight_dtype=weight, kv_dtype=kv, kv_fraction=cfg.kv_cache_memory_fraction,
+                chunk_tokens=cfg.chunked_prefill_size, engine="vllm")
+  if cfg.disaggregated:
+    return ServingPlan(layout, replicas=cfg.prefill_workers, decode_layout=layout,
+                       decode_replicas=cfg.decode_workers, **common)
+  return ServingPlan(layout, replicas=1 if wide else dp, **common)
 
 
 def slo_verdict(spec: ServingSpec, extra: Mapping[str, Any]) -> str | None:
