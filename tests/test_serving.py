@@ -165,3 +165,11 @@ def test_tiny_serving_search_end_to_end(tmp_path):
   with open(os.path.join(workdir, "report.json")) as f:
     rep = json.load(f)
   assert rep["serving"]["best"]["tpot_ms"] <= 1e6 and rep["serving"]["frontier"]
+
+
+def test_frontier_keeps_only_unbeaten_points():
+  from autoscout_jax.report_serving import frontier
+  row = lambda t, p, ok=True: {"tokens_per_s_per_device": t, "tpot_ms": p, "feasible": ok}
+  rows = [row(100, 10), row(200, 30), row(150, 40), row(90, 5), row(250, 80, ok=False), row(None, 1)]
+  front = frontier(rows)
+  assert [(r["tokens_per_s_per_device"], r["tpot_ms"]) for r in front] == [(90, 5), (100, 10), (200, 30), (250, 80)]
