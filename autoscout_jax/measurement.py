@@ -24,7 +24,7 @@ OOM = "oom"
 COMPILE_ERROR = "compile_error"
 CRASH = "crash"
 TIMEOUT = "timeout"
-SLO = "slo"  # serving: measured, but TTFT or TPOT misses the workload's SLO
+SLO = "slo"  # ran, but missed the workload's latency objective (serving TTFT/TPOT)
 FAILURE_KINDS = (INVALID, OOM, COMPILE_ERROR, CRASH, TIMEOUT, SLO)
 
 

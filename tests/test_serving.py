@@ -173,3 +173,15 @@ def test_frontier_keeps_only_unbeaten_points():
   rows = [row(100, 10), row(200, 30), row(150, 40), row(90, 5), row(250, 80, ok=False), row(None, 1)]
   front = frontier(rows)
   assert [(r["tokens_per_s_per_device"], r["tpot_ms"]) for r in front] == [(90, 5), (100, 10), (200, 30), (250, 80)]
+
+
+def test_plan_is_the_serving_models_plan():
+  from autoscout_jax.sim.serving_plan import ServingPlan
+  sp = serving.space(WORKLOAD, CLUSTER)
+  agg = serving.plan(sp, sp.make(dict(BASE, tensor_parallel_size=2, data_parallel_size=4, max_num_seqs=8,
+                                      chunked_prefill_size=32, kv_cache_dtype="fp8")))
+  assert isinstance(agg, ServingPlan) and not agg.disaggregated and agg.devices == 8
+  assert (agg.layout.tp, agg.layout.batch, agg.replicas, agg.kv_dtype, agg.chunk_tokens) == (2, 8, 4, "fp8", 32)
+  dis = serving.plan(sp, sp.make(dict(BASE, tensor_parallel_size=2, data_parallel_size=4, disaggregated=True,
+                                      prefill_workers=1, max_num_seqs=8, chunked_prefill_size=0)))
+  assert dis.disaggregated and (dis.replicas, dis.decode_replicas, dis.devices) == (1, 3, 8)
