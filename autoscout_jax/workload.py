@@ -134,7 +134,7 @@ class Workload:
   precision: str = "bf16"
   optimizer: str = "adam"
   default: tuple[tuple[str, Any], ...] = ()
-  serving: ServingSpec | None = None  # required for task 'serve', absent otherwise
+  serving: ServingSpec | None = None  # task 'serve' only; the serving space and engine need it
 
   def __post_init__(self):
     if self.global_batch <= 0:
@@ -145,9 +145,9 @@ class Workload:
       object.__setattr__(self, "default", tuple(sorted(dict(self.default).items())))
     if isinstance(self.serving, Mapping):  # from JSON (the local child's request)
       object.__setattr__(self, "serving", ServingSpec(**self.serving))
-    if (self.task == "serve") != (self.serving is not None):
-      raise ValueError(f"workload {self.name!r}: a 'serve' workload needs its request mix and SLOs "
-                       f"(serving=ServingSpec(...)), and only a 'serve' workload has them")
+    if self.serving is not None and self.task != "serve":
+      raise ValueError(f"workload {self.name!r}: only a 'serve' workload has a request mix and SLOs "
+                       f"(serving=...), this one has task {self.task!r}")
 
   @property
   def default_values(self) -> dict[str, Any]:
