@@ -117,7 +117,7 @@ def render_summary(rep: dict[str, Any]) -> str:
     lines.append(f"  throughput {best['tokens_per_s']:,.1f} {tput}, {step} {best['step_time_s']:.4g} s"
                  + _mem_mfu(best, rep))
     d = rep["default"]
-    if d is not None and d["tokens_per_s"]:
+    if d is not None and d["feasible"] and d["tokens_per_s"]:
       lines.append(f"  default: {_fmt_cand(d['candidate'])} -> {d['tokens_per_s']:,.1f} tokens/s")
       lines.append(f"  speedup over the default: {rep['speedup_vs_default']:.3f}x")
     elif d is not None:

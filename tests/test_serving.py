@@ -125,7 +125,8 @@ def test_an_slo_miss_is_measured_and_infeasible():
                     serving=ServingSpec(SPEC.input_lens, SPEC.output_lens, tpot_slo_ms=1e-3))
   m = measure("profile", strict, CLUSTER, vals, devs, {})
   assert not m.feasible and m.failure_kind == "slo" and "TPOT p90" in m.error
-  assert m.tokens_per_s > 0 and m.extra["tpot_ms_p90"] > 1e-3  # measured, kept for the report
+  assert m.tokens_per_s is None  # infeasible: no objective
+  assert m.extra["tokens_per_s_per_device"] > 0 and m.extra["tpot_ms_p90"] > 1e-3  # kept for the report
   lax = Workload("tiny_serve", MODEL, global_batch=6, task="serve", precision="fp32",
                  serving=ServingSpec(SPEC.input_lens, SPEC.output_lens, tpot_slo_ms=1e6, ttft_slo_ms=1e6))
   ok = measure("profile", lax, CLUSTER, vals, devs, {})

@@ -346,10 +346,10 @@ def measure(fidelity: str, workload: Workload, cluster: LocalCluster, values: Ma
     gc.collect()
   fig.update(serve_metrics(run, used))
   per_device = fig["throughput_tok_s"] / used
+  fig["tokens_per_s_per_device"] = per_device
   tpot = fig["tpot_ms_p50"]
   miss = slo_verdict(workload.serving, fig)
-  if miss:
-    return Metrics.failed(SLO, miss, peak_mem_bytes=peak, tokens_per_s=per_device,
-                          step_time_s=None if tpot is None else tpot / 1000.0, extra=fig)
+  if miss:  # infeasible: no objective, every figure kept in extra for the report
+    return Metrics.failed(SLO, miss, peak_mem_bytes=peak, extra=fig)
   return Metrics(feasible=True, tokens_per_s=per_device, step_time_s=None if tpot is None else tpot / 1000.0,
                  peak_mem_bytes=peak, extra=fig)
