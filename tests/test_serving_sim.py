@@ -124,3 +124,15 @@ def test_training_models_map_onto_the_serving_model():
   p = serving.predict(_plan(tp=8, batch=16), arch_from_model(catalog.find_model("llama3_70b")[0]), H100,
                       ServingRequest(1024, 256, 16))
   assert p.fits and p.tpot_s > 0
+
+
+def test_throughput_is_bounded_by_what_the_cache_holds():
+  sysm = hardware.SYSTEMS["dgx_h100"]
+  req = ServingRequest(1024, 512, 256)
+  small = serving.predict(_plan(tp=2, batch=256, kv_fraction=0.1), LLAMA70, sysm, req)
+  big = serving.predict(_plan(tp=2, batch=256, kv_fraction=0.9), LLAMA70, sysm, req)
+  assert small.effective_batch < big.effective_batch <= 256
+  assert small.throughput_tok_s < big.throughput_tok_s
+  # Little's law on what is served: sequences at once / time per request.
+  want = small.effective_batch / (small.ttft_s + 512 * small.tpot_s) * 512
+  assert small.throughput_tok_s == pytest.approx(want)

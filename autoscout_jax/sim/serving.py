@@ -356,7 +356,11 @@ def predict(plan: ServingPlan, arch: ServingArch, system: "hardware.System | har
     # finish (one request time per round of slots). Paged engines admit them
     # and preempt at the peak instead, which the capped batch already prices.
     ttft += (conc / users - 1) * (ttft + request.osl * tpot)
-  thr = conc / (ttft + request.osl * tpot) * request.osl
+  # Little's law: requests in the system over their time in it. Under no
+  # eviction TTFT includes the wait of those beyond the cache; a paged engine
+  # serves only what its cache holds at once (the rest is preempted).
+  in_system = conc if plan.engine == "trtllm" else users
+  thr = in_system / (ttft + request.osl * tpot) * request.osl
   return ServingPrediction(ttft_s=ttft, tpot_s=tpot, fits=not reasons, reason="; ".join(reasons),
                            kv_capacity_tokens=kv_tokens * dec.lay.attn_dp, effective_batch=eff_batch,
                            throughput_tok_s=thr, tokens_per_s_per_device=thr / plan.devices)
