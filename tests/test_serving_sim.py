@@ -136,3 +136,16 @@ def test_throughput_is_bounded_by_what_the_cache_holds():
   # Little's law on what is served: sequences at once / time per request.
   want = small.effective_batch / (small.ttft_s + 512 * small.tpot_s) * 512
   assert small.throughput_tok_s == pytest.approx(want)
+
+
+def test_kv_fraction_of_the_whole_memory():
+  sysm = hardware.SYSTEMS["dgx_h200"]
+  req = ServingRequest(1024, 1024, 64)
+  after = serving.predict(_plan(tp=4, batch=64, kv_fraction=0.2), LLAMA70, sysm, req)
+  total = serving.predict(_plan(tp=4, batch=64, kv_fraction=0.2, kv_of_total=True), LLAMA70, sysm, req)
+  # 20 % of 141 GB is more than 20 % of what ~18 GB of weights and the reserve leave, yet
+  # never more than what they leave.
+  assert total.kv_capacity_tokens > after.kv_capacity_tokens
+  most = serving.predict(_plan(tp=4, batch=64, kv_fraction=1.0, kv_of_total=True), LLAMA70, sysm, req)
+  allfree = serving.predict(_plan(tp=4, batch=64, kv_fraction=1.0), LLAMA70, sysm, req)
+  assert most.kv_capacity_tokens == pytest.approx(allfree.kv_capacity_tokens)

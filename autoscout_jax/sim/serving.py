@@ -170,8 +170,10 @@ class _Engine:
     """(weight bytes per device, KV-cache bytes per device)."""
     fixed, experts = self.weight_bytes()
     w = fixed + experts
-    free = self.device.hbm_bytes - self.c.reserve_bytes - w
-    return w, max(0.0, free) * self.plan.kv_fraction
+    free = max(0.0, self.device.hbm_bytes - self.c.reserve_bytes - w)
+    if self.plan.kv_of_total:
+      return w, min(free, self.device.hbm_bytes * self.plan.kv_fraction)
+    return w, free * self.plan.kv_fraction
 
   def _lat(self, n: int) -> float:
     """Latency of one small collective over n devices: a tree / two-shot
