@@ -380,14 +380,10 @@ def launch_sh(space: SimSpace, cand: Candidate, workload: Workload, cluster: Any
       "set -euo pipefail",
       ': "${MEGATRON_LM:?set MEGATRON_LM to a Megatron-LM checkout}"',
       ': "${NODE_RANK:=0}" "${MASTER_ADDR:=localhost}" "${MASTER_PORT:=6000}" "${TRAIN_ITERS:=100}"',
-      _max_connections(Config.from_candidate(cand)),
+      ("export CUDA_DEVICE_MAX_CONNECTIONS=8  # FSDP2 overlaps its gathers on several streams (Megatron: > 1)"
+       if Config.from_candidate(cand).use_torch_fsdp2 else
+       "export CUDA_DEVICE_MAX_CONNECTIONS=1  # Megatron's requirement for overlapped TP/SP communication"),
       " \\\n".join(lines), ""])
-
-
-def _max_connections(cfg: Config) -> str:
-  if cfg.use_torch_fsdp2:
-    return "export CUDA_DEVICE_MAX_CONNECTIONS=8  # FSDP2 overlaps its gathers on several streams (Megatron: > 1)"
-  return "export CUDA_DEVICE_MAX_CONNECTIONS=1  # Megatron's requirement for overlapped TP/SP communication"
 
 
 def _quote(x: str) -> str:
