@@ -35,7 +35,7 @@ import sys
 import threading
 from typing import Any, Mapping
 
-from autoscout_maxtext.profile_child import PARENT_ENV, claim_stdout, die_with_parent, emit
+from autoscout_maxtext.protocol import PARENT_ENV, claim_stdout, die_with_parent, emit
 
 EXIT_PROCESS_DIED = 3
 

@@ -22,58 +22,14 @@ and reports its own results.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
 import sys
-import threading
 import time
 from typing import Any, Mapping, TextIO
 
-PARENT_ENV = "AUTOSCOUT_PARENT_PID"  # as autoscout_jax/local/bare_child.py
-
-
-def claim_stdout() -> TextIO:
-  proto = os.fdopen(os.dup(1), "w", buffering=1)
-  os.dup2(2, 1)
-  sys.stdout = sys.stderr
-  return proto
-
-
-def emit(out: TextIO, **event: Any) -> None:
-  out.write(json.dumps(event, allow_nan=False, default=str) + "\n")
-  out.flush()
-
-
-def die_with_parent() -> None:
-  """SIGKILL this process (and its group, if it leads one) when the parent dies."""
-  parent = int(os.environ.get(PARENT_ENV, "0") or 0) or os.getppid()
-  if sys.platform.startswith("linux"):
-    try:
-      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-      pass
-
-  def gone() -> None:
-    try:
-      if os.getpgid(0) == os.getpid():
-        os.killpg(0, signal.SIGKILL)
-    except OSError:
-      pass
-    os.kill(os.getpid(), signal.SIGKILL)
-
-  if os.getppid() != parent:
-    gone()
-
-  def watch() -> None:
-    while True:
-      time.sleep(0.2)
-      if os.getppid() != parent:
-        gone()
-
-  threading.Thread(target=watch, daemon=True).start()
-
+from autoscout_maxtext.protocol import claim_stdout, die_with_parent, emit
 
 def _fault(kind: str, out: TextIO) -> dict[str, Any]:
   """Act out an injected fault (test hook, autoscout_jax/faults.py kinds)."""
@@ -121,21 +77,10 @@ def serve(request: Mapping[str, Any], out: TextIO) -> int:
       metrics = _fault(faults[item["key"]], out)
     else:
       metrics = steps.measure(item["values"], options)
-    emit(out, event="result", index=item["index"], metrics=_finite(metrics), wall_s=time.perf_counter() - t0)
+    emit(out, event="result", index=item["index"], metrics=metrics, wall_s=time.perf_counter() - t0)
     jax.clear_caches()
   emit(out, event="done")
   return 0
-
-
-def _finite(obj: Any) -> Any:
-  import math
-  if isinstance(obj, float):
-    return obj if math.isfinite(obj) else None
-  if isinstance(obj, dict):
-    return {k: _finite(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_finite(v) for v in obj]
-  return obj
 
 
 def main() -> int:

@@ -12,9 +12,9 @@ it, run warm-up steps and time `repeats` blocks of `timed_steps` steps with
 too noisy on a shared host).
 
 The result is a Metrics-shaped dict (autoscout_jax/measurement.py): a
-failure is data -- `compile_error` (MaxText rejects the configuration, or
-building or compiling its step fails), `oom` (an allocation error), `crash`
-(an error while stepping). Hangs and hard crashes are the parent's to
+failure is data -- `invalid` (MaxText's config validation refuses it),
+`compile_error` (building or compiling its step fails), `oom` (an
+allocation error), `crash` (an error while stepping). Hangs and hard crashes are the parent's to
 record (local/runner.py). Imports of jax/maxtext happen inside functions:
 this module is importable without them.
 """
@@ -63,12 +63,13 @@ def _slices_by_process() -> None:
 
 
 def make_config(overrides: Mapping[str, Any]) -> Any:
-  """MaxText's config for `overrides` (its own validation runs here)."""
+  """MaxText's config for `overrides` (config.make_config: its own
+  validation) plus what MaxText's train.initialize sets up around it."""
   import jax
-  from maxtext.configs import pyconfig
   from maxtext.utils import train_utils
-  jax.config.update("jax_default_prng_impl", "unsafe_rbg")  # as MaxText's train.initialize
-  cfg = pyconfig.initialize([""], **dict(overrides))
+  from autoscout_maxtext.config import make_config as maxtext_config
+  jax.config.update("jax_default_prng_impl", "unsafe_rbg")
+  cfg = maxtext_config(overrides)
   train_utils.validate_train_config(cfg)
   jax.config.update("jax_use_shardy_partitioner", cfg.shardy)
   jax.config.update("jax_remove_size_one_mesh_axis_from_type", cfg.remove_size_one_mesh_axis_from_type)
@@ -87,11 +88,13 @@ def measure(overrides: Mapping[str, Any], options: Mapping[str, Any] | None = No
   opts = {**DEFAULT_OPTIONS, **dict(options or {})}
   t0 = time.perf_counter()
   _slices_by_process()
+  from autoscout_maxtext.config import ConfigError
   try:
     cfg = make_config(overrides)
-  except BaseException as e:  # pydantic / assertion / SystemExit: MaxText says no
-    if isinstance(e, KeyboardInterrupt):
-      raise
+  except ConfigError as e:  # MaxText's own validation says no: not a valid configuration
+    return {"feasible": False, "failure_kind": "invalid", "error": f"MaxText refused the config: {e}"[-2000:],
+            "extra": {"stage": "config"}}
+  except Exception as e:
     return _failed("compile_error", "config", e)
   import jax
   from flax import nnx
