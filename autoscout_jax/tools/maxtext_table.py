@@ -230,7 +230,7 @@ def measure(todo: Sequence[Mapping[str, Any]], python: str, options: Mapping[str
 def run(out_path: str, python: str, chunk: int, options: Mapping[str, Any], timeout_s: float,
         startup_timeout_s: float, limit: int | None, argv: Sequence[str], preset: Preset = CPU8,
         num_devices: int = 8, max_time_s: float | None = None, shard: tuple[int, int] = (0, 1),
-        done_from: Sequence[str] = (), log=print) -> int:
+        done_from: Sequence[str] = (), reverse: bool = False, log=print) -> int:
   """Measure the candidates `out_path` (and the tables `done_from`) lack,
   chunk by chunk, only those of shard i of n (by key: several workers can
   share a table, each appending to its own file); returns how many of its
@@ -242,6 +242,8 @@ def run(out_path: str, python: str, chunk: int, options: Mapping[str, Any], time
   todo = [c for c in cands if key_of(c) not in done]
   done &= {key_of(c) for c in cands}
   random.Random(0).shuffle(todo)  # machine-load drift spreads over the whole space, not one corner
+  if reverse:  # a second worker on the same shard starts from the other end
+    todo.reverse()
   if limit is not None:
     todo = todo[:limit]
   log(f"{len(cands)} candidates, {len(cands) - len(done)} missing from {out_path}, measuring {len(todo)}")
@@ -283,6 +285,7 @@ _LIMIT = flags.DEFINE_integer("limit", None, "measure at most this many (still m
 _MAX_TIME = flags.DEFINE_float("max_time_s", None, "start no new chunk after this many seconds")
 _SHARD = flags.DEFINE_string("shard", "0/1", "i/n: measure only shard i of n (by candidate key)")
 _DONE_FROM = flags.DEFINE_list("done_from", [], "other tables whose candidates count as measured")
+_REVERSE = flags.DEFINE_bool("reverse", False, "measure the shard's candidates in reverse order (a second worker)")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -307,7 +310,7 @@ def main(argv: Sequence[str]) -> int:
     print(f"error: --shard must be i/n with 0 <= i < n, got {_SHARD.value!r}", file=sys.stderr)
     return 2
   missing = run(_OUT.value, python, _CHUNK.value, options, _TIMEOUT.value, 600.0, _LIMIT.value, shown, preset,
-                num_devices, _MAX_TIME.value, (i_shard, n_shard), _DONE_FROM.value)
+                num_devices, _MAX_TIME.value, (i_shard, n_shard), _DONE_FROM.value, _REVERSE.value)
   print(f"{missing} candidate(s) still missing from {_OUT.value}" if missing else f"{_OUT.value} is complete")
   return 0
 
