@@ -67,3 +67,26 @@ def test_local_cluster_slices_keep_old_keys():
     assert "num_slices=3" in str(e)
   else:
     raise AssertionError("8 devices do not split into 3 slices")
+
+
+def test_merge_keeps_each_candidate_once(tmp_path):
+  cands = mt.candidates()
+  ok = lambda t: {"feasible": True, "step_time_s": t, "extra": {"step_times_s": [t, t, t]}}
+  paths = []
+  for n, (part, t) in enumerate([(cands[:3], 0.1), (cands[2:5], 0.2)]):
+    path = str(tmp_path / f"w{n}.csv")
+    with open(path, "w", newline="") as f:
+      f.write(f"# worker {n}\n")
+      w = csv.DictWriter(f, fieldnames=mt.COLUMNS)
+      w.writeheader()
+      for c in part:
+        w.writerows(mt.rows_of(c, ok(t), 3))
+    paths.append(path)
+  out = str(tmp_path / "all.csv")
+  assert mt.merge(paths, out, note="two workers") == (5, 15)
+  text = open(out).read()
+  assert text.startswith("# worker 0\n# two workers\n") and "# worker 1" not in text
+  rows = list(csv.DictReader(ln for ln in text.splitlines() if not ln.startswith("#")))
+  times = {mt.key_of({k: mt._typed(r[k]) for k in mt.KNOB_COLUMNS}): r["step_time_s"] for r in rows}
+  assert times[mt.key_of(cands[2])] == "0.100000" and times[mt.key_of(cands[4])] == "0.200000"
+  assert mt.done_keys(out) == {mt.key_of(c) for c in cands[:5]}

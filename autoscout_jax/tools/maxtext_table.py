@@ -272,6 +272,34 @@ def run(out_path: str, python: str, chunk: int, options: Mapping[str, Any], time
   return len(cands) - len(done) - measured
 
 
+def merge(paths: Sequence[str], out_path: str, note: str = "") -> tuple[int, int]:
+  """One table from the files of several workers: the first file's `#`
+  header (plus `note`), every candidate's rows once (the first file that has
+  it wins), sorted by the knob columns. Returns (candidates, rows)."""
+  head: list[str] = []
+  by_key: dict[str, list[dict[str, str]]] = {}
+  for n, path in enumerate(paths):
+    with open(path, newline="") as f:
+      lines = f.readlines()
+    if n == 0:
+      head = [ln for ln in lines if ln.startswith("#")]
+    seen: dict[str, list[dict[str, str]]] = {}
+    for r in csv.DictReader(ln for ln in lines if not ln.startswith("#")):
+      seen.setdefault(key_of({k: _typed(r[k]) for k in KNOB_COLUMNS}), []).append(r)
+    for k, rows in seen.items():
+      by_key.setdefault(k, rows)
+  order = sorted(by_key, key=lambda k: [str(by_key[k][0][c]) for c in KNOB_COLUMNS])
+  with open(out_path, "w", newline="") as f:
+    f.writelines(head)
+    if note:
+      f.write(f"# {note}\n")
+    w = csv.DictWriter(f, fieldnames=COLUMNS)
+    w.writeheader()
+    for k in order:
+      w.writerows(by_key[k])
+  return len(order), sum(len(v) for v in by_key.values())
+
+
 _OUT = flags.DEFINE_string("out", "experiments/scoutbench/real_maxtext_cpu8.csv", "the table (appended to)")
 _PYTHON = flags.DEFINE_string("python", None, "a Python with maxtext (default: $AUTOSCOUT_MAXTEXT_PYTHON)")
 _PRESET = flags.DEFINE_enum("preset", "cpu8", list(PRESETS), "cpu8: 8 virtual CPU devices; gpu: this host's GPUs")
@@ -285,11 +313,17 @@ _LIMIT = flags.DEFINE_integer("limit", None, "measure at most this many (still m
 _MAX_TIME = flags.DEFINE_float("max_time_s", None, "start no new chunk after this many seconds")
 _SHARD = flags.DEFINE_string("shard", "0/1", "i/n: measure only shard i of n (by candidate key)")
 _DONE_FROM = flags.DEFINE_list("done_from", [], "other tables whose candidates count as measured")
+_MERGE = flags.DEFINE_list("merge", [], "instead of measuring: merge these worker files into --out")
+_NOTE = flags.DEFINE_string("note", "", "with --merge: one more header line")
 _REVERSE = flags.DEFINE_bool("reverse", False, "measure the shard's candidates in reverse order (a second worker)")
 
 
 def main(argv: Sequence[str]) -> int:
   del argv
+  if _MERGE.value:
+    n, rows = merge(_MERGE.value, _OUT.value, _NOTE.value)
+    print(f"{_OUT.value}: {n} candidates, {rows} rows")
+    return 0
   python = _PYTHON.value or os.environ.get("AUTOSCOUT_MAXTEXT_PYTHON")
   if not python:
     print("error: --python (or $AUTOSCOUT_MAXTEXT_PYTHON) must name a Python with maxtext installed",
