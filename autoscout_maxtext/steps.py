@@ -76,6 +76,22 @@ def make_config(overrides: Mapping[str, Any]) -> Any:
   return cfg
 
 
+_BARRIERS = [0]
+
+
+def _barrier(what: str, timeout_s: float = 900.0) -> None:
+  """With several processes, wait until every process got here. The first
+  run of a program opens gloo contexts whose peers must arrive within 30 s
+  (XLA's fixed limit); processes compile on their own, and on a loaded host
+  one can finish its compile minutes after the other."""
+  import jax
+  if jax.process_count() < 2:
+    return
+  from jax._src import distributed
+  _BARRIERS[0] += 1
+  distributed.global_state.client.wait_at_barrier(f"autoscout_{what}_{_BARRIERS[0]}", int(timeout_s * 1000))
+
+
 def _peak_bytes(mem: Any) -> float | None:
   if mem is None:
     return None
@@ -134,6 +150,7 @@ def measure(overrides: Mapping[str, Any], options: Mapping[str, Any] | None = No
   try:
     with jax.set_mesh(mesh), logical_axis_rules(cfg.logical_axis_rules):
       batch = train.make_synthetic_batch(cfg, shaped, seed=int(opts["seed"]))
+      _barrier("compiled")
       t1 = time.perf_counter()
       for _ in range(int(opts["warmup_steps"])):
         state, metrics = compiled(state, batch)

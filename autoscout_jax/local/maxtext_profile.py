@@ -141,6 +141,8 @@ class MaxTextProfileEvaluator(Evaluator):
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for i, cand in enumerate(candidates):
       keys = mt.overrides(cand, workload, platform)
+      if platform == "gpu":  # this machine's GPUs: the CPU run's keys, MaxText's GPU hardware
+        keys.update({**mt.CPU_RUN_KEYS, "hardware": "gpu"})
       if slices > 1:
         keys["num_slices"] = slices
       flags = tuple(xla.xla_flags({k: v for k, v in cand.values.items() if k in mt.FLAG_KNOBS}, platform)
