@@ -25,6 +25,7 @@ import time
 from typing import Any, Sequence
 
 from autoscout_jax import maxtext_env
+from autoscout_jax.compile.evaluator import attach_timing
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.local.runner import LocalSetupError, Outcome, run_candidates
 from autoscout_jax.measurement import OOM, Measurement, Metrics
@@ -65,20 +66,28 @@ class MaxTextCompileEvaluator(Evaluator):
   python: the 3.12 interpreter with MaxText (None: maxtext_env.find_python).
   timeout_s: per-candidate limit (config, lowering and compile).
   startup_timeout_s: limit for a child to import MaxText and JAX.
+  timing: optional cheaper-fidelity evaluator (e.g. the F1 event simulator)
+    whose step time is attached to every candidate XLA says fits on a TPU
+    target (compile.evaluator.attach_timing), so this fidelity can top a
+    cluster search without real profiling.
   """
 
   fidelity = "compile"
 
-  def __init__(self, python: str | None = None, timeout_s: float = 900.0, startup_timeout_s: float = 300.0):
+  def __init__(self, python: str | None = None, timeout_s: float = 900.0, startup_timeout_s: float = 300.0,
+               timing: Evaluator | None = None):
     if timeout_s <= 0 or startup_timeout_s <= 0:
       raise ValueError(f"timeouts must be positive, got timeout_s={timeout_s}, "
                        f"startup_timeout_s={startup_timeout_s}")
+    if timing is not None and timing.fidelity in ("compile", "profile"):
+      raise ValueError(f"timing must be a cheaper fidelity than compile, got {timing.fidelity!r}")
+    self.timing = timing
     self.python = python
     self.timeout_s = float(timeout_s)
     self.startup_timeout_s = float(startup_timeout_s)
 
   def settings(self) -> dict[str, Any]:
-    return {"backend": "maxtext"}
+    return {"backend": "maxtext", "timing": self.timing.fidelity if self.timing else None}
 
   def check_fits(self, workload: Workload, cluster: Any) -> str | None:
     """Why this evaluator cannot compile the job at all, or None."""
@@ -103,10 +112,10 @@ class MaxTextCompileEvaluator(Evaluator):
     if not candidates:
       return []
     target = compile_target(cluster)
-    platform = mt.layout(cluster)[2]
+    _, slices, platform = mt.layout(cluster)
     items = []
     for i, c in enumerate(candidates):
-      keys = mt.overrides(c, workload, platform)
+      keys = mt.overrides(c, workload, platform, slices, local=target["kind"] == "local")
       if target["kind"] == "tpu":
         flags = xla.xla_flags({k: v for k, v in c.values.items() if k in mt.FLAG_KNOBS}, "tpu")
         if flags:
@@ -122,7 +131,10 @@ class MaxTextCompileEvaluator(Evaluator):
                                 self.startup_timeout_s, argv=maxtext_env.child_argv(python, "autoscout_maxtext.child"))
     except LocalSetupError as e:
       raise ValueError(str(e).strip().splitlines()[0] if str(e).strip() else "MaxText child failed") from None
-    return [self._measurement(workload, cluster, target, c, outcomes[i]) for i, c in enumerate(candidates)]
+    out = [self._measurement(workload, cluster, target, c, outcomes[i]) for i, c in enumerate(candidates)]
+    if self.timing is not None and target["kind"] == "tpu":
+      return attach_timing(self.timing, problem, out)
+    return out
 
   def _measurement(self, workload: Workload, cluster: Any, target: dict[str, Any], cand: Candidate,
                    outcome: Outcome) -> Measurement:

@@ -75,9 +75,14 @@ def child_env(num_devices: int | None = None, platform: str = "cpu",
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   if platform == "cpu":
     env["JAX_PLATFORMS"] = "cpu"
+    ours = ("--xla_force_host_platform_device_count", "--xla_cpu_enable_concurrency_optimized_scheduler")
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(ours)]
     if num_devices:
-      flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-      env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={int(num_devices)}"])
+      flags.append(f"--xla_force_host_platform_device_count={int(num_devices)}")
+    # XLA:CPU's concurrency-optimized scheduler deadlocks MaxText steps with
+    # gradient accumulation on a 2-core host (collective rendezvous timeouts)
+    flags.append("--xla_cpu_enable_concurrency_optimized_scheduler=false")
+    env["XLA_FLAGS"] = " ".join(flags)
   elif platform == "tpu_compile":  # compile-only TPU devices from this host (libtpu)
     env["JAX_PLATFORMS"] = "cpu"  # the child's own backend; libtpu gives the topology
     env["ALLOW_MULTIPLE_LIBTPU_LOAD"] = "1"

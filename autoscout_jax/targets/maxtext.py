@@ -319,15 +319,22 @@ def model_keys(workload: Workload) -> dict[str, Any]:
   return out
 
 
-def overrides(cand: Candidate | Mapping[str, Any], workload: Workload, platform: str) -> dict[str, Any]:
+def overrides(cand: Candidate | Mapping[str, Any], workload: Workload, platform: str,
+              num_slices: int = 1, local: bool | None = None) -> dict[str, Any]:
   """Every MaxText key of a run of `cand` (what `pyconfig.initialize([""],
   **overrides)` and `python -m maxtext.trainers.pre_train.train key=value
-  ...` take): the model, the candidate, and on 'cpu' the keys of a local CPU
-  run (CPU_RUN_KEYS). The XLA flag knobs are not MaxText keys (see
-  `xla.xla_flags`)."""
+  ...` take): the model, the candidate, `hardware` off TPU, and for a run on
+  this machine (`local`; default: on 'cpu') the keys of a local run
+  (CPU_RUN_KEYS, with the platform's `hardware`; with several slices, e.g.
+  processes mapped as slices, `num_slices`, which MaxText cannot detect off
+  TPU). The XLA flag knobs are not MaxText keys (see `xla.xla_flags`)."""
   keys = {**model_keys(workload), **Config.from_candidate(cand).keys()}
-  if platform == "cpu":
-    keys.update(CPU_RUN_KEYS)
+  if platform in ("cpu", "gpu"):
+    keys["hardware"] = platform
+  if platform == "cpu" if local is None else local:
+    keys.update({**CPU_RUN_KEYS, "hardware": keys.get("hardware", platform)})
+    if num_slices > 1:
+      keys["num_slices"] = int(num_slices)
   return keys
 
 
@@ -347,8 +354,8 @@ def override_lines(keys: Mapping[str, Any]) -> list[str]:
 def artifact(space: SimSpace, cand: Candidate, workload: Workload, cluster: Any) -> dict[str, Any]:
   """MaxText overrides for the best candidate, the XLA flags of its flag
   knobs for the platform and the command that trains with them."""
-  platform = layout(cluster)[2]
-  keys = overrides(cand, workload, platform)
+  _, slices, platform = layout(cluster)
+  keys = overrides(cand, workload, platform, slices, local=not hasattr(cluster, "device"))
   plat = "tpu" if platform == "tpu" else "gpu"
   return {"kind": "maxtext", "overrides": override_lines(keys),
           "xla_flags": xla.xla_flags({k: v for k, v in cand.values.items() if k in FLAG_KNOBS}, platform),
