@@ -23,7 +23,7 @@ needs_maxtext = pytest.mark.skipif(MISSING is not None, reason=f"MaxText's Pytho
 
 def _cand(space, **values):
   base = {"per_device_batch_size": 2, "gradient_accumulation_steps": 1, "remat_policy": "full"}
-  ici = {k: 1 for k in space.names if k.startswith("ici_")}
+  ici = {k: 1 for k in space.names if k.startswith(("ici_", "dcn_"))}
   c = space.make({**ici, **base, **values})
   assert not space.validate(c), space.validate(c)
   return c

@@ -40,7 +40,8 @@ __all__ = ["CPU_XLA_FLAGS", "MaxTextProfileEvaluator"]
 
 # XLA:CPU deadlocks in its collective rendezvous (e.g. gradient accumulation
 # loops: "Termination timeout ... only 6 of 8 arrived") on a 2-core host
-# unless its concurrency-optimized scheduler is off.
+# unless its concurrency-optimized scheduler is off (maxtext_env.child_env
+# sets it for every MaxText child on the CPU); part of the settings.
 CPU_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
 
 
@@ -140,20 +141,15 @@ class MaxTextProfileEvaluator(Evaluator):
     python = maxtext_env.find_python(self.python)
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for i, cand in enumerate(candidates):
-      keys = mt.overrides(cand, workload, platform)
-      if platform == "gpu":  # this machine's GPUs: the CPU run's keys, MaxText's GPU hardware
-        keys.update({**mt.CPU_RUN_KEYS, "hardware": "gpu"})
-      if slices > 1:
-        keys["num_slices"] = slices
+      keys = mt.overrides(cand, workload, platform, num_slices=slices, local=True)
       flags = tuple(xla.xla_flags({k: v for k, v in cand.values.items() if k in mt.FLAG_KNOBS}, platform)
                     if platform in ("tpu", "gpu") else ())
       groups.setdefault(flags, []).append({"index": i, "key": cand.key, "values": keys})
     outcomes: dict[int, Outcome] = {}
     for flags, items in groups.items():
-      env = maxtext_env.child_env(per, platform)
-      extra = list(flags) + (list(CPU_XLA_FLAGS) if platform == "cpu" else [])
-      if extra:
-        env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", "")] + extra).strip()
+      env = maxtext_env.child_env(per, platform)  # on 'cpu' with CPU_XLA_FLAGS
+      if flags:
+        env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", "")] + list(flags)).strip()
       outcomes.update(run_candidates(request, items, env, self.timeout_s, self.startup_timeout_s,
                                      self.max_per_child, argv=maxtext_env.child_argv(python, module)))
     return [self._measurement(workload, cluster, cand, outcomes[i], faults.get(cand.key), slices)

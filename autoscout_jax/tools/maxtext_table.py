@@ -300,54 +300,59 @@ def merge(paths: Sequence[str], out_path: str, note: str = "") -> tuple[int, int
   return len(order), sum(len(v) for v in by_key.values())
 
 
-_OUT = flags.DEFINE_string("out", "experiments/scoutbench/real_maxtext_cpu8.csv", "the table (appended to)")
-_PYTHON = flags.DEFINE_string("python", None, "a Python with maxtext (default: $AUTOSCOUT_MAXTEXT_PYTHON)")
-_PRESET = flags.DEFINE_enum("preset", "cpu8", list(PRESETS), "cpu8: 8 virtual CPU devices; gpu: this host's GPUs")
-_DEVICES = flags.DEFINE_integer("num_devices", None, "devices of the table (default: the preset's)")
-_CHUNK = flags.DEFINE_integer("chunk", 8, "candidates per child before rows are written")
-_WARMUP = flags.DEFINE_integer("warmup_steps", 1, "untimed steps after the compile")
-_TIMED = flags.DEFINE_integer("timed_steps", 2, "steps per timed block")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "timed blocks (rows) per candidate")
-_TIMEOUT = flags.DEFINE_float("timeout_s", 300.0, "per-candidate limit (a hang past it is a 'timeout' row)")
-_LIMIT = flags.DEFINE_integer("limit", None, "measure at most this many (still missing) candidates")
-_MAX_TIME = flags.DEFINE_float("max_time_s", None, "start no new chunk after this many seconds")
-_SHARD = flags.DEFINE_string("shard", "0/1", "i/n: measure only shard i of n (by candidate key)")
-_DONE_FROM = flags.DEFINE_list("done_from", [], "other tables whose candidates count as measured")
-_MERGE = flags.DEFINE_list("merge", [], "instead of measuring: merge these worker files into --out")
-_NOTE = flags.DEFINE_string("note", "", "with --merge: one more header line")
-_REVERSE = flags.DEFINE_bool("reverse", False, "measure the shard's candidates in reverse order (a second worker)")
+def define_flags() -> None:
+  """The command line (defined only when run as a program: importing this
+  module, e.g. from a bench task, defines no flags)."""
+  flags.DEFINE_string("out", "experiments/scoutbench/real_maxtext_cpu8.csv", "the table (appended to)")
+  flags.DEFINE_string("python", None, "a Python with maxtext (default: $AUTOSCOUT_MAXTEXT_PYTHON)")
+  flags.DEFINE_enum("preset", "cpu8", list(PRESETS), "cpu8: 8 virtual CPU devices; gpu: this host's GPUs")
+  flags.DEFINE_integer("num_devices", None, "devices of the table (default: the preset's)")
+  flags.DEFINE_integer("chunk", 8, "candidates per child before rows are written")
+  flags.DEFINE_integer("warmup_steps", 1, "untimed steps after the compile")
+  flags.DEFINE_integer("timed_steps", 2, "steps per timed block")
+  flags.DEFINE_integer("repeats", 3, "timed blocks (rows) per candidate")
+  flags.DEFINE_float("timeout_s", 300.0, "per-candidate limit (a hang past it is a 'timeout' row)")
+  flags.DEFINE_integer("limit", None, "measure at most this many (still missing) candidates")
+  flags.DEFINE_float("max_time_s", None, "start no new chunk after this many seconds")
+  flags.DEFINE_string("shard", "0/1", "i/n: measure only shard i of n (by candidate key)")
+  flags.DEFINE_list("done_from", [], "other tables whose candidates count as measured")
+  flags.DEFINE_list("merge", [], "instead of measuring: merge these worker files into --out")
+  flags.DEFINE_string("note", "", "with --merge: one more header line")
+  flags.DEFINE_bool("reverse", False, "measure the shard's candidates in reverse order (a second worker)")
 
 
 def main(argv: Sequence[str]) -> int:
   del argv
-  if _MERGE.value:
-    n, rows = merge(_MERGE.value, _OUT.value, _NOTE.value)
-    print(f"{_OUT.value}: {n} candidates, {rows} rows")
+  F = flags.FLAGS
+  if F.merge:
+    n, rows = merge(F.merge, F.out, F.note)
+    print(f"{F.out}: {n} candidates, {rows} rows")
     return 0
-  python = _PYTHON.value or os.environ.get("AUTOSCOUT_MAXTEXT_PYTHON")
+  python = F.python or os.environ.get("AUTOSCOUT_MAXTEXT_PYTHON")
   if not python:
     print("error: --python (or $AUTOSCOUT_MAXTEXT_PYTHON) must name a Python with maxtext installed",
           file=sys.stderr)
     return 2
-  preset = PRESETS[_PRESET.value]
-  num_devices = _DEVICES.value or preset.num_devices
+  preset = PRESETS[F.preset]
+  num_devices = F.num_devices or preset.num_devices
   if not num_devices or num_devices < 1 or num_devices & (num_devices - 1):
     print(f"error: --num_devices must be a power of two >= 1 (preset {preset.name} has none), got {num_devices}",
           file=sys.stderr)
     return 2
-  options = {"warmup_steps": _WARMUP.value, "timed_steps": _TIMED.value, "repeats": _REPEATS.value, "seed": 0}
+  options = {"warmup_steps": F.warmup_steps, "timed_steps": F.timed_steps, "repeats": F.repeats, "seed": 0}
   shown = [a for a in sys.argv[1:] if not a.startswith("--python")]
   try:
-    i_shard, n_shard = (int(x) for x in _SHARD.value.split("/"))
+    i_shard, n_shard = (int(x) for x in F.shard.split("/"))
     assert 0 <= i_shard < n_shard
   except (ValueError, AssertionError):
-    print(f"error: --shard must be i/n with 0 <= i < n, got {_SHARD.value!r}", file=sys.stderr)
+    print(f"error: --shard must be i/n with 0 <= i < n, got {F.shard!r}", file=sys.stderr)
     return 2
-  missing = run(_OUT.value, python, _CHUNK.value, options, _TIMEOUT.value, 600.0, _LIMIT.value, shown, preset,
-                num_devices, _MAX_TIME.value, (i_shard, n_shard), _DONE_FROM.value, _REVERSE.value)
-  print(f"{missing} candidate(s) still missing from {_OUT.value}" if missing else f"{_OUT.value} is complete")
+  missing = run(F.out, python, F.chunk, options, F.timeout_s, 600.0, F.limit, shown, preset,
+                num_devices, F.max_time_s, (i_shard, n_shard), F.done_from, F.reverse)
+  print(f"{missing} candidate(s) still missing from {F.out}" if missing else f"{F.out} is complete")
   return 0
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(lambda argv: sys.exit(main(argv)))
