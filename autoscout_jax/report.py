@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from autoscout_jax import finetune
 from autoscout_jax.progress import fmt_duration
 from autoscout_jax.search import SearchResult
 from autoscout_jax.space import SearchSpace
@@ -81,6 +82,8 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       "hparams": os.path.join(workdir, HPARAMS_DIR),
       "measurements": os.path.join(workdir, "measurements.jsonl"),
       "search_wall_s": result.wall_s,
+      "finetune": finetune.explain(workload, finetune.base_params(workload.model),
+                                   getattr(cluster, "memory_bytes_per_device", None)),
   }
 
 
@@ -158,6 +161,8 @@ def render_markdown(rep: dict[str, Any]) -> str:
             f"step {best['step_time_s']:.4g} s{_mem_mfu(best, rep)}."]
     if rep["speedup_vs_default"]:
       out.append(f"Speedup over the workload's default configuration: **{rep['speedup_vs_default']:.3f}x**.")
+    if rep.get("finetune"):
+      out += ["", rep["finetune"]]
     if best["breakdown"]:
       out += ["", "### Time breakdown", "", "| part | seconds |", "|---|---|"]
       out += [f"| {k} | {v:.4g} |" for k, v in best["breakdown"].items()]

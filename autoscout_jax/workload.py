@@ -69,11 +69,30 @@ class ModelConfig:
     return self.num_experts > 0
 
 
+# Projections that can carry LoRA adapters, by the local model's leaf names
+# (local/model.py): attention query/key/value/out, MLP in (wi), gate (wg,
+# gated MLPs only) and out (wo). Megatron calls them linear_qkv,
+# linear_proj, linear_fc1, linear_fc2.
+LORA_TARGETS = ("query", "key", "value", "out", "wi", "wg", "wo")
+FROZEN_DTYPES = ("bf16", "int8")
+# Fields a pre-training workload leaves at these values; `Workload.key`
+# omits them then, so the keys of workloads that predate them do not change.
+_FINETUNE_DEFAULTS = {"lora_rank": 0, "lora_targets": ("query", "key", "value", "out"),
+                      "lora_alpha": 16.0, "frozen_dtype": "bf16"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Workload:
   """A model and a job. `global_batch` counts sequences per optimizer step.
   `default` is the expert default configuration (knob values) that results
-  are compared against."""
+  are compared against.
+
+  Fine-tuning (`task='finetune'`): `lora_rank` 0 trains every weight (full
+  fine-tuning: the same step and state as pre-training); `lora_rank` r > 0
+  is LoRA: rank-r adapters (scaled by `lora_alpha / r`) on the projections
+  named in `lora_targets` (part of the job, not a knob) train, every other
+  weight is frozen, stored in `frozen_dtype` (bf16, or int8 with a scale per
+  output channel), and carries no gradient and no optimizer state."""
 
   name: str
   model: ModelConfig
@@ -82,6 +101,10 @@ class Workload:
   precision: str = "bf16"
   optimizer: str = "adam"
   default: tuple[tuple[str, Any], ...] = ()
+  lora_rank: int = 0
+  lora_targets: tuple[str, ...] = _FINETUNE_DEFAULTS["lora_targets"]
+  lora_alpha: float = 16.0
+  frozen_dtype: str = "bf16"
 
   def __post_init__(self):
     if self.global_batch <= 0:
@@ -90,6 +113,42 @@ class Workload:
       raise ValueError(f"workload {self.name!r}: unknown task {self.task!r}")
     if isinstance(self.default, Mapping):
       object.__setattr__(self, "default", tuple(sorted(dict(self.default).items())))
+    if isinstance(self.lora_targets, str):
+      object.__setattr__(self, "lora_targets", (self.lora_targets,))
+    object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # JSON gives a list
+    self._check_finetune()
+
+  def _check_finetune(self) -> None:
+    who = f"workload {self.name!r}"
+    if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+      raise ValueError(f"{who}: lora_rank must be a non-negative integer, got {self.lora_rank!r}")
+    if self.lora_rank and self.task != "finetune":
+      raise ValueError(f"{who}: lora_rank={self.lora_rank} needs task='finetune', got task={self.task!r}")
+    if self.frozen_dtype not in FROZEN_DTYPES:
+      raise ValueError(f"{who}: frozen_dtype must be one of {FROZEN_DTYPES}, got {self.frozen_dtype!r}")
+    if self.frozen_dtype != "bf16" and not self.lora_rank:
+      raise ValueError(f"{who}: frozen_dtype={self.frozen_dtype!r} needs LoRA (lora_rank > 0): "
+                       "full fine-tuning and pre-training train every weight")
+    if not self.lora_rank:
+      return
+    bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
+    if bad or not self.lora_targets or len(set(self.lora_targets)) != len(self.lora_targets):
+      raise ValueError(f"{who}: lora_targets must be distinct names from {LORA_TARGETS}, "
+                       f"got {self.lora_targets!r}")
+    if "wg" in self.lora_targets and not self.model.gated_mlp:
+      raise ValueError(f"{who}: lora_targets names 'wg' but model {self.model.name!r} has no gated MLP")
+    if not self.lora_alpha > 0:
+      raise ValueError(f"{who}: lora_alpha must be positive, got {self.lora_alpha!r}")
+
+  @property
+  def is_lora(self) -> bool:
+    """LoRA fine-tuning: frozen base weights, only adapters train."""
+    return self.lora_rank > 0
+
+  @property
+  def kind(self) -> str:
+    """pretrain | finetune (full) | lora | serve."""
+    return "lora" if self.is_lora else self.task
 
   @property
   def default_values(self) -> dict[str, Any]:
@@ -103,6 +162,10 @@ class Workload:
   def key(self) -> str:
     d = dataclasses.asdict(self)
     d.pop("default")  # the default is a comparison point, not part of the job
+    d["lora_targets"] = tuple(d["lora_targets"])
+    for k, v in _FINETUNE_DEFAULTS.items():
+      if not self.lora_rank and d[k] == v:
+        d.pop(k)
     return f"{self.name}-{_digest(d)}"
 
 

@@ -127,6 +127,10 @@ class CompileAtScaleEvaluator(Evaluator):
     m = workload.model
     if m.head_dim % 2:
       return f"model {m.name!r}: head_dim {m.head_dim} must be even (rotary position embedding)"
+    if getattr(workload, "is_lora", False):
+      return (f"workload {workload.name!r} is a LoRA fine-tune; the compile-at-scale programs train every "
+              f"weight, so their memory would be pre-training's: screen it with the simulators (F0/F1), "
+              f"which model frozen weights, or measure it with the local evaluators")
     return None
 
   def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from autoscout_jax import finetune
 from autoscout_jax.space import (Boolean, Candidate, Categorical, Constraint, Ordinal, ProductGroup,
                                  SearchSpace, SpaceError, When)
 from autoscout_jax.targets import xla
@@ -57,6 +58,19 @@ PARAM_RULES: dict[str, tuple[Any, ...]] = {
     "wg": ("fsdp", "tensor"),
     "wo": ("tensor", "fsdp"),
     "scale": (None,),
+    # LoRA (local/model.py): adapter A maps a projection's input to rank r,
+    # B maps r to its output, each sharded like the dimension it shares
+    # with the frozen weight; int8 frozen weights carry a scale per output
+    # channel, sharded like that output.
+    "query_lora_a": ("fsdp", None), "query_lora_b": (None, "tensor", None),
+    "key_lora_a": ("fsdp", None), "key_lora_b": (None, "tensor", None),
+    "value_lora_a": ("fsdp", None), "value_lora_b": (None, "tensor", None),
+    "out_lora_a": ("tensor", None, None), "out_lora_b": (None, "fsdp"),
+    "wi_lora_a": ("fsdp", None), "wi_lora_b": (None, "tensor"),
+    "wg_lora_a": ("fsdp", None), "wg_lora_b": (None, "tensor"),
+    "wo_lora_a": ("tensor", None), "wo_lora_b": (None, "fsdp"),
+    "query_scale": ("tensor", None), "key_scale": ("tensor", None), "value_scale": ("tensor", None),
+    "out_scale": ("fsdp",), "wi_scale": ("tensor",), "wg_scale": ("tensor",), "wo_scale": ("fsdp",),
 }
 BATCH_AXES = ("data", "fsdp")  # the batch dimension's mesh axes
 
@@ -125,9 +139,10 @@ def param_count(workload: Workload) -> int:
 
 
 def min_state_bytes_per_device(workload: Workload, num_devices: int) -> int:
-  """Lower bound on per-device memory of any layout: fp32 parameters,
-  gradients and two Adam moments (16 bytes a parameter), fully sharded."""
-  return 16 * param_count(workload) // num_devices
+  """Lower bound on per-device memory of any layout, fully sharded: fp32
+  parameters, gradients and two Adam moments (16 bytes a parameter); for
+  LoRA the frozen base in its dtype plus the adapters' 16 bytes."""
+  return int(finetune.state_bytes(workload, param_count(workload))) // num_devices
 
 
 def space(workload: Workload, cluster: LocalCluster, microbatch_choices: tuple[int, ...] = (1, 2, 4, 8),
@@ -136,7 +151,7 @@ def space(workload: Workload, cluster: LocalCluster, microbatch_choices: tuple[i
   need = min_state_bytes_per_device(workload, n)
   if need > cluster.memory_bytes_per_device:
     raise SpaceError(
-        f"model {workload.model.name!r} cannot fit: its parameters, gradients and Adam states need "
+        f"model {workload.model.name!r} cannot fit: its training state (parameters, gradients, Adam states) needs "
         f"at least {need:,} bytes per device even fully sharded over {n} devices, but the budget is "
         f"{cluster.memory_bytes_per_device:,} bytes per device")
   axes = _pow2_upto(n)
