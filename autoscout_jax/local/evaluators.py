@@ -1,5 +1,7 @@
 """F2 `CompileEvaluator` and F3 `ProfileEvaluator`: real measurements of the
-local training space on this machine's devices.
+local training space (targets/local.py) or of the serving space
+(targets/serving.py: a prefill + decode engine, local/serve_probe.py) on
+this machine's devices.
 
 Where it sits: the search loop hands a batch of `Candidate`s of
 `targets.local.space(workload, cluster)` to `evaluate`; each candidate is
@@ -119,6 +121,7 @@ class _LocalEvaluator(Evaluator):
       return []
     request = {
         "fidelity": self.fidelity,
+        "family": problem.family,  # which program the child builds: train step or serving engine
         "workload": dataclasses.asdict(workload),
         "cluster": dataclasses.asdict(cluster),
         "options": self._options(),
