@@ -78,13 +78,17 @@ def _values(knobs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def space(wl: Workload, cl: Any, table: str = TABLE) -> Any:
-  """The maxtext space restricted to the table's rows."""
+  """The maxtext space restricted to the table's rows (bench's allow-list
+  constraint), keeping the family's plan so the simulators score it."""
   from autoscout_jax.bench.tables import allow_list
+  from autoscout_jax.sim.vspace import SimSpace
   from autoscout_jax.targets import maxtext as mt
   full = mt.space(wl, cl)
   _, groups = read(table)
   allow = [dict(full.make(_values(k)).values) for k, _ in groups]
-  return allow_list(full, allow, os.path.basename(table))
+  rows = allow_list(full, allow, os.path.basename(table))
+  return SimSpace(rows.knobs, rows.vec_constraints, groups=rows.groups, facts=rows.facts, name=rows.name,
+                  family=full.family, plan=full.planner)
 
 
 def truth(table: str = TABLE, name: str = NAME) -> Any:
