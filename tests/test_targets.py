@@ -65,7 +65,7 @@ def test_plans_speak_in_codes_not_magic_numbers():
 
 
 def test_every_family_names_itself():
-  assert set(FAMILIES) == {"local", "megatron", "jax_mesh", "maxtext"}
+  assert set(FAMILIES) == {"local", "megatron", "jax_mesh", "maxtext", "serving"}
   for name, module in FAMILIES.items():
     assert module.FAMILY == name and callable(module.space) and dataclasses.is_dataclass(module.Config)
 

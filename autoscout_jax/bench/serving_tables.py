@@ -212,7 +212,7 @@ class SampleServingEvaluator(Evaluator):
       return Metrics.failed("oom", p.reason)
     ttft, tpot = p.ttft_s * 1e3, p.tpot_s * 1e3
     extra = {"ttft_ms": ttft, "tpot_ms": tpot, "effective_batch": p.effective_batch}
-    tps = tokens_per_gpu(req.concurrency, req.osl, ttft, tpot, plan.devices)
+    tps = p.tokens_per_s_per_device
     if ttft > self.ttft_slo_ms or tpot > self.tpot_slo_ms:
       return Metrics.failed(SLO_KIND, f"predicted TTFT {ttft:.0f} ms / TPOT {tpot:.1f} ms vs SLO "
                             f"{self.ttft_slo_ms:.0f} / {self.tpot_slo_ms:.1f}", step_time_s=tpot / 1e3,
