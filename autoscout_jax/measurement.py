@@ -24,7 +24,8 @@ OOM = "oom"
 COMPILE_ERROR = "compile_error"
 CRASH = "crash"
 TIMEOUT = "timeout"
-FAILURE_KINDS = (INVALID, OOM, COMPILE_ERROR, CRASH, TIMEOUT)
+SLO = "slo"  # ran, but missed the workload's latency objective (serving TTFT/TPOT)
+FAILURE_KINDS = (INVALID, OOM, COMPILE_ERROR, CRASH, TIMEOUT, SLO)
 
 
 def fidelity_rank(fidelity: str) -> int:

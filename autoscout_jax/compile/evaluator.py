@@ -37,7 +37,7 @@ from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
 from autoscout_jax.workload import Workload
 
-__all__ = ["CompileAtScaleEvaluator", "default_cache_dir"]
+__all__ = ["CompileAtScaleEvaluator", "attach_timing", "default_cache_dir"]
 
 
 def default_cache_dir() -> str:
@@ -46,6 +46,27 @@ def default_cache_dir() -> str:
     return os.environ["AUTOSCOUT_COMPILE_CACHE"]
   base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
   return str(Path(base) / "autoscout_jax" / "compile")
+
+
+def attach_timing(timing: Evaluator, problem: Problem, ms: list[Measurement]) -> list[Measurement]:
+  """`ms` with the step time, throughput and breakdown of the cheaper
+  fidelity `timing` attached to every candidate the compiler says fits (its
+  cost added). Memory is XLA's verdict here: the timing model runs on a copy
+  of the cluster whose HBM it cannot run out of, so every fitting candidate
+  gets a time."""
+  fits = [i for i, m in enumerate(ms) if m.feasible]
+  if not fits:
+    return ms
+  cluster = problem.cluster
+  roomy = dataclasses.replace(cluster, device=dataclasses.replace(cluster.device, hbm_bytes=float(2**60)))
+  timed = timing.evaluate(dataclasses.replace(problem, cluster=roomy), [ms[i].candidate for i in fits])
+  for i, t in zip(fits, timed):
+    m, tm = ms[i], t.metrics
+    extra = dict(m.metrics.extra, timing_fidelity=timing.fidelity, timing_peak_mem_bytes=tm.peak_mem_bytes)
+    metrics = dataclasses.replace(m.metrics, step_time_s=tm.step_time_s, tokens_per_s=tm.tokens_per_s,
+                                  mfu=tm.mfu, breakdown=dict(tm.breakdown), extra=extra)
+    ms[i] = dataclasses.replace(m, metrics=metrics, cost_s=m.cost_s + t.cost_s)
+  return ms
 
 
 class CompileAtScaleEvaluator(Evaluator):
@@ -106,6 +127,10 @@ class CompileAtScaleEvaluator(Evaluator):
     m = workload.model
     if m.head_dim % 2:
       return f"model {m.name!r}: head_dim {m.head_dim} must be even (rotary position embedding)"
+    if getattr(workload, "is_lora", False):
+      return (f"workload {workload.name!r} is a LoRA fine-tune; the compile-at-scale programs train every "
+              f"weight, so their memory would be pre-training's: screen it with the simulators (F0/F1), "
+              f"which model frozen weights, or measure it with the local evaluators")
     return None
 
   def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
@@ -133,25 +158,7 @@ class CompileAtScaleEvaluator(Evaluator):
     except LocalSetupError as e:
       raise tg.TargetError(str(e).strip().splitlines()[0] if str(e).strip() else "compile target failed") from None
     out = [self._measurement(workload, cluster, target, c, outcomes[i]) for i, c in enumerate(candidates)]
-    return self._timed(problem, out) if self.timing is not None else out
-
-  def _timed(self, problem: Problem, ms: list[Measurement]) -> list[Measurement]:
-    fits = [i for i, m in enumerate(ms) if m.feasible]
-    if not fits:
-      return ms
-    # Memory is XLA's verdict here: time on a copy of the cluster whose HBM
-    # the timing model cannot run out of, so every fitting candidate gets a time.
-    cluster = problem.cluster
-    roomy = dataclasses.replace(cluster, device=dataclasses.replace(cluster.device, hbm_bytes=float(2**60)))
-    timed = self.timing.evaluate(dataclasses.replace(problem, cluster=roomy), [ms[i].candidate for i in fits])
-    for i, t in zip(fits, timed):
-      m, tm = ms[i], t.metrics
-      extra = dict(m.metrics.extra, timing_fidelity=self.timing.fidelity,
-                   timing_peak_mem_bytes=tm.peak_mem_bytes)
-      metrics = dataclasses.replace(m.metrics, step_time_s=tm.step_time_s, tokens_per_s=tm.tokens_per_s,
-                                    mfu=tm.mfu, breakdown=dict(tm.breakdown), extra=extra)
-      ms[i] = dataclasses.replace(m, metrics=metrics, cost_s=m.cost_s + t.cost_s)
-    return ms
+    return attach_timing(self.timing, problem, out) if self.timing is not None else out
 
   def _measurement(self, workload: Workload, cluster: Any, target: tg.CompileTarget, cand: Candidate,
                    outcome: Outcome) -> Measurement:

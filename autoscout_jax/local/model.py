@@ -16,7 +16,8 @@ Parameters are float32; matmuls run in the workload's compute dtype
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -63,6 +64,46 @@ def _constrain(x: jax.Array, mesh: Mesh | None, *spec: Any) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Lora:
+  """LoRA adapters of a fine-tuning workload: rank, the projections that
+  carry them, the scale alpha / rank, and the dtype the frozen base is
+  kept in ('float32' when nothing is frozen)."""
+
+  rank: int = 0
+  targets: tuple[str, ...] = ()
+  alpha: float = 16.0
+  frozen_dtype: str = "float32"
+
+  @classmethod
+  def of(cls, workload: Any) -> "Lora":
+    if not workload.is_lora:
+      return cls()
+    return cls(workload.lora_rank, tuple(workload.lora_targets), float(workload.lora_alpha),
+               workload.frozen_dtype)
+
+
+def _project(mod: nn.Module, name: str, x: jax.Array, eq: str, shape: tuple[int, ...], n_in: int,
+             lora: Lora, dt: Any) -> jax.Array:
+  """`einsum(eq, x, W)` for the projection weight `name` of `shape` (its
+  first `n_in` dims contract with x). An int8 frozen weight is dequantized
+  by its per-output-channel `<name>_scale`; a LoRA target adds
+  (x A) B * alpha / r, A `<name>_lora_a` [in..., r], B `<name>_lora_b`
+  [r, out...] (zeros at init, so training starts from the base model)."""
+  w = mod.param(name, _init, shape, jnp.float32).astype(dt)
+  if lora.frozen_dtype == "int8":
+    w = w * mod.param(f"{name}_scale", nn.initializers.ones, shape[n_in:], jnp.float32).astype(dt)
+  y = jnp.einsum(eq, x, w)
+  if name in lora.targets:
+    lhs, out = eq.split("->")
+    xin, wl = lhs.split(",")
+    a = mod.param(f"{name}_lora_a", _init, shape[:n_in] + (lora.rank,), jnp.float32)
+    b = mod.param(f"{name}_lora_b", nn.initializers.zeros, (lora.rank,) + shape[n_in:], jnp.float32)
+    xa = jnp.einsum(f"{xin},{wl[:n_in]}r->bsr", x, a.astype(dt))
+    y = y + jnp.einsum(f"bsr,r{wl[n_in:]}->{out}", xa, b.astype(dt)) * (lora.alpha / lora.rank)
+  return y
+
+
 def _rope(x: jax.Array, positions: jax.Array) -> jax.Array:
   """Rotary position embedding over the last (head) dimension of [B,S,H,D]."""
   half = x.shape[-1] // 2
@@ -94,19 +135,17 @@ class Attention(nn.Module):
   cfg: ModelConfig
   dtype: Any
   mesh: Mesh | None = None
+  lora: Lora = Lora()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c, dt = self.cfg, self.dtype
     d, h, kv, hd = c.hidden_size, c.num_heads, c.kv_heads, c.head_dim
-    wq = self.param("query", _init, (d, h, hd), jnp.float32)
-    wk = self.param("key", _init, (d, kv, hd), jnp.float32)
-    wv = self.param("value", _init, (d, kv, hd), jnp.float32)
-    wo = self.param("out", _init, (h, hd, d), jnp.float32)
+    proj = lambda name, inp, eq, shape, n_in=1: _project(self, name, inp, eq, shape, n_in, self.lora, dt)
     heads = (BATCH_AXES, None, "tensor", None)
-    q = _constrain(jnp.einsum("bsd,dhk->bshk", x, wq.astype(dt)), self.mesh, *heads)
-    k = _constrain(jnp.einsum("bsd,dhk->bshk", x, wk.astype(dt)), self.mesh, *heads)
-    v = _constrain(jnp.einsum("bsd,dhk->bshk", x, wv.astype(dt)), self.mesh, *heads)
+    q = _constrain(proj("query", x, "bsd,dhk->bshk", (d, h, hd)), self.mesh, *heads)
+    k = _constrain(proj("key", x, "bsd,dhk->bshk", (d, kv, hd)), self.mesh, *heads)
+    v = _constrain(proj("value", x, "bsd,dhk->bshk", (d, kv, hd)), self.mesh, *heads)
     b, s = x.shape[:2]
     positions = jnp.arange(s)
     q, k = _rope(q, positions), _rope(k, positions)
@@ -118,7 +157,7 @@ class Attention(nn.Module):
     scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(dt)
     ctx = jnp.einsum("bkgst,btkd->bskgd", probs, v).reshape(b, s, h, hd)
-    out = jnp.einsum("bshk,hkd->bsd", ctx, wo.astype(dt))
+    out = proj("out", ctx, "bshk,hkd->bsd", (h, hd, d), 2)
     return _constrain(out, self.mesh, BATCH_AXES, None, None)
 
 
@@ -128,23 +167,21 @@ class Mlp(nn.Module):
   cfg: ModelConfig
   dtype: Any
   mesh: Mesh | None = None
+  lora: Lora = Lora()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c, dt = self.cfg, self.dtype
     d, f = c.hidden_size, c.ffn_hidden_size
+    proj = lambda name, inp, eq, shape: _project(self, name, inp, eq, shape, 1, self.lora, dt)
     hidden = (BATCH_AXES, None, "tensor")
-    wi = self.param("wi", _init, (d, f), jnp.float32)
-    act = _constrain(jnp.einsum("bsd,df->bsf", x, wi.astype(dt)), self.mesh, *hidden)
+    act = _constrain(proj("wi", x, "bsd,df->bsf", (d, f)), self.mesh, *hidden)
     if c.gated_mlp:
-      wg = self.param("wg", _init, (d, f), jnp.float32)
-      gate = _constrain(jnp.einsum("bsd,df->bsf", x, wg.astype(dt)), self.mesh, *hidden)
+      gate = _constrain(proj("wg", x, "bsd,df->bsf", (d, f)), self.mesh, *hidden)
       act = jax.nn.silu(gate) * act
     else:
       act = jax.nn.gelu(act)
-    wo = self.param("wo", _init, (f, d), jnp.float32)
-    return _constrain(jnp.einsum("bsf,fd->bsd", act, wo.astype(dt)), self.mesh,
-                      BATCH_AXES, None, None)
+    return _constrain(proj("wo", act, "bsf,fd->bsd", (f, d)), self.mesh, BATCH_AXES, None, None)
 
 
 class Block(nn.Module):
@@ -154,10 +191,11 @@ class Block(nn.Module):
   cfg: ModelConfig
   dtype: Any
   mesh: Mesh | None = None
+  lora: Lora = Lora()
 
   @nn.compact
   def __call__(self, x: jax.Array, _: Any = None) -> tuple[jax.Array, None]:
-    kw = dict(cfg=self.cfg, dtype=self.dtype, mesh=self.mesh)
+    kw = dict(cfg=self.cfg, dtype=self.dtype, mesh=self.mesh, lora=self.lora)
     x = x + Attention(**kw, name="attn")(RMSNorm(name="attn_norm")(x))
     x = x + Mlp(**kw, name="mlp")(RMSNorm(name="mlp_norm")(x))
     return _constrain(x, self.mesh, BATCH_AXES, None, None), None
@@ -186,6 +224,7 @@ class Decoder(nn.Module):
   scan_layers: bool = False
   scan_unroll: int = 1
   mesh: Mesh | None = None
+  lora: Lora = Lora()
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -196,7 +235,7 @@ class Decoder(nn.Module):
     table = _constrain(embedding, self.mesh, "tensor", None)
     x = _constrain(jnp.take(table, tokens, axis=0).astype(dt), self.mesh, BATCH_AXES, None, None)
     block = _remat_block(self.remat_policy, self.scan_layers)
-    kw = dict(cfg=c, dtype=dt, mesh=self.mesh)
+    kw = dict(cfg=c, dtype=dt, mesh=self.mesh, lora=self.lora)
     if self.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                       length=c.num_layers, unroll=self.scan_unroll)
@@ -221,10 +260,54 @@ def stack_layers(params: dict[str, Any], num_layers: int) -> dict[str, Any]:
   return out
 
 
-def init_params(cfg: ModelConfig, key: jax.Array, scan_layers: bool = False) -> dict[str, Any]:
+def is_adapter(name: str) -> bool:
+  """A LoRA adapter leaf (trained); every other leaf of a LoRA model is frozen."""
+  return name.endswith(("_lora_a", "_lora_b"))
+
+
+def freeze(params: Any, lora: Lora) -> Any:
+  """The frozen base in its storage dtype: bf16, or int8 projection weights
+  with a per-output-channel fp32 scale (absmax / 127; embedding, output
+  layer and norms stay bf16). Adapters stay fp32 (they train)."""
+  if lora.frozen_dtype == "float32":
+    return params
+
+  def walk(tree):
+    out = {}
+    for k, v in tree.items():
+      if isinstance(v, Mapping):
+        out[k] = walk(v)
+      elif is_adapter(k):
+        out[k] = v
+      elif k.endswith("_scale") and k[:-len("_scale")] in tree:
+        continue  # set with its weight below
+      elif lora.frozen_dtype == "int8" and f"{k}_scale" in tree:
+        n_in = 2 if k == "out" else 1
+        lead = v.ndim - len(tree[f"{k}_scale"].shape) - n_in  # a stacked layer axis
+        amax = jnp.max(jnp.abs(v), axis=tuple(range(lead, lead + n_in)), keepdims=True)
+        scale = jnp.maximum(amax, 1e-12) / 127.0
+        out[k] = jnp.clip(jnp.round(v / scale), -127, 127).astype(jnp.int8)
+        out[f"{k}_scale"] = jnp.squeeze(scale, axis=tuple(range(lead, lead + n_in))).astype(jnp.float32)
+      else:
+        out[k] = v.astype(jnp.bfloat16)
+    return out
+  return walk(params)
+
+
+def init_params(cfg: ModelConfig, key: jax.Array, scan_layers: bool = False, lora: Lora = Lora()) -> dict[str, Any]:
   """Initial parameters, identical for every layout: always initialized per
   layer and stacked for scan, so scan_layers / remat / mesh do not change the
-  model being trained (the sharded-step tests rely on this)."""
-  params = Decoder(cfg).init(key, jnp.zeros((1, 1), jnp.int32))["params"]
-  params = dict(params)
+  model being trained (the sharded-step tests rely on this). With LoRA the
+  base weights are the same draw as without (adapters come from their own
+  key) and are stored frozen (`freeze`)."""
+  params = dict(Decoder(cfg).init(key, jnp.zeros((1, 1), jnp.int32))["params"])
+  if lora.rank or lora.frozen_dtype != "float32":
+    full = dict(Decoder(cfg, lora=lora).init(jax.random.fold_in(key, 1), jnp.zeros((1, 1), jnp.int32))["params"])
+    params = _overlay(full, params)
+    params = freeze(params, lora)
   return stack_layers(params, cfg.num_layers) if scan_layers else params
+
+
+def _overlay(tree: Any, base: Any) -> Any:
+  """`tree` with every leaf that `base` also has taken from `base`."""
+  return {k: (_overlay(v, base.get(k, {})) if isinstance(v, Mapping) else base.get(k, v)) for k, v in tree.items()}

@@ -13,6 +13,10 @@ over 'fsdp' along the model-width dimension and over 'tensor' Megatron-style
 MLP-out, embedding and output layer over the vocabulary). One step = forward +
 backward over `num_microbatches` micro-batches (lax.scan, gradients summed
 in float32) + one AdamW update; params and optimizer state are donated.
+LoRA fine-tuning (workload.lora_rank > 0): the same step differentiates and
+updates only the adapter leaves (`partition`); the frozen base (bf16 or
+int8, local/model.py `freeze`) has no gradient and no optimizer state and
+passes through unchanged.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ import optax
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from autoscout_jax.local.model import (BATCH_AXES, Decoder, check_supported, compute_dtype,
-                                       init_params, stack_layers)
+from autoscout_jax.local.model import (BATCH_AXES, Decoder, Lora, check_supported, compute_dtype,
+                                       init_params, is_adapter, stack_layers)
 from autoscout_jax.targets.local import MESH_AXES, PARAM_RULES, Config, LayoutError
 from autoscout_jax.workload import Workload
 
@@ -53,6 +57,33 @@ def spec_for(path: Sequence[Any], shape: Sequence[int]) -> PartitionSpec:
 def shardings_for(mesh: Mesh, tree: Any) -> Any:
   return jax.tree_util.tree_map_with_path(
       lambda path, leaf: NamedSharding(mesh, spec_for(path, leaf.shape)), tree)
+
+
+def partition(tree: Any, lora: Lora) -> tuple[Any, Any]:
+  """(trained, frozen) halves of a parameter-shaped tree: with LoRA the
+  adapter leaves and the rest; otherwise everything trains."""
+  if not lora.rank:
+    return tree, {}
+
+  def split(t, want):
+    out = {}
+    for k, v in t.items():
+      if isinstance(v, Mapping):
+        sub = split(v, want)
+        if sub:
+          out[k] = sub
+      elif is_adapter(k) == want:
+        out[k] = v
+    return out
+  return split(tree, True), split(tree, False)
+
+
+def merge(a: Any, b: Any) -> Any:
+  """The union of two disjoint parameter-shaped trees (inverse of `partition`)."""
+  out = dict(a)
+  for k, v in b.items():
+    out[k] = merge(out[k], v) if k in out else v
+  return out
 
 
 def make_mesh(config: Config, devices: Sequence[jax.Device]) -> Mesh:
@@ -104,7 +135,7 @@ class TrainSetup:
       params = stack_layers(params, self.workload.model.num_layers)
     # Copy first: the step donates its parameters, and device_put may reuse
     # the caller's buffer for one shard; the caller keeps theirs intact.
-    params = jax.device_put(jax.tree.map(jnp.copy, params), self.param_shardings)
+    params = jax.device_put(jax.tree.map(jnp.copy, dict(params)), self.param_shardings)
     return params, self._opt_init(params)
 
   def batch(self, seed: int = 0) -> jax.Array:
@@ -131,22 +162,26 @@ def build_train_setup(workload: Workload, values: Mapping[str, Any], devices: Se
   config = Config.from_candidate(values)
   config.check(workload, len(devices))
   mesh = make_mesh(config, devices)
+  lora = Lora.of(workload)
   model = Decoder(m, dtype=compute_dtype(workload.precision), remat_policy=config.remat_policy,
-                  scan_layers=config.scan_layers, scan_unroll=config.scan_unroll, mesh=mesh)
+                  scan_layers=config.scan_layers, scan_unroll=config.scan_unroll, mesh=mesh, lora=lora)
   tx = optax.adamw(learning_rate, weight_decay=0.01)
 
+  # LoRA: only the adapters are differentiated and carry optimizer state;
+  # the frozen base passes through the step untouched
   def init_state(key):
-    params = init_params(m, key, config.scan_layers)
-    return params, tx.init(params)
+    params = init_params(m, key, config.scan_layers, lora)
+    return params, tx.init(partition(params, lora)[0])
 
   abstract_params, abstract_opt = jax.eval_shape(init_state, jax.random.key(0))
   param_sh = shardings_for(mesh, abstract_params)
+  train_sh = partition(param_sh, lora)[0]
   opt_sh = shardings_for(mesh, abstract_opt)
   batch_sh = NamedSharding(mesh, PartitionSpec(BATCH_AXES, None))
   gb, seq = workload.global_batch, m.seq_len
 
-  def loss_fn(params, tokens):
-    logits = model.apply({"params": params}, tokens[:, :-1])
+  def loss_fn(trained, frozen, tokens):
+    logits = model.apply({"params": merge(trained, frozen)}, tokens[:, :-1])
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
                                                              tokens[:, 1:])
     return losses.mean()
@@ -155,8 +190,9 @@ def build_train_setup(workload: Workload, values: Mapping[str, Any], devices: Se
   nmb = config.num_microbatches
 
   def step(params, opt_state, tokens):
+    params, frozen = partition(params, lora)
     if nmb == 1:
-      loss, grads = grad_fn(params, tokens)
+      loss, grads = grad_fn(params, frozen, tokens)
     else:
       # Row b goes to micro-batch b % nmb: every device's contiguous block of
       # rows splits evenly over the micro-batches, so no data moves.
@@ -166,25 +202,25 @@ def build_train_setup(workload: Workload, values: Mapping[str, Any], devices: Se
 
       def accumulate(carry, mb_tokens):
         grad_sum, loss_sum = carry
-        loss, grads = grad_fn(params, mb_tokens)
+        loss, grads = grad_fn(params, frozen, mb_tokens)
         grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
         # Keep the accumulator fsdp-sharded so gradients are reduce-scattered.
-        grad_sum = jax.lax.with_sharding_constraint(grad_sum, param_sh)
+        grad_sum = jax.lax.with_sharding_constraint(grad_sum, train_sh)
         return (grad_sum, loss_sum + loss), None
 
       zeros = jax.tree.map(jnp.zeros_like, params)
       (grad_sum, loss_sum), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)), micro)
       grads = jax.tree.map(lambda g: g / nmb, grad_sum)
       loss = loss_sum / nmb
-    grads = jax.lax.with_sharding_constraint(grads, param_sh)
+    grads = jax.lax.with_sharding_constraint(grads, train_sh)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    return merge(optax.apply_updates(params, updates), frozen), opt_state, loss
 
   replicated = NamedSharding(mesh, PartitionSpec())
   step_jit = jax.jit(step, in_shardings=(param_sh, opt_sh, batch_sh),
                      out_shardings=(param_sh, opt_sh, replicated), donate_argnums=(0, 1))
   init_jit = jax.jit(init_state, out_shardings=(param_sh, opt_sh))
-  opt_init_jit = jax.jit(tx.init, out_shardings=opt_sh)
+  opt_init_jit = jax.jit(lambda p: tx.init(partition(p, lora)[0]), out_shardings=opt_sh)
   batch_jit = jax.jit(lambda key: jax.random.randint(key, (gb, seq + 1), 0, m.vocab_size, jnp.int32),
                       out_shardings=batch_sh)
   return TrainSetup(workload=workload, config=config, mesh=mesh, model=model, step=step_jit,

@@ -6,7 +6,9 @@ Flow: catalog.make_workload + hardware.make_cluster -> targets.megatron.space /
 targets.jax_mesh.space -> analytic.AnalyticEvaluator (candidates -> the
 space's Plan (plan.py) -> one jitted call -> Measurements).
 costs.layer_costs is the contract the F1 event simulator consumes;
-constants.CALIBRATED holds the fitted constants.
+constants.CALIBRATED holds the fitted constants. Serving: serving_plan.ServingPlan
+-> serving.predict (TTFT, TPOT) with serving_catalog's architectures; silicon.py
+reads aiconfigurator's measured sample into it.
 """
 
 from autoscout_jax.sim.analytic import (AnalyticEvaluator, candidates_to_arrays, score_space, simulate_f0,
@@ -17,10 +19,15 @@ from autoscout_jax.sim.costs import MODEL_FIELDS, PLAN_FIELDS, SimConstants, lay
 from autoscout_jax.sim.hardware import (DEVICES, LINKS, SYSTEMS, Cluster, DeviceSpec, Link, System, cluster_scalars,
                                         make_cluster, system_for_hardware_name)
 from autoscout_jax.sim.plan import Plan, Recompute, Zero
+from autoscout_jax.sim.serving import ServingConstants
+from autoscout_jax.sim.serving import predict as predict_serving
+from autoscout_jax.sim.serving_catalog import ServingArch
+from autoscout_jax.sim.serving_plan import EngineLayout, ServingPlan, ServingPrediction, ServingRequest
 from autoscout_jax.sim.vspace import SimSpace, VecConstraint
 
 __all__ = [
-    "AnalyticEvaluator", "CALIBRATED", "Cluster", "DEVICES", "DeviceSpec", "LINKS", "Link", "MODELS", "MODEL_FIELDS",
+    "AnalyticEvaluator", "CALIBRATED", "EngineLayout", "ServingArch", "ServingConstants", "ServingPlan",
+    "ServingPrediction", "ServingRequest", "predict_serving", "Cluster", "DEVICES", "DeviceSpec", "LINKS", "Link", "MODELS", "MODEL_FIELDS",
     "PLAN_FIELDS", "Plan", "Recipe", "Recompute", "SYSTEMS", "SimConstants", "SimSpace", "System", "VecConstraint",
     "candidates_to_arrays", "cluster_scalars", "find_model", "layer_costs",
     "make_cluster", "make_workload", "model_scalars",

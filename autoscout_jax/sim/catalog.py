@@ -191,7 +191,7 @@ def find_model(name: str) -> tuple[ModelConfig, Recipe]:
 
 def recipe_defaults(model: ModelConfig, recipe: Recipe, num_devices: int, space: str = "megatron",
                     devices_per_slice: int | None = None) -> dict[str, Any]:
-  """The recipe as knob values of `space` ('megatron' or 'jax_mesh') on
+  """The recipe as knob values of `space` ('megatron', 'jax_mesh' or 'maxtext') on
   `num_devices` devices; data parallelism takes what the recipe leaves."""
   mp = recipe.tp * recipe.pp * recipe.cp
   if num_devices % mp:
@@ -228,7 +228,11 @@ def recipe_defaults(model: ModelConfig, recipe: Recipe, num_devices: int, space:
                 dcn_data=num_devices // slice_, dcn_fsdp=1, dcn_stage=1,
                 per_device_batch_size=max(1, recipe.global_batch // num_devices),
                 remat_policy="full", latency_hiding_scheduler=True, async_collectives=True)
-  raise ValueError(f"unknown space {space!r}; known: megatron, jax_mesh")
+  if space == "maxtext":
+    # targets/maxtext.py's knob defaults are MaxText's recipe (fsdp over each
+    # slice, data over DCN, full remat, the whole batch in one micro-step)
+    return {}
+  raise ValueError(f"unknown space {space!r}; known: megatron, jax_mesh, maxtext")
 
 
 def make_workload(model: str, num_devices: int, global_batch: int | None = None, precision: str = "bf16",

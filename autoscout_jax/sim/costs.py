@@ -42,7 +42,11 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
            gbs, fp8 (0/1: low-precision GEMMs), fp4 (0/1: those GEMMs are
-           NVFP4/MXFP4, at the device's fp4 peak).
+           NVFP4/MXFP4, at the device's fp4 peak); LoRA fine-tuning:
+           frozen (0/1: base weights frozen, so no weight-gradient GEMMs,
+           gradients, optimizer state or gradient sync for them), lora_r
+           (adapter rank), lora_p (adapter parameters per layer),
+           frozen_bytes (bytes per frozen weight: 2 bf16, 1 int8).
   hw    -- peak_bf16, peak_fp8, hbm_bytes, hbm_bw, intra_bw/lat,
            inter_bw/lat, node_size, num_devices.
 
@@ -84,7 +88,7 @@ PLAN_FIELDS = (
     "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes")
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
-                "tie", "gbs", "fp8", "fp4")
+                "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "frozen_bytes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,12 +147,23 @@ def model_scalars(workload: Any) -> dict[str, float]:
   m = workload.model
   fe = m.moe_ffn_hidden_size or m.ffn_hidden_size
   prec = str(workload.precision).lower()
-  return dict(
+  out = dict(
       L=m.num_layers, h=m.hidden_size, a=m.num_heads, g=m.kv_heads, d=m.head_dim, f=m.ffn_hidden_size,
       V=m.vocab_size, s=m.seq_len, gated=float(m.gated_mlp), E=m.num_experts, k=m.moe_top_k,
       fe=fe, fs=m.num_shared_experts * fe, Ld=m.num_dense_layers if m.is_moe else m.num_layers,
       tie=float(m.tie_embeddings), gbs=workload.global_batch,
       fp8=float("fp8" in prec or "fp4" in prec), fp4=float("fp4" in prec))
+  out.update(lora_scalars(out, getattr(workload, "lora_rank", 0), getattr(workload, "lora_targets", ()),
+                          getattr(workload, "frozen_dtype", "bf16")))
+  return out
+
+
+def lora_scalars(m: Mapping[str, float], rank: float, targets: Any, frozen_dtype: str = "bf16") -> dict[str, float]:
+  """The LoRA model fields: rank 0 is pre-training or full fine-tuning."""
+  if not rank:
+    return dict(frozen=0.0, lora_r=0.0, lora_p=0.0, frozen_bytes=2.0)
+  return dict(frozen=1.0, lora_r=float(rank), lora_p=float(memory.adapter_params(m, rank, targets)),
+              frozen_bytes=1.0 if frozen_dtype == "int8" else 2.0)
 
 
 # --- parameter counts -------------------------------------------------------------
@@ -163,7 +178,9 @@ def model_flops_per_token(xp, m: Mapping[str, Any]) -> Any:
   n_moe = m["L"] - m["Ld"]
   fwd = (2 * (m["L"] * (p["attn"] - 2 * m["h"]) + m["Ld"] * p["dense"] + n_moe * active_moe)
          + m["L"] * attn_core + 2 * m["h"] * m["V"])
-  return 3 * fwd
+  # frozen base weights (LoRA): forward + activation gradients only, plus
+  # the adapters' forward and both backward GEMMs
+  return (3 - m["frozen"]) * fwd + 6 * m["L"] * m["lora_p"]
 
 
 # --- the contract ---------------------------------------------------------------
@@ -194,10 +211,10 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   low_peak = xp.where(m["fp4"] > 0, xp.minimum(hw["peak_fp4"], c["fp4_gain"] * hw["peak_fp8"]), hw["peak_fp8"])
   lin_peak = xp.maximum(hw["peak_bf16"], xp.where(m["fp8"] > 0, low_peak * c["fp8_eff"], 0.0))
 
-  def gemm(flops, md):
+  def gemm(flops, md, peak=lin_peak):
     md = xp.maximum(md, 1.0)
     eff = c["gemm_eff"] * md / (md + c["gemm_knee"])
-    return flops / (lin_peak * eff)
+    return flops / (peak * eff)
 
   def mn(*xs):
     out = xs[0]
@@ -238,11 +255,16 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # is shorter (small micro-batches, wide TP). A compiled XLA step has
   # almost none.
   host = c["launch_s"] * (1 + 7 * f_moe) * (1 - 0.9 * plan["xla"])
-  fwd_gpu = t_attn_lin + t_core + (1 - f_moe) * t_dense + f_moe * t_moe + t_elem
+  # LoRA adapters: rank-r GEMM pairs beside the frozen projections
+  t_lora = gemm(2 * T * m["lora_p"] / tp, mn(T, xp.maximum(m["lora_r"], 1.0)))
+  t_base = t_attn_lin + (1 - f_moe) * t_dense + f_moe * t_moe  # GEMMs of the base weights
+  fwd_gpu = t_base + t_core + t_elem + t_lora
   fwd = xp.maximum(fwd_gpu, host)
   # flash backward recomputes the scores; a backward launches about twice
-  # a forward's kernels
-  bwd_base = xp.maximum(2 * (fwd_gpu - t_core) + xp.where(flash, 2.5, 2.0) * t_core, 2 * host)
+  # a forward's kernels; frozen base weights skip their weight-gradient
+  # GEMMs (the backward still runs through the activations)
+  bwd_base = xp.maximum(2 * (fwd_gpu - t_core) - m["frozen"] * t_base + xp.where(flash, 2.5, 2.0) * t_core,
+                        2 * host)
   # XLA prunes the rematerialized forward to what the backward reads: the
   # attention out-projection and the dense MLP down-projection only feed
   # the residual stream, so they are not recomputed
@@ -251,19 +273,35 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   bwd = bwd_base + recompute
 
   # --- output layer + loss (last stage), per micro-batch ----------------------------
-  head_fwd = gemm(2 * T * h * m["V"] / tp, mn(T, h, m["V"] / tp)) + T * m["V"] / tp * 6 / hw["hbm_bw"]
-  head_bwd = 2 * head_fwd
+  # the output layer is Megatron's own column-parallel linear, outside
+  # Transformer Engine's fp8 autocast: it runs in bf16 in fp8 recipes
+  head_fwd = (gemm(2 * T * h * m["V"] / tp, mn(T, h, m["V"] / tp), hw["peak_bf16"])
+              + T * m["V"] / tp * 6 / hw["hbm_bw"])
+  head_bwd = (2 - m["frozen"]) * head_fwd
   # embedding (first stage): a row gather forward; backward scatters into a
-  # dense bf16 gradient and adds it to the fp32 main gradient
+  # dense bf16 gradient and adds it to the fp32 main gradient (none when frozen)
   emb_fwd = T * h * 4 / hw["hbm_bw"]
-  emb_bwd = m["V"] * h / tp * EMB_GRAD_BYTES / hw["hbm_bw"]
+  emb_bwd = (1 - m["frozen"]) * m["V"] * h / tp * EMB_GRAD_BYTES / hw["hbm_bw"]
 
   # --- TP, CP, EP communication per layer per micro-batch --------------------------
-  bw_tp, lat_tp = collectives.tier(xp, plan["tp_local"], tp, hw, c)
-  tp_one = collectives.all_reduce_s(xp, tp, T * h * 2, bw_tp, lat_tp)  # one AR == one AG + one RS
+  tp_one = collectives.all_reduce_tiered_s(xp, tp, plan["tp_local"], T * h * 2, hw, c)  # one AR == one AG + one RS
   tp_hide = 1 - plan["tp_overlap"] * c["tp_overlap_eff"]
   tp_fwd = 2 * tp_one * tp_hide
-  tp_bwd = (2 + 2 * full) * tp_one * tp_hide  # full recompute repeats the forward's collectives
+  # backward, per column-/row-parallel pair: the column-parallel linear's
+  # input-gradient collective is issued asynchronously and runs under its
+  # weight-gradient GEMM (Megatron's and Transformer Engine's linear
+  # backward); with SP its re-gather of the sharded input runs under the
+  # input-gradient GEMM too, while the row-parallel output gradient's
+  # all-gather blocks. Full recompute repeats the forward's collectives.
+  sp_on = xp.where(plan["sp"] > 0, 1.0, 0.0)
+
+  def tp_pair_bwd(g):  # g: that linear's GEMM time (forward = dgrad = wgrad; frozen weights: no wgrad)
+    return (sp_on * (0.5 * tp_one + xp.maximum(tp_one - 2 * g, 0.0))
+            + (1 - sp_on) * xp.maximum(tp_one - g, 0.0))
+
+  g_mlp = (1 - f_moe) * (t_dense - t_fc2) + f_moe * t_moe * (mats - 1) / mats
+  live = 1 - m["frozen"]
+  tp_bwd = (tp_pair_bwd(live * t_qkv) + tp_pair_bwd(live * g_mlp) + 2 * full * tp_one) * tp_hide
 
   bw_cp, lat_cp = collectives.tier(xp, plan["cp_local"], cp, hw, c, rails=0.0)
   cp_bytes = (cp - 1) * T * KV * 2 / tp
@@ -300,7 +338,10 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
 
   # --- memory (sim/memory.py) ---------------------------------------------------------
   mm = memory.memory(xp, plan, m, hw, c, layers_stage)
-  P_dense_first, P_exp, wb, gb, ob = mm["P_dense_first"], mm["P_exp"], mm["wb"], mm["gb"], mm["ob"]
+  P_all, wb, gb, ob = mm["P_dense_first"] + mm["P_exp"], mm["wb"], mm["gb"], mm["ob"]
+  # gradients, their sync and the optimizer cover the trained parameters
+  # only (all of them, or the LoRA adapters); gathers move every weight
+  P_dense_first, P_exp = mm["P_train_first"], mm["P_train_exp"]
   zero, shard, e_shard, dpg, edp = mm["zero"], mm["shard"], mm["e_shard"], mm["dpg"], mm["edp"]
   off, frac, chunk, tok_sel, tok_ckpt = mm["off"], mm["frac"], mm["chunk"], mm["tok_sel"], mm["tok_ckpt"]
   # offloaded activations: the copies overlap the layer's compute; the excess shows
@@ -311,19 +352,18 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # --- data parallel: gradients and parameters ------------------------------------
   rep = xp.maximum(dpg / shard, 1.0)
   bw_sh, lat_sh = collectives.tier(xp, plan["shard_local"], shard, hw, c, plan["rails"])
-  bw_rep, lat_rep = collectives.tier(xp, plan["rep_local"], rep, hw, c, plan["rails"])
   bw_dp, lat_dp = collectives.tier(xp, plan["dp_local"], dpg, hw, c, plan["rails"])
   grad_bytes = (P_dense_first + P_exp) * gb
-  param_bytes = (P_dense_first + P_exp) * xp.minimum(wb, 2.0)  # gathers move bf16 (or fp8) weights
+  param_bytes = P_all * xp.minimum(mm["wb_frozen"], 2.0)  # gathers move bf16 (or fp8/int8) weights
   dg_bytes, ep_grad_bytes = P_dense_first * gb, P_exp * gb
-  ar_plain = (collectives.all_reduce_s(xp, dpg, dg_bytes, bw_dp, lat_dp)
+  ar_plain = (collectives.all_reduce_tiered_s(xp, dpg, plan["dp_local"], dg_bytes, hw, c, plan["rails"])
               + collectives.all_reduce_s(xp, edp, ep_grad_bytes, bw_dp, lat_dp))
   zero1_rs = (collectives.gather_s(xp, shard, dg_bytes, bw_sh, lat_sh)
               + collectives.gather_s(xp, e_shard, ep_grad_bytes, bw_sh, lat_sh))
   gather_b = xp.minimum(wb, 2.0)  # gathers move model-precision weights (fp8 params: 1 byte)
   zero1_ag = (collectives.gather_s(xp, shard, P_dense_first * gather_b, bw_sh, lat_sh)
               + collectives.gather_s(xp, e_shard, P_exp * gather_b, bw_sh, lat_sh))
-  rep_ar = collectives.all_reduce_s(xp, rep, grad_bytes / shard, bw_rep, lat_rep)
+  rep_ar = collectives.all_reduce_tiered_s(xp, rep, plan["rep_local"], grad_bytes / shard, hw, c, plan["rails"])
   grad_t = xp.where(zero == 0, ar_plain, zero1_rs + rep_ar)
   param_t = xp.where((zero == 1) | (zero == 2), zero1_ag, 0.0)
   # ZeRO-3 per micro-batch: gather every unit forward and again backward,

@@ -145,6 +145,8 @@ def pipeline_inputs(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mappi
   out_dev = np.where((model["tie"] > 0) & (pp <= 1), 0.0, emb_dev)  # a pipeline's last stage holds a copy
   params = n_dense * x(dense_layer) + n_moe * x(np.where(moe, moe_layer, dense_layer)) \
       + first * x(emb_dev) + last * x(out_dev)
+  # LoRA: only the adapters have gradients to sync and state to update
+  params = np.where(x(model["frozen"]) > 0, layers * x(model["lora_p"] / plan["tp"]), params)
   f0_dev0 = np.maximum(lc["dp_grad_bytes"] / np.maximum(plan["g_bytes"], 1e-9), 1.0)
   share_of = params / x(f0_dev0)
   buckets = np.maximum(np.ceil(params * x(plan["g_bytes"]) / x(np.maximum(plan["bucket_bytes"], 1.0))), 1.0)
@@ -228,8 +230,9 @@ class EventEvaluator(AnalyticEvaluator):
 
   simulator = "F1"
 
-  def _simulate(self, plan, workload, cluster) -> Mapping[str, np.ndarray]:
-    return simulate_f1(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), self.constants)
+  def _simulate(self, plan, workload, cluster, constants=None) -> Mapping[str, np.ndarray]:
+    return simulate_f1(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster),
+                       self.constants if constants is None else constants)
 
   def _metrics(self, out: Mapping[str, np.ndarray], j: int, cluster) -> Metrics:
     if bool(out["stalled"][j]):

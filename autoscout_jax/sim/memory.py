@@ -25,6 +25,18 @@ def layer_params(xp, m: Mapping[str, Any]) -> dict[str, Any]:
   return dict(attn=attn, dense=dense, moe_shared=moe_shared, experts=experts, emb=emb, mats=mats)
 
 
+# in/out widths of each LoRA target projection (workload.LORA_TARGETS)
+_LORA_DIMS = {"query": ("h", "q"), "key": ("h", "kv"), "value": ("h", "kv"), "out": ("q", "h"),
+              "wi": ("h", "f"), "wg": ("h", "f"), "wo": ("f", "h")}
+
+
+def adapter_params(m: Mapping[str, Any], rank: float, targets: Any) -> float:
+  """LoRA adapter parameters of one layer: r x (in + out) per target
+  projection (MLP adapters at the dense FFN width)."""
+  w = dict(h=m["h"], q=m["a"] * m["d"], kv=m["g"] * m["d"], f=m["f"])
+  return float(sum(rank * (w[_LORA_DIMS[t][0]] + w[_LORA_DIMS[t][1]]) for t in targets))
+
+
 def total_params(xp, m: Mapping[str, Any]) -> Any:
   p = layer_params(xp, m)
   n_moe = m["L"] - m["Ld"]
@@ -66,11 +78,22 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # while master weights, gradients and Adam moments keep their precision.
   wb = xp.where((m["fp8"] > 0) & (plan["w_bytes"] <= 2), 1.0, plan["w_bytes"])
   gb, ob = plan["g_bytes"], plan["o_bytes"]
+  # LoRA: base weights frozen in `frozen_bytes` (bf16 2, int8 1; fp8 runs
+  # keep bf16 copies), no gradient or optimizer state for them (sharded
+  # only by ZeRO-3/FSDP); the adapters train with the usual state
+  fz = m["frozen"] > 0
+  wb_frozen = xp.where(fz, m["frozen_bytes"], wb)
+  adapters = layers_stage * m["lora_p"] / tp
+  P_train_first = xp.where(fz, adapters, P_dense_first)
+  P_train_exp = xp.where(fz, 0.0, P_exp)
 
   def state_bytes(P, sh):
     per = xp.where(zero == 3, (wb + gb + ob) / sh,
                    xp.where(zero == 2, wb + (gb + ob) / sh, xp.where(zero == 1, wb + gb + ob / sh, wb + gb + ob)))
     return P * per
+
+  def frozen_bytes(P, sh):
+    return P * wb_frozen / xp.where(zero == 3, sh, 1.0)
 
   # FSDP / ZeRO-3 working set (the output layer is a unit too). Eager
   # (PyTorch FSDP, ZeRO-3): the unit being computed and the prefetched next
@@ -85,6 +108,11 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   zero3_work = xp.where(zero == 3, xp.where(plan["xla"] > 0, unit * 2.0, z3_eager), 0.0)
   state_first = state_bytes(P_dense_first, shard) + state_bytes(P_exp, e_shard) + zero3_work
   state_last = state_bytes(P_dense_last, shard) + state_bytes(P_exp, e_shard) + zero3_work
+  lora_state = state_bytes(adapters, shard) + zero3_work
+  state_first = xp.where(fz, frozen_bytes(P_dense_first, shard) + frozen_bytes(P_exp, e_shard) + lora_state,
+                         state_first)
+  state_last = xp.where(fz, frozen_bytes(P_dense_last, shard) + frozen_bytes(P_exp, e_shard) + lora_state,
+                        state_last)
 
   # --- activations (Korthikanti et al. 2022, with flash attention and no dropout) ---
   # GEMM inputs are saved in the GEMM precision (1 byte under fp8), the rest in bf16
@@ -146,7 +174,8 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   mem_first = live_first * frag + over
   mem_last = live_last * frag + over
   mem_peak = xp.maximum(mem_first, xp.where(pp > 1, mem_last, 0.0))
-  return dict(P_dense_first=P_dense_first, P_exp=P_exp, dense_layer=dense_layer, expert_layer=expert_layer,
+  return dict(P_dense_first=P_dense_first, P_exp=P_exp, P_train_first=P_train_first, P_train_exp=P_train_exp,
+              wb_frozen=wb_frozen, dense_layer=dense_layer, expert_layer=expert_layer,
               emb_dev=emb_dev, wb=wb, gb=gb, ob=ob, zero=zero, shard=shard, e_shard=e_shard, dpg=dpg, edp=edp,
               state_first=state_first, act_layer=act_layer, mem_first=mem_first, mem_last=mem_last,
               mem_peak=mem_peak, off=off, frac=frac, chunk=chunk, tok_sel=tok_sel, tok_ckpt=tok_ckpt)

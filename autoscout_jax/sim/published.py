@@ -84,8 +84,6 @@ def model_numbers(row) -> dict[str, float]:
   if re.search(r"nemotron[_ ]?3", name, re.I):
     raise Unsupported("hybrid Mamba-Transformer (Nemotron 3) is not modelled")
   task = (row.get("task") or "").lower()
-  if "lora" in task:
-    raise Unsupported("LoRA fine-tuning (frozen base weights) is not modelled")
   prec = (row.get("precision") or "").lower()
   L, h = _num(row, "num_layers"), _num(row, "hidden_size")
   try:
@@ -128,7 +126,25 @@ def model_numbers(row) -> dict[str, float]:
   # "FP8", "MXFP8", "FP8-CS", and the 25.09 tables' "unstated ... implies FP8"
   m["fp8"] = float("fp8" in prec or "fp4" in prec)
   m["fp4"] = float("fp4" in prec)
+  m.update(_lora_fields(row, task, m))
   return {k: float(v) for k, v in m.items()}
+
+
+# LoRA rows that do not state rank or targets (the NeMo / Megatron-Bridge
+# tables): Megatron-Bridge's LoRA defaults, adapters on every linear layer
+# of a block (linear_qkv, linear_proj, linear_fc1, linear_fc2) at rank 16,
+# frozen base weights kept in bf16.
+LORA_ASSUMED_RANK = 16
+LORA_ASSUMED_TARGETS = ("query", "key", "value", "out", "wi", "wo")
+
+
+def _lora_fields(row, task: str, m: Mapping[str, float]) -> dict[str, float]:
+  if "lora" not in task:
+    return costs.lora_scalars(m, 0, ())
+  text = " ".join(row.get(k) or "" for k in ("notes", "other_metrics"))
+  rank = re.search(r"(?:lora[_ ]?)?(?:rank|dim|adapter_dim)\s*[=:]?\s*(\d+)", text, re.I)
+  targets = LORA_ASSUMED_TARGETS + (("wg",) if m["gated"] else ())
+  return costs.lora_scalars(m, int(rank.group(1)) if rank else LORA_ASSUMED_RANK, targets)
 
 
 def cluster_for(row) -> hardware.Cluster:

@@ -1,0 +1,22 @@
+"""The MaxText side of autoscout_jax: code that runs inside MaxText's
+Python (3.12, `pip install "maxtext[tpu]"`), in child processes the search
+(Python 3.11) starts.
+
+Where it sits: never imports autoscout_jax (whose dependencies pin an older
+JAX); the parent (autoscout_jax/maxtext_env.py) starts
+`python -m autoscout_maxtext.<module>` with the repository root on
+PYTHONPATH and the chosen interpreter. Modules import only the standard
+library at import time; MaxText and JAX are imported inside functions,
+after the parent's environment (XLA_FLAGS, JAX_PLATFORMS) is in place.
+
+- config.py: an overrides dict -> MaxText's config (its own validation) and
+  MaxText's device mesh;
+- protocol.py: the JSON-lines protocol of autoscout_jax/local/runner.py;
+- child.py: `validate` and `compile` (F2: MaxText's train step compiled for
+  this machine's devices or ahead of time for a TPU topology);
+- steps.py: F3, MaxText's train step compiled, warmed up and timed in blocks
+  of steps with block_until_ready (failures as data);
+- profile_child.py: the F3 child, a long-lived worker over a batch;
+- multiproc.py: N profile children joined by `jax.distributed` on
+  localhost as N slices (DCN axes for real), started and torn down together.
+"""
