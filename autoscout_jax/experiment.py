@@ -123,6 +123,10 @@ def run_experiment(workdir: str, workload: Any, cluster: Cluster,
   identity = workdir_lib.fingerprint(workload, cluster, space, evals, [f.to_json() for f in rules])
   workdir_lib.check_reusable(workdir, identity)  # reads only: a refused run changes nothing
   with workdir_lib.open_workdir(workdir, identity):
+    for e in evals.values():  # evaluators that keep per-run state there (the local simulators'
+      use = getattr(e, "use_workdir", None)  # measured devices: measured here, before any worker starts)
+      if use is not None:
+        use(workdir, problem)
     return _run(workdir, problem, designer, evals, budget_s=budget_s,
                 batch_size=batch_size, max_rounds=max_rounds, screen_fidelities=screen_fidelities,
                 on_start=on_start, on_round_end=on_round_end, writer=writer, printer=printer,

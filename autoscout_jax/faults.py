@@ -104,6 +104,11 @@ class FaultInjector(Evaluator):
   def settings(self) -> dict[str, Any]:
     return {**self.inner.settings(), "faults": [f.to_json() for f in self.faults]}
 
+  def use_workdir(self, workdir: str, problem: Any) -> None:
+    use = getattr(self.inner, "use_workdir", None)
+    if use is not None:
+      use(workdir, problem)
+
   def check_fits(self, workload: Any, cluster: Any) -> str | None:
     check = getattr(self.inner, "check_fits", None)
     return check(workload, cluster) if check is not None else None

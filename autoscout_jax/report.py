@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from autoscout_jax import finetune
+from autoscout_jax import finetune, report_serving
 from autoscout_jax.progress import fmt_duration
 from autoscout_jax.search import SearchResult
 from autoscout_jax.space import SearchSpace
@@ -75,6 +75,7 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       "top": [_m(m) for m in result.top(5)],
       "cost_s": result.cost_s, "cost_by_fidelity_s": dict(spent), "cost_units": _cost_units(result),
       "best_memory": _memory(result),
+      "serving": report_serving.section(workload, result),  # None unless task='serve'
       "outcomes": {f"{f}/{k}": n for (f, k), n in sorted(counts.items())},
       "rounds": len(result.rounds), "stop_reason": result.stop_reason,
       "designer": result.designer_summary,
@@ -112,14 +113,17 @@ def render_summary(rep: dict[str, Any]) -> str:
                  f"({rep['stop_reason']}); outcomes: {rep['outcomes']}")
   else:
     lines.append(f"best ({best['fidelity']}): {_fmt_cand(best['candidate'])}")
-    lines.append(f"  throughput {best['tokens_per_s']:,.1f} tokens/s, step {best['step_time_s']:.4g} s"
+    tput, step = _units(rep)
+    lines.append(f"  throughput {best['tokens_per_s']:,.1f} {tput}, {step} {best['step_time_s']:.4g} s"
                  + _mem_mfu(best, rep))
     d = rep["default"]
-    if d is not None and d["tokens_per_s"]:
+    if d is not None and d["feasible"] and d["tokens_per_s"]:
       lines.append(f"  default: {_fmt_cand(d['candidate'])} -> {d['tokens_per_s']:,.1f} tokens/s")
       lines.append(f"  speedup over the default: {rep['speedup_vs_default']:.3f}x")
     elif d is not None:
       lines.append(f"  default: {_fmt_cand(d['candidate'])} failed ({d['failure_kind']})")
+  if rep.get("serving"):
+    lines += report_serving.summary(rep["serving"])
   if len(rep["top"]) > 1:
     lines.append("top candidates:")
     for m in rep["top"][:5]:
@@ -157,8 +161,9 @@ def render_markdown(rep: dict[str, Any]) -> str:
   else:
     out += ["## Recommendation", "", "| knob | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in best["candidate"].items()]
-    out += ["", f"Measured at `{best['fidelity']}`: {best['tokens_per_s']:,.1f} tokens/s, "
-            f"step {best['step_time_s']:.4g} s{_mem_mfu(best, rep)}."]
+    tput, step = _units(rep)
+    out += ["", f"Measured at `{best['fidelity']}`: {best['tokens_per_s']:,.1f} {tput}, "
+            f"{step} {best['step_time_s']:.4g} s{_mem_mfu(best, rep)}."]
     if rep["speedup_vs_default"]:
       out.append(f"Speedup over the workload's default configuration: **{rep['speedup_vs_default']:.3f}x**.")
     if rep.get("finetune"):
@@ -178,6 +183,8 @@ def render_markdown(rep: dict[str, Any]) -> str:
                    f"(usable {gib(mem['compile']['usable_bytes'])} GiB per device); the others are the "
                    f"simulators' memory models.")
     out += ["", "### Launch", ""] + _launch_md(rep)
+  if rep.get("serving"):
+    out += [""] + report_serving.markdown(rep["serving"])
   out += ["", "## Top candidates", "", "| tokens/s | step s | candidate | breakdown (s) |",
           "|---|---|---|---|"]
   out += [f"| {m['tokens_per_s']:,.1f} | {m['step_time_s']:.4g} | {_fmt_cand(m['candidate'])} | "
@@ -218,6 +225,14 @@ def _launch_md(rep: dict[str, Any]) -> list[str]:
            f"`{first}`:", "", "```", files[first].rstrip(), "```"]
     return out
   return ["```", json.dumps(rep["launch"], indent=2, sort_keys=True, default=str), "```"]
+
+
+def _units(rep: dict[str, Any]) -> tuple[str, str]:
+  """What tokens_per_s and step_time_s mean in this run (serving: output
+  tokens per device, and the p50 time per output token)."""
+  if rep.get("serving"):
+    return "output tokens/s per device", "TPOT p50"
+  return "tokens/s", "step"
 
 
 def _mem_mfu(m: dict[str, Any], rep: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from autoscout_jax import html_charts as C
+from autoscout_jax import html_charts as C, report_serving
 from autoscout_jax.html_charts import esc
 from autoscout_jax.tracking import order_knobs
 
@@ -204,7 +204,8 @@ def render_html(rep: dict[str, Any], result, space) -> str:
            f"<p class='note'>space <code>{esc(rep['space'])}</code>; {len(trials)} trials in "
            f"{rep['rounds']} rounds (stopped: {esc(rep['stop_reason'])}); {rep['cost_s']:,.1f} device-seconds"
            + (f"; wall time {rep['wall_s']:.0f} s" if rep.get("wall_s") else "") + "</p>",
-           "<h2>Recommendation</h2>", *_recommendation(rep), *_launch(rep),
+           "<h2>Recommendation</h2>", *_recommendation(rep),
+           *(report_serving.html(rep["serving"]) if rep.get("serving") else []), *_launch(rep),
            "<h2>Optimization history</h2>",
            "<p class='note'>Every trial in the order the search produced it, coloured by fidelity; failed "
            "trials are red crosses along the bottom; the black line is the best so far at "

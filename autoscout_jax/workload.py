@@ -82,10 +82,62 @@ _FINETUNE_DEFAULTS = {"lora_rank": 0, "lora_targets": ("query", "key", "value", 
 
 
 @dataclasses.dataclass(frozen=True)
+class ServingSpec:
+  """What a serving job is judged by: a fixed synthetic request mix and its
+  latency targets. Request i asks `input_lens[i % k]` prompt tokens and
+  generates `output_lens[i % k]` tokens (k = the mix's length; one entry
+  is a single (isl, osl) shape). A measurement whose time to first token
+  (TTFT) or time per output token after the first (TPOT), at the
+  `slo_percentile` over the mix's requests, exceeds its SLO is infeasible
+  (None: no SLO)."""
+
+  input_lens: tuple[int, ...] = (128,)
+  output_lens: tuple[int, ...] = (128,)
+  ttft_slo_ms: float | None = None
+  tpot_slo_ms: float | None = None
+  slo_percentile: int = 90
+
+  def __post_init__(self):
+    for f in ("input_lens", "output_lens"):
+      v = tuple(getattr(self, f))
+      if not v or any(not isinstance(x, int) or isinstance(x, bool) or x <= 0 for x in v):
+        raise ValueError(f"serving: {f} must be a non-empty list of positive integers, got {v!r}")
+      object.__setattr__(self, f, v)
+    if len(self.input_lens) != len(self.output_lens):
+      raise ValueError(f"serving: input_lens ({len(self.input_lens)}) and output_lens "
+                       f"({len(self.output_lens)}) must have one entry per request shape")
+    for f in ("ttft_slo_ms", "tpot_slo_ms"):
+      v = getattr(self, f)
+      if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
+        raise ValueError(f"serving: {f} must be a positive number of milliseconds or None, got {v!r}")
+    if self.slo_percentile not in (50, 90, 99):
+      raise ValueError(f"serving: slo_percentile must be 50, 90 or 99, got {self.slo_percentile!r}")
+
+  def request(self, i: int) -> tuple[int, int]:
+    """(input tokens, output tokens) of request i."""
+    k = len(self.input_lens)
+    return self.input_lens[i % k], self.output_lens[i % k]
+
+  @property
+  def max_len(self) -> int:
+    """Longest sequence (prompt + generated) of any request in the mix."""
+    return max(a + b for a, b in zip(self.input_lens, self.output_lens))
+
+  @property
+  def isl(self) -> float:
+    return sum(self.input_lens) / len(self.input_lens)
+
+  @property
+  def osl(self) -> float:
+    return sum(self.output_lens) / len(self.output_lens)
+
+
+@dataclasses.dataclass(frozen=True)
 class Workload:
-  """A model and a job. `global_batch` counts sequences per optimizer step.
-  `default` is the expert default configuration (knob values) that results
-  are compared against.
+  """A model and a job. `global_batch` counts sequences per optimizer step
+  (pretrain, finetune) or requests in the synthetic mix (serve, whose
+  request shapes and SLOs are `serving`). `default` is the expert default
+  configuration (knob values) that results are compared against.
 
   Fine-tuning (`task='finetune'`): `lora_rank` 0 trains every weight (full
   fine-tuning: the same step and state as pre-training); `lora_rank` r > 0
@@ -105,6 +157,7 @@ class Workload:
   lora_targets: tuple[str, ...] = _FINETUNE_DEFAULTS["lora_targets"]
   lora_alpha: float = 16.0
   frozen_dtype: str = "bf16"
+  serving: ServingSpec | None = None  # task 'serve' only; the serving space and engine need it
 
   def __post_init__(self):
     if self.global_batch <= 0:
@@ -113,6 +166,11 @@ class Workload:
       raise ValueError(f"workload {self.name!r}: unknown task {self.task!r}")
     if isinstance(self.default, Mapping):
       object.__setattr__(self, "default", tuple(sorted(dict(self.default).items())))
+    if isinstance(self.serving, Mapping):  # from JSON (the local child's request)
+      object.__setattr__(self, "serving", ServingSpec(**self.serving))
+    if self.serving is not None and self.task != "serve":
+      raise ValueError(f"workload {self.name!r}: only a 'serve' workload has a request mix and SLOs "
+                       f"(serving=...), this one has task {self.task!r}")
     if isinstance(self.lora_targets, str):
       object.__setattr__(self, "lora_targets", (self.lora_targets,))
     object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # JSON gives a list
@@ -162,6 +220,8 @@ class Workload:
   def key(self) -> str:
     d = dataclasses.asdict(self)
     d.pop("default")  # the default is a comparison point, not part of the job
+    if d["serving"] is None:
+      d.pop("serving")  # keeps the keys of training workloads as they were
     d["lora_targets"] = tuple(d["lora_targets"])
     for k, v in _FINETUNE_DEFAULTS.items():
       if not self.lora_rank and d[k] == v:
@@ -173,12 +233,16 @@ class Workload:
 class LocalCluster:
   """The devices of this machine: CPU virtual devices here, GPUs/TPUs where
   present. `platform='auto'` takes an accelerator when JAX sees one, else
-  the CPU with `num_devices` virtual devices."""
+  the CPU with `num_devices` virtual devices. `num_slices` > 1 runs the job
+  as that many processes on this machine (`jax.distributed`, one slice of
+  num_devices / num_slices devices each, DCN axes across them; the maxtext
+  family's F3 does this)."""
 
   num_devices: int = 8
   memory_bytes_per_device: int = 2 * 2**30
   platform: str = "auto"
   name: str = "local"
+  num_slices: int = 1
 
   def __post_init__(self):
     if self.num_devices <= 0:
@@ -187,7 +251,13 @@ class LocalCluster:
       raise ValueError(f"cluster {self.name!r}: memory_bytes_per_device must be positive")
     if self.platform not in ("auto", "cpu", "gpu", "tpu"):
       raise ValueError(f"cluster {self.name!r}: platform must be auto, cpu, gpu or tpu, got {self.platform!r}")
+    if self.num_slices < 1 or self.num_devices % self.num_slices:
+      raise ValueError(f"cluster {self.name!r}: num_slices={self.num_slices} must be >= 1 and divide "
+                       f"num_devices={self.num_devices}")
 
   @property
   def key(self) -> str:
-    return f"{self.name}-{_digest(dataclasses.asdict(self))}"
+    d = dataclasses.asdict(self)
+    if d["num_slices"] == 1:  # one process: the key clusters had before slices existed
+      d.pop("num_slices")
+    return f"{self.name}-{_digest(d)}"

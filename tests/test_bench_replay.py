@@ -1,6 +1,7 @@
 """scoutbench's replay: recorded measurements at their recorded cost, nothing
 unpaid reaches a designer, seeded runs repeat exactly, metrics are right."""
 
+import dataclasses
 import math
 import os
 
@@ -162,7 +163,8 @@ def test_real_task_replays_its_committed_measurements(tmp_path):
   assert set(task.candidates) == set(t.candidates)
   ev = ReplayEvaluator(t, seed=0)
   store = MemoryStore()
-  problem = runner.task_problem(task)
+  # the replayed profile alone (the task's cheap fidelities are not run here)
+  problem = dataclasses.replace(runner.task_problem(task), fidelities=("profile",))
   res = run_search(problem, RandomSearch(problem, 0), {"profile": ev}, store,
                    budget_s=task.budgets_s[0], batch_size=1, screen_fidelities=(), compare_default=False)
   assert res.measurements

@@ -157,3 +157,29 @@ def test_catalog_names_match_maxtext_model_configs():
     want = [m.hidden_size, m.num_heads, m.kv_heads, m.num_layers, mlp, m.head_dim, m.vocab_size,
             max(m.num_experts, 1)]
     assert got[theirs] == want, (ours, got[theirs], want)
+
+
+def test_simulators_score_maxtext_candidates_like_the_jax_mesh_ones():
+  """F0/F1 take the family's candidates through the shared plan translation:
+  the same layout scores the same in both JAX families."""
+  from autoscout_jax.problem import Problem
+  from autoscout_jax.sim.analytic import AnalyticEvaluator
+  from autoscout_jax.sim.event import EventEvaluator
+  from autoscout_jax.targets import jax_mesh
+  wl = catalog.make_workload("llama3_8b", 128, global_batch=256, space="maxtext")
+  cl = hardware.make_cluster("tpu_v5p", 128, 64)
+  space = mt.space(wl, cl)
+  cands = [space.make(wl.default_values),
+           space.make({mt.ici("fsdp"): 16, mt.ici("tensor"): 4, "per_device_batch_size": 1,
+                       "gradient_accumulation_steps": 2, "remat_policy": "minimal"})]
+  mesh = jax_mesh.space(dataclasses.replace(wl, default=()), cl)
+  twins = [mesh.make({"ici_fsdp": 64, "dcn_data": 2, "per_device_batch_size": 2, "remat_policy": "full"}),
+           mesh.make({"ici_fsdp": 16, "ici_tensor": 4, "dcn_data": 2, "per_device_batch_size": 4,
+                      "remat_policy": "minimal"})]
+  for ev in (AnalyticEvaluator(), EventEvaluator()):
+    ours = ev.evaluate(Problem(wl, cl, space, (ev.fidelity,)), cands)
+    theirs = ev.evaluate(Problem(wl, cl, mesh, (ev.fidelity,)), twins)
+    for a, b in zip(ours, theirs):
+      assert a.feasible and a.metrics.step_time_s > 0
+      assert a.metrics.step_time_s == pytest.approx(b.metrics.step_time_s, rel=1e-9)
+      assert a.metrics.peak_mem_bytes == pytest.approx(b.metrics.peak_mem_bytes, rel=1e-9)

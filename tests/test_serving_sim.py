@@ -124,3 +124,28 @@ def test_training_models_map_onto_the_serving_model():
   p = serving.predict(_plan(tp=8, batch=16), arch_from_model(catalog.find_model("llama3_70b")[0]), H100,
                       ServingRequest(1024, 256, 16))
   assert p.fits and p.tpot_s > 0
+
+
+def test_throughput_is_bounded_by_what_the_cache_holds():
+  sysm = hardware.SYSTEMS["dgx_h100"]
+  req = ServingRequest(1024, 512, 256)
+  small = serving.predict(_plan(tp=2, batch=256, kv_fraction=0.1), LLAMA70, sysm, req)
+  big = serving.predict(_plan(tp=2, batch=256, kv_fraction=0.9), LLAMA70, sysm, req)
+  assert small.effective_batch < big.effective_batch <= 256
+  assert small.throughput_tok_s < big.throughput_tok_s
+  # Little's law on what is served: sequences at once / time per request.
+  want = small.effective_batch / (small.ttft_s + 512 * small.tpot_s) * 512
+  assert small.throughput_tok_s == pytest.approx(want)
+
+
+def test_kv_fraction_of_the_whole_memory():
+  sysm = hardware.SYSTEMS["dgx_h200"]
+  req = ServingRequest(1024, 1024, 64)
+  after = serving.predict(_plan(tp=4, batch=64, kv_fraction=0.2), LLAMA70, sysm, req)
+  total = serving.predict(_plan(tp=4, batch=64, kv_fraction=0.2, kv_of_total=True), LLAMA70, sysm, req)
+  # 20 % of 141 GB is more than 20 % of what ~18 GB of weights and the reserve leave, yet
+  # never more than what they leave.
+  assert total.kv_capacity_tokens > after.kv_capacity_tokens
+  most = serving.predict(_plan(tp=4, batch=64, kv_fraction=1.0, kv_of_total=True), LLAMA70, sysm, req)
+  allfree = serving.predict(_plan(tp=4, batch=64, kv_fraction=1.0), LLAMA70, sysm, req)
+  assert most.kv_capacity_tokens == pytest.approx(allfree.kv_capacity_tokens)

@@ -8,7 +8,7 @@ search.
 
 Protocol (one JSON object per line, on the original stdout; everything else
 that writes to fd 1, e.g. a C library, is redirected to stderr):
-  request  {"fidelity", "workload", "cluster", "candidates": [{"index", "key",
+  request  {"fidelity", "family", "workload", "cluster", "candidates": [{"index", "key",
             "values"}], "options": {...}, "faults": {candidate key: kind}}
   events   {"event": "ready", "provenance": {...}}
            {"event": "start", "index": i}
@@ -103,7 +103,10 @@ def serve(request: Mapping[str, Any], out: TextIO) -> int:
     _emit(out, event="fatal", error=f"{type(e).__name__}: {e}")
     return 2
   import jax
-  from autoscout_jax.local.probe import measure  # flax, optax: part of start-up
+  if request.get("family") == "serving":  # targets/serving.py: the prefill + decode engine
+    from autoscout_jax.local.serve_probe import measure
+  else:  # targets/local.py: the train step (flax, optax: part of start-up)
+    from autoscout_jax.local.probe import measure
   from autoscout_jax.local.runner import classify
   _emit(out, event="ready", provenance=prov)
 

@@ -1,5 +1,7 @@
 """F2 `CompileEvaluator` and F3 `ProfileEvaluator`: real measurements of the
-local training space on this machine's devices.
+local training space (targets/local.py) or of the serving space
+(targets/serving.py: a prefill + decode engine, local/serve_probe.py) on
+this machine's devices.
 
 Where it sits: the search loop hands a batch of `Candidate`s of
 `targets.local.space(workload, cluster)` to `evaluate`; each candidate is
@@ -100,6 +102,9 @@ class _LocalEvaluator(Evaluator):
     if not isinstance(cluster, LocalCluster):
       return (f"the local {self.fidelity} evaluator measures a LocalCluster, "
               f"got {type(cluster).__name__}")
+    if cluster.num_slices > 1:
+      return (f"the local {self.fidelity} evaluator runs one process; cluster {cluster.name!r} has "
+              f"num_slices={cluster.num_slices} (several processes: the maxtext family's F3)")
     from autoscout_jax.local.model import check_supported  # flax: only when used
     try:
       check_supported(workload.model)
@@ -116,6 +121,7 @@ class _LocalEvaluator(Evaluator):
       return []
     request = {
         "fidelity": self.fidelity,
+        "family": problem.family,  # which program the child builds: train step or serving engine
         "workload": dataclasses.asdict(workload),
         "cluster": dataclasses.asdict(cluster),
         "options": self._options(),

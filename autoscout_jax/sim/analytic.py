@@ -45,7 +45,7 @@ from autoscout_jax.space import Candidate
 # alters any simulated number: it is part of every simulated measurement's
 # cache key and of the workdir identity, so stored rows of an older model
 # are never reused as if current. (Calibrated constants are keyed by value.)
-SIMULATOR_VERSION = "2026-11-30"
+SIMULATOR_VERSION = "2026-11-30c"
 
 BREAKDOWN = ("compute_s", "recompute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "pp_comm_s", "dp_comm_s",
              "bubble_s", "optimizer_s")
@@ -213,9 +213,25 @@ class AnalyticEvaluator(Evaluator):
     return {"simulator": self.simulator, "version": SIMULATOR_VERSION,
             "constants": _consts(self.constants), "charge_s": self.charge_s}
 
-  def _simulate(self, plan, workload, cluster) -> Mapping[str, np.ndarray]:
+  def _simulate(self, plan, workload, cluster, constants=None) -> Mapping[str, np.ndarray]:
     """One vectorized call over the plan arrays (F1 overrides this)."""
-    return simulate_f0(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), self.constants)
+    return simulate_f0(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster),
+                       self.constants if constants is None else constants)
+
+  def _plan(self, problem: Problem, candidates: Sequence[Candidate]) -> Mapping[str, np.ndarray]:
+    """The plan of valid candidates of the problem's space (a simulator
+    space's own translation; local/sim_evaluators.py adds the local family)."""
+    space = problem.space
+    if not isinstance(space, SimSpace):
+      raise TypeError(f"the {self.fidelity} simulator scores candidates of a simulator space "
+                      f"(megatron, jax_mesh), got space {space.name!r} of family {space.family!r}")
+    return candidates_to_arrays(space, candidates, problem.workload, problem.cluster)
+
+  def _hardware(self, problem: Problem) -> tuple[Any, costs.SimConstants | None, dict[str, Any]]:
+    """(the simulated cluster, constants, provenance) the problem's
+    candidates are scored on: its own cluster and this evaluator's
+    constants (local/sim_evaluators.py: this machine's measured devices)."""
+    return problem.cluster, self.constants, {}
 
   def _metrics(self, out: Mapping[str, np.ndarray], j: int, cluster) -> Metrics:
     get = lambda k: float(out[k][j])
@@ -239,19 +255,15 @@ class AnalyticEvaluator(Evaluator):
 
   def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
     t0 = time.perf_counter()
-    workload, cluster, space = problem.workload, problem.cluster, problem.space
+    workload, space = problem.workload, problem.space
     cands = list(candidates)
     if not cands:
       return []
-    if not isinstance(space, SimSpace):
-      raise TypeError(f"the {self.fidelity} simulator scores candidates of a simulator space "
-                      f"(megatron, jax_mesh), got space {space.name!r} of family {space.family!r}")
     problems = [space.validate(c) for c in cands]
     ok = [i for i, p in enumerate(problems) if not p]
-    out_arr = {}
-    if ok:
-      plan = candidates_to_arrays(space, [cands[i] for i in ok], workload, cluster)
-      out_arr = self._simulate(plan, workload, cluster)
+    plan = self._plan(problem, [cands[i] for i in ok]) if ok else None
+    cluster, constants, hw_prov = self._hardware(problem)
+    out_arr = self._simulate(plan, workload, cluster, constants) if ok else {}
     per = (time.perf_counter() - t0) / len(cands)
     row = {i: j for j, i in enumerate(ok)}
     res = []
@@ -261,6 +273,6 @@ class AnalyticEvaluator(Evaluator):
       else:
         metrics = self._metrics(out_arr, row[i], cluster)
       res.append(Measurement(candidate=c, fidelity=self.fidelity, metrics=metrics, cost_s=self.charge_s,
-                             workload_key=workload.key, cluster_key=cluster.key, wall_s=per,
-                             provenance=dict(simulator=self.simulator, space=space.name, cpu_s=per)))
+                             workload_key=workload.key, cluster_key=problem.cluster.key, wall_s=per,
+                             provenance=dict(simulator=self.simulator, space=space.name, cpu_s=per, **hw_prov)))
     return res

@@ -230,8 +230,9 @@ class EventEvaluator(AnalyticEvaluator):
 
   simulator = "F1"
 
-  def _simulate(self, plan, workload, cluster) -> Mapping[str, np.ndarray]:
-    return simulate_f1(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster), self.constants)
+  def _simulate(self, plan, workload, cluster, constants=None) -> Mapping[str, np.ndarray]:
+    return simulate_f1(plan, costs.model_scalars(workload), hardware.cluster_scalars(cluster),
+                       self.constants if constants is None else constants)
 
   def _metrics(self, out: Mapping[str, np.ndarray], j: int, cluster) -> Metrics:
     if bool(out["stalled"][j]):

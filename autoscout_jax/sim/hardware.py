@@ -37,7 +37,7 @@ class DeviceSpec:
   peak_fp8: float | None
   hbm_bytes: float
   hbm_bw: float
-  platform: str  # gpu | tpu
+  platform: str  # gpu | tpu (| cpu: this machine's measured devices)
   peak_fp4: float | None = None  # dense NVFP4/MXFP4 GEMMs (Blackwell)
 
   def __post_init__(self):
@@ -47,8 +47,8 @@ class DeviceSpec:
         raise ValueError(f"device {self.name!r}: {f} must be positive, got {v!r}")
     if self.peak_fp8 is not None and not self.peak_fp8 > 0:
       raise ValueError(f"device {self.name!r}: peak_fp8 must be positive or None, got {self.peak_fp8!r}")
-    if self.platform not in ("gpu", "tpu"):
-      raise ValueError(f"device {self.name!r}: platform must be gpu or tpu, got {self.platform!r}")
+    if self.platform not in ("gpu", "tpu", "cpu"):  # cpu: measured local devices (sim/measured.py)
+      raise ValueError(f"device {self.name!r}: platform must be gpu, tpu or cpu, got {self.platform!r}")
 
   def peak(self, precision: str) -> float:
     """Dense peak for a precision name; fp8 falls back to bf16 where the

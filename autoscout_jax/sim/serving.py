@@ -170,8 +170,10 @@ class _Engine:
     """(weight bytes per device, KV-cache bytes per device)."""
     fixed, experts = self.weight_bytes()
     w = fixed + experts
-    free = self.device.hbm_bytes - self.c.reserve_bytes - w
-    return w, max(0.0, free) * self.plan.kv_fraction
+    free = max(0.0, self.device.hbm_bytes - self.c.reserve_bytes - w)
+    if self.plan.kv_of_total:
+      return w, min(free, self.device.hbm_bytes * self.plan.kv_fraction)
+    return w, free * self.plan.kv_fraction
 
   def _lat(self, n: int) -> float:
     """Latency of one small collective over n devices: a tree / two-shot
@@ -356,7 +358,11 @@ def predict(plan: ServingPlan, arch: ServingArch, system: "hardware.System | har
     # finish (one request time per round of slots). Paged engines admit them
     # and preempt at the peak instead, which the capped batch already prices.
     ttft += (conc / users - 1) * (ttft + request.osl * tpot)
-  thr = conc / (ttft + request.osl * tpot) * request.osl
+  # Little's law: requests in the system over their time in it. Under no
+  # eviction TTFT includes the wait of those beyond the cache; a paged engine
+  # serves only what its cache holds at once (the rest is preempted).
+  in_system = conc if plan.engine == "trtllm" else users
+  thr = in_system / (ttft + request.osl * tpot) * request.osl
   return ServingPrediction(ttft_s=ttft, tpot_s=tpot, fits=not reasons, reason="; ".join(reasons),
                            kv_capacity_tokens=kv_tokens * dec.lay.attn_dp, effective_batch=eff_batch,
                            throughput_tok_s=thr, tokens_per_s_per_device=thr / plan.devices)

@@ -58,7 +58,8 @@ class ServingPlan:
   weight_dtype: str = "bf16"
   moe_dtype: str | None = None  # None: as weight_dtype
   kv_dtype: str = "bf16"
-  kv_fraction: float = 0.9
+  kv_fraction: float = 0.9  # of the memory the weights and the reserve leave (TRT-LLM's convention)
+  kv_of_total: bool = False  # True: kv_fraction is a share of the device's whole memory (vLLM's)
   chunk_tokens: int = 0  # chunked-prefill size; 0: a prompt in one pass
   engine: str = "vllm"
 

@@ -6,6 +6,8 @@ artifact.
 - local: this machine's devices (F2 compile, F3 profile of our Flax step);
 - megatron: Megatron-LM on GPU clusters (F0/F1 simulators);
 - jax_mesh: MaxText-style JAX meshes on TPU/GPU clusters (F0/F1);
+- serving: an LLM inference deployment (vLLM's knobs): this machine's
+  prefill + decode engine (F2/F3) or a cluster's serving model;
 - maxtext: MaxText's own keys, run by MaxText itself (Python 3.12 children:
   F2 compile, F3 steps) on this machine or compiled for TPU topologies, and
   simulated through jax_mesh's plan translation (F0/F1).
@@ -21,9 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 from autoscout_jax.space import Candidate, SearchSpace
-from autoscout_jax.targets import jax_mesh, local, maxtext, megatron, xla
+from autoscout_jax.targets import jax_mesh, local, maxtext, megatron, serving, xla
 
-FAMILIES = {m.FAMILY: m for m in (local, megatron, jax_mesh, maxtext)}
+FAMILIES = {m.FAMILY: m for m in (local, megatron, jax_mesh, maxtext, serving)}
 
 
 def launch_artifact(space: SearchSpace, cand: Candidate, workload: Any, cluster: Any) -> dict[str, Any]:
@@ -31,6 +33,8 @@ def launch_artifact(space: SearchSpace, cand: Candidate, workload: Any, cluster:
   platform = cluster.platform
   if space.family == megatron.FAMILY:
     return megatron.artifact(space, cand, workload)
+  if space.family == serving.FAMILY:
+    return serving.artifact(space, cand, workload, cluster)
   if space.family == maxtext.FAMILY:
     return maxtext.artifact(space, cand, workload, cluster)
   if space.family in (local.FAMILY, jax_mesh.FAMILY):
@@ -43,11 +47,13 @@ def launch_files(space: SearchSpace, cand: Candidate, workload: Any, cluster: An
   """Files to write beside the report (name -> text): local: launch.py;
   megatron: launch.sh (torchrun); jax_mesh: launch.sh (XLA flag export +
   MaxText) and maxtext.yml; maxtext: maxtext_overrides.txt (`key=value`
-  lines) and launch.sh; an ad-hoc space: none."""
+  lines) and launch.sh; serving: launch.sh (vllm serve); an ad-hoc space:
+  none."""
   module = FAMILIES.get(space.family)
   if module is None:
     return {}
   return module.launch_files(space, cand, workload, cluster, summary)
 
 
-__all__ = ["FAMILIES", "jax_mesh", "launch_artifact", "launch_files", "local", "maxtext", "megatron", "xla"]
+__all__ = ["FAMILIES", "jax_mesh", "launch_artifact", "launch_files", "local", "maxtext", "megatron", "serving",
+           "xla"]

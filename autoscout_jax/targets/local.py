@@ -25,9 +25,12 @@ train-step key.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from autoscout_jax import finetune
+from autoscout_jax.sim.plan import Plan, Recompute, Zero
 from autoscout_jax.space import (Boolean, Candidate, Categorical, Constraint, Ordinal, ProductGroup,
                                  SearchSpace, SpaceError, When)
 from autoscout_jax.targets import xla
@@ -73,6 +76,9 @@ PARAM_RULES: dict[str, tuple[Any, ...]] = {
     "out_scale": ("fsdp",), "wi_scale": ("tensor",), "wg_scale": ("tensor",), "wo_scale": ("fsdp",),
 }
 BATCH_AXES = ("data", "fsdp")  # the batch dimension's mesh axes
+# remat_policy -> what the backward recomputes (sim/plan.py)
+REMAT_PLAN: Mapping[str, Recompute] = {"none": Recompute.NONE, "dots_saveable": Recompute.DOTS,
+                                       "full": Recompute.FULL}
 
 
 class LayoutError(ValueError):
@@ -222,6 +228,32 @@ class Config:
       msg = c.check(values, f)
       if msg:
         raise LayoutError(msg)
+
+
+def plan(candidates: Sequence[Candidate | Mapping[str, Any]], workload: Workload) -> Plan:
+  """The simulators' plan of local candidates (the F0/F1 evaluators of
+  local/sim_evaluators.py score them on the measured devices): tensor ~ tp
+  (activations whole between the attention and MLP blocks: no sequence
+  parallelism), data x fsdp ~ the data-parallel degree with fsdp ~ ZeRO-3
+  over the fsdp axis, num_microbatches ~ gradient accumulation, remat as
+  REMAT_PLAN; float32 parameters, gradients and Adam moments (4 + 4 + 8
+  bytes a parameter), materialized attention scores (no flash kernel), one
+  XLA program with no collective overlap (the CPU runs collectives in
+  line). scan_layers and scan_unroll have no plan field: the simulators see
+  the same step with or without the scan."""
+  cfgs = [Config.from_candidate(c) for c in candidates]
+  col = lambda f: np.array([float(f(c)) for c in cfgs], np.float64)
+  tp, data, fsdp, mic = col(lambda c: c.tensor), col(lambda c: c.data), col(lambda c: c.fsdp), \
+      col(lambda c: c.num_microbatches)
+  dp = data * fsdp
+  one, zero = np.ones(len(cfgs)), np.zeros(len(cfgs))
+  return Plan.of(
+      tp=tp, pp=one, dp=dp, cp=one, ep=one, etp=tp, vp=one, mbs=workload.global_batch / (dp * mic), num_micro=mic,
+      sp=zero, zero=np.where(fsdp > 1, float(Zero.FULL), float(Zero.NONE)), shard=fsdp,
+      recompute=col(lambda c: REMAT_PLAN[c.remat_policy]), rc_frac=one, rc_chunk=one, overlap_grad=zero,
+      overlap_param=zero, tp_overlap=zero, bucket_bytes=one * 1e8, tp_local=tp, cp_local=one, ep_local=one,
+      dp_local=dp, shard_local=fsdp, rep_local=data, pp_inter=zero, w_bytes=one * 4.0, g_bytes=one * 4.0,
+      o_bytes=one * 8.0, flash=zero, xla=one, offload=zero, rails=one, ep_overlap=zero, loss_bytes=one * 8.0)
 
 
 def artifact(space: SearchSpace, cand: Candidate, platform: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 from typing import Any, Iterable, Mapping
 
 # Sample model names aiconfigurator's own config table spells differently
@@ -33,6 +34,13 @@ AIC_MODEL_ALIASES = {
     "zhipuai/GLM-5": "zai-org/GLM-5",
     "nvidia/Qwen3-32B-NVFP4": "Qwen/Qwen3-32B",
 }
+
+
+def scrub(message: str) -> str:
+  """An error message on one line, with file paths cut to their last part
+  (aiconfigurator names the files of its perf database)."""
+  one = " ".join(message.split())
+  return re.sub(r"(?:/[\w.+-]+){2,}", lambda m: os.path.basename(m.group(0)), one)
 
 
 def aic_version() -> str | None:
@@ -94,8 +102,7 @@ def aic_predict(row: Mapping[str, Any]) -> tuple[float | None, float | None, str
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
       r = cli_estimate(**kw)
   except Exception as e:  # aiconfigurator's own refusal: data it lacks, a model it lacks
-    msg = " ".join(f"{type(e).__name__}: {e}".split())
-    return None, None, f"unsupported: {msg[:200]}"
+    return None, None, f"unsupported: {scrub(f'{type(e).__name__}: {e}')[:200]}"
   ttft, tpot = float(r.ttft), float(r.tpot)
   if not (ttft > 0 and tpot > 0 and math.isfinite(ttft) and math.isfinite(tpot)):
     return None, None, f"unsupported: aiconfigurator returned ttft={ttft} tpot={tpot}"

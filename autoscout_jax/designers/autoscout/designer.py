@@ -43,7 +43,7 @@ from autoscout_jax.designers.autoscout import sparse as sparse_lib
 from autoscout_jax.designers.autoscout.acquisition import Scorer
 from autoscout_jax.designers.autoscout.bandit import Bandit
 from autoscout_jax.designers.autoscout.config import AutoScoutConfig, SearchState
-from autoscout_jax.designers.autoscout.features import SCREEN, Observations, knob_roles
+from autoscout_jax.designers.autoscout.features import SCREEN, Observations, failed_screen, knob_roles
 from autoscout_jax.designers.autoscout.fidelity import FidelityPlan
 from autoscout_jax.designers.autoscout.proposals import Proposer
 from autoscout_jax.designers.autoscout.ranked import CheapOrder
@@ -138,6 +138,10 @@ class AutoScoutDesigner(Designer):
   def update(self, measurements: Sequence[Measurement]) -> None:
     if self.ranked is not None:
       self.ranked.update(measurements)
+      # the ranked stage decides alone; the fidelity plan still tracks how far
+      # each cheap fidelity is from profiling (summary, scalars)
+      self.obs.add(measurements)
+      self.plan.refresh(self.obs)
       return
     st = self.state
     before = self.obs.best_top()
@@ -145,7 +149,7 @@ class AutoScoutDesigner(Designer):
     for r in self.obs.add(measurements):
       if not r.feasible:
         st.failed.setdefault(r.fidelity, set()).add(r.candidate)
-      verdict = r.fidelity == self.obs.top or (r.fidelity == SCREEN and not r.feasible)
+      verdict = r.fidelity == self.obs.top or failed_screen(r)
       if not verdict:
         continue
       arm = st.pulled.pop(r.candidate, None)

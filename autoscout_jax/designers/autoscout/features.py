@@ -33,6 +33,12 @@ from autoscout_jax.space import Boolean, Candidate, Categorical, Float, Ordinal,
 SCREEN = "compile"  # the loop applies it on its own before the top fidelity
 
 
+def failed_screen(r: Row) -> bool:
+  """A screen that rules its candidate out (a verdict). A passing local
+  compile has no throughput (its Row is not `feasible`) but failed nothing."""
+  return r.fidelity == SCREEN and r.failure_kind is not None
+
+
 @dataclasses.dataclass(frozen=True)
 class KnobRoles:
   structural: tuple[str, ...]  # product-group axes, categoricals, booleans, parents
@@ -96,7 +102,7 @@ class Observations:
       self._by_key[key] = r
       self.rows.append(r)
       self.done.setdefault(r.fidelity, set()).add(r.candidate)
-      if r.fidelity == SCREEN and not r.feasible:
+      if failed_screen(r):
         self.done.setdefault(self.top, set()).add(r.candidate)  # never profiled
       new.append(r)
     return new
@@ -112,7 +118,7 @@ class Observations:
     r = self._by_key.get((cand, self.top))
     if r is None and fidelity_rank(self.top) > fidelity_rank(SCREEN):
       s = self._by_key.get((cand, SCREEN))
-      if s is not None and not s.feasible:
+      if s is not None and failed_screen(s):
         return s
     return r
 

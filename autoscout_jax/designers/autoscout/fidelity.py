@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from autoscout_jax.measurement import FIDELITIES, fidelity_rank
-from autoscout_jax.designers.autoscout.features import SCREEN, Observations
+from autoscout_jax.designers.autoscout.features import SCREEN, Observations, failed_screen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +101,7 @@ class FidelityPlan:
     for r in obs.rows:
       if r.candidate in seen:
         continue
-      if r.fidelity == obs.top or (r.fidelity == SCREEN and not r.feasible):
+      if r.fidelity == obs.top or failed_screen(r):
         seen.add(r.candidate)
         verdicts.append((r.candidate, r))
     for f in self.cheap:
