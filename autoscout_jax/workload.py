@@ -233,12 +233,16 @@ class Workload:
 class LocalCluster:
   """The devices of this machine: CPU virtual devices here, GPUs/TPUs where
   present. `platform='auto'` takes an accelerator when JAX sees one, else
-  the CPU with `num_devices` virtual devices."""
+  the CPU with `num_devices` virtual devices. `num_slices` > 1 runs the job
+  as that many processes on this machine (`jax.distributed`, one slice of
+  num_devices / num_slices devices each, DCN axes across them; the maxtext
+  family's F3 does this)."""
 
   num_devices: int = 8
   memory_bytes_per_device: int = 2 * 2**30
   platform: str = "auto"
   name: str = "local"
+  num_slices: int = 1
 
   def __post_init__(self):
     if self.num_devices <= 0:
@@ -247,7 +251,13 @@ class LocalCluster:
       raise ValueError(f"cluster {self.name!r}: memory_bytes_per_device must be positive")
     if self.platform not in ("auto", "cpu", "gpu", "tpu"):
       raise ValueError(f"cluster {self.name!r}: platform must be auto, cpu, gpu or tpu, got {self.platform!r}")
+    if self.num_slices < 1 or self.num_devices % self.num_slices:
+      raise ValueError(f"cluster {self.name!r}: num_slices={self.num_slices} must be >= 1 and divide "
+                       f"num_devices={self.num_devices}")
 
   @property
   def key(self) -> str:
-    return f"{self.name}-{_digest(dataclasses.asdict(self))}"
+    d = dataclasses.asdict(self)
+    if d["num_slices"] == 1:  # one process: the key clusters had before slices existed
+      d.pop("num_slices")
+    return f"{self.name}-{_digest(d)}"

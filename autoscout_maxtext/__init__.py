@@ -13,5 +13,10 @@ after the parent's environment (XLA_FLAGS, JAX_PLATFORMS) is in place.
   MaxText's device mesh;
 - protocol.py: the JSON-lines protocol of autoscout_jax/local/runner.py;
 - child.py: `validate` and `compile` (F2: MaxText's train step compiled for
-  this machine's devices or ahead of time for a TPU topology).
+  this machine's devices or ahead of time for a TPU topology);
+- steps.py: F3, MaxText's train step compiled, warmed up and timed in blocks
+  of steps with block_until_ready (failures as data);
+- profile_child.py: the F3 child, a long-lived worker over a batch;
+- multiproc.py: N profile children joined by `jax.distributed` on
+  localhost as N slices (DCN axes for real), started and torn down together.
 """

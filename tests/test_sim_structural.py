@@ -175,3 +175,84 @@ def test_f1_puts_deepseeks_leading_dense_layers_on_the_first_stage():
   # a middle stage holds MoE layers only
   assert inp.fwd[0, 0, 3] == pytest.approx(float(layers[3] * one(moe)[0]), rel=1e-6)
   assert one(dense)[0] != pytest.approx(one(moe)[0], rel=0.05)
+
+
+def _hw(system="dgx_h100"):
+  return {k: float(v) for k, v in hardware.cluster_scalars(hardware.make_cluster(system, 8)).items()}
+
+
+def test_tp_backward_collectives_run_under_the_weight_gradient_gemms():
+  # Megatron / TE linear backward: the column-parallel input-gradient
+  # collective is asynchronous, under the weight-gradient GEMM. Where the
+  # link is fast enough for the GEMM to cover it nothing shows (SP leaves
+  # the output gradient's all-gather, half a collective, blocking); over a
+  # slow link the GEMMs hide little of it.
+  m, hw = _llama8b(8192), _hw()
+  lc = lambda hw, **kw: costs.layer_costs(np, _plan(tp=8, dp=1, fsdp=0.0, **kw), m, hw, C)
+  fast = dict(hw, intra_bw=hw["intra_bw"] * 20)
+  plain, sp = lc(fast, recompute=0), lc(fast, recompute=0, sp=1)
+  assert plain["tp_fwd_s"] > 0 and plain["tp_bwd_s"] < 0.1 * plain["tp_fwd_s"]
+  assert sp["tp_bwd_s"] == pytest.approx(0.5 * sp["tp_fwd_s"], rel=0.1)
+  slow = lc(dict(hw, intra_bw=hw["intra_bw"] / 100), recompute=0)
+  assert 0.8 * slow["tp_fwd_s"] < slow["tp_bwd_s"] < slow["tp_fwd_s"]
+  # full recompute repeats the forward's (blocking) collectives in the backward
+  base = lc(hw, recompute=0)
+  assert lc(hw, recompute=2)["tp_bwd_s"] == pytest.approx(base["tp_bwd_s"] + base["tp_fwd_s"], rel=1e-6)
+
+
+def test_output_layer_runs_in_bf16_under_fp8_recipes():
+  # Megatron's output layer is its own linear, outside TE's fp8 autocast
+  m, hw = _llama8b(8192), _hw()
+  fp8 = dict(m, fp8=1.0)
+  p = _plan(fsdp=0.0)
+  bf, f8 = costs.layer_costs(np, p, m, hw, C), costs.layer_costs(np, p, fp8, hw, C)
+  assert f8["head_fwd_s"] == pytest.approx(bf["head_fwd_s"])
+  assert f8["fwd_s"] < 0.9 * bf["fwd_s"]  # the layers themselves do gain
+
+
+def test_fitted_interval_holds_80_percent_of_every_source():
+  # two sources, one twice as noisy: the half-width follows the noisier one
+  rng = np.random.default_rng(0)
+  rows = []
+  for src, noise in (("A", 0.05), ("B", 0.2)):
+    for i in range(20):
+      rows.append(dict(source_id=src, err=float(rng.normal(0, noise))))
+
+  class Prep:
+    index = list(range(40))
+    def __init__(self, rows):
+      self.rows = rows
+
+  prep = Prep(rows)
+  err = np.array([r["err"] for r in rows])
+  import autoscout_jax.sim.calibration as cal
+  orig_t, orig_e = cal.targets, cal.log_errors
+  try:
+    cal.targets = lambda p: (np.ones(40), np.zeros(40, bool))
+    cal.log_errors = lambda p, out: err
+    w = cal.fit_spread(prep, {"extrapolation": np.zeros(40)})
+  finally:
+    cal.targets, cal.log_errors = orig_t, orig_e
+  for src in ("A", "B"):
+    e = np.abs(err[[r["source_id"] == src for r in rows]])
+    assert np.mean(e <= w) >= 0.8
+  assert np.mean(np.abs(err[20:]) <= w) < 0.95  # not wider than the noisier source needs
+
+
+def test_all_reduce_over_two_nodes_is_hierarchical_and_flat_inside_one():
+  # A100 nodes with 800 Gb/s of InfiniBand per node (vTrain's cluster)
+  cl = hardware.make_cluster("dgx_a100_80gb", 16, inter_bw=12.5e9)
+  hw = {k: float(v) for k, v in hardware.cluster_scalars(cl).items()}
+  from autoscout_jax.sim import collectives
+  nbytes = 256e6
+  ring = lambda n, loc, rails=1.0: collectives.all_reduce_s(np, n, nbytes, *collectives.tier(np, loc, n, hw, C, rails))
+  tiered = lambda n, loc, rails=1.0: collectives.all_reduce_tiered_s(np, n, loc, nbytes, hw, C, rails)
+  # inside a node, and one member per node: nothing to split, the ring
+  assert tiered(8, 8) == pytest.approx(ring(8, 8))
+  assert tiered(16, 1) == pytest.approx(ring(16, 1))
+  # 16 ranks on two nodes: only half the buffer, not 15/8 of it, crosses the network
+  assert tiered(16, 8) < 0.9 * ring(16, 8)
+  # a framework that drives one NIC per rank keeps the flat ring
+  assert tiered(16, 8, rails=0.0) == pytest.approx(ring(16, 8, rails=0.0))
+  # many nodes: the hierarchical form never loses to the ring
+  assert tiered(512, 8) <= ring(512, 8) + 1e-12

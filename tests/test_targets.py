@@ -68,3 +68,42 @@ def test_every_family_names_itself():
   assert set(FAMILIES) == {"local", "megatron", "jax_mesh", "maxtext", "serving"}
   for name, module in FAMILIES.items():
     assert module.FAMILY == name and callable(module.space) and dataclasses.is_dataclass(module.Config)
+
+
+def test_megatron_fsdp2_knob_shards_state_and_launches_as_megatron_allows():
+  # Megatron-LM's torch FSDP2: active only where Megatron runs it (no
+  # pipeline, no distributed optimizer, untied embeddings)
+  wl8 = catalog.make_workload("llama3_8b", 8, global_batch=128)
+  space8 = megatron.space(wl8, hardware.make_cluster("dgx_h100", 8))
+  assert "use_torch_fsdp2" in space8.names
+  assert "use_torch_fsdp2" not in megatron.space(catalog.make_workload("gpt_3.6b", 8),
+                                                 hardware.make_cluster("dgx_h100", 8)).names
+  assert {w.parent for w in space8["use_torch_fsdp2"].when} == {"use_distributed_optimizer", "pipeline_model_parallel_size"}
+  mems, steps = [], []
+  for n in (8, 16, 64):
+    wl, cl = catalog.make_workload("llama3_8b", n, global_batch=128), hardware.make_cluster("dgx_h100", n)
+    space = megatron.space(wl, cl)
+    base = {**wl.default_values, "use_distributed_optimizer": False, "pipeline_model_parallel_size": 1,
+            "context_parallel_size": 1, "tensor_model_parallel_size": 1, "data_parallel_size": n,
+            "micro_batch_size": 1}
+    for k in ("sequence_parallel", "tp_comm_overlap", "virtual_pipeline_model_parallel_size"):
+      base.pop(k, None)
+    ddp, fsdp = space.make(base), space.make({**base, "use_torch_fsdp2": True})
+    assert not space.validate(fsdp)
+    plan = space.plan(space.table_from_candidates([ddp, fsdp]), wl, cl)
+    assert list(plan["zero"]) == [Zero.NONE, Zero.FULL] and plan["shard"][1] == n
+    assert plan["overlap_param"][1] == 1.0  # FSDP2 prefetches the next unit's gather
+    ms = analytic.AnalyticEvaluator().evaluate(Problem(wl, cl, space, ("analytic",)), [ddp, fsdp])
+    assert ms[1].metrics.peak_mem_bytes < ms[0].metrics.peak_mem_bytes
+    mems.append(ms[1].metrics.peak_mem_bytes)
+    cfg = megatron.Config.from_candidate(fsdp)
+    assert cfg.use_torch_fsdp2 and not cfg.use_distributed_optimizer
+    args = launch_artifact(space, fsdp, wl, cl)["args"]
+    assert "--use-torch-fsdp2" in args and "--no-gradient-accumulation-fusion" in args
+    assert "--use-torch-fsdp2" not in launch_artifact(space, ddp, wl, cl)["args"]
+    sh = megatron.launch_sh(space, fsdp, wl, cl)
+    assert "--use-torch-fsdp2" in sh and "CUDA_DEVICE_MAX_CONNECTIONS=1 " not in sh  # Megatron asserts > 1
+  # sharded parameters, gradients and Adam state: memory falls with the shard count
+  assert mems[0] > mems[1] > mems[2]
+  # the 8B model's replicated state (16 B/param) does not fit one H100; sharded 8 ways it does
+  assert mems[0] < 80e9

@@ -102,6 +102,9 @@ class _LocalEvaluator(Evaluator):
     if not isinstance(cluster, LocalCluster):
       return (f"the local {self.fidelity} evaluator measures a LocalCluster, "
               f"got {type(cluster).__name__}")
+    if cluster.num_slices > 1:
+      return (f"the local {self.fidelity} evaluator runs one process; cluster {cluster.name!r} has "
+              f"num_slices={cluster.num_slices} (several processes: the maxtext family's F3)")
     from autoscout_jax.local.model import check_supported  # flax: only when used
     try:
       check_supported(workload.model)

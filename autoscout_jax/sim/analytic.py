@@ -45,7 +45,7 @@ from autoscout_jax.space import Candidate
 # alters any simulated number: it is part of every simulated measurement's
 # cache key and of the workdir identity, so stored rows of an older model
 # are never reused as if current. (Calibrated constants are keyed by value.)
-SIMULATOR_VERSION = "2026-11-30"
+SIMULATOR_VERSION = "2026-11-30c"
 
 BREAKDOWN = ("compute_s", "recompute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "pp_comm_s", "dp_comm_s",
              "bubble_s", "optimizer_s")
@@ -197,11 +197,12 @@ class AnalyticEvaluator(Evaluator):
     """A workload whose training state cannot fit even fully sharded."""
     if not isinstance(cluster, hardware.Cluster):
       return f"the analytic simulator needs a sim cluster (autoscout_jax.sim.hardware.Cluster), got {type(cluster).__name__}"
+    from autoscout_jax.finetune import state_bytes
     from autoscout_jax.sim.catalog import param_count
-    need = param_count(workload.model) * 16.0
+    need = state_bytes(workload, param_count(workload.model))  # LoRA: frozen base + adapters' state
     have = cluster.device.hbm_bytes * cluster.num_devices
     if need > have:
-      return (f"workload {workload.name!r}: {need / 1e12:.1f} TB of weights, gradients and Adam state exceed the "
+      return (f"workload {workload.name!r}: {need / 1e12:.1f} TB of training state (weights, gradients, Adam) exceed the "
               f"{have / 1e12:.1f} TB of HBM of {cluster.num_devices} {cluster.device.name} devices "
               f"(cluster {cluster.name!r} as configured)")
     return None

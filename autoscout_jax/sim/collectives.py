@@ -45,3 +45,23 @@ def tier(xp, local, size, hw, c, rails=1.0):
   bw = xp.where(inter, xp.minimum(hw["inter_bw"] * rail, hw["intra_bw"]), hw["intra_bw"]) * c["comm_eff"]
   lat = xp.where(inter, hw["inter_lat"], hw["intra_lat"])
   return bw, lat
+
+
+def all_reduce_tiered_s(xp, n, local, nbytes, hw, c, rails=1.0):
+  """All-reduce of a group with `local` members per node/slice: the better
+  of a flat ring over the group's tier and the hierarchical algorithm
+  (NCCL's tree / NVLS-tree, XLA's multi-slice all-reduce): reduce-scatter
+  inside the node, all-reduce of each member's 1/local share across the
+  n/local nodes on that member's own NIC, all-gather inside the node. Only
+  the node count's (N-1)/N crosses the slow tier, which matters for groups
+  of few nodes (tensor parallelism over two nodes). A framework that
+  drives one NIC per rank (`rails` 0) keeps the flat ring."""
+  bw, lat = tier(xp, local, n, hw, c, rails)
+  ring = all_reduce_s(xp, n, nbytes, bw, lat)
+  loc = xp.clip(local, 1.0, xp.maximum(n, 1.0))
+  nodes = n / loc
+  intra = hw["intra_bw"] * c["comm_eff"]
+  hier = (2 * (loc - 1) / loc * nbytes / intra + 2 * (nodes - 1) / nodes * nbytes / bw
+          + 2 * log2(xp, loc) * hw["intra_lat"] + 2 * log2(xp, nodes) * hw["inter_lat"])
+  use = (loc < n) & (loc > 1) & (rails > 0)
+  return xp.where(use, xp.minimum(ring, hier), ring)

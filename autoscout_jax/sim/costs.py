@@ -211,10 +211,10 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   low_peak = xp.where(m["fp4"] > 0, xp.minimum(hw["peak_fp4"], c["fp4_gain"] * hw["peak_fp8"]), hw["peak_fp8"])
   lin_peak = xp.maximum(hw["peak_bf16"], xp.where(m["fp8"] > 0, low_peak * c["fp8_eff"], 0.0))
 
-  def gemm(flops, md):
+  def gemm(flops, md, peak=lin_peak):
     md = xp.maximum(md, 1.0)
     eff = c["gemm_eff"] * md / (md + c["gemm_knee"])
-    return flops / (lin_peak * eff)
+    return flops / (peak * eff)
 
   def mn(*xs):
     out = xs[0]
@@ -273,7 +273,10 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   bwd = bwd_base + recompute
 
   # --- output layer + loss (last stage), per micro-batch ----------------------------
-  head_fwd = gemm(2 * T * h * m["V"] / tp, mn(T, h, m["V"] / tp)) + T * m["V"] / tp * 6 / hw["hbm_bw"]
+  # the output layer is Megatron's own column-parallel linear, outside
+  # Transformer Engine's fp8 autocast: it runs in bf16 in fp8 recipes
+  head_fwd = (gemm(2 * T * h * m["V"] / tp, mn(T, h, m["V"] / tp), hw["peak_bf16"])
+              + T * m["V"] / tp * 6 / hw["hbm_bw"])
   head_bwd = (2 - m["frozen"]) * head_fwd
   # embedding (first stage): a row gather forward; backward scatters into a
   # dense bf16 gradient and adds it to the fp32 main gradient (none when frozen)
@@ -281,11 +284,24 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   emb_bwd = (1 - m["frozen"]) * m["V"] * h / tp * EMB_GRAD_BYTES / hw["hbm_bw"]
 
   # --- TP, CP, EP communication per layer per micro-batch --------------------------
-  bw_tp, lat_tp = collectives.tier(xp, plan["tp_local"], tp, hw, c)
-  tp_one = collectives.all_reduce_s(xp, tp, T * h * 2, bw_tp, lat_tp)  # one AR == one AG + one RS
+  tp_one = collectives.all_reduce_tiered_s(xp, tp, plan["tp_local"], T * h * 2, hw, c)  # one AR == one AG + one RS
   tp_hide = 1 - plan["tp_overlap"] * c["tp_overlap_eff"]
   tp_fwd = 2 * tp_one * tp_hide
-  tp_bwd = (2 + 2 * full) * tp_one * tp_hide  # full recompute repeats the forward's collectives
+  # backward, per column-/row-parallel pair: the column-parallel linear's
+  # input-gradient collective is issued asynchronously and runs under its
+  # weight-gradient GEMM (Megatron's and Transformer Engine's linear
+  # backward); with SP its re-gather of the sharded input runs under the
+  # input-gradient GEMM too, while the row-parallel output gradient's
+  # all-gather blocks. Full recompute repeats the forward's collectives.
+  sp_on = xp.where(plan["sp"] > 0, 1.0, 0.0)
+
+  def tp_pair_bwd(g):  # g: that linear's GEMM time (forward = dgrad = wgrad; frozen weights: no wgrad)
+    return (sp_on * (0.5 * tp_one + xp.maximum(tp_one - 2 * g, 0.0))
+            + (1 - sp_on) * xp.maximum(tp_one - g, 0.0))
+
+  g_mlp = (1 - f_moe) * (t_dense - t_fc2) + f_moe * t_moe * (mats - 1) / mats
+  live = 1 - m["frozen"]
+  tp_bwd = (tp_pair_bwd(live * t_qkv) + tp_pair_bwd(live * g_mlp) + 2 * full * tp_one) * tp_hide
 
   bw_cp, lat_cp = collectives.tier(xp, plan["cp_local"], cp, hw, c, rails=0.0)
   cp_bytes = (cp - 1) * T * KV * 2 / tp
@@ -336,19 +352,18 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # --- data parallel: gradients and parameters ------------------------------------
   rep = xp.maximum(dpg / shard, 1.0)
   bw_sh, lat_sh = collectives.tier(xp, plan["shard_local"], shard, hw, c, plan["rails"])
-  bw_rep, lat_rep = collectives.tier(xp, plan["rep_local"], rep, hw, c, plan["rails"])
   bw_dp, lat_dp = collectives.tier(xp, plan["dp_local"], dpg, hw, c, plan["rails"])
   grad_bytes = (P_dense_first + P_exp) * gb
   param_bytes = P_all * xp.minimum(mm["wb_frozen"], 2.0)  # gathers move bf16 (or fp8/int8) weights
   dg_bytes, ep_grad_bytes = P_dense_first * gb, P_exp * gb
-  ar_plain = (collectives.all_reduce_s(xp, dpg, dg_bytes, bw_dp, lat_dp)
+  ar_plain = (collectives.all_reduce_tiered_s(xp, dpg, plan["dp_local"], dg_bytes, hw, c, plan["rails"])
               + collectives.all_reduce_s(xp, edp, ep_grad_bytes, bw_dp, lat_dp))
   zero1_rs = (collectives.gather_s(xp, shard, dg_bytes, bw_sh, lat_sh)
               + collectives.gather_s(xp, e_shard, ep_grad_bytes, bw_sh, lat_sh))
   gather_b = xp.minimum(wb, 2.0)  # gathers move model-precision weights (fp8 params: 1 byte)
   zero1_ag = (collectives.gather_s(xp, shard, P_dense_first * gather_b, bw_sh, lat_sh)
               + collectives.gather_s(xp, e_shard, P_exp * gather_b, bw_sh, lat_sh))
-  rep_ar = collectives.all_reduce_s(xp, rep, grad_bytes / shard, bw_rep, lat_rep)
+  rep_ar = collectives.all_reduce_tiered_s(xp, rep, plan["rep_local"], grad_bytes / shard, hw, c, plan["rails"])
   grad_t = xp.where(zero == 0, ar_plain, zero1_rs + rep_ar)
   param_t = xp.where((zero == 1) | (zero == 2), zero1_ag, 0.0)
   # ZeRO-3 per micro-batch: gather every unit forward and again backward,

@@ -5,8 +5,8 @@ their point predictions (same `xp` arrays, inside the one vectorized call);
 the evaluators turn the verdict into a Measurement (sim/analytic.py),
 `calibration.predictions` into the `pred_*_lo/_hi` and `pred_feasible`
 columns. The widths come from SimConstants: `tput_spread` is fitted by
-sim/calibration.py (`fit_spread`: the 80th percentile of |log error| over
-the calibration rows); `mem_spread` and `extrap_gain` are set from first
+sim/calibration.py (`fit_spread`: the narrowest half-width holding >= 80 %
+of every source's calibration rows); `mem_spread` and `extrap_gain` are set from first
 principles (the calibration set publishes no memory).
 
 Outside the calibrated range the intervals widen: `CALIBRATED_RANGE` is

@@ -162,6 +162,16 @@ def space(workload: Workload, cluster: Any, max_tp: int = 16, max_cp: int = 8,
     knobs.append(Boolean("sequence_parallel", default=True, when=(When(_TP, big_tp),)))
   knobs += [
       Boolean("use_distributed_optimizer", default=True, doc="ZeRO-1: optimizer state sharded over dp"),
+  ]
+  if _fsdp_allowed(workload):
+    # Megatron-LM refuses torch FSDP2 with pipeline or expert parallelism or
+    # its own distributed optimizer (arguments.py): active only where it runs
+    fsdp_when = (When("use_distributed_optimizer", False), When(_PP, (1,)))
+    if m.is_moe:
+      fsdp_when += (When(_EP, (1,)),)
+    knobs.append(Boolean("use_torch_fsdp2", default=False, when=fsdp_when,
+                         doc="ZeRO-3: parameters, gradients and optimizer state sharded over dp x cp"))
+  knobs += [
       Ordinal("micro_batch_size", values=micro_batch_sizes, default=micro_batch_sizes[0]),
       Categorical("recompute_granularity", choices=RECOMPUTE, default="selective"),
       Categorical("recompute_method", choices=("uniform", "block"), default="uniform",
@@ -175,6 +185,12 @@ def space(workload: Workload, cluster: Any, max_tp: int = 16, max_cp: int = 8,
   return SimSpace(knobs, _constraints(m.is_moe), groups=[ProductGroup((_TP, _PP, _CP, _DP), n)],
                   facts=facts(workload, cluster), name=f"megatron:{m.name}:{cluster.name}", family=FAMILY,
                   plan=plan_from_table)
+
+
+def _fsdp_allowed(workload: Workload) -> bool:
+  """Megatron-LM's torch FSDP2 needs untied embedding and output weights and
+  does not run in fp16."""
+  return not workload.model.tie_embeddings and workload.precision != "fp16"
 
 
 def megatron_plan(tp, pp, cp, dp, ep, etp, vp, mbs, sp, dist_opt, recompute, rc_block, rc_layers,
@@ -216,13 +232,19 @@ def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any)
   n = len(rec)
   ones = np.ones(n)
   dist = t["use_distributed_optimizer"] == code("use_distributed_optimizer", True)
+  fsdp = (t["use_torch_fsdp2"] == code("use_torch_fsdp2", True)) if "use_torch_fsdp2" in t else np.zeros(n, bool)
   plan = megatron_plan(
       t[_TP], t[_PP], t[_CP], t[_DP], nz(t.get(_EP, ones), 1), nz(t.get(_ETP, ones), 1),
       nz(t.get(_VPN, ones), 1), t["micro_batch_size"], nz(t.get("sequence_parallel", 0 * ones), 0), dist,
       rec, nz(t["recompute_method"], 0) == 1, nz(t["recompute_num_layers"], 1),
       0.0, 0.0, 0.0, nz(t.get("tp_comm_overlap", 0 * ones), 0), workload.global_batch,
-      workload.model.num_layers, cluster.node_size)
-  return Plan.of(**apply_direct(plan, t, space, DIRECT))
+      workload.model.num_layers, cluster.node_size, fsdp=fsdp)
+  out = apply_direct(plan, t, space, DIRECT)
+  # FSDP2 prefetches the next unit's all-gather during this one's compute and
+  # reduce-scatters each unit's gradients as its backward ends
+  for k in ("overlap_param", "overlap_grad"):
+    out[k] = np.where(fsdp, 1.0, out[k])
+  return Plan.of(**out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +259,7 @@ class Config:
   micro_batch_size: int
   recompute: Recompute
   use_distributed_optimizer: bool
+  use_torch_fsdp2: bool = False
   expert_model_parallel_size: int = 1
   expert_tensor_parallel_size: int = 1
   virtual_pipeline_model_parallel_size: int = 1
@@ -253,7 +276,7 @@ class Config:
     ints = (_TP, _PP, _CP, _DP, "micro_batch_size", _EP, _ETP, _VPN, "recompute_num_layers")
     kw: dict[str, Any] = {k: int(v.pop(k)) for k in ints if k in v}
     kw["recompute"] = Recompute[str(v.pop("recompute_granularity")).upper()]
-    for k in ("use_distributed_optimizer", "sequence_parallel", "tp_comm_overlap"):
+    for k in ("use_distributed_optimizer", "use_torch_fsdp2", "sequence_parallel", "tp_comm_overlap"):
       if k in v:
         kw[k] = bool(v.pop(k))
     if "recompute_method" in v:
@@ -283,6 +306,8 @@ def artifact(space: SimSpace, cand: Candidate, workload: Workload) -> dict[str, 
   if vp > 1:
     args += ["--num-layers-per-virtual-pipeline-stage",
              str(max(1, workload.model.num_layers // (pp * vp)))]
+  if cfg.use_torch_fsdp2:  # Megatron-LM refuses FSDP2 with its fused weight-gradient accumulation
+    args.append("--no-gradient-accumulation-fusion")
   args += ["--global-batch-size", str(int(workload.global_batch))]
   return {"kind": FAMILY, "args": args, "data_parallel_size (derived)": cfg.data_parallel_size}
 
@@ -355,7 +380,9 @@ def launch_sh(space: SimSpace, cand: Candidate, workload: Workload, cluster: Any
       "set -euo pipefail",
       ': "${MEGATRON_LM:?set MEGATRON_LM to a Megatron-LM checkout}"',
       ': "${NODE_RANK:=0}" "${MASTER_ADDR:=localhost}" "${MASTER_PORT:=6000}" "${TRAIN_ITERS:=100}"',
-      "export CUDA_DEVICE_MAX_CONNECTIONS=1  # Megatron's requirement for overlapped TP/SP communication",
+      ("export CUDA_DEVICE_MAX_CONNECTIONS=8  # FSDP2 overlaps its gathers on several streams (Megatron: > 1)"
+       if Config.from_candidate(cand).use_torch_fsdp2 else
+       "export CUDA_DEVICE_MAX_CONNECTIONS=1  # Megatron's requirement for overlapped TP/SP communication"),
       " \\\n".join(lines), ""])
 
 

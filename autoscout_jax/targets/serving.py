@@ -310,7 +310,7 @@ def plan(space: SearchSpace, cand: Candidate) -> Any:
                         attn_dp=dp if wide else 1, batch=cfg.max_num_seqs)
   weight = f.get("precision") if f.get("precision") in ("bf16", "fp16", "fp8") else "bf16"
   kv = "fp8" if cfg.kv_cache_dtype == "fp8" else ("fp16" if weight == "fp16" else "bf16")
-  common = dict(weight_dtype=weight, kv_dtype=kv, kv_fraction=cfg.kv_cache_memory_fraction,
+  common = dict(weight_dtype=weight, kv_dtype=kv, kv_fraction=cfg.kv_cache_memory_fraction, kv_of_total=True,
                 chunk_tokens=cfg.chunked_prefill_size, engine="vllm")
   if cfg.disaggregated:
     return ServingPlan(layout, replicas=cfg.prefill_workers, decode_layout=layout,

@@ -1,0 +1,93 @@
+"""The F3 child of the maxtext family: `python -m autoscout_maxtext.profile_child`.
+
+Where it sits: started with a Python that has MaxText (3.12) by
+`local/runner.run_candidates` on the 3.11 side (evaluator:
+autoscout_jax/maxtext_profile.py; table: autoscout_jax/tools/maxtext_table.py),
+or by `autoscout_maxtext/multiproc.py` once per process of a multi-process
+cluster. It reads one JSON request from stdin and measures its candidates
+one after another with `steps.measure` (a long-lived worker: the parent
+restarts a fresh one after a crash, for the candidates still to do).
+
+Protocol: the one of autoscout_jax/local/child.py (JSON lines on the real
+stdout; everything else written to fd 1 goes to stderr):
+  request  {"candidates": [{"index", "key", "values": {MaxText key: value}}],
+            "options": {"warmup_steps", "timed_steps", "repeats", "seed"},
+            "faults": {candidate key: kind},
+            "distributed": {"coordinator", "num_processes", "process_id"}}  (optional)
+  events   ready (provenance: versions, devices) / start / result / done / fatal
+With "distributed", `jax.distributed.initialize` joins the processes first
+(CPU collectives over gloo); every process measures every candidate (SPMD)
+and reports its own results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Mapping, TextIO
+
+from autoscout_maxtext.protocol import claim_stdout, die_with_parent, emit
+
+def _fault(kind: str, out: TextIO) -> dict[str, Any]:
+  """Act out an injected fault (test hook, autoscout_jax/faults.py kinds)."""
+  if kind == "crash":
+    os.abort()
+  if kind == "oom_kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+  if kind in ("hang", "garbage"):
+    if kind == "garbage":
+      out.write("\x00garbage {not json\n")
+      out.flush()
+    while True:
+      time.sleep(3600)
+  if kind == "oom":
+    return {"feasible": False, "failure_kind": "oom",
+            "error": "RESOURCE_EXHAUSTED: Out of memory while trying to allocate (injected fault)"}
+  raise ValueError(f"unknown fault {kind!r}")
+
+
+def _join(dist: Mapping[str, Any]) -> None:
+  import jax
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=dist["coordinator"], num_processes=int(dist["num_processes"]),
+                             process_id=int(dist["process_id"]),
+                             initialization_timeout=int(dist.get("timeout_s", 120)))
+
+
+def serve(request: Mapping[str, Any], out: TextIO) -> int:
+  try:
+    if request.get("distributed"):
+      _join(request["distributed"])
+    from autoscout_maxtext import steps
+    prov = {**steps.versions(), **steps.device_info()}
+  except Exception as e:  # no MaxText / no devices: the machine cannot serve this
+    emit(out, event="fatal", error=f"{type(e).__name__}: {e}")
+    return 2
+  emit(out, event="ready", provenance=prov)
+  import jax
+  faults = request.get("faults") or {}
+  options = request.get("options") or {}
+  for item in request["candidates"]:
+    emit(out, event="start", index=item["index"])
+    t0 = time.perf_counter()
+    if item["key"] in faults:
+      metrics = _fault(faults[item["key"]], out)
+    else:
+      metrics = steps.measure(item["values"], options)
+    emit(out, event="result", index=item["index"], metrics=metrics, wall_s=time.perf_counter() - t0)
+    jax.clear_caches()
+  emit(out, event="done")
+  return 0
+
+
+def main() -> int:
+  die_with_parent()
+  out = claim_stdout()
+  return serve(json.loads(sys.stdin.read()), out)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
