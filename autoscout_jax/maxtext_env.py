@@ -68,6 +68,10 @@ def child_env(num_devices: int | None = None, platform: str = "cpu",
   (for autoscout_maxtext), MaxText without Google Cloud, and for CPU
   children `num_devices` virtual devices."""
   env = dict(os.environ if base is None else base)
+  # The search's own jax[tpu] points TPU_LIBRARY_PATH at ITS libtpu when it
+  # imports JAX; a MaxText child must load the libtpu of its own environment
+  # (an older one cannot parse the Pallas kernels its jax writes).
+  env.pop("TPU_LIBRARY_PATH", None)
   root = str(ROOT)
   env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                                                 if p and p != root])
@@ -87,8 +91,7 @@ def child_env(num_devices: int | None = None, platform: str = "cpu",
     env["JAX_PLATFORMS"] = "cpu"  # the child's own backend; libtpu gives the topology
     env["ALLOW_MULTIPLE_LIBTPU_LOAD"] = "1"
     env["TPU_SKIP_MDS_QUERY"] = "1"
-    # jax 0.12's Pallas kernels (splash attention, megablox) attach Mosaic
-    # debug locations the libtpu MaxText 0.2.5 installs (0.0.52) cannot parse
-    # ("no such field: 'debug_locations'"); without them the kernels compile.
+    # Pallas kernels without Mosaic debug locations: an older libtpu refuses
+    # them ("no such field: 'debug_locations'"); XLA does not need them.
     env["JAX_MOSAIC_UNZIP_DEBUG_LOCATIONS"] = "false"
   return env

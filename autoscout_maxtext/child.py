@@ -48,26 +48,6 @@ def _target_keys(target: Mapping[str, Any]) -> dict[str, Any]:
   return {}
 
 
-# Mosaic (Pallas TPU kernel) IR version for a retry: some kernels jax 0.12
-# serializes carry attributes the libtpu MaxText 0.2.5 brings (0.0.52)
-# cannot parse ("Failed to parse the Mosaic module: unknown attribute code")
-# although it passes jax's own libtpu version check; 17 is what jax emits for
-# libtpu < 0.0.50. Others compile only at jax's own choice, so it is a retry.
-MOSAIC_IR_VERSION = 17
-_MOSAIC_PARSE = "Failed to parse the Mosaic module"
-
-
-def _pin_mosaic_ir_version(version: int | None) -> bool:
-  try:
-    from jax._src import tpu_custom_call
-  except ImportError:
-    return False
-  if not hasattr(tpu_custom_call, "ir_version_override"):
-    return False
-  tpu_custom_call.ir_version_override = (lambda: version) if version else None
-  return True
-
-
 def _mesh(config: Any, target: Mapping[str, Any]) -> Any:
   if target.get("kind") == "tpu":
     from maxtext.trainers.pre_train import train_compile
@@ -98,23 +78,7 @@ def _flops(compiled: Any) -> float | None:
 
 
 def compile_step(overrides: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, Any]:
-  """Metrics JSON of one candidate compiled by MaxText's AOT path (for a
-  TPU target, once more with the Mosaic IR pinned when libtpu cannot parse
-  a Pallas kernel)."""
-  out = _compile_step(overrides, target)
-  if target.get("kind") == "tpu" and _MOSAIC_PARSE in (out.get("error") or "") and _pin_mosaic_ir_version(
-      MOSAIC_IR_VERSION):
-    import jax
-    jax.clear_caches()
-    try:
-      out = _compile_step(overrides, target)
-    finally:
-      _pin_mosaic_ir_version(None)
-    out.setdefault("extra", {})["mosaic_ir_version"] = MOSAIC_IR_VERSION
-  return out
-
-
-def _compile_step(overrides: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, Any]:
+  """Metrics JSON of one candidate compiled by MaxText's AOT path."""
   from flax.core.spmd import logical_axis_rules as axis_rules
   from maxtext.trainers.pre_train import train, train_compile
   from maxtext.utils import maxtext_utils, sharding

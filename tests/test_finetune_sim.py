@@ -107,3 +107,11 @@ def test_compile_at_scale_refuses_lora_in_one_line(monkeypatch):
   assert ev.check_fits(kinds["full"], cluster) is None
   msg = ev.check_fits(kinds["lora"], cluster)
   assert "LoRA" in msg and "\n" not in msg
+
+
+def test_a_lora_job_too_big_to_pretrain_is_admitted():
+  cluster = hardware.make_cluster("dgx_h100", 8)
+  kinds = _kinds(Workload("llama3_70b", catalog.find_model("llama3_70b")[0], global_batch=32))
+  ev = analytic.AnalyticEvaluator()
+  assert "exceed" in ev.check_fits(kinds["full"], cluster)  # ~1.1 TB of state on 640 GB
+  assert ev.check_fits(kinds["lora"], cluster) is None  # ~141 GB of bf16 base + adapters

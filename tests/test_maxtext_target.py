@@ -103,7 +103,9 @@ def test_python_lookup_order(monkeypatch, tmp_path):
   monkeypatch.delenv(maxtext_env.ENV_VAR)
   expect = str(maxtext_env.default_python()) if maxtext_env.default_python().exists() else None
   assert maxtext_env.find_python() == expect
-  env = maxtext_env.child_env(4, base={"XLA_FLAGS": "--xla_force_host_platform_device_count=8 --foo"})
+  env = maxtext_env.child_env(4, base={"XLA_FLAGS": "--xla_force_host_platform_device_count=8 --foo",
+                                       "TPU_LIBRARY_PATH": "/the/search/own/libtpu.so"})
+  assert "TPU_LIBRARY_PATH" not in env
   assert env["XLA_FLAGS"].split() == ["--foo", "--xla_force_host_platform_device_count=4",
                                       "--xla_cpu_enable_concurrency_optimized_scheduler=false"]
   assert env["PYTHONPATH"].split(os.pathsep)[0] == str(maxtext_env.ROOT)

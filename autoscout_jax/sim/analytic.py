@@ -197,11 +197,12 @@ class AnalyticEvaluator(Evaluator):
     """A workload whose training state cannot fit even fully sharded."""
     if not isinstance(cluster, hardware.Cluster):
       return f"the analytic simulator needs a sim cluster (autoscout_jax.sim.hardware.Cluster), got {type(cluster).__name__}"
+    from autoscout_jax.finetune import state_bytes
     from autoscout_jax.sim.catalog import param_count
-    need = param_count(workload.model) * 16.0
+    need = state_bytes(workload, param_count(workload.model))  # LoRA: frozen base + adapters' state
     have = cluster.device.hbm_bytes * cluster.num_devices
     if need > have:
-      return (f"workload {workload.name!r}: {need / 1e12:.1f} TB of weights, gradients and Adam state exceed the "
+      return (f"workload {workload.name!r}: {need / 1e12:.1f} TB of training state (weights, gradients, Adam) exceed the "
               f"{have / 1e12:.1f} TB of HBM of {cluster.num_devices} {cluster.device.name} devices "
               f"(cluster {cluster.name!r} as configured)")
     return None
