@@ -5,19 +5,31 @@ family's SearchSpace -> Problem (built once, handed to designers and
 evaluators) -> Designer.suggest -> run_search routes candidates to Evaluators by fidelity
 -> MeasurementStore -> Designer.update; writers report; run.py binds it all
 with gin.
+
+The exports below load lazily (PEP 562), so a subpackage that must run
+without the package's dependencies (maxtext_child/, in MaxText's Python)
+can be imported on its own.
 """
 
-from autoscout_jax.designers import Designer, ExhaustiveSearch, RandomSearch
-from autoscout_jax.evaluator import Evaluator
-from autoscout_jax.measurement import FIDELITIES, Measurement, Metrics
-from autoscout_jax.problem import Cluster, Problem
-from autoscout_jax.search import SearchResult, run_search
-from autoscout_jax.space import Candidate, SearchSpace
-from autoscout_jax.store import MeasurementStore
-from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
+import importlib
 
-__all__ = [
-    "Candidate", "Cluster", "Designer", "Evaluator", "ExhaustiveSearch", "FIDELITIES", "LocalCluster",
-    "Measurement", "MeasurementStore", "Metrics", "ModelConfig", "Problem", "RandomSearch", "SearchResult",
-    "SearchSpace", "Workload", "run_search",
-]
+_EXPORTS = {
+    "Designer": "autoscout_jax.designers", "ExhaustiveSearch": "autoscout_jax.designers",
+    "RandomSearch": "autoscout_jax.designers", "Evaluator": "autoscout_jax.evaluator",
+    "FIDELITIES": "autoscout_jax.measurement", "Measurement": "autoscout_jax.measurement",
+    "Metrics": "autoscout_jax.measurement", "Cluster": "autoscout_jax.problem",
+    "Problem": "autoscout_jax.problem", "SearchResult": "autoscout_jax.search",
+    "run_search": "autoscout_jax.search", "Candidate": "autoscout_jax.space",
+    "SearchSpace": "autoscout_jax.space", "MeasurementStore": "autoscout_jax.store",
+    "LocalCluster": "autoscout_jax.workload", "ModelConfig": "autoscout_jax.workload",
+    "Workload": "autoscout_jax.workload",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name not in _EXPORTS:
+    raise AttributeError(f"module 'autoscout_jax' has no attribute {name!r}")
+  value = getattr(importlib.import_module(_EXPORTS[name]), name)
+  globals()[name] = value
+  return value

@@ -6,7 +6,7 @@ devices from libtpu) when the cluster is a simulated TPU cluster.
 
 Where it sits: the search hands it candidates of `targets.maxtext.space`;
 it turns each into MaxText overrides (`targets.maxtext.overrides`) and has
-them compiled in a Python 3.12 child (`python -m autoscout_maxtext.child`,
+them compiled in a Python 3.12 child (`python -m autoscout_jax.maxtext_child.child`,
 interpreter from maxtext_env.py) through local/runner.py (per-candidate
 timeout; a crash or hang costs one candidate). A config MaxText refuses is
 'invalid', XLA's HBM out-of-memory verdict (or a per-device peak above the
@@ -128,7 +128,7 @@ class MaxTextCompileEvaluator(Evaluator):
     python = maxtext_env.find_python(self.python)
     try:
       outcomes = run_candidates({"op": "compile", "target": target}, items, env, self.timeout_s,
-                                self.startup_timeout_s, argv=maxtext_env.child_argv(python, "autoscout_maxtext.child"))
+                                self.startup_timeout_s, argv=maxtext_env.child_argv(python, "autoscout_jax.maxtext_child.child"))
     except LocalSetupError as e:
       raise ValueError(str(e).strip().splitlines()[0] if str(e).strip() else "MaxText child failed") from None
     out = [self._measurement(workload, cluster, target, c, outcomes[i]) for i, c in enumerate(candidates)]

@@ -3,7 +3,7 @@
 
 Where it sits: MaxText (PyPI `maxtext`, extra `maxtext`) needs Python 3.12
 and a newer JAX than the search, so MaxText code runs only in child
-processes (`python -m autoscout_maxtext.<module>`, repo root on
+processes (`python -m autoscout_jax.maxtext_child.<module>`, repo root on
 PYTHONPATH) started with the interpreter `find_python` names: an explicit
 path (the evaluators' gin-settable `python=`), else $AUTOSCOUT_MAXTEXT_PYTHON,
 else `.venv-maxtext/bin/python` in the repository root (what `.ci/run`
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Mapping
 
 ENV_VAR = "AUTOSCOUT_MAXTEXT_PYTHON"
-ROOT = Path(__file__).resolve().parents[1]  # the repository root (holds autoscout_maxtext/)
+ROOT = Path(__file__).resolve().parents[1]  # the repository root (autoscout_jax/maxtext_child/ runs from it)
 DEFAULT_VENV = ".venv-maxtext"
 _CHECKED: dict[str, str | None] = {}
 
@@ -65,7 +65,7 @@ def child_argv(python: str, module: str) -> list[str]:
 def child_env(num_devices: int | None = None, platform: str = "cpu",
               base: Mapping[str, str] | None = None) -> dict[str, str]:
   """The environment of a MaxText child: the repo root first on PYTHONPATH
-  (for autoscout_maxtext), MaxText without Google Cloud, and for CPU
+  (for autoscout_jax/maxtext_child), MaxText without Google Cloud, and for CPU
   children `num_devices` virtual devices."""
   env = dict(os.environ if base is None else base)
   # The search's own jax[tpu] points TPU_LIBRARY_PATH at ITS libtpu when it

@@ -1,4 +1,4 @@
-"""The multi-process launcher of the maxtext F3 (autoscout_maxtext/multiproc.py):
+"""The multi-process launcher of the maxtext F3 (autoscout_jax.maxtext_child/multiproc.py):
 two processes joined by jax.distributed on localhost; one of them dies ->
 the candidate is a recorded failure and no process of the job is left.
 
@@ -15,7 +15,7 @@ import pytest
 
 from autoscout_jax.local.runner import run_candidates
 
-ARGV = [sys.executable, "-m", "autoscout_maxtext.multiproc"]
+ARGV = [sys.executable, "-m", "autoscout_jax.maxtext_child.multiproc"]
 
 
 def _env():

@@ -28,7 +28,7 @@ needs_maxtext = pytest.mark.skipif(MISSING is not None, reason=f"MaxText's Pytho
 
 def _validate(items, num_devices=8):
   """MaxText's verdict per item, from the 3.12 child."""
-  argv = maxtext_env.child_argv(maxtext_env.find_python(), "autoscout_maxtext.child")
+  argv = maxtext_env.child_argv(maxtext_env.find_python(), "autoscout_jax.maxtext_child.child")
   out = run_candidates({"op": "validate"}, items, maxtext_env.child_env(num_devices), 120, 300, argv=argv)
   return [out[it["index"]].metrics for it in items]
 
@@ -144,7 +144,7 @@ def test_catalog_names_match_maxtext_model_configs():
   """The catalog models we name by MaxText model_name have MaxText's dims."""
   keys = ("emb_dim", "num_query_heads", "num_kv_heads", "num_decoder_layers", "mlp_dim", "head_dim",
           "vocab_size", "num_experts")
-  prog = ("import json, sys\nfrom autoscout_maxtext.config import make_config\n"
+  prog = ("import json, sys\nfrom autoscout_jax.maxtext_child.config import make_config\n"
           "out = {}\nfor name in json.loads(sys.argv[1]):\n"
           "  c = make_config({'model_name': name, **json.loads(sys.argv[2])})\n"
           f"  out[name] = [getattr(c, k) for k in {keys!r}]\nprint(json.dumps(out))\n")

@@ -79,7 +79,7 @@ def test_cluster_geometry():
 
 @pytest.mark.parametrize("build,message", [
     (lambda: hardware.DeviceSpec("bad", -1.0, None, 1e9, 1e9, "gpu"), "peak_bf16 must be positive"),
-    (lambda: hardware.DeviceSpec("bad", 1e12, None, 1e9, 1e9, "fpga"), "platform must be gpu or tpu"),
+    (lambda: hardware.DeviceSpec("bad", 1e12, None, 1e9, 1e9, "fpga"), "platform must be gpu, tpu or cpu"),
     (lambda: hardware.Link("bad", 0.0, 1e-6), "bandwidth must be positive"),
     (lambda: hardware.make_cluster("dgx_z100", 8), "unknown system 'dgx_z100'"),
     (lambda: hardware.make_cluster("dgx_h100", 12), "not a whole number of 8-device nodes"),

@@ -5,9 +5,9 @@ process or as several processes mapped as slices (DCN axes for real).
 Where it sits: the search hands it candidates of `targets.maxtext.space`;
 each becomes MaxText overrides (`targets.maxtext.overrides`, plus
 `num_slices`) measured in a Python 3.12 child (interpreter and environment
-from maxtext_env.py): `python -m autoscout_maxtext.profile_child` (compile,
+from maxtext_env.py): `python -m autoscout_jax.maxtext_child.profile_child` (compile,
 warm-up, `repeats` timed blocks of `timed_steps` steps; steps.py), or for a
-cluster with `num_slices` > 1 the launcher `autoscout_maxtext.multiproc`,
+cluster with `num_slices` > 1 the launcher `autoscout_jax.maxtext_child.multiproc`,
 which starts one child per slice joined by `jax.distributed` (coordinator
 on localhost) and tears them all down. Driven by local/runner.py: a crash,
 OOM kill or hang (past `timeout_s`) of any process costs one candidate and
@@ -133,9 +133,9 @@ class MaxTextProfileEvaluator(Evaluator):
     per, slices, platform = mt.layout(cluster)
     faults = self._faults_for(candidates)
     request: dict[str, Any] = {"options": self._options(), "faults": faults}
-    module = "autoscout_maxtext.profile_child"
+    module = "autoscout_jax.maxtext_child.profile_child"
     if slices > 1:
-      module = "autoscout_maxtext.multiproc"
+      module = "autoscout_jax.maxtext_child.multiproc"
       request["processes"] = {"count": slices, "timeout_s": int(self.startup_timeout_s),
                               "fault_process": self.fault_process}
     python = maxtext_env.find_python(self.python)

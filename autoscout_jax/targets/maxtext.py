@@ -6,7 +6,7 @@ artifact (MaxText overrides, `key=value`).
 Where it sits: gin binds `maxtext.space` as SPACE_FN(workload, cluster);
 knob names ARE MaxText keys, so a candidate's values go to MaxText as they
 are (`overrides`); MaxText itself runs only in Python 3.12 children
-(autoscout_jax/maxtext_env.py, package autoscout_maxtext): the F2 evaluator
+(autoscout_jax/maxtext_env.py, package autoscout_jax.maxtext_child): the F2 evaluator
 (maxtext_compile.py) and the F3 runner. The F0/F1 simulators get the plan
 of `plan_from_table`, which goes through `jax_mesh.mesh_plan` (one plan
 translation for both JAX families; MAXTEXT_AXES in jax_mesh.py names the

@@ -5,7 +5,7 @@ Where it sits: a program (jax-free here), run once to produce the committed
 CSV `experiments/scoutbench/real_maxtext_cpu8.csv` that scoutbench replays
 on any machine (bench/tables.py reads it: MaxText keys as columns, one row
 per timed repeat). Each candidate is measured by a long-lived MaxText child
-(`autoscout_maxtext/profile_child.py`, Python 3.12) fed through
+(`autoscout_jax.maxtext_child/profile_child.py`, Python 3.12) fed through
 `local/runner.run_candidates` in chunks: a crash, OOM kill or hang costs one
 candidate (recorded as a failed row) and a fresh child takes the rest.
 Rows are appended and flushed chunk by chunk, so an interrupted run resumes
@@ -222,7 +222,7 @@ def measure(todo: Sequence[Mapping[str, Any]], python: str, options: Mapping[str
   from autoscout_jax.local.runner import run_candidates
   items = [{"index": i, "key": key_of(k), "values": overrides(k, preset)} for i, k in enumerate(todo)]
   out = run_candidates({"options": dict(options), "faults": {}}, items, child_env(preset, num_devices), timeout_s,
-                       startup_timeout_s, argv=[python, "-m", "autoscout_maxtext.profile_child"])
+                       startup_timeout_s, argv=[python, "-m", "autoscout_jax.maxtext_child.profile_child"])
   prov = next((dict(o.provenance) for o in out.values() if o.provenance), {})
   return out, prov
 

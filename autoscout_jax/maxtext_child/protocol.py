@@ -1,7 +1,7 @@
 """The child side of the JSON-lines protocol autoscout_jax/local/runner.py
 speaks (events: ready, start, result, done, fatal), standard library only.
 
-Where it sits: every `autoscout_maxtext` child calls `die_with_parent()`
+Where it sits: every `autoscout_jax.maxtext_child` child calls `die_with_parent()`
 first, then `claim_stdout()` (fd 1 and print go to stderr so MaxText's and
 absl's chatter never corrupts the stream), then `emit(...)` per event.
 """

@@ -2,9 +2,10 @@
 Python (3.12, `pip install "maxtext[tpu]"`), in child processes the search
 (Python 3.11) starts.
 
-Where it sits: never imports autoscout_jax (whose dependencies pin an older
-JAX); the parent (autoscout_jax/maxtext_env.py) starts
-`python -m autoscout_maxtext.<module>` with the repository root on
+Where it sits: imports nothing else of autoscout_jax (whose dependencies pin an
+older JAX; the package's __init__ loads its exports lazily, so importing this
+subpackage loads none of them); the parent (autoscout_jax/maxtext_env.py) starts
+`python -m autoscout_jax.maxtext_child.<module>` with the repository root on
 PYTHONPATH and the chosen interpreter. Modules import only the standard
 library at import time; MaxText and JAX are imported inside functions,
 after the parent's environment (XLA_FLAGS, JAX_PLATFORMS) is in place.

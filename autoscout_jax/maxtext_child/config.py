@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 
 
 def _scratch_dir() -> str:
-  path = os.path.join(tempfile.gettempdir(), f"autoscout_maxtext_{os.getuid()}")
+  path = os.path.join(tempfile.gettempdir(), f"autoscout_jax.maxtext_child_{os.getuid()}")
   os.makedirs(path, exist_ok=True)
   return path
 

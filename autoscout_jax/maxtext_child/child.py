@@ -1,4 +1,4 @@
-"""`python -m autoscout_maxtext.child`: MaxText's config validation and its
+"""`python -m autoscout_jax.maxtext_child.child`: MaxText's config validation and its
 ahead-of-time compile of the train step, one candidate at a time, in the
 JSON-lines protocol of autoscout_jax/local/runner.py.
 
@@ -27,8 +27,8 @@ import time
 import traceback
 from typing import Any, Mapping, Sequence
 
-from autoscout_maxtext import protocol
-from autoscout_maxtext.config import ConfigError, check, device_mesh, make_config
+from autoscout_jax.maxtext_child import protocol
+from autoscout_jax.maxtext_child.config import ConfigError, check, device_mesh, make_config
 
 _OOM_MARKERS = ("resource_exhausted", "exceeds available hbm", "out of memory")
 

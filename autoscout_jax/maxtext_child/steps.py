@@ -1,6 +1,6 @@
 """F3 for the maxtext family: run MaxText's own train step and time it.
 
-Where it sits: the 3.12 child (`autoscout_maxtext/profile_child.py`) calls
+Where it sits: the 3.12 child (`autoscout_jax.maxtext_child/profile_child.py`) calls
 `measure(overrides, options)` once per candidate; `overrides` are MaxText
 configuration keys (targets/maxtext.overrides on the 3.11 side). Here MaxText
 builds everything -- its config (`pyconfig.initialize`, its own
@@ -67,7 +67,7 @@ def make_config(overrides: Mapping[str, Any]) -> Any:
   validation) plus what MaxText's train.initialize sets up around it."""
   import jax
   from maxtext.utils import train_utils
-  from autoscout_maxtext.config import make_config as maxtext_config
+  from autoscout_jax.maxtext_child.config import make_config as maxtext_config
   jax.config.update("jax_default_prng_impl", "unsafe_rbg")
   cfg = maxtext_config(overrides)
   train_utils.validate_train_config(cfg)
@@ -104,7 +104,7 @@ def measure(overrides: Mapping[str, Any], options: Mapping[str, Any] | None = No
   opts = {**DEFAULT_OPTIONS, **dict(options or {})}
   t0 = time.perf_counter()
   _slices_by_process()
-  from autoscout_maxtext.config import ConfigError
+  from autoscout_jax.maxtext_child.config import ConfigError
   try:
     cfg = make_config(overrides)
   except ConfigError as e:  # MaxText's own validation says no: not a valid configuration

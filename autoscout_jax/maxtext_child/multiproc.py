@@ -1,4 +1,4 @@
-"""Several processes as one MaxText job: `python -m autoscout_maxtext.multiproc`.
+"""Several processes as one MaxText job: `python -m autoscout_jax.maxtext_child.multiproc`.
 
 Where it sits: the maxtext F3 evaluator (autoscout_jax/local/maxtext_profile.py)
 starts this launcher through `local/runner.run_candidates` in place of
@@ -35,7 +35,7 @@ import sys
 import threading
 from typing import Any, Mapping
 
-from autoscout_maxtext.protocol import PARENT_ENV, claim_stdout, die_with_parent, emit
+from autoscout_jax.maxtext_child.protocol import PARENT_ENV, claim_stdout, die_with_parent, emit
 
 EXIT_PROCESS_DIED = 3
 
@@ -49,7 +49,7 @@ def free_port() -> int:
 class _Proc:
   def __init__(self, index: int, request: Mapping[str, Any], events: "queue.Queue"):
     self.index = index
-    self.proc = subprocess.Popen([sys.executable, "-m", "autoscout_maxtext.profile_child"],
+    self.proc = subprocess.Popen([sys.executable, "-m", "autoscout_jax.maxtext_child.profile_child"],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  env={**os.environ, PARENT_ENV: str(os.getpid())})
     threading.Thread(target=self._read, args=(events,), daemon=True).start()

@@ -1,9 +1,9 @@
-"""The F3 child of the maxtext family: `python -m autoscout_maxtext.profile_child`.
+"""The F3 child of the maxtext family: `python -m autoscout_jax.maxtext_child.profile_child`.
 
 Where it sits: started with a Python that has MaxText (3.12) by
 `local/runner.run_candidates` on the 3.11 side (evaluator:
 autoscout_jax/maxtext_profile.py; table: autoscout_jax/tools/maxtext_table.py),
-or by `autoscout_maxtext/multiproc.py` once per process of a multi-process
+or by `autoscout_jax.maxtext_child/multiproc.py` once per process of a multi-process
 cluster. It reads one JSON request from stdin and measures its candidates
 one after another with `steps.measure` (a long-lived worker: the parent
 restarts a fresh one after a crash, for the candidates still to do).
@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any, Mapping, TextIO
 
-from autoscout_maxtext.protocol import claim_stdout, die_with_parent, emit
+from autoscout_jax.maxtext_child.protocol import claim_stdout, die_with_parent, emit
 
 def _fault(kind: str, out: TextIO) -> dict[str, Any]:
   """Act out an injected fault (test hook, autoscout_jax/faults.py kinds)."""
@@ -61,7 +61,7 @@ def serve(request: Mapping[str, Any], out: TextIO) -> int:
   try:
     if request.get("distributed"):
       _join(request["distributed"])
-    from autoscout_maxtext import steps
+    from autoscout_jax.maxtext_child import steps
     prov = {**steps.versions(), **steps.device_info()}
   except Exception as e:  # no MaxText / no devices: the machine cannot serve this
     emit(out, event="fatal", error=f"{type(e).__name__}: {e}")
