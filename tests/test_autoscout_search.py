@@ -193,3 +193,42 @@ def test_cheap_order_stage_finds_the_optimum_even_behind_a_lying_cheap_fidelity(
   res = search(liar, {"analytic": cheap, "profile": top}, tmp_path / "liar", budget_s=600.0, max_rounds=80)
   assert res.best.objective >= 0.95 * OPTIMUM
   assert liar.ranked.departures > 0 and liar.ranked.slope > 1.0
+
+
+class Serving(Evaluator):
+  """A serving-like measurement (issue 15): the step time is the TPOT, which
+  grows with the batch while throughput per device grows faster; a TPOT
+  above the SLO is infeasible (`slo`) yet still carries its step time."""
+
+  def __init__(self, fidelity):
+    self.fidelity, self.seen = fidelity, []
+
+  def evaluate(self, problem, candidates):
+    out = []
+    for c in candidates:
+      self.seen.append(c)
+      mb, tp = c.values["mb"], c.values["tp"]
+      tpot = 0.01 * (1.0 + 0.1 * mb) / math.sqrt(tp)
+      tps = mb / tpot / tp
+      if tpot > 0.03:
+        m = Metrics.failed("slo", "TPOT over the SLO", step_time_s=tpot, extra={"tokens_per_s_per_device": tps})
+      else:
+        m = Metrics(True, step_time_s=tpot, tokens_per_s=tps)
+      out.append(Measurement(c, self.fidelity, m, 1.0))
+    return out
+
+
+def test_cheap_order_ranks_by_throughput_not_step_time(tmp_path):
+  """Where the step time is no inverse throughput (serving: TPOT), the
+  cheap-order stage still profiles the cheap throughput argmax first, as
+  cheap_topk does (it used to profile the shortest TPOT: the smallest batch)."""
+  allowed = {(mb, tp) for mb in (1, 2, 4, 8, 16, 32, 64) for tp in (1, 2, 4, 8)} - {(16, 4), (2, 2)}
+  s = SearchSpace([Ordinal("mb", values=(1, 2, 4, 8, 16, 32, 64), default=1), Ordinal("tp", values=(1, 2, 4, 8))],
+                  [Constraint("measured", lambda v, f: None if (v["mb"], v["tp"]) in allowed else "not measured")],
+                  name="serving_like")
+  best = max(Serving("x").evaluate(None, s.enumerate()), key=lambda m: m.objective or 0.0)
+  d = designer(s, 0, ("analytic", "profile"), cheap_order=True)
+  cheap, top = Serving("analytic"), Serving("profile")
+  res = search(d, {"analytic": cheap, "profile": top}, tmp_path, budget_s=60.0, max_rounds=10)
+  assert d.ranked is not None and top.seen[0].values == best.candidate.values
+  assert res.best.objective == pytest.approx(best.objective)

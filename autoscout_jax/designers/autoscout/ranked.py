@@ -160,7 +160,7 @@ class CheapOrder:
       choices = {k.name: tuple(k.finite_values() or ()) for k in self.space.knobs}
       self._choices = choices
       screens = [self.screens.get(c.key) for c in self.candidates]
-      steps = np.array([residual.screen_step(m) or np.nan for m in screens], np.float64)
+      steps = self._screen_arrays()[0]
       # the cheap log throughput relative to the cheap best: lets the GP learn
       # a cheap fidelity whose order itself is wrong (even one that ranks backwards)
       rel = np.nanmin(steps) / steps if np.isfinite(steps).any() else np.ones(len(steps))
@@ -173,9 +173,10 @@ class CheapOrder:
       return self._arrays[1]
     n = len(self.candidates)
     step, mem, ok = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
+    per_step = self._tokens_per_step()
     for i, c in enumerate(self.candidates):
       m = self.screens.get(c.key)
-      s = residual.screen_step(m)
+      s = _inverse_value(m, per_step)
       if s:
         step[i] = s
       if m is not None and m.metrics.peak_mem_bytes:
@@ -183,6 +184,16 @@ class CheapOrder:
       ok[i] = m is not None and m.objective is not None
     self._arrays = (len(self.screens), (step, mem, ok))
     return step, mem, ok
+
+  def _tokens_per_step(self) -> float | None:
+    """Tokens per step time of the cheap fidelity's feasible screens (the
+    median): converts the step time of a screen without a throughput (one
+    it calls out of memory) into an inverse throughput. For training it is
+    the workload's tokens per step; a serving screen's step time is its
+    TPOT, which is no inverse throughput."""
+    both = [m.metrics.tokens_per_s * m.metrics.step_time_s for m in self.screens.values()
+            if m.metrics.tokens_per_s and m.metrics.step_time_s]
+    return float(np.median(both)) if both else None
 
   def _capacity(self, mem: np.ndarray, ok: np.ndarray) -> float | None:
     """The memory limit the cheap fidelity applies, bracketed by its largest
@@ -208,11 +219,11 @@ class CheapOrder:
       i = self.index.get(key)
       if i is None or not np.isfinite(step[i]):
         continue
-      if m.objective is not None and m.metrics.step_time_s:
-        r = math.log(m.metrics.step_time_s) - math.log(step[i])
+      if m.objective:
+        r = -math.log(m.objective) - math.log(step[i])
         prof_i.append(i)
         prof_r.append(r)
-        prof_best = max(prof_best, -math.log(m.metrics.step_time_s))
+        prof_best = max(prof_best, math.log(m.objective))
         if m.metrics.peak_mem_bytes and np.isfinite(mem[i]):
           mem_i.append(i)
           mem_r.append(math.log(m.metrics.peak_mem_bytes / mem[i]))
@@ -320,3 +331,16 @@ def load_rows(workdir: str | None) -> dict[str, Any] | None:
   return {"names": list(data.get("names", [])),
           "value": [(dict(f), float(y)) for f, y in data.get("value", [])],
           "memory": [(dict(f), float(y)) for f, y in data.get("memory", [])]}
+
+
+def _inverse_value(m: Measurement | None, per_step: float | None) -> float | None:
+  """1 / the screen's throughput (the objective; not its step time: a
+  serving candidate's step time is its TPOT, shortest at the smallest batch,
+  where throughput is lowest); for a screen without one, its step time over
+  `per_step`."""
+  if m is None:
+    return None
+  if m.metrics.tokens_per_s:
+    return 1.0 / float(m.metrics.tokens_per_s)
+  s = residual.screen_step(m)
+  return s / per_step if s and per_step else None
