@@ -89,6 +89,17 @@ def fault_for(faults: Sequence[Fault], values: Mapping[str, Any], fidelity: str)
   return None
 
 
+def faults_by_key(candidates: Sequence[Any], by_key: Mapping[str, str], rules: Sequence[Fault],
+                  fidelity: str) -> dict[str, str]:
+  """Candidate key -> fault kind for a batch: an explicit `by_key` entry, else the first rule matched."""
+  out = {}
+  for c in candidates:
+    kind = by_key.get(c.key) or fault_for(rules, c.values, fidelity)
+    if kind:
+      out[c.key] = kind
+  return out
+
+
 class FaultInjector(Evaluator):
   """Wraps an evaluator without a child of its own: faulted candidates are
   acted out by a bare child with timeout `timeout_s`, the rest go to

@@ -85,13 +85,8 @@ class _LocalEvaluator(Evaluator):
     return out
 
   def _faults_for(self, candidates: Sequence[Candidate]) -> dict[str, str]:
-    out = {}
-    for c in candidates:
-      kind = self.faults.get(c.key) or next(
-          (r.kind for r in self.fault_rules if r.matches(c.values, self.fidelity)), None)
-      if kind:
-        out[c.key] = kind
-    return out
+    from autoscout_jax.faults import faults_by_key  # faults.py imports the local runner: import at call time
+    return faults_by_key(candidates, self.faults, self.fault_rules, self.fidelity)
 
   def _options(self) -> dict[str, Any]:
     return {"seed": self.seed}
