@@ -7,7 +7,11 @@
 # Candidates are measured in a fixed shuffled order until the time limit, so
 # a short lease yields a uniform sample of the space; rerun to add to it.
 #
-#   bash scripts/gpu_bench.sh [OUT_CSV]
+#   bash scripts/gpu_bench.sh [--dry_run] [OUT_CSV]
+#
+# --dry_run: print the commands it would run (set-up, measurement, summary)
+# for GPU_BENCH_DEVICES GPUs (default: those nvidia-smi lists, else 1)
+# and exit 0; it needs no GPU, no MaxText and writes nothing.
 #
 # Environment: MAXTEXT_PYTHON (a Python 3.12 with maxtext[cuda12]; default:
 # .venv-maxtext-gpu/bin/python, created here with pip when missing),
@@ -20,18 +24,36 @@ cd "$(dirname "$0")/.."
 T0=$(date +%s)
 LIMIT_S=${GPU_BENCH_LIMIT_S:-420}
 say() { echo "gpu_bench: $*"; }
+DRY=0
+if [ "${1:-}" = "--dry_run" ]; then DRY=1; shift; fi
 
-if ! command -v nvidia-smi >/dev/null || ! timeout 60 nvidia-smi -L >/dev/null; then
-  say "no NVIDIA GPU visible (nvidia-smi failed); nothing to measure"
-  exit 1
+if ! command -v nvidia-smi >/dev/null || ! timeout 60 nvidia-smi -L >/dev/null 2>&1; then
+  if [ "${DRY}" = 0 ]; then
+    say "no NVIDIA GPU visible (nvidia-smi failed); nothing to measure"
+    exit 1
+  fi
+  FOUND=0
+else
+  FOUND=$(nvidia-smi -L | grep -c '^GPU ')
 fi
-FOUND=$(nvidia-smi -L | grep -c '^GPU ')
 N=${GPU_BENCH_DEVICES:-$FOUND}
+if [ "${N}" -lt 1 ]; then N=1; fi
 P=1; while [ $((P * 2)) -le "$N" ] && [ $((P * 2)) -le 8 ]; do P=$((P * 2)); done; N=$P
 OUT=${1:-experiments/scoutbench/real_maxtext_gpu${N}.csv}
 say "${FOUND} GPU(s) visible; measuring on ${N}; table ${OUT}"
 
 PY=${MAXTEXT_PYTHON:-.venv-maxtext-gpu/bin/python}
+MEASURE=(env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" CUDA_VISIBLE_DEVICES="$(seq -s, 0 $((N - 1)))"
+         "$PY" -m autoscout_jax.tools.maxtext_table --preset=gpu --num_devices="${N}" --out="${OUT}"
+         --python="${PY}" --chunk=2 --timed_steps=5 --timeout_s=150)
+if [ "${DRY}" = 1 ]; then
+  if [ -z "${MAXTEXT_PYTHON:-}" ]; then
+    say "would run (when ${PY} cannot import maxtext): python3.12 -m venv .venv-maxtext-gpu && .venv-maxtext-gpu/bin/pip install maxtext[cuda12]"
+  fi
+  say "would run: ${MEASURE[*]} --max_time_s=<time left - 150 s> (under timeout <time left of ${LIMIT_S} s>)"
+  say "would run: ${PY} <summary of ${OUT}: rows by status, the five fastest candidates>"
+  exit 0
+fi
 has_maxtext() {
   JAX_PLATFORMS=cuda timeout 300 "$1" -c \
     "import sys, jax, maxtext; assert sys.version_info >= (3, 12); d = jax.devices('gpu'); print(jax.__version__, d[0].device_kind, len(d))" 2>/dev/null
@@ -59,9 +81,8 @@ if [ "${LEFT}" -lt 60 ]; then
   exit 1
 fi
 # Start no new chunk after LEFT - 150 s (a chunk of 2 candidates on a GPU: well under that), kill at LEFT.
-PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((N - 1))) timeout --kill-after=20 "${LEFT}" "$PY" -m autoscout_jax.tools.maxtext_table \
-  --preset=gpu --num_devices="${N}" --out="${OUT}" --python="${PY}" --chunk=2 --timed_steps=5 \
-  --timeout_s=150 --max_time_s=$((LEFT - 150 > 30 ? LEFT - 150 : 30)) || say "stopped by the time limit"
+timeout --kill-after=20 "${LEFT}" "${MEASURE[@]}" --max_time_s=$((LEFT - 150 > 30 ? LEFT - 150 : 30)) \
+  || say "stopped by the time limit"
 ROWS=$(grep -v '^#' "${OUT}" 2>/dev/null | tail -n +2 | wc -l || true)
 say "${ROWS} rows in ${OUT} after $(( $(date +%s) - T0 ))s"
 "$PY" - "${OUT}" <<'PYEOF'

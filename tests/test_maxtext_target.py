@@ -112,6 +112,57 @@ def test_python_lookup_order(monkeypatch, tmp_path):
 
 
 @needs_maxtext
+def test_a_two_slice_launch_file_is_a_command_line_maxtext_accepts():
+  """The overrides a 2-slice recommendation launches with (processes mapped
+  as slices on this machine) carry num_slices, and MaxText's trainer parses
+  the lines of maxtext_overrides.txt into that many slices; without the
+  line it refuses the DCN axis (so the check can fail)."""
+  wl = Workload("tiny_moe", TINY, global_batch=16)
+  cl = LocalCluster(8, platform="cpu", num_slices=2)
+  space = mt.space(wl, cl)
+  cand = space.make({mt.dcn("data"): 2, mt.ici("fsdp"): 2, mt.ici("expert"): 2})
+  assert not space.validate(cand)
+  text = launch_files(space, cand, wl, cl)["maxtext_overrides.txt"]
+  lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+  assert "num_slices=2" in lines and "dcn_data_parallelism=2" in lines
+  items = [{"index": 0, "key": "artifact", "values": {"argv": lines}},
+           {"index": 1, "key": "no_slices", "values": {"argv": [ln for ln in lines if ln != "num_slices=2"]}}]
+  argv = maxtext_env.child_argv(maxtext_env.find_python(), "autoscout_jax.maxtext_child.child")
+  out = run_candidates({"op": "parse"}, items, maxtext_env.child_env(8), 120, 300, argv=argv)
+  ok, refused = out[0].metrics, out[1].metrics
+  assert ok.feasible and ok.extra["num_slices"] == 2, ok.error
+  assert not refused.feasible and "slice" in refused.error
+
+
+@needs_maxtext
+@pytest.mark.slow
+def test_dcn_pipeline_constraints_agree_with_maxtext_config():
+  """Two slices: dcn_pipeline_parallelism joins the space (one slice: it
+  stays out), and MaxText's config, parsed from the launch lines as its
+  trainer parses them (the device mesh needs the two processes), accepts
+  exactly the candidates we call valid, or invalid only by a constraint of
+  mt.LATER, among every candidate with our constraints switched off."""
+  wl = Workload("tiny_moe", TINY, global_batch=8)
+  assert mt.dcn("pipeline") not in mt.space(wl, CPU8).names
+  cl = LocalCluster(8, platform="cpu", num_slices=2)
+  space = mt.space(wl, cl, axes=("fsdp", "pipeline"), remat_policies=("full",))
+  assert space[mt.dcn("pipeline")].values == (1, 2)
+  loose = SimSpace(space.knobs, [], groups=space.groups, facts=space.facts, name="loose", family=space.family)
+  cands = [c for c in loose.enumerate() if c.values.get("sparse_matmul", True) and c.values.get("megablox", True)]
+  items = [{"index": i, "key": c.key, "values": {"argv": mt.override_lines(mt.overrides(c, wl, "cpu", 2))}}
+           for i, c in enumerate(cands)]
+  argv = maxtext_env.child_argv(maxtext_env.find_python(), "autoscout_jax.maxtext_child.child")
+  out = run_candidates({"op": "parse"}, items, maxtext_env.child_env(8), 120, 300, argv=argv)
+  later = [bool(space.validate(c)) and all(v.constraint in mt.LATER for v in space.validate(c)) for c in cands]
+  ours = [not space.validate(c) or late for c, late in zip(cands, later)]
+  theirs = [out[i].metrics.feasible for i in range(len(cands))]
+  wrong = [(cands[i].short(), out[i].metrics.error) for i in range(len(cands)) if ours[i] != theirs[i]]
+  assert not wrong, wrong[:3]
+  dcn_piped = [c.values[mt.dcn("pipeline")] == 2 for c in cands]
+  assert any(o and d for o, d in zip(ours, dcn_piped)) and any(not o and d for o, d in zip(ours, dcn_piped))
+
+
+@needs_maxtext
 @pytest.mark.slow
 def test_maxtext_config_validation_agrees_with_the_space():
   """Every candidate of a small space with our constraints switched off

@@ -5,12 +5,16 @@ JSON-lines protocol of autoscout_jax/local/runner.py.
 Where it sits: started by autoscout_jax/maxtext_compile.py (F2) and by the
 maxtext target's oracle test with the interpreter of
 autoscout_jax/maxtext_env.py. Request (stdin, one JSON object):
-{"op": "validate" | "compile", "target": {"kind": "local"} |
+{"op": "validate" | "compile" | "parse", "target": {"kind": "local"} |
 {"kind": "tpu", "topology": "v5e-256", "num_slices": 2},
 "candidates": [{"index", "key", "values": <MaxText overrides>}]}.
 
 - validate: result metrics {"feasible": true} or {"feasible": false,
   "failure_kind": "invalid", "error": MaxText's reason}.
+- parse: `values` is {"argv": ["key=value", ...]}: MaxText's config from
+  those lines as its trainer's command line parses them (no device mesh:
+  a launch artifact for several processes names devices this one lacks);
+  result {"feasible": true, "extra": {"num_slices": ...}} or 'invalid'.
 - compile: MaxText's train step (the one its train_compile.py builds)
   lowered from shapes and compiled for this machine's devices or for a TPU
   topology (compile-only devices; libtpu): XLA's per-device memory
@@ -28,7 +32,7 @@ import traceback
 from typing import Any, Mapping, Sequence
 
 from autoscout_jax.maxtext_child import protocol
-from autoscout_jax.maxtext_child.config import ConfigError, check, device_mesh, make_config
+from autoscout_jax.maxtext_child.config import ConfigError, check, device_mesh, from_command_line, make_config
 
 _OOM_MARKERS = ("resource_exhausted", "exceeds available hbm", "out of memory")
 
@@ -126,11 +130,19 @@ def _validate(values: Mapping[str, Any], target: Mapping[str, Any], devices: Seq
   return None
 
 
+def _parse(lines: Sequence[str]) -> dict[str, Any]:
+  try:
+    config = from_command_line(lines)
+  except ConfigError as e:
+    return protocol.failed("invalid", str(e))
+  return {"feasible": True, "extra": {"num_slices": int(config.num_slices)}}
+
+
 def serve(request: Mapping[str, Any], out: Any) -> int:
   op = request.get("op", "validate")
   target = request.get("target") or {"kind": "local"}
-  if op not in ("validate", "compile"):
-    protocol.emit(out, event="fatal", error=f"unknown op {op!r}; known: validate, compile")
+  if op not in ("validate", "compile", "parse"):
+    protocol.emit(out, event="fatal", error=f"unknown op {op!r}; known: validate, compile, parse")
     return 2
   try:
     import jax
@@ -147,6 +159,8 @@ def serve(request: Mapping[str, Any], out: Any) -> int:
     if op == "validate":
       why = _validate(item["values"], target, devices)
       metrics = {"feasible": True} if why is None else protocol.failed("invalid", why)
+    elif op == "parse":
+      metrics = _parse(item["values"]["argv"])
     else:
       metrics = compile_step(item["values"], target)
       jax.clear_caches()

@@ -29,12 +29,26 @@ def make_config(overrides: Mapping[str, Any]) -> Any:
   """MaxText's HyperParameters for `overrides` (keys of its base.yml).
   MaxText reports a bad config by exiting (outside test runners); this
   turns that into a ConfigError with MaxText's message."""
-  from maxtext.configs import pyconfig
   kw = dict(overrides)
   kw.setdefault("base_output_directory", _scratch_dir())  # not the caller's cwd
   kw.setdefault("log_config", False)
+  return _initialize([""], kw)
+
+
+def from_command_line(lines: Sequence[str]) -> Any:
+  """MaxText's HyperParameters for `key=value` lines parsed as its trainer
+  parses its command line (`python -m maxtext.trainers.pre_train.train
+  <lines>`: OmegaConf's dotlist, values typed from their text), e.g. the
+  lines of a launch artifact's maxtext_overrides.txt."""
+  given = {ln.split("=", 1)[0] for ln in lines}
+  kw = {k: v for k, v in (("base_output_directory", _scratch_dir()), ("log_config", False)) if k not in given}
+  return _initialize(["", *lines], kw)
+
+
+def _initialize(argv: Sequence[str], kw: Mapping[str, Any]) -> Any:
+  from maxtext.configs import pyconfig
   try:
-    return pyconfig.initialize([""], **kw)
+    return pyconfig.initialize(list(argv), **kw)
   except SystemExit as e:  # MaxText's config error handler exits with status 2
     cause = e.__context__ or e
     raise ConfigError(_message(cause)) from None

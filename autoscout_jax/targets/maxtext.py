@@ -15,9 +15,11 @@ axes). jax-free.
 Constraints are MaxText's own (its config validation is the oracle:
 tests/test_maxtext_target.py enumerates a space and compares every
 candidate with `pyconfig.initialize` + MaxText's device mesh in the 3.12
-child): ICI degrees multiply to the devices per slice and DCN degrees to
-the slices; pipeline micro-batches are a multiple of the stages and divide
-the micro-batch (devices x per_device_batch_size). One more is MaxText's
+child; for several slices MaxText's config parsed from the launch lines):
+ICI degrees multiply to the devices per slice and DCN degrees to the
+slices; the stages (ICI x DCN pipeline) divide the layers; pipeline
+micro-batches (the knob, else MaxText's one per stage) are a multiple of
+the stages and divide the micro-batch (devices x per_device_batch_size). One more is MaxText's
 too but only checked when its train step is traced (LATER): a pipeline
 micro-batch must split over the batch shards. Things MaxText accepts
 in its config but fails on later are kept out of the space by structure
@@ -50,7 +52,11 @@ FAMILY = "maxtext"
 # Mesh axes MaxText shards over, in its own names; the knob of axis `a` is
 # `ici_<a>_parallelism` (inside a slice) or `dcn_<a>_parallelism` (across).
 AXES = ("data", "fsdp", "fsdp_transpose", "tensor", "tensor_sequence", "context", "expert", "pipeline")
-DCN_AXES = ("data", "fsdp")  # pipeline over DCN would need num_pipeline_microbatches under an OR condition
+# Across slices: pipeline only where the cluster has slices to stage over
+# (its knob is left out otherwise; MaxText's default is 1). With pipelining
+# only across slices num_pipeline_microbatches stays MaxText's default (one
+# per stage): the knob lives under ICI pipelining (a knob has one parent).
+DCN_AXES = ("data", "fsdp", "pipeline")
 # remat_policy (MaxText's names) -> what the simulators' plan recomputes.
 REMAT: Mapping[str, Recompute] = {"full": Recompute.FULL, "save_qkv_proj": Recompute.FULL,
                                   "save_dot_except_mlp": Recompute.DOTS, "minimal": Recompute.DOTS}
@@ -138,8 +144,12 @@ def space(workload: Workload, cluster: Any, axes: tuple[str, ...] = AXES,
     knobs.append(Ordinal(ici(axis), values=vals, default=per if axis == "fsdp" and per in vals else 1,
                          doc=f"MaxText {ici(axis)}"))
   for axis in DCN_AXES:
-    knobs.append(Ordinal(dcn(axis), values=divisors(slices), default=slices if axis == "data" else 1,
+    vals = divisors(slices) if axis != "pipeline" else tuple(v for v in divisors(slices) if m.num_layers % v == 0)
+    if axis == "pipeline" and len(vals) < 2:
+      continue
+    knobs.append(Ordinal(dcn(axis), values=vals, default=slices if axis == "data" else 1,
                          doc=f"MaxText {dcn(axis)} (across slices)"))
+  dcn_pp = any(k.name == dcn("pipeline") for k in knobs)
   # default: MaxText's recipes, the whole batch in one micro-step
   knobs.append(Ordinal("per_device_batch_size", values=pdbs, default=pdbs[-1],
                        doc="sequences per device per micro-step"))
@@ -150,8 +160,8 @@ def space(workload: Workload, cluster: Any, axes: tuple[str, ...] = AXES,
     npm = pipeline_microbatches or tuple(v for v in divisors(n * max(pdbs)) if v >= min(piped))
     knobs.append(Ordinal("num_pipeline_microbatches", values=npm, default=npm[0],
                          when=(When(ici("pipeline"), piped),), doc="micro-batches through the pipeline"))
-  knobs.append(Boolean("scan_layers", default=True, when=(When(ici("pipeline"), (1,)),),
-                       doc="lax.scan over the layers (pipelining always scans)"))
+  knobs.append(Boolean("scan_layers", default=True, when=(When(ici("pipeline"), (1,)),) + (
+      (When(dcn("pipeline"), (1,)),) if dcn_pp else ()), doc="lax.scan over the layers (pipelining always scans)"))
   knobs.append(Categorical("remat_policy", choices=tuple(remat_policies),
                            default="full" if "full" in remat_policies else remat_policies[0]))
   if m.is_moe:
@@ -167,38 +177,56 @@ def space(workload: Workload, cluster: Any, axes: tuple[str, ...] = AXES,
     if tensor_vals:
       knobs.append(Boolean("collective_matmul", default=False, when=(When(ici("tensor"), tensor_vals),),
                            doc="XLA windowed einsum: overlap TP collectives with the matmuls"))
+  # pipelined rows (ICI x DCN stages > 1) run num_pipeline_microbatches, or
+  # MaxText's default of one per stage where the knob is inactive
+  off = lambda t: _stages(t) <= 1
   cons = [
+      VecConstraint("stages_divide_layers", lambda t, f: np.mod(f["layers"], _stages(t)) == 0,
+                    lambda v, f: f"{_at(_stages, v)} pipeline stages (ICI x DCN) do not divide {f['layers']} layers",
+                    "the pipeline stages across and within slices divide the layers (MaxText asserts it)"),
       VecConstraint("microbatches_multiple_of_stages",
-                    lambda t, f: np.isnan(t["num_pipeline_microbatches"]) | (
-                        np.mod(nz(t["num_pipeline_microbatches"], 1), t[ici("pipeline")]) == 0),
-                    lambda v, f: f"num_pipeline_microbatches={v['num_pipeline_microbatches']} is not a multiple "
-                                 f"of the {v[ici('pipeline')]} pipeline stages",
+                    lambda t, f: off(t) | (np.mod(_microbatches(t), _stages(t)) == 0),
+                    lambda v, f: f"{_at(_microbatches, v)} pipeline micro-batches: not a multiple of the stages",
                     "num_pipeline_microbatches is a multiple of the pipeline stages (MaxText asserts it)"),
       VecConstraint("microbatches_divide_batch",
-                    lambda t, f: np.isnan(t["num_pipeline_microbatches"]) | (
-                        np.mod(f["num_devices"] * t["per_device_batch_size"], nz(t["num_pipeline_microbatches"], 1))
-                        == 0),
+                    lambda t, f: off(t) | (np.mod(f["num_devices"] * t["per_device_batch_size"],
+                                                  _microbatches(t)) == 0),
                     lambda v, f: f"the micro-batch of {f['num_devices']} devices x per_device_batch_size="
-                                 f"{v['per_device_batch_size']} does not split into num_pipeline_microbatches="
-                                 f"{v['num_pipeline_microbatches']}",
-                    "num_pipeline_microbatches divides devices x per_device_batch_size (MaxText asserts it)"),
+                                 f"{v['per_device_batch_size']} does not split into the pipeline's "
+                                 f"{_at(_microbatches, v)} micro-batches",
+                    "the pipeline micro-batches divide devices x per_device_batch_size (MaxText asserts it)"),
       VecConstraint("pipeline_microbatch_shards",
-                    lambda t, f: np.isnan(t["num_pipeline_microbatches"]) | (np.mod(
-                        f["num_devices"] * t["per_device_batch_size"] / nz(t["num_pipeline_microbatches"], 1),
-                        _batch_shards(t)) == 0),
+                    lambda t, f: off(t) | (np.mod(f["num_devices"] * t["per_device_batch_size"] / _microbatches(t),
+                                                  _batch_shards(t)) == 0),
                     lambda v, f: f"a pipeline micro-batch of {f['num_devices']} x {v['per_device_batch_size']} / "
-                                 f"{v['num_pipeline_microbatches']} sequences does not split over the "
-                                 f"{int(_batch_shards({k: np.asarray([x]) for k, x in v.items()})[0])} batch shards "
-                                 f"(data x fsdp x fsdp_transpose x expert)",
+                                 f"{_at(_microbatches, v)} sequences does not split over the {_at(_batch_shards, v)} "
+                                 f"batch shards (data x fsdp x fsdp_transpose x expert)",
                     "a pipeline micro-batch splits over the batch shards (MaxText's pipeline shard_map)"),
-  ] if any(k.name == "num_pipeline_microbatches" for k in knobs) else []
+  ] if any(k.name == "num_pipeline_microbatches" for k in knobs) or dcn_pp else []
   groups = [ProductGroup(tuple(ici(a) for a in AXES), per, name="ici_product"),
-            ProductGroup(tuple(dcn(a) for a in DCN_AXES), slices, name="dcn_product"),
+            ProductGroup(tuple(k.name for k in knobs if k.name.startswith("dcn_")), slices, name="dcn_product"),
             ProductGroup(("per_device_batch_size", "gradient_accumulation_steps"), per_step, name="global_batch")]
   facts = dict(num_devices=n, devices_per_slice=per, slices=slices, global_batch=workload.global_batch,
                layers=m.num_layers, seq_len=m.seq_len, platform=platform)
   return SimSpace(knobs, cons, groups=groups, facts=facts, name=f"maxtext:{m.name}:{cluster.name}",
                   family=FAMILY, plan=plan_from_table)
+
+
+def _at(fn: Any, values: Mapping[str, Any]) -> int:  # `fn` of one candidate's values
+  return int(fn({k: np.asarray([x]) for k, x in values.items()})[0])
+
+
+def _stages(t: Mapping[str, Any]) -> np.ndarray:
+  """Pipeline stages of each row: ICI x DCN."""
+  return np.asarray(t[ici("pipeline")], np.float64) * (np.asarray(t[dcn("pipeline")], np.float64)
+                                                       if dcn("pipeline") in t else 1.0)
+
+
+def _microbatches(t: Mapping[str, Any]) -> np.ndarray:
+  """Pipeline micro-batches of each row: the knob, else MaxText's default
+  (one per stage)."""
+  npm = np.asarray(t["num_pipeline_microbatches"], np.float64) if "num_pipeline_microbatches" in t else np.nan
+  return np.where(np.isnan(npm), _stages(t), npm)
 
 
 def _batch_shards(t: Mapping[str, Any]) -> np.ndarray:
@@ -222,15 +250,15 @@ def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any)
   ici_d = {"data": g(ici("data")), "fsdp": g(ici("fsdp")) * g(ici("fsdp_transpose")),
            "tensor": g(ici("tensor")) * g(ici("tensor_sequence")), "sequence": g(ici("context")),
            "expert": g(ici("expert")), "stage": g(ici("pipeline"))}
-  dcn_d = {"data": g(dcn("data")), "fsdp": g(dcn("fsdp"))}
+  dcn_d = {"data": g(dcn("data")), "fsdp": g(dcn("fsdp")), "stage": g(dcn("pipeline"))}
   batch_shards = ici_d["data"] * ici_d["fsdp"] * ici_d["expert"] * dcn_d["data"] * dcn_d["fsdp"]
   per_shard = g("per_device_batch_size") * n / batch_shards
   yes = lambda name: (t[name] == space.code(name, True)).astype(np.float64) if name in t else np.ones_like(per_shard)
   coll_mm = nz(t["collective_matmul"], 0) if "collective_matmul" in t else np.zeros_like(per_shard)
   plan = dict(jax_mesh.mesh_plan(ici_d, dcn_d, per_shard, np.zeros_like(per_shard), yes("latency_hiding_scheduler"),
                                  yes("async_collectives"), coll_mm, workload.global_batch, workload.model.num_layers))
-  npm = nz(g("num_pipeline_microbatches"), 1.0) if "num_pipeline_microbatches" in t else np.ones_like(per_shard)
-  piped = ici_d["stage"] > 1
+  npm = _microbatches(t) + 0 * per_shard
+  piped = ici_d["stage"] * dcn_d["stage"] > 1
   plan["mbs"] = np.where(piped, per_shard / npm, per_shard)
   plan["num_micro"] = g("gradient_accumulation_steps") * np.where(piped, npm, 1.0)
   policies = space["remat_policy"].choices
@@ -275,7 +303,7 @@ class Config:
 
   @property
   def pipelined(self) -> bool:
-    return self.ici.get("pipeline", 1) > 1
+    return self.ici.get("pipeline", 1) > 1 or self.dcn.get("pipeline", 1) > 1
 
   def keys(self) -> dict[str, Any]:
     """The candidate as MaxText keys (every mesh axis spelled, so MaxText's
