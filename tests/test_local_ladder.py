@@ -102,6 +102,11 @@ def test_cache_is_reused_and_keyed(measured, tmp_path, monkeypatch):
   assert devices_lib.machine_key(other) != key
   with pytest.raises(AssertionError, match="measured again"):
     devices_lib.load_or_measure(other, str(tmp_path))
+  # a cached file of the older format (no dispatch / transcendental rows) is measured again
+  older = dataclasses.replace(first, dispatch=(), transcendental=())
+  devices_lib.save(older, devices_lib.cache_path(str(tmp_path), key))
+  with pytest.raises(AssertionError, match="measured again"):
+    devices_lib.load_or_measure(CLUSTER, str(tmp_path))
 
 
 def _score(evaluator, values_list, space=None):

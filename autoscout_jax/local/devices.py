@@ -147,12 +147,13 @@ def save(md: MeasuredDevices, path: str | os.PathLike) -> None:
 def load_or_measure(cluster: LocalCluster, cache_dir: str | None = None, timeout_s: float = 300.0,
                     python: str | None = None) -> MeasuredDevices:
   """The cached measurement of this machine's devices for `cluster`, or a
-  fresh one (then cached)."""
+  fresh one (then cached). A cached file of an older format (without the
+  dispatch and transcendental timings) is measured again."""
   key = machine_key(cluster)
   path = cache_path(cache_dir or default_cache_dir(), key)
   if path.exists():
     md = load(path)
-    if md.key == key and md.num_devices == cluster.num_devices:
+    if md.key == key and md.num_devices == cluster.num_devices and md.dispatch and md.transcendental:
       return md
   t0 = time.monotonic()
   md = measure(cluster, key, timeout_s=timeout_s, python=python)
