@@ -50,6 +50,12 @@ def test_knobs_are_maxtext_keys_and_the_batch_is_fixed():
     keys = mt.overrides(c, wl, "cpu")
     assert keys["scan_layers"] is True or v[mt.ici("pipeline")] == 1
     assert keys["base_moe_mlp_dim"] == keys["base_mlp_dim"] and keys["hardware"] == "cpu"
+  # the enumerated valid set (what sample draws from) is what validate accepts, one slice and two
+  for sp in (space, mt.space(wl, LocalCluster(8, platform="cpu", num_slices=2))):
+    every = sp.enumerate()
+    assert every and not any(sp.validate_many(every))
+    assert len(every) == sum(not sp.validate(c) for c in SimSpace(sp.knobs, [], groups=sp.groups, facts=sp.facts,
+                                                                   name="loose", family=sp.family).enumerate())
   dense = mt.space(dataclasses.replace(wl, model=dataclasses.replace(TINY, num_experts=0, moe_top_k=0)), CPU8)
   assert dense[mt.ici("expert")].values == (1,) and "sparse_matmul" not in dense.names
   with pytest.raises(ValueError, match="not a multiple"):

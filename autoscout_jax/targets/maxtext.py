@@ -36,6 +36,7 @@ passes every knob on to MaxText as it is, except the XLA flag knobs
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any, Mapping
 
@@ -179,30 +180,33 @@ def space(workload: Workload, cluster: Any, axes: tuple[str, ...] = AXES,
                            doc="XLA windowed einsum: overlap TP collectives with the matmuls"))
   # pipelined rows (ICI x DCN stages > 1) run num_pipeline_microbatches, or
   # MaxText's default of one per stage where the knob is inactive
-  off = lambda t: _stages(t) <= 1
+  has_npm = any(k.name == "num_pipeline_microbatches" for k in knobs)
+  stages = lambda t: _stages(t, dcn_pp)
+  micro = lambda t: _microbatches(t, has_npm, dcn_pp)
+  off = lambda t: stages(t) <= 1
   cons = [
-      VecConstraint("stages_divide_layers", lambda t, f: np.mod(f["layers"], _stages(t)) == 0,
-                    lambda v, f: f"{_at(_stages, v)} pipeline stages (ICI x DCN) do not divide {f['layers']} layers",
+      VecConstraint("stages_divide_layers", lambda t, f: np.mod(f["layers"], stages(t)) == 0,
+                    lambda v, f: f"{_at(stages, v)} pipeline stages (ICI x DCN) do not divide {f['layers']} layers",
                     "the pipeline stages across and within slices divide the layers (MaxText asserts it)"),
       VecConstraint("microbatches_multiple_of_stages",
-                    lambda t, f: off(t) | (np.mod(_microbatches(t), _stages(t)) == 0),
-                    lambda v, f: f"{_at(_microbatches, v)} pipeline micro-batches: not a multiple of the stages",
+                    lambda t, f: off(t) | (np.mod(micro(t), stages(t)) == 0),
+                    lambda v, f: f"{_at(micro, v)} pipeline micro-batches: not a multiple of the stages",
                     "num_pipeline_microbatches is a multiple of the pipeline stages (MaxText asserts it)"),
       VecConstraint("microbatches_divide_batch",
                     lambda t, f: off(t) | (np.mod(f["num_devices"] * t["per_device_batch_size"],
-                                                  _microbatches(t)) == 0),
+                                                  micro(t)) == 0),
                     lambda v, f: f"the micro-batch of {f['num_devices']} devices x per_device_batch_size="
                                  f"{v['per_device_batch_size']} does not split into the pipeline's "
-                                 f"{_at(_microbatches, v)} micro-batches",
+                                 f"{_at(micro, v)} micro-batches",
                     "the pipeline micro-batches divide devices x per_device_batch_size (MaxText asserts it)"),
       VecConstraint("pipeline_microbatch_shards",
-                    lambda t, f: off(t) | (np.mod(f["num_devices"] * t["per_device_batch_size"] / _microbatches(t),
+                    lambda t, f: off(t) | (np.mod(f["num_devices"] * t["per_device_batch_size"] / micro(t),
                                                   _batch_shards(t)) == 0),
                     lambda v, f: f"a pipeline micro-batch of {f['num_devices']} x {v['per_device_batch_size']} / "
-                                 f"{_at(_microbatches, v)} sequences does not split over the {_at(_batch_shards, v)} "
+                                 f"{_at(micro, v)} sequences does not split over the {_at(_batch_shards, v)} "
                                  f"batch shards (data x fsdp x fsdp_transpose x expert)",
                     "a pipeline micro-batch splits over the batch shards (MaxText's pipeline shard_map)"),
-  ] if any(k.name == "num_pipeline_microbatches" for k in knobs) or dcn_pp else []
+  ] if has_npm or dcn_pp else []
   groups = [ProductGroup(tuple(ici(a) for a in AXES), per, name="ici_product"),
             ProductGroup(tuple(k.name for k in knobs if k.name.startswith("dcn_")), slices, name="dcn_product"),
             ProductGroup(("per_device_batch_size", "gradient_accumulation_steps"), per_step, name="global_batch")]
@@ -212,21 +216,25 @@ def space(workload: Workload, cluster: Any, axes: tuple[str, ...] = AXES,
                   family=FAMILY, plan=plan_from_table)
 
 
-def _at(fn: Any, values: Mapping[str, Any]) -> int:  # `fn` of one candidate's values
-  return int(fn({k: np.asarray([x]) for k, x in values.items()})[0])
+def _at(fn: Any, values: Mapping[str, Any]) -> int:
+  """`fn` of one candidate's values (an inactive knob reads as NaN)."""
+  row = collections.defaultdict(lambda: np.asarray([np.nan]), {k: np.asarray([x]) for k, x in values.items()})
+  return int(fn(row)[0])
 
 
-def _stages(t: Mapping[str, Any]) -> np.ndarray:
-  """Pipeline stages of each row: ICI x DCN."""
-  return np.asarray(t[ici("pipeline")], np.float64) * (np.asarray(t[dcn("pipeline")], np.float64)
-                                                       if dcn("pipeline") in t else 1.0)
+def _stages(t: Mapping[str, Any], across: bool) -> np.ndarray:
+  """Pipeline stages of each row: ICI x DCN (`across`: the space has the
+  DCN knob). A column not assigned yet raises KeyError: the space's
+  enumeration checks the constraint later."""
+  ici_pp = np.asarray(t[ici("pipeline")], np.float64)
+  return ici_pp * np.asarray(t[dcn("pipeline")], np.float64) if across else ici_pp
 
 
-def _microbatches(t: Mapping[str, Any]) -> np.ndarray:
-  """Pipeline micro-batches of each row: the knob, else MaxText's default
-  (one per stage)."""
-  npm = np.asarray(t["num_pipeline_microbatches"], np.float64) if "num_pipeline_microbatches" in t else np.nan
-  return np.where(np.isnan(npm), _stages(t), npm)
+def _microbatches(t: Mapping[str, Any], knob: bool, across: bool) -> np.ndarray:
+  """Pipeline micro-batches of each row: the knob (`knob`: the space has
+  it), else MaxText's default of one per stage."""
+  npm = np.asarray(t["num_pipeline_microbatches"], np.float64) if knob else np.nan
+  return np.where(np.isnan(npm), _stages(t, across), npm)
 
 
 def _batch_shards(t: Mapping[str, Any]) -> np.ndarray:
@@ -257,7 +265,7 @@ def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any)
   coll_mm = nz(t["collective_matmul"], 0) if "collective_matmul" in t else np.zeros_like(per_shard)
   plan = dict(jax_mesh.mesh_plan(ici_d, dcn_d, per_shard, np.zeros_like(per_shard), yes("latency_hiding_scheduler"),
                                  yes("async_collectives"), coll_mm, workload.global_batch, workload.model.num_layers))
-  npm = _microbatches(t) + 0 * per_shard
+  npm = _microbatches(t, "num_pipeline_microbatches" in t, dcn("pipeline") in t) + 0 * per_shard
   piped = ici_d["stage"] * dcn_d["stage"] > 1
   plan["mbs"] = np.where(piped, per_shard / npm, per_shard)
   plan["num_micro"] = g("gradient_accumulation_steps") * np.where(piped, npm, 1.0)
