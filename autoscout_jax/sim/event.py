@@ -196,7 +196,7 @@ def simulate_f1(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[s
   opt_s = rank["opt"][rows, tail_rank]
   step = np.where(ev["stalled"], np.nan, ev["step_time_s"])
   n_dev = plan["tp"] * plan["pp"] * plan["cp"] * plan["dp"]
-  tokens = model["gbs"] * model["s"]
+  tokens = model["gbs"] * model["s"] * lc["useful_frac"]  # trained tokens (padding excluded)
   tflops = lc["model_flops"] / (step * n_dev) / 1e12
   breakdown = dict(
       compute_s=at(rank["compute"]), recompute_s=at(rank["recompute"]), tp_comm_s=at(rank["tp"]),
