@@ -48,7 +48,10 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            NVFP4/MXFP4, at the device's fp4 peak); LoRA fine-tuning:
            frozen (0/1: base weights frozen, so no weight-gradient GEMMs,
            gradients, optimizer state or gradient sync for them), lora_r
-           (adapter rank), lora_p (adapter parameters per layer),
+           (adapter rank), lora_p (adapter parameters per dense layer),
+           lora_pm / lora_pe (per MoE layer: adapters outside the routed
+           experts / of all E routed experts, each expert its own when the
+           targets include the MLP; a token uses k/E of lora_pe),
            frozen_bytes (bytes per frozen weight: 2 bf16, 1 int8);
            fine-tuning examples shorter than s (autoscout_jax/packing.py):
            fill / fill_packed (trained share of the token slots, one
@@ -102,7 +105,7 @@ PLAN_FIELDS = (
 PLAN_DEFAULTS = {"packed": 0.0}
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
-                "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "frozen_bytes",
+                "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "lora_pm", "lora_pe", "frozen_bytes",
                 "fill", "fill_packed", "attn_packed")
 
 
@@ -186,8 +189,10 @@ def packing_scalars(example_lens: Any = (), rows: int = 1, seq_len: int = 1) -> 
 def lora_scalars(m: Mapping[str, float], rank: float, targets: Any, frozen_dtype: str = "bf16") -> dict[str, float]:
   """The LoRA model fields: rank 0 is pre-training or full fine-tuning."""
   if not rank:
-    return dict(frozen=0.0, lora_r=0.0, lora_p=0.0, frozen_bytes=2.0)
+    return dict(frozen=0.0, lora_r=0.0, lora_p=0.0, lora_pm=0.0, lora_pe=0.0, frozen_bytes=2.0)
+  pm, pe = memory.moe_adapter_params(m, rank, targets)
   return dict(frozen=1.0, lora_r=float(rank), lora_p=float(memory.adapter_params(m, rank, targets)),
+              lora_pm=pm, lora_pe=pe,
               frozen_bytes=1.0 if frozen_dtype == "int8" else 2.0)
 
 
@@ -204,8 +209,14 @@ def model_flops_per_token(xp, m: Mapping[str, Any]) -> Any:
   fwd = (2 * (m["L"] * (p["attn"] - 2 * m["h"]) + m["Ld"] * p["dense"] + n_moe * active_moe)
          + m["L"] * attn_core + 2 * m["h"] * m["V"])
   # frozen base weights (LoRA): forward + activation gradients only, plus
-  # the adapters' forward and both backward GEMMs
-  return (3 - m["frozen"]) * fwd + 6 * m["L"] * m["lora_p"]
+  # the adapters' forward and both backward GEMMs (a token's k experts' own)
+  return (3 - m["frozen"]) * fwd + 6 * active_adapter_params(xp, m)
+
+
+def active_adapter_params(xp, m: Mapping[str, Any]) -> Any:
+  """LoRA adapter parameters one token passes through, whole model."""
+  per_expert = m["lora_pe"] / xp.maximum(m["E"], 1.0)
+  return m["Ld"] * m["lora_p"] + (m["L"] - m["Ld"]) * (m["lora_pm"] + m["k"] * per_expert)
 
 
 # --- the contract ---------------------------------------------------------------
@@ -284,7 +295,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # almost none.
   host = c["launch_s"] * (1 + 7 * f_moe) * (1 - 0.9 * plan["xla"])
   # LoRA adapters: rank-r GEMM pairs beside the frozen projections
-  t_lora = gemm(2 * T * m["lora_p"] / tp, mn(T, xp.maximum(m["lora_r"], 1.0)))
+  # (MoE layers: the k routed experts' own adapters, grouped like the experts)
+  lora_dense = gemm(2 * T * m["lora_p"] / tp, mn(T, xp.maximum(m["lora_r"], 1.0)))
+  lora_moe = (gemm(2 * T * m["lora_pm"] / tp, mn(T, xp.maximum(m["lora_r"], 1.0)))
+              + gemm(2 * T * m["k"] * m["lora_pe"] / xp.maximum(m["E"], 1.0) / tp,
+                     mn(m_exp, xp.maximum(m["lora_r"], 1.0))) / c["moe_eff"])
+  t_lora = (1 - f_moe) * lora_dense + f_moe * lora_moe
   t_base = t_attn_lin + (1 - f_moe) * t_dense + f_moe * t_moe  # GEMMs of the base weights
   fwd_gpu = t_base + t_core + t_elem + t_lora
   fwd = xp.maximum(fwd_gpu, host)

@@ -146,7 +146,11 @@ def pipeline_inputs(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mappi
   params = n_dense * x(dense_layer) + n_moe * x(np.where(moe, moe_layer, dense_layer)) \
       + first * x(emb_dev) + last * x(out_dev)
   # LoRA: only the adapters have gradients to sync and state to update
-  params = np.where(x(model["frozen"]) > 0, layers * x(model["lora_p"] / plan["tp"]), params)
+  # (MoE layers: the routed experts' adapters sharded like the experts)
+  ad_dense = model["lora_p"] / plan["tp"]
+  ad_moe = model["lora_pm"] / plan["tp"] + model["lora_pe"] / (plan["ep"] * plan["etp"])
+  adapters = n_dense * x(ad_dense) + n_moe * x(np.where(moe, ad_moe, ad_dense))
+  params = np.where(x(model["frozen"]) > 0, adapters, params)
   f0_dev0 = np.maximum(lc["dp_grad_bytes"] / np.maximum(plan["g_bytes"], 1e-9), 1.0)
   share_of = params / x(f0_dev0)
   buckets = np.maximum(np.ceil(params * x(plan["g_bytes"]) / x(np.maximum(plan["bucket_bytes"], 1.0))), 1.0)
