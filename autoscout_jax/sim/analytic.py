@@ -259,13 +259,14 @@ class AnalyticEvaluator(Evaluator):
     cands = list(candidates)
     if not cands:
       return []
-    problems = [space.validate(c) for c in cands]
+    problems = space.validate_many(cands)
     ok = [i for i, p in enumerate(problems) if not p]
     plan = self._plan(problem, [cands[i] for i in ok]) if ok else None
     cluster, constants, hw_prov = self._hardware(problem)
     out_arr = self._simulate(plan, workload, cluster, constants) if ok else {}
     per = (time.perf_counter() - t0) / len(cands)
     row = {i: j for j, i in enumerate(ok)}
+    wk, ck = workload.key, problem.cluster.key  # digests: once per batch, not per candidate
     res = []
     for i, c in enumerate(cands):
       if problems[i]:
@@ -273,6 +274,6 @@ class AnalyticEvaluator(Evaluator):
       else:
         metrics = self._metrics(out_arr, row[i], cluster)
       res.append(Measurement(candidate=c, fidelity=self.fidelity, metrics=metrics, cost_s=self.charge_s,
-                             workload_key=workload.key, cluster_key=problem.cluster.key, wall_s=per,
+                             workload_key=wk, cluster_key=ck, wall_s=per,
                              provenance=dict(simulator=self.simulator, space=space.name, cpu_s=per, **hw_prov)))
     return res
