@@ -21,7 +21,10 @@ descending cheap order):
    a constant factor, which never reorders) and a slope on the cheap log
    value relative to the cheap best (the cheap fidelity may compress,
    stretch or even invert its own order); the kernel over knob values,
-   breakdown shares and workload descriptors carries the rest. With no
+   breakdown shares and workload descriptors carries the rest, part of it
+   (`ADDITIVES`, by likelihood) a sum over single knobs, so one knob's
+   effect (a tensor-parallel degree whose kernels run faster than the cheap
+   model says) carries over to configurations never profiled. With no
    structure in the residual the order IS the cheap order, and it is left
    only where the model is `DEPART_Z` posterior sds sure the departure
    beats the next candidate in cheap order (what the two share, the bias
@@ -40,7 +43,11 @@ descending cheap order):
 4. re-measure a top contender (contenders.py) when that is worth more
    than any new profile's expected improvement and at least `stop_gain`;
    a candidate's residual is learned from its lower-median repeat;
-5. stop only when the expected improvement (x probability of running) of
+5. once the corrected order's next candidate is worth less than
+   `stop_gain` while some candidate is worth more (far from every profile,
+   or ruled out by the cheap fidelity), profile the one of highest expected
+   improvement x probability of running instead;
+6. stop only when the expected improvement (x probability of running) of
    every unprofiled candidate, the ones the cheap fidelity rules out
    included, and the value of every allowed re-measurement are below
    `stop_gain` (log throughput), and never before `residual.FEW`
@@ -68,9 +75,10 @@ VALUE_NOISE = 0.1  # log-normal noise assumed on one profile before there are FE
 NOISES = (0.03, 0.1, 0.25)  # then chosen by marginal likelihood: a noisy host measures 10-30 %
 BIAS_SD = 1.0  # prior sd of the cheap fidelity's constant log bias: a simulator may be off by e^1
 SLOPE_SD = (0.3, 1.0)  # prior sd of the residual's slope on the cheap log value (first: before FEW)
+ADDITIVES = (0.0, 0.5, 0.8)  # share of the kernel that is additive over single knobs (by likelihood)
+VALUE_AMPLITUDES = (0.1, 0.2, 0.4, 0.8)  # the residual's scale: a cheap model can be 2x off in places
 WARM_NOISE = 0.1  # rows from other workloads: weaker evidence than this workload's own profiles
 DEPART_Z = 1.0  # leave the cheap order when the model is >= 84 % sure the departure is better
-KAPPA = 0.0  # optimism: standard deviations of the residual added to the corrected estimate
 
 
 class CheapOrder:
@@ -144,8 +152,14 @@ class CheapOrder:
     if own >= residual.FEW and explore < self.stop_gain and not out:
       return []  # nothing left is worth a profile (the ruled-out ones included) or a re-measurement
     order = list(np.argsort(-np.where(left, score, -np.inf), kind="stable"))
+    if own >= residual.FEW and order and self._gain[order[0]] < self.stop_gain <= explore:
+      # the corrected order's next candidate is not worth a profile, yet some
+      # candidate is (far from every profile, or ruled out by the cheap
+      # fidelity): go where the expected improvement is, rather than stop
+      order = list(np.argsort(-np.where(left, self._gain, -np.inf), kind="stable"))
     cheap_next = self._cheap_next()
-    if cheap_next is not None and order and self.candidates[int(order[0])].key != cheap_next:
+    if (cheap_next is not None and order and self._own < residual.FEW
+        and self.candidates[int(order[0])].key != cheap_next):
       j = self.index[cheap_next]
       if not self._departure_sure(int(order[0]), j):
         order.remove(j)
@@ -199,6 +213,8 @@ class CheapOrder:
       rel = np.nanmin(steps) / steps if np.isfinite(steps).any() else np.ones(len(steps))
       extra = [{"cheap:log_rel": float(np.log(r)) / 3.0} if np.isfinite(r) else {} for r in rel]
       self._x = residual.features(self.candidates, screens, self.space.facts, self.names, choices, extra)
+      # the knobs' own columns (not the breakdown shares, descriptors or cheap value): the additive kernel's
+      self._knob_idx = np.array([j for j, k in enumerate(self.names) if ":" not in k], dtype=int)
     return self._x
 
   def _screen_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -290,7 +306,7 @@ class CheapOrder:
     gp = residual.fit(xs, np.concatenate([np.array(prof_r + slo_r, np.float64), yw]),
                       np.concatenate([np.full(own, VALUE_NOISE), np.full(len(yw), WARM_NOISE)]),
                       own=own, h=hs, hsd=(BIAS_SD, SLOPE_SD[0]), hsd_grid=[(BIAS_SD, v) for v in SLOPE_SD],
-                      noises=NOISES)
+                      noises=NOISES, add_idx=self._knob_idx, additives=ADDITIVES, amplitudes=VALUE_AMPLITUDES)
     mu_r, sd = gp.predict(x, hall)
     w = gp.weights() if own else np.zeros(2)
     mean_r, slope = (float(w[0]), float(w[1])) if len(w) == 2 else (0.0, 0.0)
@@ -302,7 +318,8 @@ class CheapOrder:
       gpm = residual.fit(np.vstack([x[mem_i], xm]) if len(xm) else x[mem_i],
                          np.concatenate([np.array(mem_r) - mean_m, ym]),
                          np.concatenate([np.full(len(mem_i), 0.01), np.full(len(ym), WARM_NOISE)]),
-                         amplitudes=residual.MEMORY_AMPLITUDES, prior=MEM_PRIOR_SD, own=len(mem_i))
+                         amplitudes=residual.MEMORY_AMPLITUDES, prior=MEM_PRIOR_SD, own=len(mem_i),
+                         add_idx=self._knob_idx, additives=ADDITIVES)
       mm, sm = gpm.predict(x)
       pmem = residual.normal_cdf((math.log(cap) - np.log(mem) - mean_m - mm) / np.maximum(sm, 1e-3))
       pfeas = np.where(np.isfinite(mem), pmem, np.where(ok | np.isfinite(self._margin), 1.0, 0.0))
@@ -317,17 +334,18 @@ class CheapOrder:
       pfeas = np.where(has_m, pfeas * pslo, pfeas)
     failed = {self.index[k] for k, m in self.profiles.items() if m.objective is None and k in self.index}
     pfeas[list(failed)] = 0.0
-    if not self.profiles:
-      # before any profile: the cheap order, warm start or not (cheap_topk's first profile)
-      score = np.where(ok & np.isfinite(logv), logv, -np.inf)
-    else:
-      score = np.where(np.isfinite(mu), mu + KAPPA * sd + np.log(np.maximum(pfeas, 1e-9)), -np.inf)
     # improvement over the incumbent's posterior mean, not its best noisy
     # observation (the maximum of noisy repeats overstates it, which would
     # make every remaining candidate look worthless on a noisy host)
     best = float(np.max(mu[prof_i])) if prof_i and np.isfinite(mu[prof_i]).all() else (
         prof_best if math.isfinite(prof_best) else (np.nanmax(mu[ok]) if ok.any() else 0.0))
     self._gain = np.where(np.isfinite(mu), residual.expected_improvement(mu, sd, best) * pfeas, 0.0)
+    if not self.profiles:
+      # before any profile: the cheap order, warm start or not (cheap_topk's first profile)
+      score = np.where(ok & np.isfinite(logv), logv, -np.inf)
+    else:
+      # the cheap order, corrected where the residual has shown structure
+      score = np.where(np.isfinite(mu), mu + np.log(np.maximum(pfeas, 1e-9)), -np.inf)
     self._gp, self._mean_r, self._pfeas, self._score, self._hall = gp, mean_r, pfeas, score, hall
     self._ok, self._own = ok, len(prof_i)
     self.slope = slope
