@@ -185,11 +185,12 @@ def run_search(problem: Problem, designer: Designer, evaluators: Mapping[str, Ev
     measurement at the requested fidelity."""
     outcome: dict[int, Measurement] = {}
     by_fid: dict[str, list[int]] = {}
-    for i, c in enumerate(cands):
+    for c in cands:
+      if (c.fidelity or top) not in evaluators:
+        raise ValueError(f"designer asked for fidelity {c.fidelity!r}; available: {sorted(evaluators)}")
+    # one vectorized check of the batch (a cheap screen may ask for the whole space at once)
+    for i, (c, viol) in enumerate(zip(cands, space.validate_many(cands))):
       fid = c.fidelity or top
-      if fid not in evaluators:
-        raise ValueError(f"designer asked for fidelity {fid!r}; available: {sorted(evaluators)}")
-      viol = space.validate(c)
       if viol:
         outcome[i] = _invalid(c, fid, viol, router.wk, router.ck)
         stats.invalid += 1

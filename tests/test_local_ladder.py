@@ -49,6 +49,13 @@ def test_microbenchmarks_give_sane_positive_numbers(measured):
   assert 1e8 < fit["mem_bw"] < 1e12
   assert 1e7 < fit["link_bw"] < 1e12 and 0 <= fit["link_latency"] < 1e-2
   assert 0 < fit["op_s"] < 1e-3
+  # the host side: collectives inside smaller groups, the dispatch of a
+  # step by its buffers, exp / tanh
+  assert {r["group"] for r in measured.collectives} == {2, 4, 8}
+  assert sorted(r["buffers"] for r in measured.dispatch) == [1, 16, 64]
+  assert {r["fn"] for r in measured.transcendental} == {"exp", "tanh"}
+  assert 0 <= fit["collective_fixed_s"] < 1e-2 and 0 < fit["dispatch_s"] + fit["dispatch_buffer_s"] < 0.1
+  assert 0 <= fit["transcendental_s"] < 1e-6
   # a bigger all-reduce takes longer than a small one
   ar = sorted((r["bytes"], r["s"]) for r in measured.collectives if r["op"] == "all_reduce")
   assert ar[-1][1] > ar[0][1]

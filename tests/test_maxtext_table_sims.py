@@ -22,3 +22,15 @@ def test_local_simulators_score_every_row_of_the_committed_table():
   for fid, r in out.items():
     assert r["pairs"] == 160  # every row that ran, scored
     assert -1.0 <= r["spearman"] <= 1.0 and 1 <= r["pick_measured_rank"] <= 162
+
+
+def test_a_scoutbench_truth_file_is_scored_through_its_task(tmp_path):
+  out = sims.score("experiments/scoutbench/real_tiny_cpu8.json", "experiments/scoutbench/real_tiny_cpu8_devices.json",
+                   log=lambda *_: None)
+  for r in out.values():
+    assert r["pairs"] == 28 and 1 <= r["pick_measured_rank"] <= 28
+    assert r["median_pred_over_measured"] > 0 and r["median_rel_error"] >= 0
+  stray = tmp_path / "truth.json"
+  stray.write_text('{"format": "scoutbench-truth-v1", "task": "no_such_task"}')
+  with pytest.raises(ValueError, match="no scoutbench task file"):
+    sims.task_truth(str(stray))

@@ -140,3 +140,32 @@ def test_plan_arrays_place_groups_on_the_right_tier(gpt_space):
   assert plan["tp_local"][0] == 8  # tp = 8 rides NVLink
   assert plan["dp_local"][0] == 1  # its data-parallel peers sit in other nodes
   assert plan["zero"][0] == 1 and plan["shard"][0] == 8  # distributed optimizer = ZeRO-1 over dp
+
+
+def _mixed_batch(space, rng, n=120):
+  """Valid samples, unconstrained tree samples (many break a constraint) and
+  structurally broken points (unknown knob, wrong product, bad domain)."""
+  from autoscout_jax.space import Candidate
+  out = list(space.sample(rng, n // 3))
+  out += [Candidate.of(space._sample_raw(rng)) for _ in range(n // 3)]
+  first = space.groups[0].names[0]
+  for c in out[: n // 9]:
+    out.append(c.replace(**{first: c[first] * 2}))  # product off
+  out.append(out[0].replace(**{first: 3}))  # outside the domain
+  out.append(Candidate.of({**out[0].values, "no_such_knob": 1}))
+  return out
+
+
+@pytest.mark.parametrize("which", ["gpt", "moe", "mesh"])
+def test_batch_validation_equals_one_by_one(which, gpt_space, moe_space):
+  if which == "mesh":
+    wl = catalog.make_workload("gpt_22b", 128, space="jax_mesh", devices_per_slice=64)
+    space = jax_mesh.space(wl, hardware.make_cluster("tpu_v5p", 128, devices_per_node=64))
+  else:
+    space = (gpt_space if which == "gpt" else moe_space)[0]
+  batch = _mixed_batch(space, np.random.default_rng(7))
+  one = [space.validate(c) for c in batch]
+  assert space.validate_many(batch) == one
+  assert space.validate_many([]) == []
+  named = {v.constraint for vs in one for v in vs}
+  assert len(named) >= 4 and any(not vs for vs in one), named  # valid points and several kinds of violation

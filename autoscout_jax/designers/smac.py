@@ -78,6 +78,30 @@ def _valid_pool(space: SearchSpace, limit: int) -> list[Candidate] | None:
   return _POOLS[space]
 
 
+def _ordered_start_points(maximizer):
+  """Makes SMAC's local search start from its points in a reproducible order.
+
+  SMAC 2.4's `LocalSearch._get_init_points_from_previous_configs` dedupes
+  its start points through a `set` of Configurations, whose hash is the hash
+  of their repr string: the order (and so which random draws each local
+  search gets) changed with Python's per-process string-hash seed, and the
+  same task + seed gave a different run in every process. Here the same
+  points come back in a fixed order: the order SMAC was handed them
+  (previous configurations, then additional start points)."""
+  ls = maximizer._local_search
+  original = ls._get_init_points_from_previous_configs
+
+  def ordered(previous_configs, n_points, additional_start_points):
+    points = original(previous_configs, n_points, additional_start_points)
+    order = {}
+    for c in itertools.chain(previous_configs, (a[1] for a in additional_start_points or ())):
+      order.setdefault(c, len(order))
+    return sorted(points, key=order.__getitem__)
+
+  ls._get_init_points_from_previous_configs = ordered
+  return maximizer
+
+
 class SMACDesigner(ExternalDesigner):
   """`n_initial`: Sobol initial configurations; `challengers` and
   `local_search_iterations` size the acquisition search (SMAC's defaults,
@@ -114,8 +138,8 @@ class SMACDesigner(ExternalDesigner):
                            max_leaf_nodes=None),
         initial_design=HPO.get_initial_design(scenario, n_configs=n_initial),
         intensifier=HPO.get_intensifier(scenario, max_config_calls=1),
-        acquisition_maximizer=HPO.get_acquisition_maximizer(
-            scenario, challengers=challengers, local_search_iterations=local_search_iterations),
+        acquisition_maximizer=_ordered_start_points(HPO.get_acquisition_maximizer(
+            scenario, challengers=challengers, local_search_iterations=local_search_iterations)),
         random_design=HPO.get_random_design(scenario, probability=random_probability),
         config_selector=HPO.get_config_selector(scenario, retrain_after=retrain_after),
         logging_level=40, overwrite=True)

@@ -18,11 +18,19 @@ dispatch of a call is not counted):
   copy         x * a + b over a large per-device array (bytes read + written)
   op           one tiny matmul + tanh in a chain of dependent ones (the
                per-kernel floor of a compiled program)
+  transcendental  exp and tanh over a per-device array (float32), by
+               element
   collectives  all_reduce (psum), all_gather, reduce_scatter (psum_scatter),
-               all_to_all over the device axis, by bytes per device
+               all_to_all over the device axis, by bytes per device; and
+               small all-reduces / all-gathers inside groups of 2, 4, ...
+               devices (`group`; a 2-D mesh), which separate a collective
+               call's fixed cost from its per-step latency
+  dispatch     one call of a jitted program on all devices, timed from the
+               call to its result (what a training step's dispatch costs),
+               by the number of argument buffers it updates (donated)
 Request: {"platform", "num_devices", "quick": bool}. Reply: {"ok": true,
 "provenance": {...}, "matmul": [...], "copy": [...], "op": [...],
-"collectives": [...]} or {"ok": false, "error": "..."}.
+"collectives": [...], "dispatch": [...]} or {"ok": false, "error": "..."}.
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ MATMUL_DTYPES = ("float32", "bfloat16")
 COPY_BYTES = (1 << 20, 16 << 20)  # per device, float32
 COLLECTIVE_BYTES = (1 << 10, 1 << 14, 1 << 18, 1 << 21)  # per device, float32
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
+GROUP_BYTES = (1 << 10, 1 << 14)  # per device, the group collectives (latency, not bandwidth)
+DISPATCH_BUFFERS = (1, 16, 64)  # argument buffers of the dispatched program
+TRANSCENDENTAL_ELEMS = 1 << 16  # per device
 
 
 def _time(fn: Callable[[], Any], repeats: int) -> float:
@@ -91,7 +102,8 @@ def run(request: Mapping[str, Any]) -> dict[str, Any]:
     f = loop(body, inner)
     return _time(lambda: jax.block_until_ready(f(*args)), repeats) / inner
 
-  out: dict[str, Any] = {"matmul": [], "copy": [], "op": [], "collectives": []}
+  out: dict[str, Any] = {"matmul": [], "copy": [], "op": [], "transcendental": [], "collectives": [],
+                         "dispatch": []}
   # matmul: the result feeds the next iteration (scaled to stay finite)
   for dtype in MATMUL_DTYPES:
     for d in MATMUL_DIMS:
@@ -115,6 +127,13 @@ def run(request: Mapping[str, Any]) -> dict[str, Any]:
     return (v,)
   s = per_op(tiny, (x,), 16)
   out["op"].append({"ops": chain, "s": s / chain})
+  # transcendentals: exp / tanh of every element (plus the scaling that
+  # keeps the values in range), float32 as the softmax and activations run
+  for name, fn in (("exp", lambda v: (jnp.exp(v) * 0.2,)), ("tanh", lambda v: (jnp.tanh(v) * 1.5,))):
+    elems = TRANSCENDENTAL_ELEMS
+    x = sharded((elems,), jnp.float32)
+    s = per_op(fn, (x,), 8)
+    out["transcendental"].append({"fn": name, "elems": elems, "s": s})
   # collectives over the device axis, bytes per device of the input
   ops = {
       "all_reduce": lambda v: (lax.psum(v, "x") * (1.0 / n),),
@@ -129,7 +148,34 @@ def run(request: Mapping[str, Any]) -> dict[str, Any]:
         x = sharded((elems,), jnp.float32)
         inner = 4 if nbytes >= (1 << 20) else 16
         s = per_op(ops[name], (x,), inner)
-        out["collectives"].append({"op": name, "bytes": elems * 4, "s": s})
+        out["collectives"].append({"op": name, "bytes": elems * 4, "group": n, "s": s})
+  # the same calls inside groups of g < n devices (n / g groups at once)
+  group = 2
+  while group < n and n % group == 0:
+    gmesh = Mesh(np.array(devices).reshape(n // group, group), ("r", "x"))
+    gspec = P(("r", "x"))
+    for name in ("all_reduce", "all_gather"):
+      for nbytes in GROUP_BYTES:
+        elems = max(group, nbytes // 4 // group * group)
+        x = jax.device_put(jnp.ones((elems * n,), jnp.float32) * 0.5, NamedSharding(gmesh, gspec))
+        g = group
+        body = {"all_reduce": lambda v, g=g: lax.psum(v, "x") * (1.0 / g),
+                "all_gather": lambda v: lax.all_gather(v, "x", tiled=True)[: v.shape[0]] * 0.5}[name]
+        f = jax.jit(jax.shard_map(lambda v, body=body: lax.fori_loop(0, 16, lambda _, c: body(c), v),
+                                  mesh=gmesh, in_specs=gspec, out_specs=gspec, check_vma=False))
+        s = _time(lambda: jax.block_until_ready(f(x)), repeats) / 16
+        out["collectives"].append({"op": name, "bytes": elems * 4, "group": group, "s": s})
+    group *= 2
+  # dispatch: one call of a program that updates k small sharded buffers
+  # (donated, as a training step's state), from the call to its result
+  for k in DISPATCH_BUFFERS:
+    bufs = [sharded((8,), jnp.float32) for _ in range(k)]
+    f = jax.jit(lambda *a: [v * 0.999 + 0.001 for v in a], donate_argnums=tuple(range(k)))
+    state = [f(*bufs)]
+    def call():
+      state[0] = f(*state[0])
+      jax.block_until_ready(state[0])
+    out["dispatch"].append({"buffers": k, "s": _time(call, repeats)})
   d0 = devices[0]
   out["provenance"] = dict(jax_version=jax.__version__, jaxlib_version=jaxlib.__version__,
                            platform=d0.platform, device_kind=d0.device_kind, device_count=n,

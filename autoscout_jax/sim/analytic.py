@@ -16,7 +16,8 @@ intervals (tokens_per_s_per_device_lo/_hi, peak_mem_lo/_hi) and
 mem_verdict (sim/uncertainty.py: 2 fits, 1 uncertain, 0 does not fit),
 feasible (verdict fits or uncertain), fits_point (the point estimate fits),
 and the breakdown of step time: compute, recompute, exposed tp/cp/ep/pp/dp
-communication, pipeline bubble, optimizer.
+communication, pipeline bubble, optimizer, host (the dispatch of the step
+where the cluster's constants have one: this machine's devices).
 
 In a Measurement: a candidate whose memory verdict is "uncertain" is
 FEASIBLE (the search may spend a compile or a profile on it), with
@@ -45,10 +46,10 @@ from autoscout_jax.space import Candidate
 # alters any simulated number: it is part of every simulated measurement's
 # cache key and of the workdir identity, so stored rows of an older model
 # are never reused as if current. (Calibrated constants are keyed by value.)
-SIMULATOR_VERSION = "2026-11-30c"
+SIMULATOR_VERSION = "2026-11-30d"
 
 BREAKDOWN = ("compute_s", "recompute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "pp_comm_s", "dp_comm_s",
-             "bubble_s", "optimizer_s")
+             "bubble_s", "optimizer_s", "host_s")
 
 
 def f0(xp, plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[str, Any],
@@ -107,10 +108,11 @@ def step_time(xp, lc: Mapping[str, Any], plan: Mapping[str, Any], c: Mapping[str
                      lc["dp_grad_s"])
   dp_param = xp.where(plan["overlap_param"] > 0, xp.maximum(lc["dp_param_s"] - fwd_window, 0.0),
                       lc["dp_param_s"])
-  total = (mic * per_mb + bubble_mb * per_mb_avg + p2p + z3 + dp_grad + dp_param + lc["optimizer_s"])
+  total = (mic * per_mb + bubble_mb * per_mb_avg + p2p + z3 + dp_grad + dp_param + lc["optimizer_s"]
+           + lc["host_step_s"])
   return dict(step_time_s=total, compute_s=mic * comp, recompute_s=mic * rec, tp_comm_s=mic * tp,
               cp_comm_s=mic * cp, ep_comm_s=mic * ep, bubble_s=bubble_mb * per_mb_avg, pp_comm_s=p2p,
-              dp_comm_s=dp_grad + dp_param + z3, optimizer_s=lc["optimizer_s"])
+              dp_comm_s=dp_grad + dp_param + z3, optimizer_s=lc["optimizer_s"], host_s=lc["host_step_s"])
 
 
 @jax.jit
@@ -259,13 +261,14 @@ class AnalyticEvaluator(Evaluator):
     cands = list(candidates)
     if not cands:
       return []
-    problems = [space.validate(c) for c in cands]
+    problems = space.validate_many(cands)
     ok = [i for i, p in enumerate(problems) if not p]
     plan = self._plan(problem, [cands[i] for i in ok]) if ok else None
     cluster, constants, hw_prov = self._hardware(problem)
     out_arr = self._simulate(plan, workload, cluster, constants) if ok else {}
     per = (time.perf_counter() - t0) / len(cands)
     row = {i: j for j, i in enumerate(ok)}
+    wk, ck = workload.key, problem.cluster.key  # digests: once per batch, not per candidate
     res = []
     for i, c in enumerate(cands):
       if problems[i]:
@@ -273,6 +276,6 @@ class AnalyticEvaluator(Evaluator):
       else:
         metrics = self._metrics(out_arr, row[i], cluster)
       res.append(Measurement(candidate=c, fidelity=self.fidelity, metrics=metrics, cost_s=self.charge_s,
-                             workload_key=workload.key, cluster_key=problem.cluster.key, wall_s=per,
+                             workload_key=wk, cluster_key=ck, wall_s=per,
                              provenance=dict(simulator=self.simulator, space=space.name, cpu_s=per, **hw_prov)))
     return res

@@ -68,6 +68,8 @@ per device unless noted:
   dp_step_s         total DP gradient/parameter collective time per step
   zero3_mb_s        ZeRO-3 gathers + reduce-scatter per micro-batch
   optimizer_s       optimizer update per step
+  host_step_s       dispatch of the step's program (once per step; 0 unless
+                    the constants have it: measured CPU devices)
   mem_state, mem_act_layer, mem_first, mem_last, mem_peak, mem_capacity
                     bytes per device (mem_peak includes the fixed overhead)
   model_flops       model FLOPs per step, whole cluster (no recompute)
@@ -120,6 +122,14 @@ class SimConstants:
   fp4_gain: float = 1.5       # fp4 GEMM rate over fp8 at most (see layer_costs)
   z3_live_params: float = 1e9  # ZeRO-3 gathered parameters live at once (DeepSpeed's documented default)
   pcie_bw: float = 25e9        # host<->device bytes/s per GPU for activation offload (PCIe gen4 x16 ~ 25 GB/s)
+  # the host side of a compiled step where the devices are the host's own
+  # threads (virtual CPU devices, sim/measured.py sets these from
+  # micro-benchmarks; 0 for accelerators, whose launches run ahead of them):
+  host_serial: float = 0.0     # 1: a kernel's launch cost adds to its work (CPU: the device thread runs both)
+  step_host_s: float = 0.0     # dispatch of one step's program onto all devices (call, arguments, completion)
+  buffer_host_s: float = 0.0   # dispatch per argument buffer of the step (an input and its donated output)
+  coll_fixed_s: float = 0.0    # fixed cost of one collective call besides its per-step latency (the rendezvous)
+  transc_s: float = 0.0        # seconds per transcendental (exp, tanh) per device beyond its memory traffic
   # uncertainty (sim/calibration.py sets the first two from the calibration residuals):
   tput_spread: float = 0.12    # half-width of the 80 % throughput interval, log units, inside the calibrated range
   mem_spread: float = 0.10     # half-width of the memory interval, relative, inside the calibrated range
@@ -130,6 +140,8 @@ class SimConstants:
       v = getattr(self, f.name)
       if not isinstance(v, (int, float)) or v < 0:
         raise ValueError(f"SimConstants.{f.name} must be a non-negative number, got {v!r}")
+    if self.host_serial not in (0.0, 1.0):
+      raise ValueError(f"SimConstants.host_serial must be 0 or 1, got {self.host_serial!r}")
     for f in ("gemm_eff", "attn_eff", "comm_eff", "fp8_eff", "moe_eff", "tp_overlap_eff", "overlap_eff",
               "p2p_overlap", "mem_frag"):
       if not 0 < getattr(self, f) <= 1:
@@ -250,26 +262,41 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
                         + (1 - f_moe) * mats * m["f"] / tp
                         + f_moe * (4 * m["k"] * h / sp_div + mats * (m["k"] * m["fe"] + m["fs"]) / tp))
   t_elem = elem_bytes / hw["hbm_bw"]
+  # transcendentals (`transc_s` a value; 0 where special-function units keep
+  # pace with memory): the softmax's exp over the materialized score matrix
+  # (not with a fused kernel), the MLP activation (gelu / silu) over its
+  # hidden units, the router's softmax. The backward needs the activation's
+  # again (its derivative), not the softmax's (it reuses the probabilities).
+  tr_scores = xp.where(flash, 0.0, T * s * m["a"] / tp)
+  tr_act = T * ((1 - f_moe) * m["f"] / tp + f_moe * (m["k"] * m["fe"] / tp + m["E"]))
+  t_tr_scores, t_tr_act = tr_scores * c["transc_s"], tr_act * c["transc_s"]
   # host side of a pass (Python, dispatch, kernel launches; MoE adds router,
   # sort, permute, grouped GEMM, unpermute): the GPU waits when its work
   # is shorter (small micro-batches, wide TP). A compiled XLA step has
-  # almost none.
+  # almost none. Where the device is a host thread (virtual CPU devices,
+  # `host_serial`) the launch work is not hidden: it adds to the kernels'.
   host = c["launch_s"] * (1 + 7 * f_moe) * (1 - 0.9 * plan["xla"])
+  serial = c["host_serial"]
+
+  def hosted(work, launch):
+    return serial * (work + launch) + (1 - serial) * xp.maximum(work, launch)
+
   # LoRA adapters: rank-r GEMM pairs beside the frozen projections
   t_lora = gemm(2 * T * m["lora_p"] / tp, mn(T, xp.maximum(m["lora_r"], 1.0)))
   t_base = t_attn_lin + (1 - f_moe) * t_dense + f_moe * t_moe  # GEMMs of the base weights
-  fwd_gpu = t_base + t_core + t_elem + t_lora
-  fwd = xp.maximum(fwd_gpu, host)
+  fwd_gpu = t_base + t_core + t_elem + t_lora + t_tr_scores + t_tr_act
+  fwd = hosted(fwd_gpu, host)
   # flash backward recomputes the scores; a backward launches about twice
   # a forward's kernels; frozen base weights skip their weight-gradient
   # GEMMs (the backward still runs through the activations)
-  bwd_base = xp.maximum(2 * (fwd_gpu - t_core) - m["frozen"] * t_base + xp.where(flash, 2.5, 2.0) * t_core,
-                        2 * host)
+  bwd_base = hosted(2 * (fwd_gpu - t_core - t_tr_scores - t_tr_act) - m["frozen"] * t_base
+                    + xp.where(flash, 2.5, 2.0) * t_core + t_tr_act, 2 * host)
   # XLA prunes the rematerialized forward to what the backward reads: the
   # attention out-projection and the dense MLP down-projection only feed
   # the residual stream, so they are not recomputed
   pruned = plan["xla"] * (t_out + (1 - f_moe) * t_fc2)
-  recompute = (sel + dots) * t_core + dots * t_elem + full * xp.maximum(fwd_gpu - pruned, host)
+  recompute = ((sel + dots) * (t_core + t_tr_scores) + dots * (t_elem + t_tr_act)
+               + full * hosted(fwd_gpu - pruned, host))
   bwd = bwd_base + recompute
 
   # --- output layer + loss (last stage), per micro-batch ----------------------------
@@ -284,7 +311,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   emb_bwd = (1 - m["frozen"]) * m["V"] * h / tp * EMB_GRAD_BYTES / hw["hbm_bw"]
 
   # --- TP, CP, EP communication per layer per micro-batch --------------------------
-  tp_one = collectives.all_reduce_tiered_s(xp, tp, plan["tp_local"], T * h * 2, hw, c)  # one AR == one AG + one RS
+  # every collective call of a group of more than one device also pays the
+  # fixed cost of the call (`coll_fixed_s`: the rendezvous of the devices'
+  # threads on a CPU host; 0 where the link latency covers it)
+  once = lambda n: xp.where(n > 1, c["coll_fixed_s"], 0.0)
+  tp_one = (collectives.all_reduce_tiered_s(xp, tp, plan["tp_local"], T * h * 2, hw, c)  # one AR == one AG + one RS
+            + once(tp))
   tp_hide = 1 - plan["tp_overlap"] * c["tp_overlap_eff"]
   tp_fwd = 2 * tp_one * tp_hide
   # backward, per column-/row-parallel pair: the column-parallel linear's
@@ -305,7 +337,7 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
 
   bw_cp, lat_cp = collectives.tier(xp, plan["cp_local"], cp, hw, c, rails=0.0)
   cp_bytes = (cp - 1) * T * KV * 2 / tp
-  cp_t = xp.where(cp > 1, cp_bytes / bw_cp + (cp - 1) * lat_cp, 0.0)
+  cp_t = xp.where(cp > 1, cp_bytes / bw_cp + (cp - 1) * (lat_cp + c["coll_fixed_s"]), 0.0)
   cp_fwd = xp.maximum(cp_t - t_core, 0.0)
   cp_bwd = xp.maximum(2 * cp_t - 2.5 * t_core, 0.0) + full * cp_fwd
 
@@ -319,7 +351,8 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   remote_bytes = tok_bytes * (ep_nodes - 1) * (1 - (1 - 1 / ep_nodes) ** m["k"])
   a2a = xp.where(ep > 1, xp.maximum(remote_bytes / (hw["inter_bw"] * c["comm_eff"]),
                                     local_bytes / (hw["intra_bw"] * c["comm_eff"]))
-                 + collectives.log2(xp, ep) * xp.where(ep_nodes > 1, hw["inter_lat"], hw["intra_lat"]), 0.0)
+                 + collectives.log2(xp, ep) * xp.where(ep_nodes > 1, hw["inter_lat"], hw["intra_lat"])
+                 + c["coll_fixed_s"], 0.0)
   # with expert-parallel overlap (Megatron-core's overlapped 1F1B: one
   # micro-batch's dispatch/combine runs under another's compute) only the
   # excess over the compute window shows
@@ -334,7 +367,7 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   p2p_bytes = T * h * 2 / tp
   p2p_bw = xp.where(plan["pp_inter"] > 0, hw["inter_bw"], hw["intra_bw"]) * c["comm_eff"]
   p2p_lat = xp.where(plan["pp_inter"] > 0, hw["inter_lat"], hw["intra_lat"])
-  p2p = xp.where(pp > 1, p2p_lat + p2p_bytes / p2p_bw, 0.0)
+  p2p = xp.where(pp > 1, p2p_lat + p2p_bytes / p2p_bw + c["coll_fixed_s"], 0.0)
 
   # --- memory (sim/memory.py) ---------------------------------------------------------
   mm = memory.memory(xp, plan, m, hw, c, layers_stage)
@@ -357,13 +390,14 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   param_bytes = P_all * xp.minimum(mm["wb_frozen"], 2.0)  # gathers move bf16 (or fp8/int8) weights
   dg_bytes, ep_grad_bytes = P_dense_first * gb, P_exp * gb
   ar_plain = (collectives.all_reduce_tiered_s(xp, dpg, plan["dp_local"], dg_bytes, hw, c, plan["rails"])
-              + collectives.all_reduce_s(xp, edp, ep_grad_bytes, bw_dp, lat_dp))
+              + collectives.all_reduce_s(xp, edp, ep_grad_bytes, bw_dp, lat_dp) + once(dpg) + once(edp))
   zero1_rs = (collectives.gather_s(xp, shard, dg_bytes, bw_sh, lat_sh)
-              + collectives.gather_s(xp, e_shard, ep_grad_bytes, bw_sh, lat_sh))
+              + collectives.gather_s(xp, e_shard, ep_grad_bytes, bw_sh, lat_sh) + once(shard) + once(e_shard))
   gather_b = xp.minimum(wb, 2.0)  # gathers move model-precision weights (fp8 params: 1 byte)
   zero1_ag = (collectives.gather_s(xp, shard, P_dense_first * gather_b, bw_sh, lat_sh)
-              + collectives.gather_s(xp, e_shard, P_exp * gather_b, bw_sh, lat_sh))
-  rep_ar = collectives.all_reduce_tiered_s(xp, rep, plan["rep_local"], grad_bytes / shard, hw, c, plan["rails"])
+              + collectives.gather_s(xp, e_shard, P_exp * gather_b, bw_sh, lat_sh) + once(shard) + once(e_shard))
+  rep_ar = (collectives.all_reduce_tiered_s(xp, rep, plan["rep_local"], grad_bytes / shard, hw, c, plan["rails"])
+            + once(rep))
   grad_t = xp.where(zero == 0, ar_plain, zero1_rs + rep_ar)
   param_t = xp.where((zero == 1) | (zero == 2), zero1_ag, 0.0)
   # ZeRO-3 per micro-batch: gather every unit forward and again backward,
@@ -371,10 +405,18 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   z3_ops = layers_stage + 1
   steps_sh = collectives.ring_steps(xp, shard, hw)
   zero3_mb = xp.where(zero == 3, 2 * collectives.gather_s(xp, shard, param_bytes, bw_sh, lat_sh, steps_sh, z3_ops)
-                      + collectives.gather_s(xp, shard, grad_bytes, bw_sh, lat_sh, steps_sh, z3_ops), 0.0)
+                      + collectives.gather_s(xp, shard, grad_bytes, bw_sh, lat_sh, steps_sh, z3_ops)
+                      + 3 * z3_ops * once(shard), 0.0)
   grad_t = xp.where(zero == 3, rep_ar, grad_t)
   local_opt = xp.where(zero > 0, (P_dense_first / shard + P_exp / e_shard), P_dense_first + P_exp)
   optimizer = local_opt * (2 * ob + gb + 2 * wb) / hw["hbm_bw"]
+
+  # --- dispatch of the step's program (once per step) --------------------------------
+  # its argument buffers: every weight tensor with its two optimizer
+  # moments (per layer q, k, v, out, two norms, the MLP matrices and a
+  # router; the embedding, the final norm and an untied output layer)
+  tensors = m["L"] * (6 + mats + f_moe) + 2 + (1 - m["tie"])
+  host_step = c["step_host_s"] + c["buffer_host_s"] * 3 * tensors
 
   return dict(
       layers_per_stage=layers_stage, num_micro=mic, vp=vp, pp=pp,
@@ -384,7 +426,7 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
       dp_grad_bytes=grad_bytes, dp_param_bytes=param_bytes, dp_bw=xp.where(zero == 0, bw_dp, bw_sh),
       dp_lat=xp.where(zero == 0, lat_dp, lat_sh), dp_size=dpg,
       dp_grad_s=grad_t, dp_param_s=param_t, dp_step_s=grad_t + param_t, zero3_mb_s=zero3_mb,
-      optimizer_s=optimizer,
+      optimizer_s=optimizer, host_step_s=host_step + 0 * optimizer,
       mem_state=mm["state_first"], mem_act_layer=mm["act_layer"], mem_first=mm["mem_first"],
       mem_last=mm["mem_last"], mem_peak=mm["mem_peak"], mem_capacity=hw["hbm_bytes"] + 0 * mm["mem_peak"],
       model_flops=model_flops_per_token(xp, m) * m["gbs"] * m["s"])

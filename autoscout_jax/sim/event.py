@@ -194,7 +194,8 @@ def simulate_f1(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[s
   live = np.arange(rank["opt"].shape[1])[None, :] < inp.pp[:, None]
   tail_rank = np.argmax(np.where(live, rank["opt"] + rank["ag_tail"], -np.inf), axis=1)
   opt_s = rank["opt"][rows, tail_rank]
-  step = np.where(ev["stalled"], np.nan, ev["step_time_s"])
+  host_s = np.broadcast_to(np.asarray(lc["host_step_s"], np.float64), (n,))  # dispatch of the step's program
+  step = np.where(ev["stalled"], np.nan, ev["step_time_s"] + host_s)
   n_dev = plan["tp"] * plan["pp"] * plan["cp"] * plan["dp"]
   tokens = model["gbs"] * model["s"]
   tflops = lc["model_flops"] / (step * n_dev) / 1e12
@@ -203,7 +204,7 @@ def simulate_f1(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[s
       cp_comm_s=at(rank["cp"]), ep_comm_s=at(rank["ep"]), pp_comm_s=ev["send_s"],
       dp_comm_s=(ev["dp_end_s"] - ev["pipe_end_s"] + ev["contention_s"] + ev["ag_wait_s"]
                  + (ev["tail_s"] - opt_s) + at(rank["zero3"])),
-      bubble_s=ev["idle_s"] - ev["ag_wait_s"], optimizer_s=opt_s)
+      bubble_s=ev["idle_s"] - ev["ag_wait_s"], optimizer_s=opt_s, host_s=host_s)
   out = dict(step_time_s=step, tokens_per_s=tokens / step, tokens_per_s_per_device=tokens / step / n_dev,
              model_tflops_per_device=tflops, mfu=tflops * 1e12 / hw["peak_bf16"],
              peak_mem_bytes=np.asarray(lc["mem_peak"], np.float64),

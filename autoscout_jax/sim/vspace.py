@@ -21,7 +21,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from autoscout_jax.space import Candidate, Categorical, Boolean, Constraint, Knob, ProductGroup, SearchSpace
+from autoscout_jax.space import (Boolean, Candidate, Categorical, Constraint, Knob, ProductGroup, SearchSpace,
+                                 Violation)
 
 Table = dict[str, np.ndarray]
 
@@ -60,6 +61,7 @@ class SimSpace(SearchSpace):
     self.vec_constraints = tuple(vec_constraints)
     self._plan = plan  # the family's translation to the simulators' plan (targets/<family>.py)
     scalar = [Constraint(vc.name, self._scalar_check(vc), vc.doc) for vc in self.vec_constraints]
+    self._vec_of = {id(c): vc for c, vc in zip(scalar, self.vec_constraints)}  # scalar wrapper -> vectorized
     super().__init__(knobs, scalar, groups, facts, name, family)
 
   def _scalar_check(self, vc: VecConstraint):
@@ -76,6 +78,32 @@ class SimSpace(SearchSpace):
         return None
       return vc.message(vals, facts)
     return check
+
+  def validate_many(self, cands: Sequence[Candidate]) -> list[list[Violation]]:
+    """`validate` of each candidate, the same violations in the same order,
+    with each vectorized constraint evaluated once over the whole batch
+    (a Python loop per candidate and constraint made large batches slow)."""
+    rows = [c.values for c in cands]
+    out, todo = [], []
+    for i, vals in enumerate(rows):
+      viol, settled = self._check_structure(vals)
+      out.append(viol)
+      if not settled:
+        todo.append(i)
+    if not todo:
+      return out
+    table = self.table_from_values([rows[i] for i in todo])
+    for c in self.constraints:
+      vc = self._vec_of.get(id(c))
+      if vc is None:  # a scalar constraint added by a subclass
+        bad = [(i, c.check(rows[i], self.facts)) for i in todo]
+        bad = [(i, msg) for i, msg in bad if msg]
+      else:
+        ok = np.asarray(vc.ok(table, self.facts), bool)
+        bad = [(todo[j], vc.message(rows[todo[j]], self.facts)) for j in np.flatnonzero(~ok)]
+      for i, msg in bad:
+        out[i].append(Violation(c.name, msg))
+    return out
 
   # --- tables <-> candidates -----------------------------------------------------
   def table_from_values(self, rows: Sequence[Mapping[str, Any]]) -> Table:

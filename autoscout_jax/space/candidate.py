@@ -11,6 +11,7 @@ hints from the designer to the loop, not part of its identity.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from typing import Any, Mapping
@@ -70,9 +71,11 @@ class Candidate:
   def from_json(cls, data: Mapping[str, Any]) -> "Candidate":
     return cls.of(dict(data))
 
-  @property
+  @functools.cached_property
   def key(self) -> str:
-    """Stable across processes and Python versions (sorted JSON digest)."""
+    """Stable across processes and Python versions (sorted JSON digest).
+    Computed once per instance (loops over whole spaces ask it often); the
+    cache lives outside the dataclass fields, so equality is unchanged."""
     blob = json.dumps(self.values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

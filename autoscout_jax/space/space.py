@@ -129,11 +129,28 @@ class SearchSpace:
   # --- validity -------------------------------------------------------------
   def validate(self, cand: Candidate) -> list[Violation]:
     vals = cand.values
+    out, settled = self._check_structure(vals)
+    if not settled:
+      for c in self.constraints:
+        msg = c.check(vals, self.facts)
+        if msg:
+          out.append(Violation(c.name, msg))
+    return out
+
+  def validate_many(self, cands: Sequence[Candidate]) -> list[list[Violation]]:
+    """`validate` of each candidate; a space with vectorized constraints
+    (sim.vspace.SimSpace) checks a whole batch at once."""
+    return [self.validate(c) for c in cands]
+
+  def _check_structure(self, vals: Mapping[str, Value]) -> tuple[list[Violation], bool]:
+    """Violations of the knobs (names, conditions, domains) and product
+    groups; True when the knob-level ones leave nothing for the constraints
+    to check (they read well-formed values only)."""
     out: list[Violation] = []
     unknown = sorted(set(vals) - set(self._by_name))
     if unknown:
       out.append(Violation("known_knobs", f"unknown knob(s) {unknown}"))
-      return out
+      return out, True
     expected = self._complete(vals)
     for k in self.knobs:
       active = k.name in expected
@@ -146,17 +163,13 @@ class SearchSpace:
       elif active and not k.contains(vals[k.name]):
         out.append(Violation("domain", f"{k.name}={vals[k.name]!r} is outside its domain"))
     if out:
-      return out
+      return out, True
     for g in self.groups:
       prod = math.prod(int(vals[n]) for n in g.names)
       if prod != g.total:
         desc = " * ".join(f"{n}={vals[n]}" for n in g.names)
         out.append(Violation(g.name, f"{desc} = {prod}, but must equal {g.total}"))
-    for c in self.constraints:
-      msg = c.check(vals, self.facts)
-      if msg:
-        out.append(Violation(c.name, msg))
-    return out
+    return out, False
 
   def is_valid(self, cand: Candidate) -> bool:
     return not self.validate(cand)

@@ -1,17 +1,21 @@
-"""How well the simulators rank a measured MaxText table: F0 and F1 of this
-machine's devices (local/sim_evaluators.py) against the real step times of
-`experiments/scoutbench/real_maxtext_cpu8.csv`.
+"""How well the simulators rank a measured table of this machine: F0 and F1
+of this machine's devices (local/sim_evaluators.py) against the real step
+times of `experiments/scoutbench/real_maxtext_cpu8.csv` (MaxText) and of
+`experiments/scoutbench/real_tiny_cpu8.json` (the project's own decoder).
 
 Where it sits: a program on top of the table (tools/maxtext_table.py wrote
 it), the maxtext target (targets/maxtext.py: the rows become candidates of
 its space, whose plan the simulators score) and the ladder's local
 simulators (scored on a measured-devices file). Prints, per simulator, the
 Spearman rank correlation of predicted and measured tokens/s over the rows
-both call feasible, the measured rank of the simulator's pick, and how many
-measured failures it called feasible.
+both call feasible, its error (the median of predicted / measured
+throughput, and the median relative error of the prediction), the
+measured rank of the simulator's pick, and how many measured failures it
+called feasible. A `.json` table is a scoutbench truth file: its task
+(`gin/bench/<task>.gin`) gives the space and the candidates.
 
     python -m autoscout_jax.tools.maxtext_table_sims \
-      --table=experiments/scoutbench/real_maxtext_cpu8.csv \
+      --table=experiments/scoutbench/real_maxtext_cpu8.csv,experiments/scoutbench/real_tiny_cpu8.json \
       --devices_file=experiments/scoutbench/real_tiny_cpu8_devices.json
 """
 
@@ -82,18 +86,52 @@ def candidate(space: Any, knobs: Mapping[str, Any]) -> Any:
   return space.make(vals)
 
 
+def task_truth(path: str) -> tuple[Any, list[Any], np.ndarray]:
+  """(problem, candidates, measured tokens/s or NaN) of a scoutbench truth
+  file, through its task's gin file (the space it was measured over)."""
+  import json
+  import os
+  import tempfile
+
+  import gin
+
+  from autoscout_jax.bench import tasks
+  from autoscout_jax.problem import Problem
+  with open(path) as f:
+    name = json.load(f).get("task")
+  gin_file = os.path.join(tasks.repo_root(), "gin", "bench", f"{name}.gin")
+  if not name or not os.path.exists(gin_file):
+    raise ValueError(f"{path}: no scoutbench task file for its task {name!r}")
+  gin.add_config_file_search_path(tasks.repo_root())
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings([gin_file], [], finalize_config=False)
+    spec = gin.get_configurable(tasks.task_spec)()
+  finally:
+    gin.clear_config()
+  with tempfile.TemporaryDirectory() as workdir:
+    task = tasks.build_task(spec, workdir)
+  truth = np.array([task.table.true_value(c) or np.nan for c in task.candidates], np.float64)
+  return Problem(spec.workload, spec.cluster, task.space, fidelities=("analytic", "event", "profile")), \
+      list(task.candidates), truth
+
+
 def score(table: str, devices_file: str, log=print) -> dict[str, dict[str, float]]:
   from autoscout_jax.local.sim_evaluators import LocalAnalyticEvaluator, LocalEventEvaluator
-  cols, rows = read_table(table)
-  problem = problem_of(cols)
-  cands = [candidate(problem.space, k) for k, _, _ in rows]
-  bad = [(c, problem.space.validate(c)) for c in cands if problem.space.validate(c)]
-  if bad:
-    raise ValueError(f"{len(bad)} row(s) are not valid in the maxtext space, e.g. {bad[0][0].short()}: {bad[0][1][0]}")
-  tokens = problem.workload.tokens_per_step
-  truth = np.array([tokens / t if t else np.nan for _, t, _ in rows])
+  if table.endswith(".json"):
+    problem, cands, truth = task_truth(table)
+  else:
+    cols, rows = read_table(table)
+    problem = problem_of(cols)
+    cands = [candidate(problem.space, k) for k, _, _ in rows]
+    bad = [(c, problem.space.validate(c)) for c in cands if problem.space.validate(c)]
+    if bad:
+      raise ValueError(f"{len(bad)} row(s) are not valid in the maxtext space, e.g. {bad[0][0].short()}: "
+                       f"{bad[0][1][0]}")
+    tokens = problem.workload.tokens_per_step
+    truth = np.array([tokens / t if t else np.nan for _, t, _ in rows])
   out = {}
-  log(f"{table}: {len(rows)} candidates, {int(np.isfinite(truth).sum())} measured ok")
+  log(f"{table}: {len(cands)} candidates, {int(np.isfinite(truth).sum())} measured ok")
   for ev in (LocalAnalyticEvaluator(devices_file=devices_file), LocalEventEvaluator(devices_file=devices_file)):
     ms = ev.evaluate(problem, cands)
     pred = np.array([m.metrics.tokens_per_s if m.feasible and m.metrics.tokens_per_s else np.nan for m in ms])
@@ -103,16 +141,22 @@ def score(table: str, devices_file: str, log=print) -> dict[str, dict[str, float
     order = np.argsort(-np.nan_to_num(truth, nan=-1.0))
     rank = int(np.where(order == pick)[0][0]) + 1
     false_ok = int((np.isfinite(pred) & ~np.isfinite(truth)).sum())
+    ratio = pred[both] / truth[both]
     out[ev.fidelity] = {"spearman": rho, "pairs": int(both.sum()), "pick_measured_rank": rank,
                         "pick_over_best": float(truth[pick] / np.nanmax(truth)) if np.isfinite(truth[pick]) else 0.0,
-                        "failures_called_feasible": false_ok}
-    log(f"  {ev.fidelity:8s} Spearman {rho:+.3f} over {int(both.sum())} rows; its pick is measured #{rank} "
-        f"({out[ev.fidelity]['pick_over_best']:.2f} of the best); {false_ok} measured failure(s) called feasible")
+                        "failures_called_feasible": false_ok, "median_pred_over_measured": float(np.median(ratio)),
+                        "median_rel_error": float(np.median(np.abs(ratio - 1.0)))}
+    r = out[ev.fidelity]
+    log(f"  {ev.fidelity:8s} Spearman {rho:+.3f} over {int(both.sum())} rows; predicted / measured tok/s "
+        f"{r['median_pred_over_measured']:.2f} (median; error {100 * r['median_rel_error']:.0f} %); its pick is "
+        f"measured #{rank} ({r['pick_over_best']:.2f} of the best); {false_ok} measured failure(s) called feasible")
   return out
 
 
 def define_flags() -> None:
-  flags.DEFINE_string("table", "experiments/scoutbench/real_maxtext_cpu8.csv", "the measured table")
+  flags.DEFINE_list("table", ["experiments/scoutbench/real_maxtext_cpu8.csv",
+                              "experiments/scoutbench/real_tiny_cpu8.json"],
+                    "the measured tables: a MaxText CSV (tools/maxtext_table.py) or a scoutbench truth JSON")
   flags.DEFINE_string("devices_file", "experiments/scoutbench/real_tiny_cpu8_devices.json",
                       "measured devices of the machine the table was measured on (local/devices.py)")
 
@@ -120,7 +164,8 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> int:
   del argv
   try:
-    score(flags.FLAGS.table, flags.FLAGS.devices_file)
+    for table in flags.FLAGS.table:
+      score(table, flags.FLAGS.devices_file)
   except (OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
