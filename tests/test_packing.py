@@ -155,3 +155,9 @@ def test_cluster_simulators_pay_attention_per_segment(sim):
   # full rows (pre-training): packing is a no-op
   full = costs.model_scalars(base)
   np.testing.assert_allclose(run(p1, full, hw)["tokens_per_s"][ok], run(p0, full, hw)["tokens_per_s"][ok])
+
+
+def test_the_report_counts_trained_tokens():
+  from autoscout_jax import report
+  assert report._units({"example_lens": [24, 9]}) == ("trained tokens/s", "step")
+  assert report._units({"example_lens": None}) == ("tokens/s", "step")
