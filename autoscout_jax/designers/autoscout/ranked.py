@@ -327,9 +327,10 @@ class CheapOrder:
       pfeas = np.where(ok | np.isfinite(self._margin), 1.0, 0.0)
     # serving: the SLO is met when the screen's log margin, corrected by the
     # value residual (a candidate slower than screened has longer latencies),
-    # stays >= 0
+    # stays >= 0; a throughput residual says less about latency than about
+    # throughput, so the screen's verdicts stand until FEW profiles
     has_m = np.isfinite(self._margin)
-    if has_m.any():
+    if has_m.any() and len(prof_i) >= residual.FEW:  # before, the screen's own SLO verdict
       pslo = residual.normal_cdf((self._margin - mu_r) / np.maximum(sd, 0.02))
       pfeas = np.where(has_m, pfeas * pslo, pfeas)
     failed = {self.index[k] for k, m in self.profiles.items() if m.objective is None and k in self.index}
