@@ -144,7 +144,14 @@ class Workload:
   is LoRA: rank-r adapters (scaled by `lora_alpha / r`) on the projections
   named in `lora_targets` (part of the job, not a knob) train, every other
   weight is frozen, stored in `frozen_dtype` (bf16, or int8 with a scale per
-  output channel), and carries no gradient and no optimizer state."""
+  output channel), and carries no gradient and no optimizer state.
+
+  `example_lens` (fine-tuning): the lengths in tokens of the job's training
+  examples, a cyclic mix (example i has `example_lens[i % k]` tokens), each
+  at most `model.seq_len`. A batch row then holds one padded example, or
+  several packed ones (the `sequence_packing` knob; autoscout_jax/packing.py),
+  and throughput counts trained tokens only. Empty: every row is a full
+  `seq_len` window (pre-training's corpus)."""
 
   name: str
   model: ModelConfig
@@ -158,6 +165,7 @@ class Workload:
   lora_alpha: float = 16.0
   frozen_dtype: str = "bf16"
   serving: ServingSpec | None = None  # task 'serve' only; the serving space and engine need it
+  example_lens: tuple[int, ...] = ()  # finetune only: the examples' lengths in tokens (a cyclic mix)
 
   def __post_init__(self):
     if self.global_batch <= 0:
@@ -175,6 +183,22 @@ class Workload:
       object.__setattr__(self, "lora_targets", (self.lora_targets,))
     object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # JSON gives a list
     self._check_finetune()
+    self._check_examples()
+
+  def _check_examples(self) -> None:
+    lens = self.example_lens
+    if isinstance(lens, int) and not isinstance(lens, bool):
+      lens = (lens,)
+    lens = tuple(lens)
+    object.__setattr__(self, "example_lens", lens)
+    if not lens:
+      return
+    if self.task != "finetune":
+      raise ValueError(f"workload {self.name!r}: example_lens (a fine-tuning data set's example lengths) "
+                       f"needs task='finetune', got task={self.task!r}")
+    s = self.model.seq_len
+    if any(not isinstance(x, int) or isinstance(x, bool) or not 0 < x <= s for x in lens):
+      raise ValueError(f"workload {self.name!r}: example_lens must be integers in 1..seq_len={s}, got {lens!r}")
 
   def _check_finetune(self) -> None:
     who = f"workload {self.name!r}"
@@ -214,6 +238,8 @@ class Workload:
 
   @property
   def tokens_per_step(self) -> int:
+    """Token slots per step (global_batch x seq_len); with `example_lens`
+    the trained tokens are fewer (packing.useful_tokens)."""
     return self.global_batch * self.model.seq_len
 
   @property
@@ -223,6 +249,8 @@ class Workload:
     if d["serving"] is None:
       d.pop("serving")  # keeps the keys of training workloads as they were
     d["lora_targets"] = tuple(d["lora_targets"])
+    if not d["example_lens"]:
+      d.pop("example_lens")  # keeps the keys of workloads that predate it
     for k, v in _FINETUNE_DEFAULTS.items():
       if not self.lora_rank and d[k] == v:
         d.pop(k)

@@ -115,3 +115,34 @@ def test_a_lora_job_too_big_to_pretrain_is_admitted():
   ev = analytic.AnalyticEvaluator()
   assert "exceed" in ev.check_fits(kinds["full"], cluster)  # ~1.1 TB of state on 640 GB
   assert ev.check_fits(kinds["lora"], cluster) is None  # ~141 GB of bf16 base + adapters
+
+
+@pytest.mark.parametrize("sim", ["f0", "f1"])
+def test_moe_lora_gives_every_expert_its_own_adapters(sim):
+  """Targets that include the MLP put adapters on each routed expert's
+  projections: E sets of them in memory (sharded over ep like the experts),
+  the k a token is routed to in its time and FLOPs."""
+  cluster = hardware.make_cluster("dgx_h100", 8)
+  base = dataclasses.replace(catalog.make_workload("mixtral_8x7b", 8), task="finetune", lora_rank=16)
+  attn = dataclasses.replace(base, lora_targets=("query", "value"))
+  mlp = dataclasses.replace(base, lora_targets=("query", "value", "wi", "wg", "wo"))
+  ma, mm = costs.model_scalars(attn), costs.model_scalars(mlp)
+  E, k, h, fe = mm["E"], mm["k"], mm["h"], mm["fe"]
+  assert ma["lora_pe"] == 0 and mm["lora_pe"] == E * 16 * 3 * (h + fe)  # wi, wg, wo of every expert
+  assert mm["lora_pm"] == ma["lora_pm"]  # no shared experts: attention adapters only outside the experts
+  hw = hardware.cluster_scalars(cluster)
+  run = analytic.simulate_f0 if sim == "f0" else event.simulate_f1
+  per_ep = {}
+  for ep in (1, 8):  # tp 1, dp 8; ep 8: each rank holds one expert (and its adapters)
+    plan = megatron.megatron_plan(1, 1, 1, 8, ep, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 40e6, 0, 64, 32, 8)
+    out = {n: run(plan, m, hw) for n, m in (("attn", ma), ("mlp", mm))}
+    lc = {n: costs.layer_costs(np, plan, m, hw, dataclasses.asdict(costs.SimConstants())) for n, m in
+          (("attn", ma), ("mlp", mm))}
+    # replicated data parallel: each adapter weight costs 2 + 4 + 12 bytes of state
+    state = float(lc["mlp"]["mem_state"] - lc["attn"]["mem_state"])
+    assert state == pytest.approx(18 * mm["L"] * mm["lora_pe"] / ep, rel=1e-6)
+    per_ep[ep] = float(out["mlp"]["peak_mem_bytes"][0] - out["attn"]["peak_mem_bytes"][0])
+    assert float(out["mlp"]["step_time_s"][0]) > float(out["attn"]["step_time_s"][0])
+    flops = float(lc["mlp"]["model_flops"] - lc["attn"]["model_flops"])
+    assert flops == pytest.approx(6 * mm["L"] * k * mm["lora_pe"] / E * mm["gbs"] * mm["s"], rel=1e-6)
+  assert per_ep[8] == pytest.approx(per_ep[1] / 8, rel=0.05)

@@ -13,7 +13,9 @@ takes over after a crash, OOM kill or timeout.
 
 cost_s is device-seconds: the seconds a candidate held the child (build,
 compile and, for F3, init and steps; not the child's start-up) times the
-number of devices it used.
+number of devices it used. The children of one search share a persistent
+compilation cache (local/xla_flags.compile_cache_dir), so F3 loads what F2
+compiled for the same candidate instead of compiling it again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.local.runner import FAULT_KINDS, LocalSetupError, Outcome, run_candidates
-from autoscout_jax.local.xla_flags import child_env, knob_flags
+from autoscout_jax.local.xla_flags import child_env, compile_cache_dir, knob_flags
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
@@ -130,7 +132,9 @@ class _LocalEvaluator(Evaluator):
           {"index": i, "key": cand.key, "values": values})
     outcomes: dict[int, Outcome] = {}
     for items in groups.values():
-      env = child_env(cluster.platform, cluster.num_devices, items[0]["values"])
+      # F2 and F3 children share a compilation cache: a candidate compiles once
+      env = child_env(cluster.platform, cluster.num_devices, items[0]["values"],
+                      compile_cache=compile_cache_dir())
       outcomes.update(run_candidates(request, items, env, self.timeout_s,
                                      self.startup_timeout_s, self.max_per_child, self.python))
     return [self._measurement(workload, cluster, cand, outcomes[i], request["faults"].get(cand.key))

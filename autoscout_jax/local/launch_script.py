@@ -83,7 +83,7 @@ def main():
     times.append(time.perf_counter() - t0)
     losses.append(float(loss))
     print(f"step {{i}}: loss {{losses[-1]:.4f}}, {{times[-1]:.3f}} s", flush=True)
-  tokens_per_step = workload.global_batch * workload.model.seq_len
+  tokens_per_step = setup.useful_tokens  # trained tokens (a fine-tuning batch's padding excluded)
   steady = sorted(times[1:] or times)[len(times[1:] or times) // 2]
   print(f"{{tokens_per_step / steady:,.1f}} tokens/s (median step after the first: {{steady:.4f}} s)")
   print(json.dumps({{"layout": lay, "losses": losses, "step_times_s": times}}))

@@ -105,14 +105,35 @@ def _project(mod: nn.Module, name: str, x: jax.Array, eq: str, shape: tuple[int,
 
 
 def _rope(x: jax.Array, positions: jax.Array) -> jax.Array:
-  """Rotary position embedding over the last (head) dimension of [B,S,H,D]."""
+  """Rotary position embedding over the last (head) dimension of [B,S,H,D];
+  positions int[S] (every row alike) or int[B,S] (packed rows)."""
   half = x.shape[-1] // 2
   freqs = 1.0 / (10000.0 ** (jnp.arange(half, dtype=jnp.float32) / half))
-  angles = positions[:, None].astype(jnp.float32) * freqs[None, :]  # [S, half]
-  sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+  angles = positions[..., None].astype(jnp.float32) * freqs  # [S, half] or [B, S, half]
+  if angles.ndim == 2:
+    angles = angles[None]
+  sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
   x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
+
+
+def segment_positions(segments: jax.Array) -> jax.Array:
+  """int[B,S] segment ids (0 = padding, examples contiguous) -> each
+  position's index inside its own segment (positions restart per example)."""
+  idx = jnp.arange(segments.shape[1], dtype=jnp.int32)
+  starts = jnp.concatenate([jnp.ones_like(segments[:, :1], dtype=bool), segments[:, 1:] != segments[:, :-1]], 1)
+  return idx - jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
+
+
+def attention_mask(segments: jax.Array | None, s: int) -> jax.Array:
+  """bool[S,T] causal mask, or bool[B,S,T] with segment ids: a position
+  sees earlier positions of its own segment only (padding sees padding,
+  which carries no loss)."""
+  causal = jnp.tril(jnp.ones((s, s), dtype=bool))
+  if segments is None:
+    return causal
+  return causal[None] & (segments[:, :, None] == segments[:, None, :])
 
 
 class RMSNorm(nn.Module):
@@ -138,7 +159,7 @@ class Attention(nn.Module):
   lora: Lora = Lora()
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, segments: jax.Array | None = None) -> jax.Array:
     c, dt = self.cfg, self.dtype
     d, h, kv, hd = c.hidden_size, c.num_heads, c.kv_heads, c.head_dim
     proj = lambda name, inp, eq, shape, n_in=1: _project(self, name, inp, eq, shape, n_in, self.lora, dt)
@@ -147,14 +168,15 @@ class Attention(nn.Module):
     k = _constrain(proj("key", x, "bsd,dhk->bshk", (d, kv, hd)), self.mesh, *heads)
     v = _constrain(proj("value", x, "bsd,dhk->bshk", (d, kv, hd)), self.mesh, *heads)
     b, s = x.shape[:2]
-    positions = jnp.arange(s)
+    positions = jnp.arange(s) if segments is None else segment_positions(segments)
     q, k = _rope(q, positions), _rope(k, positions)
     # Group the query heads under their kv head: head h = kv_index * g + j, so
     # sharding heads over 'tensor' (which divides kv) keeps groups local.
     q = q.reshape(b, s, kv, h // kv, hd)
     scores = jnp.einsum("bskgd,btkd->bkgst", q, k).astype(jnp.float32) / jnp.sqrt(float(hd))
-    causal = jnp.tril(jnp.ones((s, s), dtype=bool))
-    scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+    mask = attention_mask(segments, s)
+    mask = mask if segments is None else mask[:, None, None]  # [B,1,1,S,T] against [B,K,G,S,T]
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(dt)
     ctx = jnp.einsum("bkgst,btkd->bskgd", probs, v).reshape(b, s, h, hd)
     out = proj("out", ctx, "bshk,hkd->bsd", (h, hd, d), 2)
@@ -186,7 +208,8 @@ class Mlp(nn.Module):
 
 class Block(nn.Module):
   """Pre-norm transformer block. Returns (x, None) so that the same class can
-  be the body of `nn.scan`."""
+  be the body of `nn.scan` (the segment ids, None for full rows, are the
+  same for every layer: broadcast)."""
 
   cfg: ModelConfig
   dtype: Any
@@ -194,9 +217,9 @@ class Block(nn.Module):
   lora: Lora = Lora()
 
   @nn.compact
-  def __call__(self, x: jax.Array, _: Any = None) -> tuple[jax.Array, None]:
+  def __call__(self, x: jax.Array, segments: jax.Array | None = None) -> tuple[jax.Array, None]:
     kw = dict(cfg=self.cfg, dtype=self.dtype, mesh=self.mesh, lora=self.lora)
-    x = x + Attention(**kw, name="attn")(RMSNorm(name="attn_norm")(x))
+    x = x + Attention(**kw, name="attn")(RMSNorm(name="attn_norm")(x), segments)
     x = x + Mlp(**kw, name="mlp")(RMSNorm(name="mlp_norm")(x))
     return _constrain(x, self.mesh, BATCH_AXES, None, None), None
 
@@ -216,7 +239,8 @@ def _remat_block(policy: str, scanned: bool) -> type[nn.Module]:
 
 
 class Decoder(nn.Module):
-  """tokens int32[B,S] -> logits [B,S,vocab] (compute dtype)."""
+  """tokens int32[B,S] (and segment ids int32[B,S] for packed or padded
+  examples, 0 = padding) -> logits [B,S,vocab] (compute dtype)."""
 
   cfg: ModelConfig
   dtype: Any = jnp.float32
@@ -227,7 +251,7 @@ class Decoder(nn.Module):
   lora: Lora = Lora()
 
   @nn.compact
-  def __call__(self, tokens: jax.Array) -> jax.Array:
+  def __call__(self, tokens: jax.Array, segments: jax.Array | None = None) -> jax.Array:
     c, dt = self.cfg, self.dtype
     embedding = self.param("embedding", _init, (c.vocab_size, c.hidden_size), jnp.float32)
     # Gather rows from a table that is whole along the width: a gather from an
@@ -238,11 +262,11 @@ class Decoder(nn.Module):
     kw = dict(cfg=c, dtype=dt, mesh=self.mesh, lora=self.lora)
     if self.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      length=c.num_layers, unroll=self.scan_unroll)
-      x, _ = stack(**kw, name="layers")(x, None)
+                      in_axes=nn.broadcast, length=c.num_layers, unroll=self.scan_unroll)
+      x, _ = stack(**kw, name="layers")(x, segments)
     else:
       for i in range(c.num_layers):
-        x, _ = block(**kw, name=f"layers_{i}")(x, None)
+        x, _ = block(**kw, name=f"layers_{i}")(x, segments)
     x = RMSNorm(name="final_norm")(x)
     if c.tie_embeddings:
       logits = jnp.einsum("bsd,vd->bsv", x, embedding.astype(dt))

@@ -114,7 +114,7 @@ def run_and_time(setup: Any, compiled: Any, workload: Workload, devices: Sequenc
     if i >= warmup_steps:
       times.append(time.perf_counter() - t0)
     losses.append(float(loss))
-  return dict(step_times_s=times, warmup_steps=warmup_steps, losses=losses,
+  return dict(step_times_s=times, warmup_steps=warmup_steps, losses=losses, useful_tokens=setup.useful_tokens,
               peak_flops=peak_flops(devices[0].device_kind))
 
 
@@ -154,5 +154,6 @@ def measure(fidelity: str, workload: Workload, cluster: LocalCluster, values: Ma
   step = statistics.median(run["step_times_s"])
   flops, peak = figures["flops_per_step"], run["peak_flops"]
   figures["extra"].update(run)
-  return Metrics(feasible=True, step_time_s=step, tokens_per_s=workload.tokens_per_step / step,
+  # trained tokens: a fine-tuning batch's padding is not throughput
+  return Metrics(feasible=True, step_time_s=step, tokens_per_s=run["useful_tokens"] / step,
                  mfu=(flops / step / peak) if (flops and peak) else None, **figures)

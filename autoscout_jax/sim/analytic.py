@@ -60,7 +60,7 @@ def f0(xp, plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[str, A
   st = step_time(xp, lc, plan, consts)
   step = st["step_time_s"]
   n_dev = plan["tp"] * plan["pp"] * plan["cp"] * plan["dp"]
-  tokens = model["gbs"] * model["s"]
+  tokens = model["gbs"] * model["s"] * lc["useful_frac"]  # trained tokens (padding excluded)
   tflops = lc["model_flops"] / (step * n_dev) / 1e12
   out = dict(step_time_s=step, tokens_per_s=tokens / step, tokens_per_s_per_device=tokens / step / n_dev,
              model_tflops_per_device=tflops, mfu=tflops * 1e12 / hw["peak_bf16"],

@@ -38,6 +38,9 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            micro-batch's compute (Megatron-core
            overlap_moe_expert_parallel_comm). loss_bytes: bytes per logit
            live at the loss (6 Megatron's fused cross entropy, 8 others).
+           packed (0/1): sequence packing, several examples per row
+           (segment ids); 0 = one padded example per row. Plans that
+           predate it leave it out (`PLAN_DEFAULTS`).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
@@ -45,8 +48,16 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            NVFP4/MXFP4, at the device's fp4 peak); LoRA fine-tuning:
            frozen (0/1: base weights frozen, so no weight-gradient GEMMs,
            gradients, optimizer state or gradient sync for them), lora_r
-           (adapter rank), lora_p (adapter parameters per layer),
-           frozen_bytes (bytes per frozen weight: 2 bf16, 1 int8).
+           (adapter rank), lora_p (adapter parameters per dense layer),
+           lora_pm / lora_pe (per MoE layer: adapters outside the routed
+           experts / of all E routed experts, each expert its own when the
+           targets include the MLP; a token uses k/E of lora_pe),
+           frozen_bytes (bytes per frozen weight: 2 bf16, 1 int8);
+           fine-tuning examples shorter than s (autoscout_jax/packing.py):
+           fill / fill_packed (trained share of the token slots, one
+           padded example per row / packed rows), attn_packed (attention
+           work of packed rows relative to full causal rows, what a
+           segment-aware flash kernel pays); 1, 1, 1 for full rows.
   hw    -- peak_bf16, peak_fp8, hbm_bytes, hbm_bw, intra_bw/lat,
            inter_bw/lat, node_size, num_devices.
 
@@ -73,6 +84,8 @@ per device unless noted:
   mem_state, mem_act_layer, mem_first, mem_last, mem_peak, mem_capacity
                     bytes per device (mem_peak includes the fixed overhead)
   model_flops       model FLOPs per step, whole cluster (no recompute)
+  useful_frac       trained (non-padding) share of the step's token slots:
+                    the simulators' tokens_per_s counts those tokens only
 """
 
 from __future__ import annotations
@@ -80,6 +93,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from autoscout_jax import packing
 from autoscout_jax.sim import collectives, memory
 from autoscout_jax.sim.memory import layer_params, total_params  # noqa: F401 (part of this module's API)
 
@@ -87,10 +101,14 @@ PLAN_FIELDS = (
     "tp", "pp", "dp", "cp", "ep", "etp", "vp", "mbs", "num_micro", "sp", "zero", "shard",
     "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
     "bucket_bytes", "tp_local", "cp_local", "ep_local", "dp_local", "shard_local", "rep_local", "pp_inter",
-    "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes")
+    "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes",
+    "packed")
+# Plan fields a family's translation may leave out (they default to these).
+PLAN_DEFAULTS = {"packed": 0.0}
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
-                "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "frozen_bytes")
+                "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "lora_pm", "lora_pe", "frozen_bytes",
+                "fill", "fill_packed", "attn_packed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,14 +185,26 @@ def model_scalars(workload: Any) -> dict[str, float]:
       fp8=float("fp8" in prec or "fp4" in prec), fp4=float("fp4" in prec))
   out.update(lora_scalars(out, getattr(workload, "lora_rank", 0), getattr(workload, "lora_targets", ()),
                           getattr(workload, "frozen_dtype", "bf16")))
+  out.update(packing_scalars(getattr(workload, "example_lens", ()), workload.global_batch, m.seq_len))
   return out
+
+
+def packing_scalars(example_lens: Any = (), rows: int = 1, seq_len: int = 1) -> dict[str, float]:
+  """The sequence-packing model fields of a job whose examples have these
+  lengths (none: full rows, 1, 1, 1); `rows` = sequences per step."""
+  if not example_lens:
+    return dict(fill=1.0, fill_packed=1.0, attn_packed=1.0)
+  pad, pack = (packing.stats(example_lens, rows, seq_len, p) for p in (False, True))
+  return dict(fill=pad.fill, fill_packed=pack.fill, attn_packed=pack.attn)
 
 
 def lora_scalars(m: Mapping[str, float], rank: float, targets: Any, frozen_dtype: str = "bf16") -> dict[str, float]:
   """The LoRA model fields: rank 0 is pre-training or full fine-tuning."""
   if not rank:
-    return dict(frozen=0.0, lora_r=0.0, lora_p=0.0, frozen_bytes=2.0)
+    return dict(frozen=0.0, lora_r=0.0, lora_p=0.0, lora_pm=0.0, lora_pe=0.0, frozen_bytes=2.0)
+  pm, pe = memory.moe_adapter_params(m, rank, targets)
   return dict(frozen=1.0, lora_r=float(rank), lora_p=float(memory.adapter_params(m, rank, targets)),
+              lora_pm=pm, lora_pe=pe,
               frozen_bytes=1.0 if frozen_dtype == "int8" else 2.0)
 
 
@@ -191,8 +221,14 @@ def model_flops_per_token(xp, m: Mapping[str, Any]) -> Any:
   fwd = (2 * (m["L"] * (p["attn"] - 2 * m["h"]) + m["Ld"] * p["dense"] + n_moe * active_moe)
          + m["L"] * attn_core + 2 * m["h"] * m["V"])
   # frozen base weights (LoRA): forward + activation gradients only, plus
-  # the adapters' forward and both backward GEMMs
-  return (3 - m["frozen"]) * fwd + 6 * m["L"] * m["lora_p"]
+  # the adapters' forward and both backward GEMMs (a token's k experts' own)
+  return (3 - m["frozen"]) * fwd + 6 * active_adapter_params(xp, m)
+
+
+def active_adapter_params(xp, m: Mapping[str, Any]) -> Any:
+  """LoRA adapter parameters one token passes through, whole model."""
+  per_expert = m["lora_pe"] / xp.maximum(m["E"], 1.0)
+  return m["Ld"] * m["lora_p"] + (m["L"] - m["Ld"]) * (m["lora_pm"] + m["k"] * per_expert)
 
 
 # --- the contract ---------------------------------------------------------------
@@ -245,7 +281,10 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   s_kv = s / cp
   f_d = xp.minimum(m["d"] / (m["d"] + c["attn_d_knee"]) * (128 + c["attn_d_knee"]) / 128, 1.0)
   f_s = xp.minimum(s_kv / (s_kv + c["attn_s_knee"]) * (4096 + c["attn_s_knee"]) / 4096, 1.0)
-  t_flash = 2 * T * s * A / tp / (hw["peak_bf16"] * c["attn_eff"] * f_d * f_s)
+  # packed rows with a segment-aware kernel pay attention per example (sum
+  # of L^2); padded rows pay the whole row, as do materialized scores
+  t_flash = (2 * T * s * A / tp / (hw["peak_bf16"] * c["attn_eff"] * f_d * f_s)
+             * xp.where(plan["packed"] > 0, m["attn_packed"], 1.0))
   t_scores = (4 * T * s * A / tp / (hw["peak_bf16"] * c["gemm_eff"] * m["d"] / (m["d"] + c["gemm_knee"]))
               + T * s * m["a"] / tp * 11 / hw["hbm_bw"])
   t_core = xp.where(flash, t_flash, t_scores)
@@ -282,7 +321,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
     return serial * (work + launch) + (1 - serial) * xp.maximum(work, launch)
 
   # LoRA adapters: rank-r GEMM pairs beside the frozen projections
-  t_lora = gemm(2 * T * m["lora_p"] / tp, mn(T, xp.maximum(m["lora_r"], 1.0)))
+  # (MoE layers: the k routed experts' own adapters, grouped like the experts)
+  lora_dense = gemm(2 * T * m["lora_p"] / tp, mn(T, xp.maximum(m["lora_r"], 1.0)))
+  lora_moe = (gemm(2 * T * m["lora_pm"] / tp, mn(T, xp.maximum(m["lora_r"], 1.0)))
+              + gemm(2 * T * m["k"] * m["lora_pe"] / xp.maximum(m["E"], 1.0) / tp,
+                     mn(m_exp, xp.maximum(m["lora_r"], 1.0))) / c["moe_eff"])
+  t_lora = (1 - f_moe) * lora_dense + f_moe * lora_moe
   t_base = t_attn_lin + (1 - f_moe) * t_dense + f_moe * t_moe  # GEMMs of the base weights
   fwd_gpu = t_base + t_core + t_elem + t_lora + t_tr_scores + t_tr_act
   fwd = hosted(fwd_gpu, host)
@@ -429,4 +473,5 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
       optimizer_s=optimizer, host_step_s=host_step + 0 * optimizer,
       mem_state=mm["state_first"], mem_act_layer=mm["act_layer"], mem_first=mm["mem_first"],
       mem_last=mm["mem_last"], mem_peak=mm["mem_peak"], mem_capacity=hw["hbm_bytes"] + 0 * mm["mem_peak"],
-      model_flops=model_flops_per_token(xp, m) * m["gbs"] * m["s"])
+      model_flops=model_flops_per_token(xp, m) * m["gbs"] * m["s"],
+      useful_frac=xp.where(plan["packed"] > 0, m["fill_packed"], m["fill"]))

@@ -146,7 +146,11 @@ def pipeline_inputs(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mappi
   params = n_dense * x(dense_layer) + n_moe * x(np.where(moe, moe_layer, dense_layer)) \
       + first * x(emb_dev) + last * x(out_dev)
   # LoRA: only the adapters have gradients to sync and state to update
-  params = np.where(x(model["frozen"]) > 0, layers * x(model["lora_p"] / plan["tp"]), params)
+  # (MoE layers: the routed experts' adapters sharded like the experts)
+  ad_dense = model["lora_p"] / plan["tp"]
+  ad_moe = model["lora_pm"] / plan["tp"] + model["lora_pe"] / (plan["ep"] * plan["etp"])
+  adapters = n_dense * x(ad_dense) + n_moe * x(np.where(moe, ad_moe, ad_dense))
+  params = np.where(x(model["frozen"]) > 0, adapters, params)
   f0_dev0 = np.maximum(lc["dp_grad_bytes"] / np.maximum(plan["g_bytes"], 1e-9), 1.0)
   share_of = params / x(f0_dev0)
   buckets = np.maximum(np.ceil(params * x(plan["g_bytes"]) / x(np.maximum(plan["bucket_bytes"], 1.0))), 1.0)
@@ -197,7 +201,7 @@ def simulate_f1(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[s
   host_s = np.broadcast_to(np.asarray(lc["host_step_s"], np.float64), (n,))  # dispatch of the step's program
   step = np.where(ev["stalled"], np.nan, ev["step_time_s"] + host_s)
   n_dev = plan["tp"] * plan["pp"] * plan["cp"] * plan["dp"]
-  tokens = model["gbs"] * model["s"]
+  tokens = model["gbs"] * model["s"] * lc["useful_frac"]  # trained tokens (padding excluded)
   tflops = lc["model_flops"] / (step * n_dev) / 1e12
   breakdown = dict(
       compute_s=at(rank["compute"]), recompute_s=at(rank["recompute"]), tp_comm_s=at(rank["tp"]),

@@ -30,11 +30,26 @@ _LORA_DIMS = {"query": ("h", "q"), "key": ("h", "kv"), "value": ("h", "kv"), "ou
               "wi": ("h", "f"), "wg": ("h", "f"), "wo": ("f", "h")}
 
 
-def adapter_params(m: Mapping[str, Any], rank: float, targets: Any) -> float:
-  """LoRA adapter parameters of one layer: r x (in + out) per target
-  projection (MLP adapters at the dense FFN width)."""
-  w = dict(h=m["h"], q=m["a"] * m["d"], kv=m["g"] * m["d"], f=m["f"])
+def adapter_params(m: Mapping[str, Any], rank: float, targets: Any, ffn: Any = None) -> float:
+  """LoRA adapter parameters of one dense layer: r x (in + out) per target
+  projection (MLP adapters at the FFN width `ffn`, default the dense one)."""
+  w = dict(h=m["h"], q=m["a"] * m["d"], kv=m["g"] * m["d"], f=m["f"] if ffn is None else ffn)
   return float(sum(rank * (w[_LORA_DIMS[t][0]] + w[_LORA_DIMS[t][1]]) for t in targets))
+
+
+def moe_adapter_params(m: Mapping[str, Any], rank: float, targets: Any) -> tuple[float, float]:
+  """(adapters of one MoE layer outside its routed experts, adapters of
+  its routed experts). When the targets include the MLP (wi / wg / wo),
+  every routed expert's projections carry their own adapters at the
+  expert FFN width, E of them a layer (a token uses k); the shared
+  experts, one MLP of width fs, carry one set; attention adapters as in a
+  dense layer. (0, 0) for a dense model."""
+  if not m["E"]:
+    return 0.0, 0.0
+  mlp = [t for t in targets if t in ("wi", "wg", "wo")]
+  attn = [t for t in targets if t not in mlp]
+  shared = adapter_params(m, rank, mlp, m["fs"]) if m["fs"] else 0.0
+  return adapter_params(m, rank, attn) + shared, float(m["E"]) * adapter_params(m, rank, mlp, m["fe"])
 
 
 def total_params(xp, m: Mapping[str, Any]) -> Any:
@@ -81,11 +96,14 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # LoRA: base weights frozen in `frozen_bytes` (bf16 2, int8 1; fp8 runs
   # keep bf16 copies), no gradient or optimizer state for them (sharded
   # only by ZeRO-3/FSDP); the adapters train with the usual state
+  # (MoE layers: the routed experts' adapters live with their experts,
+  # sharded over ep x etp like them)
   fz = m["frozen"] > 0
   wb_frozen = xp.where(fz, m["frozen_bytes"], wb)
-  adapters = layers_stage * m["lora_p"] / tp
+  adapters = layers_stage * ((1 - f_moe) * m["lora_p"] + f_moe * m["lora_pm"]) / tp
+  expert_adapters = layers_stage * f_moe * m["lora_pe"] / (ep * etp)
   P_train_first = xp.where(fz, adapters, P_dense_first)
-  P_train_exp = xp.where(fz, 0.0, P_exp)
+  P_train_exp = xp.where(fz, expert_adapters, P_exp)
 
   def state_bytes(P, sh):
     per = xp.where(zero == 3, (wb + gb + ob) / sh,
@@ -108,7 +126,7 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   zero3_work = xp.where(zero == 3, xp.where(plan["xla"] > 0, unit * 2.0, z3_eager), 0.0)
   state_first = state_bytes(P_dense_first, shard) + state_bytes(P_exp, e_shard) + zero3_work
   state_last = state_bytes(P_dense_last, shard) + state_bytes(P_exp, e_shard) + zero3_work
-  lora_state = state_bytes(adapters, shard) + zero3_work
+  lora_state = state_bytes(adapters, shard) + state_bytes(expert_adapters, e_shard) + zero3_work
   state_first = xp.where(fz, frozen_bytes(P_dense_first, shard) + frozen_bytes(P_exp, e_shard) + lora_state,
                          state_first)
   state_last = xp.where(fz, frozen_bytes(P_dense_last, shard) + frozen_bytes(P_exp, e_shard) + lora_state,

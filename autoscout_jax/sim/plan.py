@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from autoscout_jax.sim.costs import PLAN_FIELDS
+from autoscout_jax.sim.costs import PLAN_DEFAULTS, PLAN_FIELDS
 
 
 class Recompute(enum.IntEnum):
@@ -45,6 +45,8 @@ def _getitem(self, key: str) -> Any:
 
 
 def _of(cls, **fields: Any):
+  n = np.shape(np.asarray(fields.get("tp", 0.0)))
+  fields = {**{k: np.full(n, v) for k, v in PLAN_DEFAULTS.items() if k not in fields}, **fields}
   missing = sorted(set(PLAN_FIELDS) - set(fields))
   unknown = sorted(set(fields) - set(PLAN_FIELDS))
   if missing or unknown:
@@ -63,6 +65,7 @@ Plan = dataclasses.make_dataclass(
         "of": classmethod(_of),
         "__doc__": ("Per-candidate float64 arrays, one per PLAN_FIELDS entry (sim/costs.py): a "
                     "read-only Mapping the simulators index like a dict. `Plan.of(**fields)` "
-                    "builds one; a missing or unknown field is an error."),
+                    "builds one (fields of PLAN_DEFAULTS may be left out); a missing or unknown "
+                    "field is an error."),
     })
 Plan.__module__ = __name__

@@ -13,7 +13,10 @@ launches the best candidate with `artifact`. jax-free.
 Knobs: mesh axes data x fsdp x tensor (product = device count), number of
 gradient-accumulation micro-batches (the global batch is fixed by the
 workload, so the per-device micro-batch is derived), remat policy, scan over
-layers and, under it, the scan unroll factor; optionally XLA GPU flags.
+layers and, under it, the scan unroll factor; for a fine-tuning workload
+that names its example lengths, `sequence_packing` (several examples per
+row with segment ids, or one padded example per row; autoscout_jax/packing.py);
+optionally XLA GPU flags.
 
 Adding a knob: declare it in `space`, add its field to `Config` (and a
 constraint to CONSTRAINTS if it restricts others), and honour it in
@@ -174,6 +177,9 @@ def space(workload: Workload, cluster: LocalCluster, microbatch_choices: tuple[i
       Ordinal("scan_unroll", values=(1, 2), default=1, when=(When("scan_layers", True),),
               doc="unroll factor of the layer scan"),
   ]
+  if workload.example_lens:
+    knobs.append(Boolean("sequence_packing", default=False,
+                         doc="pack several examples per row (segment ids) instead of padding one per row"))
   if xla_gpu_flags:
     knobs += list(FLAG_KNOBS)
   return SearchSpace(knobs, CONSTRAINTS, groups=[ProductGroup(MESH_AXES, n)],
@@ -192,6 +198,7 @@ class Config:
   remat_policy: str = "none"
   scan_layers: bool = False
   scan_unroll: int = 1
+  sequence_packing: bool = False
 
   @classmethod
   def from_candidate(cls, cand: Candidate | Mapping[str, Any]) -> "Config":
@@ -204,8 +211,9 @@ class Config:
     for k in ("data", "fsdp", "tensor", "num_microbatches", "scan_unroll"):
       if k in kw:
         kw[k] = int(kw[k])
-    if "scan_layers" in kw:
-      kw["scan_layers"] = bool(kw["scan_layers"])
+    for k in ("scan_layers", "sequence_packing"):
+      if k in kw:
+        kw[k] = bool(kw[k])
     return cls(**kw)
 
   @property
@@ -220,6 +228,9 @@ class Config:
         raise LayoutError(f"{k} must be >= 1, got {getattr(self, k)}")
     if self.remat_policy not in REMAT_POLICIES:
       raise LayoutError(f"unknown remat_policy {self.remat_policy!r}; known: {REMAT_POLICIES}")
+    if self.sequence_packing and not workload.example_lens:
+      raise LayoutError("sequence_packing needs a fine-tuning workload that names its example lengths "
+                        "(example_lens); its rows are full sequences already")
     if self.num_devices != num_devices:
       raise LayoutError(f"mesh data*fsdp*tensor = {self.data}*{self.fsdp}*{self.tensor} = "
                         f"{self.num_devices} but {num_devices} devices are given")
@@ -240,7 +251,9 @@ def plan(candidates: Sequence[Candidate | Mapping[str, Any]], workload: Workload
   bytes a parameter), materialized attention scores (no flash kernel), one
   XLA program with no collective overlap (the CPU runs collectives in
   line). scan_layers and scan_unroll have no plan field: the simulators see
-  the same step with or without the scan."""
+  the same step with or without the scan. sequence_packing -> `packed`
+  (the workload's example mix gives the useful share of the token slots;
+  the materialized scores cost the whole row either way)."""
   cfgs = [Config.from_candidate(c) for c in candidates]
   col = lambda f: np.array([float(f(c)) for c in cfgs], np.float64)
   tp, data, fsdp, mic = col(lambda c: c.tensor), col(lambda c: c.data), col(lambda c: c.fsdp), \
@@ -253,7 +266,8 @@ def plan(candidates: Sequence[Candidate | Mapping[str, Any]], workload: Workload
       recompute=col(lambda c: REMAT_PLAN[c.remat_policy]), rc_frac=one, rc_chunk=one, overlap_grad=zero,
       overlap_param=zero, tp_overlap=zero, bucket_bytes=one * 1e8, tp_local=tp, cp_local=one, ep_local=one,
       dp_local=dp, shard_local=fsdp, rep_local=data, pp_inter=zero, w_bytes=one * 4.0, g_bytes=one * 4.0,
-      o_bytes=one * 8.0, flash=zero, xla=one, offload=zero, rails=one, ep_overlap=zero, loss_bytes=one * 8.0)
+      o_bytes=one * 8.0, flash=zero, xla=one, offload=zero, rails=one, ep_overlap=zero, loss_bytes=one * 8.0,
+      packed=col(lambda c: c.sequence_packing))
 
 
 def artifact(space: SearchSpace, cand: Candidate, platform: str) -> dict[str, Any]:

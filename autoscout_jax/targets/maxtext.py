@@ -105,6 +105,23 @@ def _axis_values(axis: str, workload: Workload, per: int, max_axis: int) -> tupl
   return vals or (1,)
 
 
+def check_job(workload: Workload) -> None:
+  """One clear error for a job this family would measure as something else.
+  LoRA: MaxText 0.2.5 trains adapters only in its SFT trainer (Tunix + Qwix);
+  the pre-training step this family compiles and times never adds them, so
+  every weight would train. Example lengths: its synthetic data fills every
+  row, so padding and packing would go unmeasured. Full fine-tuning runs."""
+  if workload.is_lora:
+    raise ValueError(
+        f"workload {workload.name!r}: the maxtext family cannot run LoRA (lora_rank={workload.lora_rank}): "
+        "MaxText 0.2.5 trains adapters only in its SFT trainer, not in the pre-training step this family "
+        "compiles and times, so every weight would train; use the local family for LoRA, or lora_rank=0 "
+        "for full fine-tuning")
+  if workload.example_lens:
+    raise ValueError(f"workload {workload.name!r}: the maxtext family runs full synthetic rows; example_lens "
+                     "(padding, sequence packing) is measured by the local family")
+
+
 def space(workload: Workload, cluster: Any, axes: tuple[str, ...] = AXES,
           per_device_batch_sizes: tuple[int, ...] | None = None,
           remat_policies: tuple[str, ...] = tuple(REMAT), pipeline_microbatches: tuple[int, ...] | None = None,
@@ -115,6 +132,7 @@ def space(workload: Workload, cluster: Any, axes: tuple[str, ...] = AXES,
   under ici pipelining, scan_layers only without it; sparse_matmul and
   megablox for MoE models; attention and the XLA flag knobs where the
   platform has a choice (TPU/GPU)."""
+  check_job(workload)
   unknown = sorted(set(axes) - set(AXES))
   if unknown:
     raise ValueError(f"unknown MaxText mesh axes {unknown}; known: {list(AXES)}")
@@ -297,6 +315,7 @@ def model_keys(workload: Workload) -> dict[str, Any]:
   """MaxText's model settings for the workload: `model_name` for a catalog
   model MaxText ships (unchanged dims), else the explicit dimensions."""
   from autoscout_jax.sim import catalog
+  check_job(workload)  # every path to MaxText's keys (space, overrides, tables) refuses LoRA
   m = workload.model
   out: dict[str, Any] = {"max_target_length": m.seq_len,
                          "dtype": "float32" if workload.precision == "fp32" else "bfloat16"}
