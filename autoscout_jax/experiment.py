@@ -183,7 +183,7 @@ def _run(workdir, problem, designer, evals, *, budget_s, batch_size, max_rounds,
     warm = getattr(designer, "export_warm", None)
     rows = warm() if warm is not None else None
     if rows:  # the fitted residual rows, for another workload's WARM_START
-      from autoscout_jax.designers.autoscout.ranked import save_rows
+      from autoscout_jax.designers.autoscout.warm import save_rows
       save_rows(rows, workdir)
     printer(report_lib.render_summary(rep))
   finally:

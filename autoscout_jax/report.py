@@ -76,6 +76,7 @@ def build_report(workload, cluster, space: SearchSpace, result: SearchResult, wo
       "cost_s": result.cost_s, "cost_by_fidelity_s": dict(spent), "cost_units": _cost_units(result),
       "best_memory": _memory(result),
       "serving": report_serving.section(workload, result),  # None unless task='serve'
+      "example_lens": list(getattr(workload, "example_lens", ())) or None,  # tokens/s = trained tokens
       "outcomes": {f"{f}/{k}": n for (f, k), n in sorted(counts.items())},
       "rounds": len(result.rounds), "stop_reason": result.stop_reason,
       "designer": result.designer_summary,
@@ -232,6 +233,8 @@ def _units(rep: dict[str, Any]) -> tuple[str, str]:
   tokens per device, and the p50 time per output token)."""
   if rep.get("serving"):
     return "output tokens/s per device", "TPOT p50"
+  if rep.get("example_lens"):  # padding is not throughput (autoscout_jax/packing.py)
+    return "trained tokens/s", "step"
   return "tokens/s", "step"
 
 

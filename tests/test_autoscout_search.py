@@ -200,20 +200,21 @@ class Serving(Evaluator):
   grows with the batch while throughput per device grows faster; a TPOT
   above the SLO is infeasible (`slo`) yet still carries its step time."""
 
-  def __init__(self, fidelity):
-    self.fidelity, self.seen = fidelity, []
+  def __init__(self, fidelity, slow=1.0):
+    self.fidelity, self.seen, self.slow = fidelity, [], slow
 
   def evaluate(self, problem, candidates):
     out = []
     for c in candidates:
       self.seen.append(c)
       mb, tp = c.values["mb"], c.values["tp"]
-      tpot = 0.01 * (1.0 + 0.1 * mb) / math.sqrt(tp)
+      tpot = self.slow * 0.01 * (1.0 + 0.1 * mb) / math.sqrt(tp)
       tps = mb / tpot / tp
+      extra = {"tokens_per_s_per_device": tps, "slo_log_margin": math.log(0.03 / tpot)}
       if tpot > 0.03:
-        m = Metrics.failed("slo", "TPOT over the SLO", step_time_s=tpot, extra={"tokens_per_s_per_device": tps})
+        m = Metrics.failed("slo", "TPOT over the SLO", step_time_s=tpot, extra=extra)
       else:
-        m = Metrics(True, step_time_s=tpot, tokens_per_s=tps)
+        m = Metrics(True, step_time_s=tpot, tokens_per_s=tps, extra=extra)
       out.append(Measurement(c, self.fidelity, m, 1.0))
     return out
 
@@ -232,3 +233,58 @@ def test_cheap_order_ranks_by_throughput_not_step_time(tmp_path):
   res = search(d, {"analytic": cheap, "profile": top}, tmp_path, budget_s=60.0, max_rounds=10)
   assert d.ranked is not None and top.seen[0].values == best.candidate.values
   assert res.best.objective == pytest.approx(best.objective)
+
+
+def test_cheap_order_profiles_what_a_pessimistic_latency_model_rules_out(tmp_path):
+  """A cheap serving model 1.6x too slow calls the best configuration (tp 1,
+  batch 16: 615 tok/s per device) an SLO miss, as it does every batch above
+  8 at tp 1; cheap_topk would profile all 20 candidates it calls feasible
+  first. The first profiles measure the model's error (throughput 1.6x the
+  screen's, so latencies 1/1.6x), the SLO margins are corrected by it, and
+  the ruled-out optimum is profiled within 12 profiles."""
+  s = SearchSpace([Ordinal("mb", values=(1, 2, 4, 8, 16, 32, 64), default=1), Ordinal("tp", values=(1, 2, 4, 8))],
+                  name="serving_like")
+  cheap, top = Serving("analytic", slow=1.6), Serving("profile")
+  screens = cheap.evaluate(None, s.enumerate())
+  truth = top.evaluate(None, s.enumerate())
+  best = max(truth, key=lambda m: m.objective or 0.0)
+  assert best.candidate.values == {"mb": 16, "tp": 1}
+  ruled_out = {m.candidate.key for m in screens if m.objective is None}
+  assert best.candidate.key in ruled_out and len(screens) - len(ruled_out) == 20
+  cheap.seen, top.seen = [], []
+  d = designer(s, 0, ("analytic", "profile"), cheap_order=True)
+  res = search(d, {"analytic": cheap, "profile": top}, tmp_path, budget_s=len(screens) + 12.0, max_rounds=60)
+  assert len(top.seen) <= 12
+  assert res.best.objective == pytest.approx(best.objective)
+
+
+class NearTies(Evaluator):
+  """Throughput 1000 - 4 a - 3 b (every candidate within 5 % of the best);
+  `bias` divides it: the truth is the cheap model 3x slower, same order."""
+
+  def __init__(self, fidelity, bias=1.0):
+    self.fidelity, self.seen, self.bias = fidelity, [], bias
+
+  def evaluate(self, problem, candidates):
+    out = []
+    for c in candidates:
+      self.seen.append(c)
+      tps = (1000.0 - 4 * c.values["a"] - 3 * c.values["b"]) / self.bias
+      out.append(Measurement(c, self.fidelity, Metrics(True, step_time_s=1.0 / tps, tokens_per_s=tps), 10.0))
+    return out
+
+
+def test_a_constant_bias_does_not_move_the_search_off_the_cheap_order(tmp_path):
+  """The first profile shows the cheap fidelity 3x optimistic: that is its
+  bias (integrated out under a broad prior), not local evidence against the
+  first profile's neighbours, so the next profiles still follow the cheap
+  order, as cheap_topk's would, even where the cheap values nearly tie."""
+  s = SearchSpace([Ordinal("a", values=(1, 2, 3, 4, 5, 6)), Ordinal("b", values=(1, 2, 3, 4))], name="ties")
+  cheap, top = NearTies("analytic"), NearTies("profile", bias=3.0)
+  order = sorted(cheap.evaluate(None, s.enumerate()), key=lambda m: -m.objective)
+  cheap.seen = []
+  d = designer(s, 0, ("analytic", "profile"), cheap_order=True)
+  search(d, {"analytic": cheap, "profile": top}, tmp_path, budget_s=24 * 10.0 + 60.0, max_rounds=40)
+  assert len(top.seen) >= 5
+  assert [c.key for c in top.seen[:5]] == [m.candidate.key for m in order[:5]]
+  assert d.ranked.departures == 0

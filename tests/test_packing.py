@@ -16,7 +16,7 @@ from autoscout_jax.local.train_step import build_train_setup
 from autoscout_jax.sim import analytic, catalog, costs, event, hardware
 from autoscout_jax.space import Candidate
 from autoscout_jax.targets import local as local_target
-from autoscout_jax.targets import megatron
+from autoscout_jax.targets import jax_mesh, megatron
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
 MODEL = ModelConfig("tiny", num_layers=2, hidden_size=64, num_heads=8, num_kv_heads=4,
@@ -155,3 +155,28 @@ def test_cluster_simulators_pay_attention_per_segment(sim):
   # full rows (pre-training): packing is a no-op
   full = costs.model_scalars(base)
   np.testing.assert_allclose(run(p1, full, hw)["tokens_per_s"][ok], run(p0, full, hw)["tokens_per_s"][ok])
+
+
+def test_the_report_counts_trained_tokens():
+  from autoscout_jax import report
+  assert report._units({"example_lens": [24, 9]}) == ("trained tokens/s", "step")
+  assert report._units({"example_lens": None}) == ("tokens/s", "step")
+
+
+def test_jax_mesh_family_searches_maxtexts_packing_for_example_mixes():
+  cluster = hardware.make_cluster("tpu_v5p", 64)
+  base = catalog.make_workload("llama3_8b", 64)
+  wl = dataclasses.replace(base, task="finetune", example_lens=(512, 1024, 256, 2048))
+  assert "packing" not in jax_mesh.space(base, cluster).names  # full rows: nothing to pack
+  space = jax_mesh.space(wl, cluster)
+  cands = space.sample(np.random.default_rng(0), 6)
+  pairs = [space.make({**c.values, "packing": p}) for c in cands for p in (False, True)]
+  plan = analytic.candidates_to_arrays(space, pairs, wl, cluster)
+  np.testing.assert_array_equal(plan["packed"], [0.0, 1.0] * 6)
+  out = analytic.simulate_f0(plan, costs.model_scalars(wl), hardware.cluster_scalars(cluster))
+  pad, pack = out["step_time_s"][0::2], out["step_time_s"][1::2]
+  ok = np.isfinite(pad) & np.isfinite(pack)
+  assert ok.any() and np.all(pack[ok] < pad[ok])  # MaxText's flash kernels pay attention per example
+  assert np.all(out["tokens_per_s"][1::2][ok] > 2 * out["tokens_per_s"][0::2][ok])
+  assert jax_mesh.maxtext_config(pairs[1], wl)["packing"] is True  # the launch config says so
+  assert "packing" not in jax_mesh.maxtext_config(jax_mesh.space(base, cluster).default(), base)

@@ -169,3 +169,16 @@ def test_batch_validation_equals_one_by_one(which, gpt_space, moe_space):
   assert space.validate_many([]) == []
   named = {v.constraint for vs in one for v in vs}
   assert len(named) >= 4 and any(not vs for vs in one), named  # valid points and several kinds of violation
+
+
+def test_table_rows_decode_to_the_same_candidates_as_cell_by_cell(gpt_space):
+  from autoscout_jax.space import Candidate
+  space, _ = gpt_space
+  table = space.table()
+  idx = np.random.default_rng(5).integers(len(table["micro_batch_size"]), size=200)
+  one = [Candidate.of({k.name: v for k in space.knobs if (v := space.value(table, k.name, int(i))) is not None})
+         for i in idx]
+  got = space.candidates_from_table(table, idx)
+  assert got == one and [c.items for c in got] == [c.items for c in one]
+  assert len({c.key for c in got}) > 50  # many distinct rows, with inactive knobs among them
+  assert any(len(c.items) < len(space.knobs) for c in got)

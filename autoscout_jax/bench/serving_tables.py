@@ -212,7 +212,9 @@ class SampleServingEvaluator(Evaluator):
       return Metrics.failed("oom", p.reason)
     ttft, tpot = p.ttft_s * 1e3, p.tpot_s * 1e3
     tps = p.tokens_per_s_per_device
-    extra = {"ttft_ms": ttft, "tpot_ms": tpot, "effective_batch": p.effective_batch, "tokens_per_s_per_device": tps}
+    extra = {"ttft_ms": ttft, "tpot_ms": tpot, "effective_batch": p.effective_batch, "tokens_per_s_per_device": tps,
+             "slo_log_margin": min(math.log(self.ttft_slo_ms / ttft), math.log(self.tpot_slo_ms / tpot))
+             if ttft > 0 and tpot > 0 else None}
     if ttft > self.ttft_slo_ms or tpot > self.tpot_slo_ms:  # a miss carries no objective
       return Metrics.failed(SLO_KIND, f"predicted TTFT {ttft:.0f} ms / TPOT {tpot:.1f} ms vs SLO "
                             f"{self.ttft_slo_ms:.0f} / {self.tpot_slo_ms:.1f}", step_time_s=tpot / 1e3,

@@ -132,16 +132,25 @@ class SimSpace(SearchSpace):
 
   def candidates_from_table(self, table: Table, index: Sequence[int] | np.ndarray | None = None) -> list[Candidate]:
     n = len(next(iter(table.values())))
-    idx = range(n) if index is None else index
-    out = []
-    for i in idx:
-      vals = {}
-      for k in self.knobs:
-        v = self.value(table, k.name, int(i))
-        if v is not None:
-          vals[k.name] = v
-      out.append(Candidate.of(vals))
-    return out
+    idx = np.arange(n) if index is None else np.asarray(index, dtype=np.int64).reshape(-1)
+    # Decode column by column, each distinct table entry once (a column holds
+    # a handful of values): the same values as `value`, without a Python call
+    # per cell (whole spaces of 10^4-10^5 points are decoded per run).
+    cols: list[tuple[str, list]] = []
+    for k in self.knobs:
+      seen: dict[float, Any] = {}
+      vals = []
+      for x in table[k.name][idx].tolist():
+        if x != x:  # NaN: inactive
+          vals.append(_INACTIVE)
+          continue
+        if x not in seen:
+          v = _domain(k)[int(x)] if _codes(k) else k.coerce(np.float64(x))
+          seen[x] = _INACTIVE if v is None else v
+        vals.append(seen[x])
+      cols.append((k.name, vals))
+    return [Candidate.of({name: vals[i] for name, vals in cols if vals[i] is not _INACTIVE})
+            for i in range(len(idx))]
 
   def plan(self, table: Table, workload: Any, cluster: Any) -> Mapping[str, np.ndarray]:
     """The simulators' plan (sim/plan.py) of every row of `table`, by the
@@ -239,6 +248,9 @@ class SimSpace(SearchSpace):
       from autoscout_jax.space import SpaceError
       raise SpaceError(f"space {self.name!r} has more than {limit} valid candidates")
     return self.candidates_from_table(table)
+
+
+_INACTIVE = object()  # a knob without a value in a row (NaN in the table)
 
 
 class _NotYet(KeyError):

@@ -42,6 +42,14 @@ DCN = ("dcn_data", "dcn_fsdp", "dcn_stage")  # tensor/sequence/expert never span
 FLAG_KNOBS = ("latency_hiding_scheduler", "async_collectives", "collective_matmul")
 # Knobs that feed one plan field as they are (none yet; see targets/common.py).
 DIRECT: tuple[Direct, ...] = ()
+# MaxText's `packing` (several examples per row, segment ids): a knob only
+# for a fine-tuning workload that names its example lengths (packing.py)
+PACKING = Direct(Boolean("packing", default=False, doc="pack several examples per row (MaxText's packing)"),
+                 "packed")
+
+
+def _direct(workload: Workload) -> tuple[Direct, ...]:
+  return DIRECT + ((PACKING,) if workload.example_lens else ())
 
 
 def space(workload: Workload, cluster: Any, batch_sizes: tuple[int, ...] | None = None,
@@ -75,7 +83,7 @@ def space(workload: Workload, cluster: Any, batch_sizes: tuple[int, ...] | None 
       Boolean("latency_hiding_scheduler", default=True, doc="XLA latency-hiding scheduler"),
       Boolean("async_collectives", default=True, doc="XLA async all-gather/reduce-scatter/all-reduce"),
   ]
-  knobs += [d.knob for d in DIRECT]
+  knobs += [d.knob for d in _direct(workload)]
   if big_tensor:
     knobs.append(Boolean("collective_matmul", default=False, when=(When("ici_tensor", big_tensor),),
                          doc="XLA windowed einsum: overlap TP collectives with the matmuls"))
@@ -147,7 +155,7 @@ def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any)
                    yes("async_collectives"),
                    nz(t["collective_matmul"], 0) if "collective_matmul" in t else 0.0,
                    workload.global_batch, workload.model.num_layers)
-  return Plan.of(**apply_direct(plan, t, space, DIRECT))
+  return Plan.of(**apply_direct(plan, t, space, _direct(workload)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +176,7 @@ class Config:
     ici = {k: int(v.pop(k)) for k in ICI if k in v}
     dcn = {k: int(v.pop(k)) for k in DCN if k in v}
     flags = {k: bool(v.pop(k)) for k in FLAG_KNOBS if k in v}
-    direct = {d.knob.name: v.pop(d.knob.name) for d in DIRECT if d.knob.name in v}
+    direct = {d.knob.name: v.pop(d.knob.name) for d in DIRECT + (PACKING,) if d.knob.name in v}
     pdb, remat = int(v.pop("per_device_batch_size")), str(v.pop("remat_policy"))
     if remat not in REMAT:
       raise ValueError(f"unknown remat_policy {remat!r}; known: {list(REMAT)}")
@@ -228,6 +236,7 @@ def maxtext_config(cand: Candidate, workload: Workload, steps: int = 20) -> dict
     out.update(num_experts=m.num_experts, num_experts_per_tok=m.moe_top_k,
                base_moe_mlp_dim=m.moe_ffn_hidden_size or m.ffn_hidden_size)
   out.update(scan_layers=True, dataset_type="synthetic", steps=int(steps), enable_checkpointing=False)
+  out.update({k: bool(v) if isinstance(v, (bool, np.bool_)) else v for k, v in cfg.direct.items()})
   return out
 
 

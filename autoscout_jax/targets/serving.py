@@ -333,6 +333,20 @@ def slo_verdict(spec: ServingSpec, extra: Mapping[str, Any]) -> str | None:
   return "; ".join(misses) or None
 
 
+def slo_log_margin(spec: ServingSpec, extra: Mapping[str, Any]) -> float | None:
+  """min over the workload's SLOs of log(SLO / predicted latency) at its
+  percentile: < 0 misses, > 0 meets; None without SLOs or latencies. A
+  designer reads it to judge how likely a miss the model predicts is real."""
+  p, out = spec.slo_percentile, None
+  for name, slo in (("ttft", spec.ttft_slo_ms), ("tpot", spec.tpot_slo_ms)):
+    got = extra.get(f"{name}_ms_p{p}")
+    if slo is None or not got or got <= 0:
+      continue
+    m = math.log(slo / float(got))
+    out = m if out is None else min(out, m)
+  return out
+
+
 def artifact(space: SearchSpace, cand: Candidate, workload: Workload, cluster: Any) -> dict[str, Any]:
   """vLLM flags for the candidate (`vllm serve <model> ...`); disaggregated:
   one flag set per role, with the worker counts."""

@@ -12,7 +12,8 @@ from autoscout_jax.designers.autoscout.features import KnobRoles, Observations, 
 from autoscout_jax.designers.autoscout.fidelity import FidelityError, FidelityPlan
 from autoscout_jax.designers.autoscout.priority import Priorities, permutation_importance
 from autoscout_jax.designers.autoscout.proposals import Proposer
-from autoscout_jax.designers.autoscout.ranked import CheapOrder, load_rows, save_rows
+from autoscout_jax.designers.autoscout.ranked import CheapOrder
+from autoscout_jax.designers.autoscout.warm import load_rows, save_rows
 from autoscout_jax.designers.autoscout.surrogate import FusedSurrogate, SurrogateSpec
 
 __all__ = [

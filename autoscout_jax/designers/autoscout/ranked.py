@@ -14,22 +14,40 @@ descending cheap order):
    pays);
 2. profile the cheap argmax first (cheap_topk's first profile);
 3. from then on, profile the candidate of highest corrected estimate:
-   cheap log throughput - (mean residual + slope x centred cheap log
-   throughput, a ridge fit: the cheap fidelity may stretch, compress or
-   invert its own order) - the residual GP's mean + `KAPPA` x its standard
-   deviation + log(probability of running). The residual GP's mean is this
-   workload's mean residual (a constant bias never reorders) and, with no
-   structure in the residual, the GP is flat, so the order IS the cheap
-   order; candidates move up or down it only where profiles nearby show
-   the cheap fidelity too pessimistic or optimistic. The memory model is the cheap peak memory times a memory
-   residual GP learned from profiled peak memory (a failed profile is a
-   pseudo-observation just above the limit), so a candidate the cheap
+   cheap log throughput - the residual model's mean + log(probability of
+   running). The residual (cheap log throughput - profiled log throughput)
+   is a GP with two linear terms integrated out under their priors: the
+   cheap fidelity's constant bias (sd `BIAS_SD`: a simulator may be off by
+   a constant factor, which never reorders) and a slope on the cheap log
+   value relative to the cheap best (the cheap fidelity may compress,
+   stretch or even invert its own order); the kernel over knob values,
+   breakdown shares and workload descriptors carries the rest, part of it
+   (`ADDITIVES`, by likelihood) a sum over single knobs, so one knob's
+   effect (a tensor-parallel degree whose kernels run faster than the cheap
+   model says) carries over to configurations never profiled. With no
+   structure in the residual the order IS the cheap order, and it is left
+   only where the model is `DEPART_Z` posterior sds sure the departure
+   beats the next candidate in cheap order (what the two share, the bias
+   first, cancels in that difference); a candidate the cheap fidelity rules
+   out is never a departure before `residual.FEW` profiles measured that
+   fidelity's error. The noise on a profile is chosen with the other
+   hyperparameters once there are `residual.FEW` profiles (a noisy host
+   measures 10-30 %). The memory model is the cheap peak memory times a
+   memory residual GP learned from profiled peak memory (a failed profile
+   is a pseudo-observation just above the limit), so a candidate the cheap
    fidelity calls out of memory becomes worth a profile once profiles show
-   that fidelity is pessimistic there;
+   that fidelity is pessimistic there; a serving screen's SLO margin
+   (`slo_log_margin`: log SLO / predicted latency) is corrected by the
+   value residual (a candidate slower than screened has longer latencies;
+   a profiled SLO miss is a pseudo-observation just beyond its margin);
 4. re-measure a top contender (contenders.py) when that is worth more
    than any new profile's expected improvement and at least `stop_gain`;
    a candidate's residual is learned from its lower-median repeat;
-5. stop only when the expected improvement (x probability of running) of
+5. once the corrected order's next candidate is worth less than
+   `stop_gain` while some candidate is worth more (far from every profile,
+   or ruled out by the cheap fidelity), profile the one of highest expected
+   improvement x probability of running instead;
+6. stop only when the expected improvement (x probability of running) of
    every unprofiled candidate, the ones the cheap fidelity rules out
    included, and the value of every allowed re-measurement are below
    `stop_gain` (log throughput), and never before `residual.FEW`
@@ -53,11 +71,14 @@ from autoscout_jax.measurement import Measurement
 from autoscout_jax.space import Candidate, SearchSpace
 
 MEM_PRIOR_SD = 0.06  # the cheap fidelity's memory model before any profile: its own verdict, nearly
-VALUE_NOISE = 0.03  # log-normal noise assumed on one profile
-SLOPE_RIDGE = 0.1  # shrinks the residual's slope on the cheap log value toward 0
+VALUE_NOISE = 0.1  # log-normal noise assumed on one profile before there are FEW of them
+NOISES = (0.03, 0.1, 0.25)  # then chosen by marginal likelihood: a noisy host measures 10-30 %
+BIAS_SD = 1.0  # prior sd of the cheap fidelity's constant log bias: a simulator may be off by e^1
+SLOPE_SD = (0.3, 1.0)  # prior sd of the residual's slope on the cheap log value (first: before FEW)
+ADDITIVES = (0.0, 0.5, 0.8)  # share of the kernel that is additive over single knobs (by likelihood)
+VALUE_AMPLITUDES = (0.1, 0.2, 0.4, 0.8)  # the residual's scale: a cheap model can be 2x off in places
 WARM_NOISE = 0.1  # rows from other workloads: weaker evidence than this workload's own profiles
-MEAN_PRIOR_N = 1.0  # pseudo-profiles with zero residual behind the workload's mean residual
-KAPPA = 0.5  # optimism: standard deviations of the residual added to the corrected estimate
+DEPART_Z = 1.0  # leave the cheap order when the model is >= 84 % sure the departure is better
 
 
 class CheapOrder:
@@ -130,8 +151,19 @@ class CheapOrder:
         return out
     if own >= residual.FEW and explore < self.stop_gain and not out:
       return []  # nothing left is worth a profile (the ruled-out ones included) or a re-measurement
-    order = np.argsort(-np.where(left, score, -np.inf), kind="stable")
+    order = list(np.argsort(-np.where(left, score, -np.inf), kind="stable"))
+    if own >= residual.FEW and order and self._gain[order[0]] < self.stop_gain <= explore:
+      # the corrected order's next candidate is not worth a profile, yet some
+      # candidate is (far from every profile, or ruled out by the cheap
+      # fidelity): go where the expected improvement is, rather than stop
+      order = list(np.argsort(-np.where(left, self._gain, -np.inf), kind="stable"))
     cheap_next = self._cheap_next()
+    if (cheap_next is not None and order and self._own < residual.FEW
+        and self.candidates[int(order[0])].key != cheap_next):
+      j = self.index[cheap_next]
+      if not self._departure_sure(int(order[0]), j):
+        order.remove(j)
+        order.insert(0, j)  # the evidence against the cheap order is not yet strong enough
     for i in order:
       c = self.candidates[int(i)]
       if not left[i] or c.key in self.asked:
@@ -143,6 +175,21 @@ class CheapOrder:
       if len(out) >= n:
         break
     return out
+
+  def _departure_sure(self, i: int, j: int) -> bool:
+    """Whether the model is at least `DEPART_P` sure that candidate `i`
+    (its pick) beats `j` (the next one in cheap order): the difference of
+    their corrected estimates (log probability of running included) against
+    the posterior sd of the difference of their residuals, in which what
+    they share (the cheap fidelity's bias, most of the slope's uncertainty)
+    cancels. A near-tie in the cheap order is left to the cheap order."""
+    if not math.isfinite(self._score[j]):
+      return True
+    if not self._ok[i] and self._own < residual.FEW:
+      return False  # the cheap fidelity's verdict is overruled only once profiles measured its error
+    delta = float(self._score[i] - self._score[j])
+    _, sd = self._gp.difference(self._x[i], self._hall[i], self._x[j], self._hall[j])
+    return delta >= DEPART_Z * sd
 
   def _cheap_next(self) -> str | None:
     best, key = -math.inf, None
@@ -166,6 +213,8 @@ class CheapOrder:
       rel = np.nanmin(steps) / steps if np.isfinite(steps).any() else np.ones(len(steps))
       extra = [{"cheap:log_rel": float(np.log(r)) / 3.0} if np.isfinite(r) else {} for r in rel]
       self._x = residual.features(self.candidates, screens, self.space.facts, self.names, choices, extra)
+      # the knobs' own columns (not the breakdown shares, descriptors or cheap value): the additive kernel's
+      self._knob_idx = np.array([j for j, k in enumerate(self.names) if ":" not in k], dtype=int)
     return self._x
 
   def _screen_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -173,6 +222,7 @@ class CheapOrder:
       return self._arrays[1]
     n = len(self.candidates)
     step, mem, ok = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
+    self._margin = np.full(n, np.nan)  # the screen's log SLO margin (serving), NaN without one
     per_step = self._tokens_per_step()
     for i, c in enumerate(self.candidates):
       m = self.screens.get(c.key)
@@ -182,6 +232,9 @@ class CheapOrder:
       if m is not None and m.metrics.peak_mem_bytes:
         mem[i] = m.metrics.peak_mem_bytes
       ok[i] = m is not None and m.objective is not None
+      margin = (m.metrics.extra or {}).get("slo_log_margin") if m is not None else None
+      if margin is not None:
+        self._margin[i] = float(margin)
     self._arrays = (len(self.screens), (step, mem, ok))
     return step, mem, ok
 
@@ -214,6 +267,7 @@ class CheapOrder:
     logv = -np.log(np.where(np.isfinite(step), step, np.nan))
     prof_i, prof_r, prof_best = [], [], -math.inf
     mem_i, mem_r = [], []
+    slo_i, slo_r = [], []
     cap = self._capacity(mem, ok)
     for key, m in self.profiles.items():
       i = self.index.get(key)
@@ -227,49 +281,76 @@ class CheapOrder:
         if m.metrics.peak_mem_bytes and np.isfinite(mem[i]):
           mem_i.append(i)
           mem_r.append(math.log(m.metrics.peak_mem_bytes / mem[i]))
+      elif m.metrics.failure_kind == "slo" and np.isfinite(self._margin[i]):
+        # missed its SLO: it is at least that much slower than the screen said
+        slo_i.append(i)
+        slo_r.append(max(float(self._margin[i]), 0.0) + 0.05)
       elif m.metrics.failure_kind == "oom" and cap and np.isfinite(mem[i]):
         mem_i.append(i)
         mem_r.append(max(0.0, math.log(cap / mem[i])) + 0.05)
-    # the workload's bias, shrunk toward 0 by MEAN_PRIOR_N pseudo-points: what
-    # the first profiles show is partly local (their neighbours pay for it),
-    # so a cheap fidelity that is wrong there moves the search elsewhere
-    mean_r = float(np.sum(prof_r)) / (len(prof_r) + MEAN_PRIOR_N) if prof_r else 0.0
-    # a slope of the residual on the cheap log value (ridge toward 0): the
-    # cheap fidelity may compress, stretch or even invert its own order
-    zc = logv - (float(np.mean(logv[prof_i])) if prof_i else 0.0)
-    rc = np.array(prof_r) - mean_r
-    slope = float(zc[prof_i] @ rc / (zc[prof_i] @ zc[prof_i] + SLOPE_RIDGE)) if len(prof_i) >= 2 else 0.0
+    # residual r = cheap log throughput - profiled log throughput, modelled as
+    # b + slope z + g(x) + noise: b the cheap fidelity's constant bias (a
+    # constant factor never reorders), slope x z with z the cheap log value
+    # relative to the cheap best (slope 1: the cheap order says nothing; > 1: it
+    # ranks backwards), g a GP over knobs, breakdown shares and descriptors.
+    # b and the slope are integrated out under their priors, so a far-down
+    # candidate's uncertainty grows with the slope's, and what the first
+    # profiles show moves the bias before it moves the order.
+    top_v = float(np.nanmax(logv[ok])) if (ok & np.isfinite(logv)).any() else 0.0
+    z = np.where(np.isfinite(logv), logv - top_v, 0.0)
+    hall = np.stack([np.ones(n), z], axis=1)
     xw, yw = self._warm_rows("value")
-    gp = residual.fit(np.vstack([x[prof_i], xw]) if len(xw) else x[prof_i],
-                      np.concatenate([rc - slope * zc[prof_i], yw]),
-                      np.concatenate([np.full(len(prof_i), VALUE_NOISE), np.full(len(yw), WARM_NOISE)]),
-                      own=len(prof_i))
-    mu_r, sd = gp.predict(x)
-    mu = logv - mean_r - slope * zc - mu_r
+    own = len(prof_i) + len(slo_i)
+    xs = np.vstack([x[prof_i + slo_i], xw]) if len(xw) else x[prof_i + slo_i]
+    hs = np.vstack([hall[prof_i + slo_i], np.zeros((len(yw), 2))])
+    gp = residual.fit(xs, np.concatenate([np.array(prof_r + slo_r, np.float64), yw]),
+                      np.concatenate([np.full(own, VALUE_NOISE), np.full(len(yw), WARM_NOISE)]),
+                      own=own, h=hs, hsd=(BIAS_SD, SLOPE_SD[0]), hsd_grid=[(BIAS_SD, v) for v in SLOPE_SD],
+                      noises=NOISES, add_idx=self._knob_idx, additives=ADDITIVES, amplitudes=VALUE_AMPLITUDES)
+    mu_r, sd = gp.predict(x, hall)
+    w = gp.weights() if own else np.zeros(2)
+    mean_r, slope = (float(w[0]), float(w[1])) if len(w) == 2 else (0.0, 0.0)
+    rc = np.array(prof_r, np.float64) - (mean_r + slope * z[prof_i] if own else 0.0)
+    mu = logv - mu_r
     if cap is not None and np.isfinite(mem).any():
       xm, ym = self._warm_rows("memory")
       mean_m = float(np.mean(mem_r)) if mem_r else 0.0
       gpm = residual.fit(np.vstack([x[mem_i], xm]) if len(xm) else x[mem_i],
                          np.concatenate([np.array(mem_r) - mean_m, ym]),
                          np.concatenate([np.full(len(mem_i), 0.01), np.full(len(ym), WARM_NOISE)]),
-                         amplitudes=residual.MEMORY_AMPLITUDES, prior=MEM_PRIOR_SD, own=len(mem_i))
+                         amplitudes=residual.MEMORY_AMPLITUDES, prior=MEM_PRIOR_SD, own=len(mem_i),
+                         add_idx=self._knob_idx, additives=ADDITIVES)
       mm, sm = gpm.predict(x)
       pmem = residual.normal_cdf((math.log(cap) - np.log(mem) - mean_m - mm) / np.maximum(sm, 1e-3))
-      pfeas = np.where(np.isfinite(mem), pmem, np.where(ok, 1.0, 0.0))
+      pfeas = np.where(np.isfinite(mem), pmem, np.where(ok | np.isfinite(self._margin), 1.0, 0.0))
     else:
-      pfeas = np.where(ok, 1.0, 0.0)
+      pfeas = np.where(ok | np.isfinite(self._margin), 1.0, 0.0)
+    # serving: the SLO is met when the screen's log margin, corrected by the
+    # value residual (a candidate slower than screened has longer latencies),
+    # stays >= 0; a throughput residual says less about latency than about
+    # throughput, so the screen's verdicts stand until FEW profiles
+    has_m = np.isfinite(self._margin)
+    if has_m.any() and len(prof_i) >= residual.FEW:  # before, the screen's own SLO verdict
+      pslo = residual.normal_cdf((self._margin - mu_r) / np.maximum(sd, 0.02))
+      pfeas = np.where(has_m, pfeas * pslo, pfeas)
     failed = {self.index[k] for k, m in self.profiles.items() if m.objective is None and k in self.index}
     pfeas[list(failed)] = 0.0
+    # improvement over the incumbent's posterior mean, not its best noisy
+    # observation (the maximum of noisy repeats overstates it, which would
+    # make every remaining candidate look worthless on a noisy host)
+    best = float(np.max(mu[prof_i])) if prof_i and np.isfinite(mu[prof_i]).all() else (
+        prof_best if math.isfinite(prof_best) else (np.nanmax(mu[ok]) if ok.any() else 0.0))
+    self._gain = np.where(np.isfinite(mu), residual.expected_improvement(mu, sd, best) * pfeas, 0.0)
     if not self.profiles:
       # before any profile: the cheap order, warm start or not (cheap_topk's first profile)
       score = np.where(ok & np.isfinite(logv), logv, -np.inf)
     else:
-      score = np.where(np.isfinite(mu), mu + KAPPA * sd + np.log(np.maximum(pfeas, 1e-9)), -np.inf)
-    best = prof_best if math.isfinite(prof_best) else (np.nanmax(mu[ok]) if ok.any() else 0.0)
-    self._gain = np.where(np.isfinite(mu), residual.expected_improvement(mu, sd, best) * pfeas, 0.0)
-    self._gp, self._mean_r, self._pfeas, self._score = gp, mean_r, pfeas, score
+      # the cheap order, corrected where the residual has shown structure
+      score = np.where(np.isfinite(mu), mu + np.log(np.maximum(pfeas, 1e-9)), -np.inf)
+    self._gp, self._mean_r, self._pfeas, self._score, self._hall = gp, mean_r, pfeas, score, hall
+    self._ok, self._own = ok, len(prof_i)
     self.slope = slope
-    self._rows = (x[prof_i], rc - slope * zc[prof_i], x[mem_i], np.array(mem_r) - (np.mean(mem_r) if mem_r else 0))
+    self._rows = (x[prof_i], rc, x[mem_i], np.array(mem_r) - (np.mean(mem_r) if mem_r else 0))
     return score
 
   # --- warm start -------------------------------------------------------------------
@@ -298,41 +379,6 @@ class CheapOrder:
     return {"names": list(self.names), "value": rows(xv, yv), "memory": rows(xm, ym)}
 
 
-WARM_FILE = "residual_rows.json"  # what a run saves in its workdir for another workload's warm start
-
-
-def save_rows(rows: Mapping[str, Any], workdir: str) -> str:
-  """Writes `export()`'s rows as JSON into `workdir` (temporary name, then rename)."""
-  import json
-  import os
-  path = os.path.join(workdir, WARM_FILE)
-  os.makedirs(workdir, exist_ok=True)
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump({"format": "autoscout-residual-rows-v1", **rows}, f)
-  os.replace(path + ".tmp", path)
-  return path
-
-
-def load_rows(workdir: str | None) -> dict[str, Any] | None:
-  """The rows another run saved (`workdir` or its residual_rows.json); None
-  for None. A missing or malformed file is a ValueError naming it."""
-  import json
-  import os
-  if not workdir:
-    return None
-  path = workdir if workdir.endswith(".json") else os.path.join(workdir, WARM_FILE)
-  try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"WARM_START: cannot read {path!r} ({e}); a finished AutoScout run writes it") from None
-  if data.get("format") != "autoscout-residual-rows-v1":
-    raise ValueError(f"WARM_START: {path!r} is not an AutoScout residual-rows file")
-  return {"names": list(data.get("names", [])),
-          "value": [(dict(f), float(y)) for f, y in data.get("value", [])],
-          "memory": [(dict(f), float(y)) for f, y in data.get("memory", [])]}
-
-
 def _inverse_value(m: Measurement | None, per_step: float | None) -> float | None:
   """1 / the screen's throughput (the objective; not its step time: a
   serving candidate's step time is its TPOT, shortest at the smallest batch,
@@ -342,5 +388,8 @@ def _inverse_value(m: Measurement | None, per_step: float | None) -> float | Non
     return None
   if m.metrics.tokens_per_s:
     return 1.0 / float(m.metrics.tokens_per_s)
+  tps = (m.metrics.extra or {}).get("tokens_per_s_per_device")
+  if m.metrics.failure_kind == "slo" and tps:  # a predicted SLO miss is timed all the same
+    return 1.0 / float(tps)
   s = residual.screen_step(m)
   return s / per_step if s and per_step else None

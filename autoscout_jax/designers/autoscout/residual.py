@@ -24,6 +24,7 @@ kernel carries the structure.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any, Mapping, Sequence
 
@@ -96,7 +97,11 @@ def screen_step(m) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class GP:
-  """A fitted GP on residuals: x [n, F], alpha, the Cholesky factor, hyperparameters."""
+  """A fitted GP on residuals: x [n, F], alpha, the Cholesky factor,
+  hyperparameters, and optional linear terms: basis columns `h` [n, p]
+  (e.g. a constant and the centred cheap log value) whose weights have
+  independent N(0, `hsd`^2) priors, integrated out (the kernel gains
+  h diag(hsd^2) h')."""
 
   x: np.ndarray
   alpha: np.ndarray
@@ -104,16 +109,72 @@ class GP:
   lengthscale: float
   amplitude: float
   noise: float
+  h: np.ndarray | None = None
+  hsd: np.ndarray | None = None
+  additive: float = 0.0  # share of the kernel that is a sum over single features (`add_idx`)
+  add_idx: np.ndarray | None = None
 
-  def predict(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Residual mean (around the workload mean) and standard deviation."""
+  def _k(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _kern(a, b, self.lengthscale, self.amplitude, self.additive, self.add_idx)
+
+  def predict(self, xq: np.ndarray, hq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Residual mean and standard deviation at `xq` (basis `hq` when the
+    GP has linear terms)."""
+    lin = self.h is not None and hq is not None
+    prior_var = self.amplitude ** 2 + (np.sum((hq * self.hsd) ** 2, axis=1) if lin else 0.0)
     if len(self.x) == 0:
-      return np.zeros(len(xq)), np.full(len(xq), self.amplitude)
-    k = _rbf(xq, self.x, self.lengthscale, self.amplitude)
+      return np.zeros(len(xq)), np.sqrt(np.broadcast_to(prior_var, (len(xq),)))
+    k = self._k(xq, self.x)
+    if lin:
+      k = k + (hq * self.hsd ** 2) @ self.h.T
     mu = k @ self.alpha
     v = np.linalg.solve(self.chol, k.T)
-    var = np.maximum(self.amplitude ** 2 - np.sum(v * v, axis=0), 1e-10)
+    var = np.maximum(prior_var - np.sum(v * v, axis=0), 1e-10)
     return mu, np.sqrt(var)
+
+  def difference(self, xa: np.ndarray, ha: np.ndarray | None, xb: np.ndarray, hb: np.ndarray | None
+                 ) -> tuple[float, float]:
+    """Posterior mean and standard deviation of residual(a) - residual(b)
+    for two points (what they share, e.g. the bias, cancels)."""
+    xq = np.stack([xa, xb])
+    hq = None if ha is None or hb is None else np.stack([ha, hb])
+    lin = self.h is not None and hq is not None
+    kqq = self._k(xq, xq)
+    if lin:
+      kqq = kqq + (hq * self.hsd ** 2) @ hq.T
+    if len(self.x) == 0:
+      mu, cov = np.zeros(2), kqq
+    else:
+      k = self._k(xq, self.x)
+      if lin:
+        k = k + (hq * self.hsd ** 2) @ self.h.T
+      mu = k @ self.alpha
+      v = np.linalg.solve(self.chol, k.T)
+      cov = kqq - v.T @ v
+    var = max(float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]), 1e-12)
+    return float(mu[0] - mu[1]), math.sqrt(var)
+
+  def weights(self) -> np.ndarray:
+    """Posterior mean of the linear terms' weights (zeros without them)."""
+    if self.h is None or len(self.x) == 0:
+      return np.zeros(0 if self.hsd is None else len(self.hsd))
+    return (self.hsd ** 2) * (self.h.T @ self.alpha)
+
+
+def _kern(a: np.ndarray, b: np.ndarray, ls: float, amp: float, additive: float = 0.0,
+          idx: np.ndarray | None = None) -> np.ndarray:
+  """amp^2 x ((1 - additive) x RBF over all features + additive x the mean
+  over the features `idx` of a one-feature RBF): the additive part lets one
+  knob's effect (a tensor-parallel degree whose kernels run faster than the
+  cheap model says, a recompute mode whose memory it underrates) carry over
+  to configurations that differ in every other knob."""
+  k = _rbf(a, b, ls, amp)
+  if additive <= 0.0 or idx is None or len(idx) == 0:
+    return k
+  add = np.zeros((len(a), len(b)))
+  for d in idx:
+    add += np.exp(-0.5 * (a[:, d, None] - b[None, :, d]) ** 2 / ls ** 2)
+  return (1.0 - additive) * k + additive * amp ** 2 * add / len(idx)
 
 
 def _rbf(a: np.ndarray, b: np.ndarray, ls: float, amp: float) -> np.ndarray:
@@ -122,34 +183,57 @@ def _rbf(a: np.ndarray, b: np.ndarray, ls: float, amp: float) -> np.ndarray:
 
 
 def fit(x: np.ndarray, y: np.ndarray, noise: float | np.ndarray, amplitudes: Sequence[float] = AMPLITUDES,
-        prior: float = 0.2, own: int | None = None) -> GP:
-  """GP on centred residuals `y`; lengthscale and amplitude by marginal
-  likelihood over a small grid once there are `FEW` points (before, the
-  prior: lengthscale 0.5, amplitude `prior`): a handful of points cannot
-  support more. `noise` may be per point (warm-start rows from other
-  workloads are weaker evidence); `own` counts this workload's points (the
-  grid is searched once they reach `FEW`)."""
+        prior: float = 0.2, own: int | None = None, h: np.ndarray | None = None,
+        hsd: Sequence[float] | None = None, hsd_grid: Sequence[Sequence[float]] = (),
+        noises: Sequence[float] = (), add_idx: np.ndarray | None = None,
+        additives: Sequence[float] = (0.0,)) -> GP:
+  """GP on residuals `y`; lengthscale and amplitude by marginal likelihood
+  over a small grid once there are `FEW` points (before, the prior:
+  lengthscale 0.5, amplitude `prior`): a handful of points cannot support
+  more. `noise` may be per point (warm-start rows from other workloads are
+  weaker evidence); `own` counts this workload's points (the grid is
+  searched once they reach `FEW`). Linear terms: basis `h` [n, p] with
+  prior weight sds `hsd` (alternatives `hsd_grid`, searched with the rest);
+  `noises`: alternative noise levels for this workload's own points (the
+  first `own` rows), searched with the rest. `additives`: shares of the
+  additive kernel over the features `add_idx` (searched once there are
+  `FEW` points; before, the first)."""
   n = len(y)
-  noise = np.broadcast_to(np.asarray(noise, np.float64), (n,))
+  noise = np.broadcast_to(np.asarray(noise, np.float64), (n,)).copy()
   if n == 0:
-    return GP(x, np.zeros(0), np.zeros((0, 0)), 0.5, prior, 0.0)
+    return GP(x, np.zeros(0), np.zeros((0, 0)), 0.5, prior, 0.0, h, None if hsd is None else np.asarray(hsd, float))
   best = None
   few = (n if own is None else own) < FEW
-  for ls in ((0.5,) if few else LENGTHSCALES):
-    for amp in ((prior,) if few else amplitudes):
-      k = _rbf(x, x, ls, amp) + np.diag(noise ** 2 + 1e-8)
-      try:
-        chol = np.linalg.cholesky(k)
-      except np.linalg.LinAlgError:
-        continue
-      alpha_ = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
-      nll = 0.5 * y @ alpha_ + np.sum(np.log(np.diag(chol)))
-      if best is None or nll < best[0]:
-        best = (nll, ls, amp, chol, alpha_)
+  n_own = n if own is None else own
+  hgrid = [np.asarray(hsd, float)] if hsd is not None else [None]
+  if not few and hsd_grid:
+    hgrid = [np.asarray(g, float) for g in hsd_grid]
+  ngrid = [None] if few or not noises else list(noises)
+  agrid = list(additives[:1]) if few or add_idx is None else list(additives)
+  kernels = {}
+  for ls, amp, ad, hs, nz in itertools.product((0.5,) if few else LENGTHSCALES, (prior,) if few else amplitudes,
+                                               agrid, hgrid, ngrid):
+    if (ls, amp, ad) not in kernels:
+      kernels[(ls, amp, ad)] = _kern(x, x, ls, amp, ad, add_idx)
+    nvec = noise.copy()
+    if nz is not None:
+      nvec[:n_own] = nz
+    k = kernels[(ls, amp, ad)] + np.diag(nvec ** 2 + 1e-8)
+    if h is not None and hs is not None:
+      k = k + (h * hs ** 2) @ h.T
+    try:
+      chol = np.linalg.cholesky(k)
+    except np.linalg.LinAlgError:
+      continue
+    alpha_ = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
+    nll = 0.5 * y @ alpha_ + np.sum(np.log(np.diag(chol)))
+    if best is None or nll < best[0]:
+      best = (nll, ls, amp, chol, alpha_, hs, nvec, ad)
   if best is None:
     return GP(x[:0], np.zeros(0), np.zeros((0, 0)), 0.5, prior, 0.0)
-  _, ls, amp, chol, alpha_ = best
-  return GP(x, alpha_, chol, ls, amp, float(np.max(noise)))
+  _, ls, amp, chol, alpha_, hs, nvec, ad = best
+  return GP(x, alpha_, chol, ls, amp, float(np.max(nvec[:n_own])) if n_own else float(np.max(nvec)),
+            h if hs is not None else None, hs, ad, add_idx)
 
 
 def normal_cdf(z: np.ndarray) -> np.ndarray:

@@ -1,0 +1,49 @@
+"""results.json names each task's truth kind and its cheap fidelity's rank
+correlation with the truth, and results.md holds, per task of every kind
+(measured table, measured serving sample, reality gap), the ratio of a
+searching designer's cost to 2 % against the best baseline of that run."""
+
+import dataclasses
+import json
+import os
+
+import pytest
+
+from autoscout_jax.bench import __main__ as bench_main
+from autoscout_jax.bench import peers, reality_gap, report, runner
+from autoscout_jax.bench.tasks import repo_root
+from autoscout_jax.designers.random_search import RandomSearch
+
+TASKS = {"vtrain_gpt_3.6b_a100_64": "measured", "serving_llama3_70b_h200_trtllm_fp8_8k1k": "measured",
+         "smoke_llama3_8b_h100_8": "reality_gap"}  # the smoke task given a reality-gap truth here
+
+
+def test_results_carry_truth_kind_correlation_and_baseline_ratio(tmp_path, monkeypatch):
+  # a searching designer that is neither a peer nor a baseline ("mine")
+  monkeypatch.setitem(peers.DESIGNERS, "mine", peers.DesignerEntry(RandomSearch, doc="test"))
+  specs = [bench_main.load_task_file(os.path.join(repo_root(), "gin/bench", f"{t}.gin")) for t in TASKS]
+  specs[-1] = dataclasses.replace(specs[-1], truth=reality_gap.RealityGapProfiling(seed=0))
+  res = runner.run_bench(specs, ["cheap_topk", "mine"], [0], str(tmp_path), printer=lambda s: None)
+  report.write_all(res, str(tmp_path))
+  out = json.load(open(tmp_path / "results.json"))
+  info = {t["name"]: t for t in out["task_info"]}
+  assert set(info) == set(TASKS)
+  for name in TASKS:
+    assert info[name]["truth_kind"] == TASKS[name]
+    cv = info[name]["cheap_vs_truth"]
+    assert cv, name  # every one offers a cheap fidelity
+    for c in cv.values():
+      assert -1.0 <= c["spearman"] <= 1.0 and c["both_feasible"] > 2
+      assert 0.0 <= c["feasibility_disagrees"] <= 1.0
+  md = (tmp_path / "results.md").read_text()
+  section = md[md.index("## Against the baselines"):]
+  for name in TASKS:
+    line = next(l for l in section.splitlines() if l.startswith(f"| {name} | {TASKS[name]} | mine |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[4] == "cheap_topk"  # the only baseline in this run
+    mine = next(r for r in out["results"] if r["task"] == name and r["designer"] == "mine")
+    topk = next(r for r in out["results"] if r["task"] == name and r["designer"] == "cheap_topk")
+    if mine["cost_to_2pct"] is not None and topk["cost_to_2pct"]:
+      assert float(cells[6]) == pytest.approx(mine["cost_to_2pct"] / topk["cost_to_2pct"], abs=0.006)
+    else:
+      assert cells[6].startswith(("<", ">", "—"))
