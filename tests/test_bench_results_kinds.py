@@ -47,3 +47,23 @@ def test_results_carry_truth_kind_correlation_and_baseline_ratio(tmp_path, monke
       assert float(cells[6]) == pytest.approx(mine["cost_to_2pct"] / topk["cost_to_2pct"], abs=0.006)
     else:
       assert cells[6].startswith(("<", ">", "—"))
+
+
+class _Crashes(RandomSearch):
+  def suggest(self, n):
+    if self.seed == 1:
+      raise RuntimeError("a designer bug")
+    return super().suggest(n)
+
+
+def test_a_crashing_run_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
+  monkeypatch.setitem(peers.DESIGNERS, "flaky", peers.DesignerEntry(_Crashes, doc="test"))
+  spec = bench_main.load_task_file(os.path.join(repo_root(), "gin/bench", "vtrain_gpt_3.6b_a100_64.gin"))
+  res = runner.run_bench([spec], ["flaky", "cheap_topk"], [0, 1], str(tmp_path), printer=lambda s: None)
+  report.write_all(res, str(tmp_path))
+  out = json.load(open(tmp_path / "results.json"))
+  assert [(e["designer"], e["seed"]) for e in out["errors"]] == [("flaky", 1)]
+  assert "a designer bug" in out["errors"][0]["error"]
+  rows = {r["designer"]: r for r in out["results"]}
+  assert rows["flaky"]["seeds"] == [0] and rows["cheap_topk"]["seeds"] == [0, 1]
+  assert "Runs that crashed" in (tmp_path / "results.md").read_text()

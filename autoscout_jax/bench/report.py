@@ -279,6 +279,9 @@ def write_tensorboard(results: Mapping[str, Any], logdir: str, table_md: str) ->
 def write_all(results: Mapping[str, Any], workdir: str) -> dict[str, str]:
   os.makedirs(workdir, exist_ok=True)
   table = markdown_table(results) + baseline_comparison(results) + peer_comparison(results)
+  if results.get("errors"):
+    table += "\n## Runs that crashed (left out of the medians)\n\n" + "".join(
+        f"- {e['task']} / {e['designer']} seed {e['seed']}: {e['error']}\n" for e in results["errors"])
   head = (f"# scoutbench: suite {results['suite']}, commit {results['commit']}, {results['date']}\n\n"
           f"Seeds {results['seeds']}; medians over seeds with [interquartile range]; regret % at the "
           f"three budgets; ratio columns against the better of {', '.join(PEERS)} in this run.\n\n")

@@ -134,7 +134,7 @@ def run_bench(specs: Sequence[TaskSpec], designers: Sequence[str], seeds: Sequen
     raise BenchError(f"the budget must be positive, got a budget scale of {budget_scale}")
   peers.check_designers(designers)
   t_start = time.time()
-  results, tasks_info, traces = [], [], {}
+  results, tasks_info, traces, errors = [], [], {}, []
   for spec in specs:
     task = build_task(spec, workdir, remeasure=remeasure, progress=printer)
     budgets = tuple(b * budget_scale for b in task.budgets_s)
@@ -149,18 +149,24 @@ def run_bench(specs: Sequence[TaskSpec], designers: Sequence[str], seeds: Sequen
       per_seed = []
       for seed in seeds:
         t0 = time.time()
-        tr, _ = run_one(task, name, seed, budget_s=budgets[-1], max_rounds=max_rounds)
+        try:
+          tr, _ = run_one(task, name, seed, budget_s=budgets[-1], max_rounds=max_rounds)
+        except Exception as e:  # one crashing run never stops the others; it is reported
+          errors.append(dict(task=task.name, designer=name, seed=seed, error=f"{type(e).__name__}: {e}"))
+          printer(f"  {name:>12s} seed {seed}: CRASHED ({type(e).__name__}: {e}); the other runs go on")
+          continue
         per_seed.append(metrics_lib.run_measures(tr, task.optimum, task.expert_value, budgets))
         traces[(task.name, name, seed)] = tr
         r = per_seed[-1]
         printer(f"  {name:>12s} seed {seed}: regret {100 * r['regret_at_budgets'][-1]:5.1f} %, "
                 f"{r['paid_top']} profiled, {r['infeasible_paid']} failed, {r['invalid_suggestions']} invalid, "
                 f"{time.time() - t0:.1f} s")
-      results.append(metrics_lib.aggregate(task.name, name, per_seed, budgets, evals))
+      if per_seed:
+        results.append(metrics_lib.aggregate(task.name, name, per_seed, budgets, evals))
   return {
       "suite": suite, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
       "seconds": round(time.time() - t_start, 1), "designers": list(designers), "seeds": list(seeds),
       "budget_scale": budget_scale, "tasks": [t["name"] for t in tasks_info], "task_info": tasks_info,
       "peer_versions": peers.peer_versions(),
-      "results": results, "_traces": traces,
+      "results": results, "errors": errors, "_traces": traces,
   }

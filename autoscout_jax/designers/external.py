@@ -28,6 +28,10 @@ from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate, SearchSpace, Violation
 
 
+class LibraryExhausted(Exception):
+  """The library has nothing left to propose (it has tried its whole space)."""
+
+
 class ExternalDesigner(Designer):
   """See module docstring. `max_asks` bounds native proposals per suggestion."""
 
@@ -42,7 +46,8 @@ class ExternalDesigner(Designer):
   # --- to implement ---------------------------------------------------------
   @abc.abstractmethod
   def _ask(self) -> tuple[Any, Candidate]:
-    """One native proposal: (handle, candidate). The candidate may be invalid."""
+    """One native proposal: (handle, candidate). The candidate may be invalid.
+    Raises `LibraryExhausted` when the library has nothing left to propose."""
 
   @abc.abstractmethod
   def _tell(self, handle: Any, m: Measurement | None, violations: Sequence[Violation] = ()) -> None:
@@ -65,7 +70,10 @@ class ExternalDesigner(Designer):
   def _one(self) -> Candidate | None:
     for _ in range(self.max_asks):
       self.stats["asks"] += 1
-      handle, cand = self._ask()
+      try:
+        handle, cand = self._ask()
+      except LibraryExhausted:
+        return None  # the run ends like any designer that is done
       viol = self.space.validate(cand)
       if viol:
         self.stats["invalid_proposals"] += 1

@@ -40,7 +40,7 @@ import warnings
 import weakref
 from typing import Any
 
-from autoscout_jax.designers.external import ExternalDesigner, group_prefix_choices, objective_of
+from autoscout_jax.designers.external import ExternalDesigner, LibraryExhausted, group_prefix_choices, objective_of
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.problem import Problem
 from autoscout_jax.space import Boolean, Candidate, Categorical, Float, Ordinal, SearchSpace
@@ -118,7 +118,9 @@ class SMACDesigner(ExternalDesigner):
     from smac.model.random_forest.random_forest import RandomForest
     from smac.runhistory.dataclasses import TrialInfo, TrialValue
     from smac.runhistory.enumerations import StatusType
+    from smac.main.exceptions import ConfigurationSpaceExhaustedException
     self._TrialInfo, self._TrialValue, self._Status = TrialInfo, TrialValue, StatusType
+    self._Exhausted = ConfigurationSpaceExhaustedException
     logging.getLogger("smac").setLevel(logging.WARNING)  # it reports every design choice at INFO
     self._worst_ok: float | None = None  # slowest successful cost told so far
     self._deferred: list[Any] = []  # crashed trials waiting for a first success
@@ -313,7 +315,11 @@ class SMACDesigner(ExternalDesigner):
     with warnings.catch_warnings():
       # The forest averages empty leaves of inactive (conditional) features.
       warnings.simplefilter("ignore", RuntimeWarning)
-      info = self.smac.ask()
+      try:
+        info = self.smac.ask()
+      except (self._Exhausted, StopIteration):  # SMAC has tried every configuration of a small
+        # space (its trial generator is finished from then on)
+        raise LibraryExhausted("SMAC's configuration space is exhausted") from None
     return info, self._candidate(info.config)
 
   def _report(self, info, m: Measurement | None) -> None:
