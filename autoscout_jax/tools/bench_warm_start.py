@@ -15,11 +15,9 @@ and warm and their ratio, and the median number of profiles.
 
 from __future__ import annotations
 
-import os
-
 from absl import app, flags
 
-from autoscout_jax.bench import runner, tasks
+from autoscout_jax.bench import gin_tasks, runner, tasks
 from autoscout_jax.bench import metrics as metrics_lib
 from autoscout_jax.designers.autoscout import AutoScoutDesigner
 from autoscout_jax.designers.autoscout.factories import VARIANTS
@@ -43,19 +41,7 @@ def merge(rows_list):
 
 def main(argv) -> None:
   del argv
-  import gin
-  gin.add_config_file_search_path(tasks.repo_root())
-
-  def load_task_file(path):  # as bench/__main__.py does (importing it would define its flags)
-    gin.clear_config()
-    gin.parse_config_files_and_bindings([path], [], finalize_config=False)
-    try:
-      return gin.get_configurable(tasks.task_spec)()
-    finally:
-      gin.clear_config()
-
-  built = {n: tasks.build_task(load_task_file(os.path.join(tasks.repo_root(), "gin/bench", n + ".gin")),
-                               _WORKDIR.value) for n in SWEEPS}
+  built = {n: tasks.build_task(gin_tasks.load_task(n), _WORKDIR.value) for n in SWEEPS}
   seeds = [int(s) for s in _SEEDS.value]
   cfg = VARIANTS["autoscout"]
   exported = {}

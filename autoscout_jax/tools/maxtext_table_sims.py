@@ -90,25 +90,16 @@ def task_truth(path: str) -> tuple[Any, list[Any], np.ndarray]:
   """(problem, candidates, measured tokens/s or NaN) of a scoutbench truth
   file, through its task's gin file (the space it was measured over)."""
   import json
-  import os
   import tempfile
 
-  import gin
-
-  from autoscout_jax.bench import tasks
+  from autoscout_jax.bench import gin_tasks, tasks
   from autoscout_jax.problem import Problem
   with open(path) as f:
     name = json.load(f).get("task")
-  gin_file = os.path.join(tasks.repo_root(), "gin", "bench", f"{name}.gin")
-  if not name or not os.path.exists(gin_file):
-    raise ValueError(f"{path}: no scoutbench task file for its task {name!r}")
-  gin.add_config_file_search_path(tasks.repo_root())
-  gin.clear_config()
   try:
-    gin.parse_config_files_and_bindings([gin_file], [], finalize_config=False)
-    spec = gin.get_configurable(tasks.task_spec)()
-  finally:
-    gin.clear_config()
+    spec = gin_tasks.load_task(name or "")
+  except tasks.BenchError as e:
+    raise ValueError(f"{path}: {e}") from e
   with tempfile.TemporaryDirectory() as workdir:
     task = tasks.build_task(spec, workdir)
   truth = np.array([task.table.true_value(c) or np.nan for c in task.candidates], np.float64)
