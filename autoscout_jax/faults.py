@@ -6,7 +6,7 @@ the run's fidelities and space, and `apply_faults` hands each evaluator the
 rules of its fidelity. The local evaluators (F2, F3) act a fault out inside
 their own JAX child (local/child.py); any other evaluator (the simulators)
 is wrapped in `FaultInjector`, which runs each faulted candidate in a bare
-child process (local/bare_child.py) under the same parent machinery
+child process (child_protocol.py run by path) under the same parent machinery
 (local/runner.py), so every fault is a real process that crashes, hangs,
 runs out of memory, is OOM-killed or prints garbage.
 
@@ -30,8 +30,8 @@ import time
 from typing import Any, Mapping, Sequence
 
 from autoscout_jax.evaluator import Evaluator
-from autoscout_jax.local import bare_child
-from autoscout_jax.local.bare_child import FAULT_KINDS
+from autoscout_jax import child_protocol
+from autoscout_jax.child_protocol import FAULT_KINDS
 from autoscout_jax.local.runner import run_candidates
 from autoscout_jax.measurement import Measurement
 
@@ -137,7 +137,7 @@ class FaultInjector(Evaluator):
       items = [{"index": i, "key": candidates[i].key, "values": dict(candidates[i].values)}
                for i in faulted]
       request = {"faults": {candidates[i].key: kinds[i] for i in faulted}}
-      argv = [sys.executable, "-I", "-S", bare_child.__file__]
+      argv = [sys.executable, "-I", "-S", child_protocol.__file__]
       outcomes = run_candidates(request, items, dict(os.environ), self.timeout_s,
                                 startup_timeout_s=max(30.0, self.timeout_s), argv=argv)
       charge = getattr(self.inner, "charge_s", None)

@@ -2,12 +2,12 @@
 `python -m autoscout_jax.compile.child`.
 
 Where it sits: `compile/evaluator.py` starts it through the local
-evaluators' runner (`local/runner.py`, same JSON-lines protocol as
-`local/child.py`) with the environment of `targets.child_env_vars`; here
+evaluators' runner (`local/runner.py`, the JSON-lines protocol of
+`child_protocol.py`) with the environment of `targets.child_env_vars`; here
 the target's compile-only devices are made once and each candidate is
 compiled by `compile/probe.py`. A crash or hang costs the parent one
 candidate; a target XLA does not know ends the call with one 'fatal' line.
-It dies with the search (local/bare_child.die_with_parent).
+It dies with the search (child_protocol.die_with_parent).
 
 Request: {"workload", "target", "candidates": [{"index", "key", "values"}],
 "options": {"cache_dir", "backend"}}.
@@ -15,13 +15,10 @@ Request: {"workload", "target", "candidates": [{"index", "key", "values"}],
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from typing import Any, Mapping, TextIO
 
-from autoscout_jax.local.bare_child import die_with_parent
-from autoscout_jax.local.child import _claim_stdout, _emit
+from autoscout_jax.child_protocol import child_main, emit, serve_candidates
 
 
 def serve(request: Mapping[str, Any], out: TextIO) -> int:
@@ -33,31 +30,19 @@ def serve(request: Mapping[str, Any], out: TextIO) -> int:
   try:
     devices = target_devices(target)
   except Exception as e:
-    _emit(out, event="fatal", error=str(e))
+    emit(out, event="fatal", error=str(e))
     return 2
   import jax
   import jaxlib
   from autoscout_jax.compile.probe import measure
-  _emit(out, event="ready", provenance=dict(
+  emit(out, event="ready", provenance=dict(
       jax_version=jax.__version__, jaxlib_version=jaxlib.__version__, platform=target.platform,
       device_kind=devices[0].device_kind, device_count=len(devices), topology=target.label))
   options = request.get("options") or {}
-  for item in request["candidates"]:
-    _emit(out, event="start", index=item["index"])
-    t0 = time.perf_counter()
-    metrics = measure(workload, target, item["values"], devices, options)
-    _emit(out, event="result", index=item["index"], metrics=metrics.to_json(),
-          wall_s=time.perf_counter() - t0)
-    jax.clear_caches()
-  _emit(out, event="done")
-  return 0
-
-
-def main() -> int:
-  die_with_parent()  # first: a killed search takes its compiles with it
-  out = _claim_stdout()
-  return serve(json.loads(sys.stdin.read()), out)
+  return serve_candidates(
+      request, out, lambda item: measure(workload, target, item["values"], devices, options).to_json(),
+      after_each=jax.clear_caches)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(child_main(serve))

@@ -6,59 +6,19 @@ lines from its stdout; here each candidate is measured by `local/probe.py`.
 A crash, OOM kill or hang in here costs the parent one candidate, never the
 search.
 
-Protocol (one JSON object per line, on the original stdout; everything else
-that writes to fd 1, e.g. a C library, is redirected to stderr):
-  request  {"fidelity", "family", "workload", "cluster", "candidates": [{"index", "key",
-            "values"}], "options": {...}, "faults": {candidate key: kind}}
-  events   {"event": "ready", "provenance": {...}}
-           {"event": "start", "index": i}
-           {"event": "result", "index": i, "metrics": {...}, "wall_s": s}
-           {"event": "fatal", "error": "..."}   (this machine cannot serve the cluster)
-           {"event": "done"}
-
-`faults` is a test hook (gin macro FAULTS, faults.py): the candidate with
-that key acts out a fault kind of local/bare_child.py ('crash', 'hang',
-'oom', 'oom_kill', 'garbage') instead of being measured.
-
-The child dies with its parent (bare_child.die_with_parent: prctl
-PR_SET_PDEATHSIG on Linux plus a watchdog on the parent's pid), so a killed
-search leaves no child behind.
+Protocol: autoscout_jax/child_protocol.py (JSON lines on the original
+stdout; the child dies with its parent; injected faults). This child's
+request carries {"fidelity", "family", "workload", "cluster", "candidates",
+"options", "faults"}; a 'fatal' event says this machine cannot serve the
+cluster.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import sys
-import time
 from typing import Any, Mapping, TextIO
 
-from autoscout_jax.local.bare_child import die_with_parent, inject_fault
-
-
-def _claim_stdout() -> TextIO:
-  """Keep the real stdout for the protocol; send fd 1 (and print) to stderr."""
-  proto = os.fdopen(os.dup(1), "w", buffering=1)
-  os.dup2(2, 1)
-  sys.stdout = sys.stderr
-  return proto
-
-
-def _finite(obj: Any) -> Any:
-  # Strict JSON has no NaN/inf (a diverged loss): send null instead.
-  if isinstance(obj, float):
-    return obj if math.isfinite(obj) else None
-  if isinstance(obj, dict):
-    return {k: _finite(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_finite(v) for v in obj]
-  return obj
-
-
-def _emit(out: TextIO, **event: Any) -> None:
-  out.write(json.dumps(_finite(event), allow_nan=False, default=str) + "\n")
-  out.flush()
+from autoscout_jax.child_protocol import child_main, emit, serve_candidates
 
 
 def _devices(cluster: Any) -> list[Any]:
@@ -90,7 +50,6 @@ def _provenance(devices: list[Any]) -> dict[str, Any]:
 
 
 def serve(request: Mapping[str, Any], out: TextIO) -> int:
-  from autoscout_jax.measurement import Metrics
   from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
   w = dict(request["workload"])
   # The expert default is a comparison point, not part of the job.
@@ -100,41 +59,19 @@ def serve(request: Mapping[str, Any], out: TextIO) -> int:
     devices = _devices(cluster)
     prov = _provenance(devices)
   except Exception as e:
-    _emit(out, event="fatal", error=f"{type(e).__name__}: {e}")
+    emit(out, event="fatal", error=f"{type(e).__name__}: {e}")
     return 2
   import jax
   if request.get("family") == "serving":  # targets/serving.py: the prefill + decode engine
     from autoscout_jax.local.serve_probe import measure
   else:  # targets/local.py: the train step (flax, optax: part of start-up)
     from autoscout_jax.local.probe import measure
-  from autoscout_jax.local.runner import classify
-  _emit(out, event="ready", provenance=prov)
-
-  faults = request.get("faults") or {}
-  options = request.get("options") or {}
-  for item in request["candidates"]:
-    _emit(out, event="start", index=item["index"])
-    t0 = time.perf_counter()
-    if item["key"] in faults:
-      error = inject_fault(faults[item["key"]], out)  # only 'oom' returns: an error like XLA's
-      metrics = Metrics.failed(classify(error, "crash"), error)
-      _emit(out, event="result", index=item["index"], metrics=metrics.to_json(),
-            wall_s=time.perf_counter() - t0)
-      continue
-    metrics = measure(request["fidelity"], workload, cluster, item["values"], devices, options)
-    _emit(out, event="result", index=item["index"], metrics=metrics.to_json(),
-          wall_s=time.perf_counter() - t0)
-    jax.clear_caches()  # executables of this candidate are never reused
-  _emit(out, event="done")
-  return 0
-
-
-def main() -> int:
-  die_with_parent()  # first: before the slow imports, so a killed search takes us at once
-  out = _claim_stdout()
-  request = json.loads(sys.stdin.read())
-  return serve(request, out)
+  emit(out, event="ready", provenance=prov)
+  fidelity, options = request["fidelity"], request.get("options") or {}
+  return serve_candidates(
+      request, out, lambda item: measure(fidelity, workload, cluster, item["values"], devices, options).to_json(),
+      after_each=jax.clear_caches)  # executables of a candidate are never reused
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(child_main(serve))

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoscout_jax.local.bare_child import PARENT_ENV
+from autoscout_jax.child_protocol import PARENT_ENV
 from autoscout_jax.local.xla_flags import child_env
 from autoscout_jax.sim import hardware
 from autoscout_jax.sim.costs import SimConstants

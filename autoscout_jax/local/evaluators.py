@@ -46,7 +46,7 @@ class _LocalEvaluator(Evaluator):
     (None: the whole batch); bounds what a long batch can leak.
   seed: parameter and synthetic-data seed.
   faults: test hook, {candidate key: 'crash' | 'hang' | 'oom' | 'oom_kill' |
-    'garbage'} (see local/bare_child.py); the gin macro FAULTS adds rules
+    'garbage'} (see child_protocol.py); the gin macro FAULTS adds rules
     by knob pattern through `with_faults` (faults.py).
   python: interpreter for the child (default: this one).
   """

@@ -55,7 +55,7 @@ class MaxTextProfileEvaluator(Evaluator):
   startup_timeout_s: limit for a child to import MaxText and join.
   max_per_child: candidates one child measures before a fresh one starts.
   python: the interpreter with MaxText (maxtext_env.find_python).
-  faults: test hook {candidate key: kind} (local/bare_child.py kinds); the
+  faults: test hook {candidate key: kind} (child_protocol.py kinds); the
     gin macro FAULTS adds rules through `with_faults`.
   fault_process: test hook for a multi-process cluster: only this process
     acts out the faults (None: every process).

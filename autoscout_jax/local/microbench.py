@@ -41,7 +41,7 @@ import sys
 import time
 from typing import Any, Callable, Mapping
 
-from autoscout_jax.local.bare_child import die_with_parent
+from autoscout_jax.child_protocol import claim_stdout, die_with_parent
 
 MATMUL_DIMS = (32, 64, 128, 256, 512)  # square m = k = n per device
 MATMUL_DTYPES = ("float32", "bfloat16")
@@ -186,9 +186,7 @@ def run(request: Mapping[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
   die_with_parent()
-  proto = os.fdopen(os.dup(1), "w")
-  os.dup2(2, 1)  # anything else written to fd 1 goes to stderr
-  sys.stdout = sys.stderr
+  proto = claim_stdout()  # anything else written to fd 1 goes to stderr
   request = json.loads(sys.stdin.read() or "{}")
   try:
     reply = {"ok": True, **run(request)}

@@ -3,13 +3,13 @@
 Where it sits: `local/evaluators.py` hands `run_candidates` one group of
 candidates that share a child environment; this module starts
 `python -m autoscout_jax.local.child`, feeds it the request, reads its
-event stream with per-candidate timeouts and turns every way a child can die
+event stream (the protocol of child_protocol.py) with per-candidate timeouts and turns every way a child can die
 into a per-candidate outcome, restarting a fresh child for the candidates
 still to do. Nothing here raises for a failing candidate; only a machine
 that cannot serve the cluster at all (`LocalSetupError`) ends the call.
 
 Children never outlive the search: each runs in its own process group and
-dies with its parent (local/bare_child.py: PR_SET_PDEATHSIG plus a watchdog
+dies with its parent (child_protocol.py: PR_SET_PDEATHSIG plus a watchdog
 on the parent's pid, for a parent killed with SIGKILL); every live child is
 registered here, and `kill_children` (called at exit, and by run.py on
 SIGTERM/SIGINT) kills each one's whole process group. A line on the protocol
@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Any, Mapping, Sequence
 
-from autoscout_jax.local.bare_child import FAULT_KINDS, PARENT_ENV
+from autoscout_jax.child_protocol import FAULT_KINDS, PARENT_ENV
 from autoscout_jax.measurement import CRASH, OOM, TIMEOUT, Metrics
 
 __all__ = ["FAULT_KINDS", "LocalSetupError", "Outcome", "classify", "classify_exit", "kill_children",

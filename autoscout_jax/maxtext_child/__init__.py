@@ -4,7 +4,9 @@ Python (3.12, `pip install "maxtext[tpu]"`), in child processes the search
 
 Where it sits: imports nothing else of autoscout_jax (whose dependencies pin an
 older JAX; the package's __init__ loads its exports lazily, so importing this
-subpackage loads none of them); the parent (autoscout_jax/maxtext_env.py) starts
+subpackage loads none of them) but autoscout_jax/child_protocol.py, the
+children's JSON-lines protocol (standard library only, shared with the
+3.11 children); the parent (autoscout_jax/maxtext_env.py) starts
 `python -m autoscout_jax.maxtext_child.<module>` with the repository root on
 PYTHONPATH and the chosen interpreter. Modules import only the standard
 library at import time; MaxText and JAX are imported inside functions,
@@ -12,7 +14,6 @@ after the parent's environment (XLA_FLAGS, JAX_PLATFORMS) is in place.
 
 - config.py: an overrides dict -> MaxText's config (its own validation) and
   MaxText's device mesh;
-- protocol.py: the JSON-lines protocol of autoscout_jax/local/runner.py;
 - child.py: `validate` and `compile` (F2: MaxText's train step compiled for
   this machine's devices or ahead of time for a TPU topology);
 - steps.py: F3, MaxText's train step compiled, warmed up and timed in blocks

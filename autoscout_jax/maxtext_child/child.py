@@ -1,6 +1,6 @@
 """`python -m autoscout_jax.maxtext_child.child`: MaxText's config validation and its
 ahead-of-time compile of the train step, one candidate at a time, in the
-JSON-lines protocol of autoscout_jax/local/runner.py.
+JSON-lines protocol of autoscout_jax/child_protocol.py.
 
 Where it sits: started by autoscout_jax/maxtext_compile.py (F2) and by the
 maxtext target's oracle test with the interpreter of
@@ -25,13 +25,12 @@ autoscout_jax/maxtext_env.py. Request (stdin, one JSON object):
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import traceback
 from typing import Any, Mapping, Sequence
 
-from autoscout_jax.maxtext_child import protocol
+from autoscout_jax import child_protocol as protocol
 from autoscout_jax.maxtext_child.config import ConfigError, check, device_mesh, from_command_line, make_config
 
 _OOM_MARKERS = ("resource_exhausted", "exceeds available hbm", "out of memory")
@@ -153,27 +152,17 @@ def serve(request: Mapping[str, Any], out: Any) -> int:
     protocol.emit(out, event="fatal", error=f"MaxText's environment is broken: {type(e).__name__}: {e}")
     return 2
   protocol.emit(out, event="ready", provenance=prov)
-  for item in request["candidates"]:
-    protocol.emit(out, event="start", index=item["index"])
-    t0 = time.perf_counter()
+
+  def one(item: Mapping[str, Any]) -> dict[str, Any]:
     if op == "validate":
       why = _validate(item["values"], target, devices)
-      metrics = {"feasible": True} if why is None else protocol.failed("invalid", why)
-    elif op == "parse":
-      metrics = _parse(item["values"]["argv"])
-    else:
-      metrics = compile_step(item["values"], target)
-      jax.clear_caches()
-    protocol.emit(out, event="result", index=item["index"], metrics=metrics, wall_s=time.perf_counter() - t0)
-  protocol.emit(out, event="done")
-  return 0
+      return {"feasible": True} if why is None else protocol.failed("invalid", why)
+    if op == "parse":
+      return _parse(item["values"]["argv"])
+    return compile_step(item["values"], target)
 
-
-def main() -> int:
-  protocol.die_with_parent()
-  out = protocol.claim_stdout()
-  return serve(json.loads(sys.stdin.read()), out)
+  return protocol.serve_candidates(request, out, one, after_each=jax.clear_caches if op == "compile" else None)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(protocol.child_main(serve))

@@ -35,7 +35,7 @@ import sys
 import threading
 from typing import Any, Mapping
 
-from autoscout_jax.maxtext_child.protocol import PARENT_ENV, claim_stdout, die_with_parent, emit
+from autoscout_jax.child_protocol import PARENT_ENV, child_main, emit
 
 EXIT_PROCESS_DIED = 3
 
@@ -139,11 +139,5 @@ def run(request: Mapping[str, Any], out) -> int:
       emit(out, **ev)
 
 
-def main() -> int:
-  die_with_parent()
-  out = claim_stdout()
-  return run(json.loads(sys.stdin.read()), out)
-
-
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(child_main(run))

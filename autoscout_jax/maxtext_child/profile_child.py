@@ -8,8 +8,8 @@ cluster. It reads one JSON request from stdin and measures its candidates
 one after another with `steps.measure` (a long-lived worker: the parent
 restarts a fresh one after a crash, for the candidates still to do).
 
-Protocol: the one of autoscout_jax/local/child.py (JSON lines on the real
-stdout; everything else written to fd 1 goes to stderr):
+Protocol: autoscout_jax/child_protocol.py (JSON lines on the real stdout;
+everything else written to fd 1 goes to stderr; injected faults):
   request  {"candidates": [{"index", "key", "values": {MaxText key: value}}],
             "options": {"warmup_steps", "timed_steps", "repeats", "seed"},
             "faults": {candidate key: kind},
@@ -22,31 +22,10 @@ and reports its own results.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import sys
-import time
 from typing import Any, Mapping, TextIO
 
-from autoscout_jax.maxtext_child.protocol import claim_stdout, die_with_parent, emit
-
-def _fault(kind: str, out: TextIO) -> dict[str, Any]:
-  """Act out an injected fault (test hook, autoscout_jax/faults.py kinds)."""
-  if kind == "crash":
-    os.abort()
-  if kind == "oom_kill":
-    os.kill(os.getpid(), signal.SIGKILL)
-  if kind in ("hang", "garbage"):
-    if kind == "garbage":
-      out.write("\x00garbage {not json\n")
-      out.flush()
-    while True:
-      time.sleep(3600)
-  if kind == "oom":
-    return {"feasible": False, "failure_kind": "oom",
-            "error": "RESOURCE_EXHAUSTED: Out of memory while trying to allocate (injected fault)"}
-  raise ValueError(f"unknown fault {kind!r}")
+from autoscout_jax.child_protocol import child_main, emit, serve_candidates
 
 
 def _join(dist: Mapping[str, Any]) -> None:
@@ -68,26 +47,10 @@ def serve(request: Mapping[str, Any], out: TextIO) -> int:
     return 2
   emit(out, event="ready", provenance=prov)
   import jax
-  faults = request.get("faults") or {}
   options = request.get("options") or {}
-  for item in request["candidates"]:
-    emit(out, event="start", index=item["index"])
-    t0 = time.perf_counter()
-    if item["key"] in faults:
-      metrics = _fault(faults[item["key"]], out)
-    else:
-      metrics = steps.measure(item["values"], options)
-    emit(out, event="result", index=item["index"], metrics=metrics, wall_s=time.perf_counter() - t0)
-    jax.clear_caches()
-  emit(out, event="done")
-  return 0
-
-
-def main() -> int:
-  die_with_parent()
-  out = claim_stdout()
-  return serve(json.loads(sys.stdin.read()), out)
+  return serve_candidates(request, out, lambda item: steps.measure(item["values"], options),
+                          after_each=jax.clear_caches)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(child_main(serve))
