@@ -10,6 +10,7 @@ fine-tuning run; the simulators have their own array form
 
 from __future__ import annotations
 
+from autoscout_jax.units import fmt_bytes
 from autoscout_jax.workload import ModelConfig, Workload
 
 # fp32 weight, fp32 gradient and two fp32 Adam moments per trained parameter
@@ -65,18 +66,17 @@ def explain(workload: Workload, base_params: int, memory_bytes_per_device: float
   best layout) differs from pre-training's. None for pre-training and serving."""
   if workload.task != "finetune":
     return None
-  mib = lambda b: f"{b / 2**20:,.1f} MiB"
   pre = TRAINED_BYTES * base_params
-  budget = (f" (device budget {mib(memory_bytes_per_device)})" if memory_bytes_per_device else "")
+  budget = (f" (device budget {fmt_bytes(memory_bytes_per_device)})" if memory_bytes_per_device else "")
   if not workload.is_lora:
     return (f"Full fine-tuning: every one of the {base_params:,} weights trains, so the training state "
             f"(fp32 weights, gradients and two Adam moments, {TRAINED_BYTES} bytes a weight) is the same as "
-            f"pre-training's: {mib(pre)} unsharded{budget}; memory and the best layout follow pre-training.")
+            f"pre-training's: {fmt_bytes(pre)} unsharded{budget}; memory and the best layout follow pre-training.")
   ad = adapter_params(workload)
   return (f"LoRA fine-tuning (rank {workload.lora_rank} on {', '.join(workload.lora_targets)}; frozen base "
           f"weights in {workload.frozen_dtype}): the {base_params:,} frozen weights carry no gradients and no "
           f"optimizer state, only the {ad:,} adapter weights do, so the unsharded training state is "
-          f"{mib(state_bytes(workload, base_params))} against {mib(pre)} for pre-training the same model"
+          f"{fmt_bytes(state_bytes(workload, base_params))} against {fmt_bytes(pre)} for pre-training the same model"
           f"{budget}. Layouts that replicate the weights (data parallelism, no parameter sharding) fit where "
           f"pre-training has to shard them, and the backward still runs through every activation but skips "
           f"the frozen weights' gradient matmuls.")

@@ -33,6 +33,7 @@ from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
 from autoscout_jax.targets import maxtext as mt
 from autoscout_jax.targets import xla
+from autoscout_jax.units import fmt_bytes
 from autoscout_jax.workload import Workload
 
 __all__ = ["MaxTextCompileEvaluator", "compile_target", "tpu_topology"]
@@ -141,8 +142,8 @@ class MaxTextCompileEvaluator(Evaluator):
     metrics = outcome.metrics
     limit = float(getattr(cluster, "memory_bytes_per_device", 0) or 0)
     if metrics.feasible and limit and (metrics.peak_mem_bytes or 0) > limit:
-      metrics = Metrics.failed(OOM, f"needs {metrics.peak_mem_bytes / 2**30:.2f} GiB per device (XLA memory "
-                               f"analysis of MaxText's step) but the device has {limit / 2**30:.2f} GiB",
+      metrics = Metrics.failed(OOM, f"needs {fmt_bytes(metrics.peak_mem_bytes)} per device (XLA memory "
+                               f"analysis of MaxText's step) but the device has {fmt_bytes(limit)}",
                                peak_mem_bytes=metrics.peak_mem_bytes, flops_per_step=metrics.flops_per_step,
                                extra=dict(metrics.extra))
     at_scale = target["kind"] == "tpu"

@@ -16,19 +16,9 @@ import math
 import time
 from typing import Callable
 
+from autoscout_jax.units import fmt_duration
 
 NO_BUDGET_S = 1e9
-
-
-def fmt_duration(s: float) -> str:
-  s = max(0.0, float(s))
-  if s < 60:
-    return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
-  m, s = divmod(int(round(s)), 60)
-  if m < 60:
-    return f"{m}m{s:02d}s"
-  h, m = divmod(m, 60)
-  return f"{h}h{m:02d}m"
 
 
 class Progress:

@@ -13,10 +13,10 @@ import os
 from typing import Any
 
 from autoscout_jax import finetune, report_serving
-from autoscout_jax.progress import fmt_duration
 from autoscout_jax.search import SearchResult
 from autoscout_jax.space import SearchSpace
 from autoscout_jax.targets import launch_artifact
+from autoscout_jax.units import fmt_bytes, fmt_duration
 from autoscout_jax.writers import HPARAMS_DIR
 
 
@@ -174,14 +174,14 @@ def render_markdown(rep: dict[str, Any]) -> str:
       out += [f"| {k} | {v:.4g} |" for k, v in best["breakdown"].items()]
     mem = rep.get("best_memory")
     if mem:
-      gib = lambda v: f"{v / 2**30:.2f}" if v is not None else "-"
-      out += ["", "### Memory per device", "", "| fidelity | peak GiB | parameters + optimizer GiB | "
-              "temporaries GiB |", "|---|---|---|---|"]
-      out += [f"| {f} | {gib(r['peak_mem_bytes'])} | {gib(r.get('argument_bytes'))} | {gib(r.get('temp_bytes'))} |"
+      size = lambda v: fmt_bytes(v) if v is not None else "-"
+      out += ["", "### Memory per device", "", "| fidelity | peak | parameters + optimizer | temporaries |",
+              "|---|---|---|---|"]
+      out += [f"| {f} | {size(r['peak_mem_bytes'])} | {size(r.get('argument_bytes'))} | {size(r.get('temp_bytes'))} |"
               for f, r in mem.items()]
       if "compile" in mem and mem["compile"].get("usable_bytes"):
         out.append(f"\n`compile` is XLA's own figure for the program compiled for the target "
-                   f"(usable {gib(mem['compile']['usable_bytes'])} GiB per device); the others are the "
+                   f"(usable {size(mem['compile']['usable_bytes'])} per device); the others are the "
                    f"simulators' memory models.")
     out += ["", "### Launch", ""] + _launch_md(rep)
   if rep.get("serving"):
@@ -239,12 +239,13 @@ def _units(rep: dict[str, Any]) -> tuple[str, str]:
 
 
 def _mem_mfu(m: dict[str, Any], rep: dict[str, Any]) -> str:
-  """', peak memory 53.4 GiB of 95 per device, MFU 58.1 %' (what is known)."""
+  """', peak memory 53.4 GiB of 95 GiB per device, MFU 58.1 %' (what is known;
+  each size in the unit that fits it: '12.3 MiB of 256 MiB' on a small device)."""
   out = ""
   if m.get("peak_mem_bytes") is not None:
-    out += f", peak memory {m['peak_mem_bytes'] / 2**30:.1f} GiB"
+    out += f", peak memory {fmt_bytes(m['peak_mem_bytes'])}"
     if rep.get("device_memory_bytes"):
-      out += f" of {rep['device_memory_bytes'] / 2**30:.0f}"
+      out += f" of {fmt_bytes(rep['device_memory_bytes'])}"
     out += " per device"
   if m.get("mfu") is not None:
     out += f", MFU {100 * m['mfu']:.1f} %"

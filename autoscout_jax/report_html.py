@@ -18,8 +18,8 @@ from typing import Any, Sequence
 from autoscout_jax import html_charts as C, report_serving
 from autoscout_jax.html_charts import esc
 from autoscout_jax.tracking import order_knobs
+from autoscout_jax.units import fmt_bytes
 
-GIB = float(1 << 30)
 MAX_PARALLEL_AXES = 6
 
 CSS = """
@@ -160,9 +160,9 @@ def _recommendation(rep) -> list[str]:
   if best.get("mfu") is not None:
     kpis.append(("MFU", f"{100 * best['mfu']:.1f} %"))
   if best.get("peak_mem_bytes") is not None:
-    mem = f"{best['peak_mem_bytes'] / GIB:.1f} GiB"
+    mem = fmt_bytes(best["peak_mem_bytes"])
     if rep.get("device_memory_bytes"):
-      mem += f" of {rep['device_memory_bytes'] / GIB:.0f}"
+      mem += f" of {fmt_bytes(rep['device_memory_bytes'])}"
     kpis.append(("peak memory / device", mem))
   out += [f"<span class='kpi'>{esc(k)}<b>{esc(v)}</b></span>" for k, v in kpis]
   out.append(f"</div><p class='note'>measured at <code>{esc(best['fidelity'])}</code></p>")
@@ -224,13 +224,13 @@ def render_html(rep: dict[str, Any], result, space) -> str:
   if scat:
     parts += ["<h2>Cheap fidelities against the top one</h2>", *scat]
   parts += ["<h2>Top candidates</h2>", "<table class='sortable'><thead><tr><th>tokens/s</th><th>step s</th>"
-            "<th>peak GiB</th><th>candidate</th></tr></thead><tbody>"]
+            "<th>peak memory</th><th>candidate</th></tr></thead><tbody>"]
   for m in rep["top"]:
-    mem = m["peak_mem_bytes"] / GIB if m.get("peak_mem_bytes") is not None else None
+    mem = m.get("peak_mem_bytes")  # sorted by bytes, shown in the unit that fits
     parts.append(f"<tr><td class='num' data-v='{m['tokens_per_s']}'>{m['tokens_per_s']:,.0f}</td>"
                  f"<td class='num' data-v='{m['step_time_s']}'>{m['step_time_s']:.4g}</td>"
                  f"<td class='num' data-v='{mem if mem is not None else -1}'>"
-                 f"{'' if mem is None else f'{mem:.1f}'}</td><td>{esc(_cand(m['candidate']))}</td></tr>")
+                 f"{'' if mem is None else fmt_bytes(mem)}</td><td>{esc(_cand(m['candidate']))}</td></tr>")
   parts.append("</tbody></table><h2>Spend</h2><table><tr><th>fidelity</th><th>device-seconds</th></tr>")
   parts += [f"<tr><td>{esc(k)}</td><td class='num'>{v:,.2f}</td></tr>" for k, v in rep["cost_by_fidelity_s"].items()]
   parts.append("</table><table style='margin-top:8px'><tr><th>outcome</th><th>count</th></tr>")

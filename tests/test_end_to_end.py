@@ -6,6 +6,7 @@ scalars and HParams sessions) are checked."""
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +16,10 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A small device budget (256 MiB): the report must print sizes in a unit that fits.
 ARGS = ["--gin_file=experiments/quickstart/tiny.gin", "--gin_bindings=MAX_ROUNDS = 2",
-        "--gin_bindings=BATCH_SIZE = 2"]
+        "--gin_bindings=BATCH_SIZE = 2", "--gin_bindings=LOCAL_MEMORY_BYTES = 268435456"]
+MEMORY_LINE = re.compile(r"peak memory \d+(\.\d)? (KiB|MiB) of 256 MiB per device")
 
 
 def _run(workdir, wait=True):
@@ -68,6 +71,12 @@ def test_killed_run_resumes_and_leaves_a_full_record(tmp_path):
                      if r["fidelity"] == "profile" and r["metrics"]["feasible"])
   assert report["best"]["tokens_per_s"] == pytest.approx(best_profile)
   assert report["launch"]["mesh_axis_names"] == ["data", "fsdp", "tensor"]
+  # memory in the unit that fits (the tiny model's peak is a few MiB; not '0.0 GiB of 0')
+  assert MEMORY_LINE.search(out), out
+  md = open(os.path.join(workdir, "report.md")).read()
+  assert MEMORY_LINE.search(md) and "GiB" not in md, md
+  assert re.search(r"peak memory / device<b>\d+(\.\d)? (KiB|MiB) of 256 MiB<",
+                   open(os.path.join(workdir, "report.html")).read())
 
   acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tb", "search"))
   acc.Reload()
@@ -76,6 +85,8 @@ def test_killed_run_resumes_and_leaves_a_full_record(tmp_path):
             "round/cumulative_cost_s", "trial/cumulative_cost_s"):
     assert t in tags["scalars"], t
   assert "report" in tags["tensors"] and "config" in tags["tensors"]
+  tb_report = acc.Tensors("report")[-1].tensor_proto.string_val[0].decode()
+  assert MEMORY_LINE.search(tb_report), tb_report
   best = event_accumulator.EventAccumulator(os.path.join(workdir, "tb", "best"))
   best.Reload()
   assert "answer/tokens_per_s" in best.Tags()["scalars"]

@@ -3,7 +3,8 @@ rounds or budget ends the run first, the incumbent and its gain."""
 
 import math
 
-from autoscout_jax.progress import Progress, fmt_duration
+from autoscout_jax.progress import Progress
+from autoscout_jax.units import fmt_duration
 from autoscout_jax.search import RoundStats
 
 

@@ -37,6 +37,7 @@ from autoscout_jax.local.train_step import build_train_setup
 from autoscout_jax.measurement import COMPILE_ERROR, CRASH, INVALID, OOM, Metrics
 from autoscout_jax.sim.hardware import device_for_kind
 from autoscout_jax.targets.local import LayoutError
+from autoscout_jax.units import fmt_bytes
 from autoscout_jax.workload import LocalCluster, Workload
 
 def peak_flops(device_kind: str) -> float | None:
@@ -96,8 +97,8 @@ def _figures_metrics(fig: Mapping[str, Any]) -> dict[str, Any]:
 def _over_budget(fig: Mapping[str, Any], cluster: LocalCluster) -> str | None:
   peak = fig.get("peak_mem_bytes")
   if peak is not None and peak > cluster.memory_bytes_per_device:
-    return (f"needs {peak / 2**20:.1f} MiB per device (XLA memory analysis) but the cluster has "
-            f"{cluster.memory_bytes_per_device / 2**20:.1f} MiB; not run")
+    return (f"needs {fmt_bytes(peak)} per device (XLA memory analysis) but the cluster has "
+            f"{fmt_bytes(cluster.memory_bytes_per_device)}; not run")
   return None
 
 

@@ -42,6 +42,7 @@ from autoscout_jax.local.runner import classify
 from autoscout_jax.local.serve_step import ServeSetup, build_serve_setup
 from autoscout_jax.measurement import COMPILE_ERROR, CRASH, INVALID, OOM, SLO, Metrics
 from autoscout_jax.targets.serving import LayoutError, kv_capacity, slo_verdict
+from autoscout_jax.units import fmt_bytes
 from autoscout_jax.workload import LocalCluster, Workload
 
 
@@ -329,8 +330,8 @@ def measure(fidelity: str, workload: Workload, cluster: LocalCluster, values: Ma
              devices_used=used, prefill_len=setup.prefill_len)
   peak = fig.pop("peak_mem_bytes", None)
   if peak is not None and peak > cluster.memory_bytes_per_device:
-    return Metrics.failed(OOM, f"needs {peak / 2**20:.1f} MiB per device (XLA memory analysis, KV cache "
-                          f"included) but the cluster has {cluster.memory_bytes_per_device / 2**20:.1f} MiB; "
+    return Metrics.failed(OOM, f"needs {fmt_bytes(peak)} per device (XLA memory analysis, KV cache "
+                          f"included) but the cluster has {fmt_bytes(cluster.memory_bytes_per_device)}; "
                           f"not run", peak_mem_bytes=peak, extra=fig)
   if fidelity == "compile":
     return Metrics(feasible=True, peak_mem_bytes=peak, extra=fig)
