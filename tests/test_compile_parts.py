@@ -153,5 +153,5 @@ def test_report_shows_xla_memory_beside_f0_and_cost_units():
   assert rep["best_memory"]["compile"]["peak_mem_bytes"] == 18 * 2**30
   assert rep["best_memory"]["analytic"]["peak_mem_bytes"] == 16 * 2**30
   md = report_lib.render_markdown(rep)
-  assert "| compile | 18.00 | 1.00 | 17.00 |" in md and "| analytic | 16.00 |" in md
+  assert "| compile | 18.0 GiB | 1.0 GiB | 17.0 GiB |" in md and "| analytic | 16.0 GiB |" in md
   assert "compile 300.0 host-s" in md and "added 1:1" in md
