@@ -1,6 +1,6 @@
 """autoscout_jax: finds the fastest system configuration for an ML job.
 
-Data flow (WORKSPACE.md has the map): Workload + Cluster -> a target
+Where it sits: the package root; data flow (WORKSPACE.md has the map): Workload + Cluster -> a target
 family's SearchSpace -> Problem (built once, handed to designers and
 evaluators) -> Designer.suggest -> run_search routes candidates to Evaluators by fidelity
 -> MeasurementStore -> Designer.update; writers report; run.py binds it all

@@ -3,7 +3,9 @@ SMAC3, random and exhaustive search and the expert default, on tasks whose
 whole valid space has been measured (the truth), replayed through the
 ordinary search loop so every designer pays for what it sees.
 
-Flow: gin/bench/<task>.gin -> tasks.TaskSpec -> tasks.build_task (space,
+Where it sits: on top of the search loop (search.py), the designers and
+the simulators, beside run.py as a second entry point. Flow:
+gin/bench/<task>.gin -> tasks.TaskSpec -> tasks.build_task (space,
 truth.TruthTable) -> runner.run_bench (search.run_search with
 replay.ReplayEvaluator per designer x seed, designers from peers.DESIGNERS)
 -> metrics (traces, medians over seeds) -> report (results.md,

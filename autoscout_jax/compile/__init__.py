@@ -2,7 +2,8 @@
 simulated TPU/GPU cluster on this host and read XLA's memory, flops and
 collectives.
 
-Flow: `CompileAtScaleEvaluator` (evaluator.py, no JAX) -> child process
+Where it sits: an evaluator of the ladder (fidelity 'compile') for
+simulated clusters, beside the local F2 (local/). Flow: `CompileAtScaleEvaluator` (evaluator.py, no JAX) -> child process
 (child.py) -> `probe.measure` -> `step.build_program` + `model.py` (the
 sharded decoder, dense or MoE, flash-style attention in flash.py) lowered
 from shapes, compiled for `targets.target_devices(...)`, figures read by

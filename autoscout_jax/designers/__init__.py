@@ -1,4 +1,8 @@
-"""Designers: ask/tell search algorithms over a SearchSpace."""
+"""Designers: ask/tell search algorithms over a SearchSpace.
+
+Where it sits: between the Problem (problem.py) and the search loop
+(search.py): `suggest` gives candidates, `update` takes measurements;
+designers never evaluate. gin/designers/*.gin bind them as DESIGNER."""
 
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.designers.exhaustive import ExhaustiveSearch

@@ -1,5 +1,10 @@
 """Exhaustive search: every valid candidate of a finite space, in a seeded
-random order (so a budget cut short is still an unbiased sample)."""
+random order (so a budget cut short is still an unbiased sample).
+
+Where it sits: a `designers.base.Designer` (gin/designers/exhaustive.gin
+binds it as DESIGNER; bench/peers.py registers it for scoutbench); it asks
+for the top fidelity only and learns nothing from measurements.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Random search: uniform samples of valid candidates, never repeating one."""
+"""Random search: uniform samples of valid candidates, never repeating one.
+
+Where it sits: a `designers.base.Designer` (gin/designers/random.gin binds
+it as DESIGNER; bench/peers.py registers it for scoutbench, where it is the
+floor every other designer must clear); top fidelity only, no learning.
+"""
 
 from __future__ import annotations
 

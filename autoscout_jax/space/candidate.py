@@ -1,6 +1,10 @@
 """Candidate: one point of a search space, the value that flows from designers
 to evaluators and into the store.
 
+Where it sits: made by SearchSpace (space.py: sample, enumerate, make) and
+designers, checked by `space.validate`, evaluated by evaluators, stored by
+its `key` in the store (store.py) and replayed from it on resume.
+
 Frozen, hashable and JSON round-trippable. Only active knobs carry values.
 A candidate may name the fidelity it should be evaluated at and, for a
 deliberate re-measurement, its repeat index (0 is the first measurement;

@@ -1,5 +1,9 @@
 """How well the simulators predict published training runs.
 
+Where it sits: a program on top of sim/calibration.py (which fits the
+constants the simulators import from sim/constants.py) and sim/vtrain.py;
+no library module imports it.
+
     python -m autoscout_jax.tools.calibration_report [--input=published_points.csv]
 
 Prints, per source and for all rows, for each fidelity (event only when

@@ -1,5 +1,9 @@
 """How F0's memory model compares with XLA's, compiled for real targets.
 
+Where it sits: a program on top of the F0 simulator (sim/analytic.py) and
+the compile-at-scale evaluator (compile/evaluator.py) over the bench
+workloads' JAX-mesh spaces (targets/jax_mesh.py); no library module imports it.
+
     python -m autoscout_jax.tools.compile_report --output=R.json [--quick] [--cache_dir=DIR]
 
 For each bench workload it can compile (the 'tpu' extra for TPU targets,
