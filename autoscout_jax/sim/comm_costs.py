@@ -98,17 +98,25 @@ def data_parallel(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping
   rep = xp.maximum(dpg / shard, 1.0)
   bw_sh, lat_sh = collectives.tier(xp, plan["shard_local"], shard, hw, c, plan["rails"])
   bw_dp, lat_dp = collectives.tier(xp, plan["dp_local"], dpg, hw, c, plan["rails"])
+  # the experts' data-parallel group: the ranks of a node regroup as etp
+  # (inner), ep, edp (outer), so a node holds (its ranks) / (etp x ep) of
+  # that group's members -- one when expert parallelism fills the node. Its
+  # gradient / parameter traffic then leaves through each member's own NIC,
+  # not through `shard_local` NICs as the dense group's does.
+  e_local = xp.maximum(plan["tp_local"] * plan["dp_local"] / (plan["etp"] * xp.maximum(plan["ep_local"], 1.0)), 1.0)
+  bw_esh, lat_esh = collectives.tier(xp, xp.minimum(e_local, plan["shard_local"]), e_shard, hw, c, plan["rails"])
+  bw_edp, lat_edp = collectives.tier(xp, xp.minimum(e_local, plan["dp_local"]), edp, hw, c, plan["rails"])
   grad_bytes = (P_dense_first + P_exp) * gb
   param_bytes = P_all * xp.minimum(mm["wb_frozen"], 2.0)  # gathers move bf16 (or fp8/int8) weights
   dg_bytes, ep_grad_bytes = P_dense_first * gb, P_exp * gb
   ar_plain = (collectives.all_reduce_tiered_s(xp, dpg, plan["dp_local"], dg_bytes, hw, c, plan["rails"])
-              + collectives.all_reduce_s(xp, edp, ep_grad_bytes, bw_dp, lat_dp) + once(xp, dpg, c) + once(xp, edp, c))
+              + collectives.all_reduce_s(xp, edp, ep_grad_bytes, bw_edp, lat_edp) + once(xp, dpg, c) + once(xp, edp, c))
   zero1_rs = (collectives.gather_s(xp, shard, dg_bytes, bw_sh, lat_sh)
-              + collectives.gather_s(xp, e_shard, ep_grad_bytes, bw_sh, lat_sh)
+              + collectives.gather_s(xp, e_shard, ep_grad_bytes, bw_esh, lat_esh)
               + once(xp, shard, c) + once(xp, e_shard, c))
   gather_b = xp.minimum(wb, 2.0)  # gathers move model-precision weights (fp8 params: 1 byte)
   zero1_ag = (collectives.gather_s(xp, shard, P_dense_first * gather_b, bw_sh, lat_sh)
-              + collectives.gather_s(xp, e_shard, P_exp * gather_b, bw_sh, lat_sh)
+              + collectives.gather_s(xp, e_shard, P_exp * gather_b, bw_esh, lat_esh)
               + once(xp, shard, c) + once(xp, e_shard, c))
   rep_ar = (collectives.all_reduce_tiered_s(xp, rep, plan["rep_local"], grad_bytes / shard, hw, c, plan["rails"])
             + once(xp, rep, c))
