@@ -26,12 +26,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 from typing import Any, Mapping, Sequence
 
-from autoscout_jax.evaluator import Evaluator
 from autoscout_jax import child_protocol
 from autoscout_jax.child_protocol import FAULT_KINDS
+from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.local.runner import run_candidates
 from autoscout_jax.measurement import Measurement
 
@@ -143,11 +142,8 @@ class FaultInjector(Evaluator):
       charge = getattr(self.inner, "charge_s", None)
       for i in faulted:
         o = outcomes[i]
-        out[i] = Measurement(candidate=candidates[i], fidelity=self.fidelity, metrics=o.metrics,
-                             cost_s=charge if charge is not None else o.wall_s,
-                             workload_key=workload.key, cluster_key=cluster.key, wall_s=o.wall_s,
-                             wallclock=time.time(),
-                             provenance={**o.provenance, "injected_fault": kinds[i]})
+        out[i] = o.measurement(candidates[i], self.fidelity, workload, cluster,
+                               charge if charge is not None else o.wall_s, {"injected_fault": kinds[i]})
     return [out[i] for i in range(len(candidates))]
 
 

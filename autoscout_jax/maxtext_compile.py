@@ -21,7 +21,7 @@ compile.CompileAtScaleEvaluator: nothing runs on the cluster).
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from typing import Any, Sequence
 
 from autoscout_jax import maxtext_env
@@ -147,10 +147,8 @@ class MaxTextCompileEvaluator(Evaluator):
                                peak_mem_bytes=metrics.peak_mem_bytes, flops_per_step=metrics.flops_per_step,
                                extra=dict(metrics.extra))
     at_scale = target["kind"] == "tpu"
-    prov = dict(outcome.provenance)
-    prov.update(evaluator="maxtext.compile", backend="maxtext", target=dict(target),
-                cost_unit="host_s" if at_scale else "device_s")
     cost = outcome.wall_s if at_scale else outcome.wall_s * cluster.num_devices
-    return Measurement(candidate=cand, fidelity=self.fidelity, metrics=metrics, cost_s=cost,
-                       workload_key=workload.key, cluster_key=cluster.key, wall_s=outcome.wall_s,
-                       wallclock=time.time(), provenance=prov)
+    return dataclasses.replace(outcome, metrics=metrics).measurement(
+        cand, self.fidelity, workload, cluster, cost, dict(evaluator="maxtext.compile", backend="maxtext",
+                                                           target=dict(target),
+                                                           cost_unit="host_s" if at_scale else "device_s"))

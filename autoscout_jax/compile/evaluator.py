@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -162,9 +161,6 @@ class CompileAtScaleEvaluator(Evaluator):
 
   def _measurement(self, workload: Workload, cluster: Any, target: tg.CompileTarget, cand: Candidate,
                    outcome: Outcome) -> Measurement:
-    prov = dict(outcome.provenance)
-    prov.update(evaluator="compile.at_scale", cost_unit="host_s", platform=target.platform,
-                topology=target.topology, num_slices=target.num_slices, backend=self.backend)
-    return Measurement(candidate=cand, fidelity=self.fidelity, metrics=outcome.metrics,
-                       cost_s=outcome.wall_s, workload_key=workload.key, cluster_key=cluster.key,
-                       wall_s=outcome.wall_s, wallclock=time.time(), provenance=prov)
+    return outcome.measurement(cand, self.fidelity, workload, cluster, outcome.wall_s, dict(
+        evaluator="compile.at_scale", cost_unit="host_s", platform=target.platform, topology=target.topology,
+        num_slices=target.num_slices, backend=self.backend))

@@ -20,13 +20,11 @@ compiled for the same candidate instead of compiling it again.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import time
 from typing import Any, Mapping, Sequence
 
 from autoscout_jax.evaluator import Evaluator
-from autoscout_jax.local.runner import FAULT_KINDS, LocalSetupError, Outcome, run_candidates
+from autoscout_jax.local.runner import ChildFaults, LocalSetupError, Outcome, run_candidates
 from autoscout_jax.local.xla_flags import child_env, compile_cache_dir, knob_flags
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.problem import Problem
@@ -36,7 +34,7 @@ from autoscout_jax.workload import LocalCluster, Workload
 __all__ = ["CompileEvaluator", "LocalSetupError", "ProfileEvaluator"]
 
 
-class _LocalEvaluator(Evaluator):
+class _LocalEvaluator(ChildFaults, Evaluator):
   """Shared machinery. Arguments:
 
   timeout_s: per-candidate limit, from the child starting the candidate to
@@ -61,34 +59,15 @@ class _LocalEvaluator(Evaluator):
                        f"startup_timeout_s={startup_timeout_s}")
     if max_per_child is not None and max_per_child < 1:
       raise ValueError(f"max_per_child must be >= 1 or None, got {max_per_child}")
-    bad = {k: v for k, v in dict(faults or {}).items() if v not in FAULT_KINDS}
-    if bad:
-      raise ValueError(f"unknown fault kind(s) {bad}; known: {FAULT_KINDS}")
+    self._init_faults(faults)
     self.timeout_s = float(timeout_s)
     self.startup_timeout_s = float(startup_timeout_s)
     self.max_per_child = max_per_child
     self.seed = int(seed)
-    self.faults = dict(faults or {})
-    self.fault_rules: tuple[Any, ...] = ()  # faults.Fault, matched against candidate values
     self.python = python
 
-  def with_faults(self, rules: Sequence[Any]) -> "_LocalEvaluator":
-    """A copy that also acts out `rules` (faults.Fault) in its child."""
-    new = copy.copy(self)
-    new.fault_rules = tuple(self.fault_rules) + tuple(rules)
-    return new
-
   def settings(self) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if self.faults:
-      out["fault_keys"] = dict(sorted(self.faults.items()))
-    if self.fault_rules:
-      out["faults"] = [r.to_json() for r in self.fault_rules]
-    return out
-
-  def _faults_for(self, candidates: Sequence[Candidate]) -> dict[str, str]:
-    from autoscout_jax.faults import faults_by_key  # faults.py imports the local runner: import at call time
-    return faults_by_key(candidates, self.faults, self.fault_rules, self.fidelity)
+    return self.fault_settings()
 
   def _options(self) -> dict[str, Any]:
     return {"seed": self.seed}
@@ -122,7 +101,7 @@ class _LocalEvaluator(Evaluator):
         "workload": dataclasses.asdict(workload),
         "cluster": dataclasses.asdict(cluster),
         "options": self._options(),
-        "faults": self._faults_for(candidates),
+        "faults": self.faults_for(candidates),
     }
     # One child per distinct environment, candidates in batch order within it.
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -142,15 +121,10 @@ class _LocalEvaluator(Evaluator):
 
   def _measurement(self, workload: Workload, cluster: LocalCluster, cand: Candidate,
                    outcome: Outcome, fault: str | None = None) -> Measurement:
-    prov = {"platform": cluster.platform, "device_count": cluster.num_devices}
-    prov.update(outcome.provenance)
-    prov.update(evaluator=f"local.{self.fidelity}", xla_flag_knobs=knob_flags(cand.values))
-    if fault:
-      prov["injected_fault"] = fault
-    return Measurement(candidate=cand, fidelity=self.fidelity, metrics=outcome.metrics,
-                       cost_s=outcome.wall_s * cluster.num_devices,
-                       workload_key=workload.key, cluster_key=cluster.key,
-                       wall_s=outcome.wall_s, wallclock=time.time(), provenance=prov)
+    prov = {"evaluator": f"local.{self.fidelity}", "xla_flag_knobs": knob_flags(cand.values),
+            **({"injected_fault": fault} if fault else {})}
+    return outcome.measurement(cand, self.fidelity, workload, cluster, outcome.wall_s * cluster.num_devices, prov,
+                               defaults={"platform": cluster.platform, "device_count": cluster.num_devices})
 
 
 class CompileEvaluator(_LocalEvaluator):

@@ -22,13 +22,11 @@ extra['step_times_s'].
 
 from __future__ import annotations
 
-import copy
-import time
 from typing import Any, Mapping, Sequence
 
 from autoscout_jax import maxtext_env
 from autoscout_jax.evaluator import Evaluator
-from autoscout_jax.local.runner import FAULT_KINDS, Outcome, run_candidates
+from autoscout_jax.local.runner import ChildFaults, Outcome, run_candidates
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.problem import Problem
 from autoscout_jax.space import Candidate
@@ -45,7 +43,7 @@ __all__ = ["CPU_XLA_FLAGS", "MaxTextProfileEvaluator"]
 CPU_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
 
 
-class MaxTextProfileEvaluator(Evaluator):
+class MaxTextProfileEvaluator(ChildFaults, Evaluator):
   """F3 of the maxtext family. Arguments:
 
   warmup_steps, timed_steps, repeats: untimed steps after the compile, then
@@ -73,34 +71,20 @@ class MaxTextProfileEvaluator(Evaluator):
                        f"{timed_steps}, {repeats}")
     if timeout_s <= 0 or startup_timeout_s <= 0:
       raise ValueError(f"timeouts must be positive, got timeout_s={timeout_s}, startup_timeout_s={startup_timeout_s}")
-    bad = {k: v for k, v in dict(faults or {}).items() if v not in FAULT_KINDS}
-    if bad:
-      raise ValueError(f"unknown fault kind(s) {bad}; known: {FAULT_KINDS}")
+    self._init_faults(faults)
     self.warmup_steps, self.timed_steps, self.repeats = int(warmup_steps), int(timed_steps), int(repeats)
     self.timeout_s, self.startup_timeout_s = float(timeout_s), float(startup_timeout_s)
     self.max_per_child = max_per_child
     self.seed = int(seed)
     self.python = python
-    self.faults = dict(faults or {})
-    self.fault_rules: tuple[Any, ...] = ()
     self.fault_process = fault_process
-
-  def with_faults(self, rules: Sequence[Any]) -> "MaxTextProfileEvaluator":
-    new = copy.copy(self)
-    new.fault_rules = tuple(self.fault_rules) + tuple(rules)
-    return new
 
   def _options(self) -> dict[str, Any]:
     return {"warmup_steps": self.warmup_steps, "timed_steps": self.timed_steps, "repeats": self.repeats,
             "seed": self.seed}
 
   def settings(self) -> dict[str, Any]:
-    out: dict[str, Any] = {**self._options(), "runner": "maxtext", "cpu_xla_flags": list(CPU_XLA_FLAGS)}
-    if self.faults:
-      out["fault_keys"] = dict(sorted(self.faults.items()))
-    if self.fault_rules:
-      out["faults"] = [r.to_json() for r in self.fault_rules]
-    return out
+    return {**self._options(), "runner": "maxtext", "cpu_xla_flags": list(CPU_XLA_FLAGS), **self.fault_settings()}
 
   def check_fits(self, workload: Workload, cluster: Any) -> str | None:
     if not isinstance(cluster, LocalCluster):
@@ -114,10 +98,6 @@ class MaxTextProfileEvaluator(Evaluator):
       return str(e)
     return maxtext_env.missing(self.python)
 
-  def _faults_for(self, candidates: Sequence[Candidate]) -> dict[str, str]:
-    from autoscout_jax.faults import faults_by_key  # faults.py imports the local runner: import at call time
-    return faults_by_key(candidates, self.faults, self.fault_rules, self.fidelity)
-
   def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
     workload, cluster = problem.workload, problem.cluster
     why = self.check_fits(workload, cluster)
@@ -126,7 +106,7 @@ class MaxTextProfileEvaluator(Evaluator):
     if not candidates:
       return []
     per, slices, platform = mt.layout(cluster)
-    faults = self._faults_for(candidates)
+    faults = self.faults_for(candidates)
     request: dict[str, Any] = {"options": self._options(), "faults": faults}
     module = "autoscout_jax.maxtext_child.profile_child"
     if slices > 1:
@@ -152,12 +132,7 @@ class MaxTextProfileEvaluator(Evaluator):
 
   def _measurement(self, workload: Workload, cluster: LocalCluster, cand: Candidate, outcome: Outcome,
                    fault: str | None, slices: int) -> Measurement:
-    prov: dict[str, Any] = {"platform": cluster.platform, "device_count": cluster.num_devices,
-                            "processes": slices}
-    prov.update(outcome.provenance)
-    prov.update(evaluator="maxtext.profile")
-    if fault:
-      prov["injected_fault"] = fault
-    return Measurement(candidate=cand, fidelity=self.fidelity, metrics=outcome.metrics,
-                       cost_s=outcome.wall_s * cluster.num_devices, workload_key=workload.key,
-                       cluster_key=cluster.key, wall_s=outcome.wall_s, wallclock=time.time(), provenance=prov)
+    return outcome.measurement(
+        cand, self.fidelity, workload, cluster, outcome.wall_s * cluster.num_devices,
+        {"evaluator": "maxtext.profile", **({"injected_fault": fault} if fault else {})},
+        defaults={"platform": cluster.platform, "device_count": cluster.num_devices, "processes": slices})

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import copy
 import dataclasses
 import json
 import os
@@ -32,10 +33,10 @@ import time
 from typing import Any, Mapping, Sequence
 
 from autoscout_jax.child_protocol import FAULT_KINDS, PARENT_ENV
-from autoscout_jax.measurement import CRASH, OOM, TIMEOUT, Metrics
+from autoscout_jax.measurement import CRASH, OOM, TIMEOUT, Measurement, Metrics
 
-__all__ = ["FAULT_KINDS", "LocalSetupError", "Outcome", "classify", "classify_exit", "kill_children",
-           "run_candidates"]
+__all__ = ["FAULT_KINDS", "ChildFaults", "LocalSetupError", "Outcome", "classify", "classify_exit",
+           "kill_children", "run_candidates"]
 
 _LIVE: set["_Child"] = set()  # children started and not yet reaped
 _LIVE_LOCK = threading.RLock()  # re-entrant: a signal handler may run while the main thread holds it
@@ -69,6 +70,51 @@ class Outcome:
   metrics: Metrics
   wall_s: float
   provenance: Mapping[str, Any]
+
+  def measurement(self, cand: Any, fidelity: str, workload: Any, cluster: Any, cost_s: float,
+                  provenance: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> Measurement:
+    """The candidate's Measurement: these metrics and wall seconds, charged
+    `cost_s`; its provenance is the child's over `defaults`, under the
+    evaluator's own `provenance`."""
+    return Measurement(candidate=cand, fidelity=fidelity, metrics=self.metrics, cost_s=cost_s,
+                       workload_key=workload.key, cluster_key=cluster.key, wall_s=self.wall_s,
+                       wallclock=time.time(), provenance={**(defaults or {}), **self.provenance, **provenance})
+
+
+class ChildFaults:
+  """The fault hooks (a test tool, faults.py) of an evaluator whose own
+  child acts faults out: `faults` {candidate key: kind} from its arguments,
+  rules (faults.Fault, matched on knob values) added by `with_faults`; both
+  are settings (they change what is measured) and go to the child as the
+  request's `faults`."""
+
+  fidelity: str = ""
+
+  def _init_faults(self, faults: Mapping[str, str] | None) -> None:
+    bad = {k: v for k, v in dict(faults or {}).items() if v not in FAULT_KINDS}
+    if bad:
+      raise ValueError(f"unknown fault kind(s) {bad}; known: {FAULT_KINDS}")
+    self.faults = dict(faults or {})
+    self.fault_rules: tuple[Any, ...] = ()
+
+  def with_faults(self, rules: Sequence[Any]) -> Any:
+    """A copy that also acts out `rules` (faults.Fault) in its child."""
+    new = copy.copy(self)
+    new.fault_rules = tuple(self.fault_rules) + tuple(rules)
+    return new
+
+  def fault_settings(self) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if self.faults:
+      out["fault_keys"] = dict(sorted(self.faults.items()))
+    if self.fault_rules:
+      out["faults"] = [r.to_json() for r in self.fault_rules]
+    return out
+
+  def faults_for(self, candidates: Sequence[Any]) -> dict[str, str]:
+    """{candidate key: fault kind} of a batch: the request's `faults`."""
+    from autoscout_jax.faults import faults_by_key  # faults.py imports this module: import at call time
+    return faults_by_key(candidates, self.faults, self.fault_rules, self.fidelity)
 
 
 def classify(text: str, default: str) -> str:
