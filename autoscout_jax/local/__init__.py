@@ -2,7 +2,8 @@
 sharded Flax train step they measure; the family's space, config and
 artifact are in targets/local.py.
 
-Where it sits: the ladder's real rungs on this machine. Flow: `targets.local.space` -> candidates -> `CompileEvaluator` /
+Where it sits: the ladder's real rungs on this machine. Flow:
+`targets.local.space` -> candidates -> `CompileEvaluator` /
 `ProfileEvaluator` (evaluators.py) -> child process (runner.py, child.py) ->
 `probe.py` -> `train_step.py` + `model.py` (the sharded Flax step).
 
