@@ -94,6 +94,7 @@ class CheapOrder:
     self.screens: dict[str, Measurement] = {}
     self.profiles: dict[str, Measurement] = {}
     self.asked: set[str] = set()
+    self._asked = np.zeros(len(self.candidates), bool)  # `asked` by candidate index, for vector masks
     self.warm = warm or {}
     self._x: np.ndarray | None = None
     self.names: list[str] = list(self.warm.get("names", []))
@@ -122,7 +123,7 @@ class CheapOrder:
       if m.fidelity == self.cheap:
         self.screens[key] = m
       elif m.fidelity == self.top:
-        self.asked.add(key)
+        self._ask(key)
         book = self.contenders.book if self.contenders is not None else None
         if book is None or key not in book.by_key or key not in self.profiles:
           self.profiles.setdefault(key, m)
@@ -139,7 +140,7 @@ class CheapOrder:
       return [c.at(self.cheap) for c in head + [c for c in self.candidates if c.key not in keys]
               if c.key not in self.screens]
     score = self.scores()
-    left = np.array([c.key not in self.asked and c.key not in self.profiles for c in self.candidates])
+    left = ~self._asked  # every profiled key was asked first
     own = sum(m.objective is not None for m in self.profiles.values())
     explore = float(np.max(self._gain[left])) if left.any() else 0.0
     out = []
@@ -171,7 +172,7 @@ class CheapOrder:
       if not out and cheap_next is not None and c.key != cheap_next:
         self.departures += 1
       out.append(c.at(self.top))
-      self.asked.add(c.key)
+      self._ask(c.key)
       if len(out) >= n:
         break
     return out
@@ -191,15 +192,20 @@ class CheapOrder:
     _, sd = self._gp.difference(self._x[i], self._hall[i], self._x[j], self._hall[j])
     return delta >= DEPART_Z * sd
 
+  def _ask(self, key: str) -> None:
+    self.asked.add(key)
+    i = self.index.get(key)
+    if i is not None:
+      self._asked[i] = True
+
   def _cheap_next(self) -> str | None:
-    best, key = -math.inf, None
-    for c in self.candidates:
-      m = self.screens.get(c.key)
-      if c.key in self.asked or m is None or m.objective is None:
-        continue
-      if m.objective > best:
-        best, key = m.objective, c.key
-    return key
+    """The next candidate in cheap order (cheap_topk's next profile): the
+    unasked one of highest cheap objective, the first in space order on a tie."""
+    self._screen_arrays()
+    obj = np.where(self._asked, np.nan, self._objective)
+    if not np.isfinite(obj).any():
+      return None
+    return self.candidates[int(np.nanargmax(obj))].key
 
   # --- the models -------------------------------------------------------------------
   def _features(self) -> np.ndarray:
@@ -223,6 +229,8 @@ class CheapOrder:
     n = len(self.candidates)
     step, mem, ok = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
     self._margin = np.full(n, np.nan)  # the screen's log SLO margin (serving), NaN without one
+    self._objective = np.full(n, np.nan)  # the screen's objective, NaN where it has none
+    self._oom = np.zeros(n, bool)  # the screen says: out of memory
     per_step = self._tokens_per_step()
     for i, c in enumerate(self.candidates):
       m = self.screens.get(c.key)
@@ -232,6 +240,9 @@ class CheapOrder:
       if m is not None and m.metrics.peak_mem_bytes:
         mem[i] = m.metrics.peak_mem_bytes
       ok[i] = m is not None and m.objective is not None
+      if ok[i]:
+        self._objective[i] = float(m.objective)
+      self._oom[i] = m is not None and m.metrics.failure_kind == "oom"
       margin = (m.metrics.extra or {}).get("slo_log_margin") if m is not None else None
       if margin is not None:
         self._margin[i] = float(margin)
@@ -251,8 +262,7 @@ class CheapOrder:
   def _capacity(self, mem: np.ndarray, ok: np.ndarray) -> float | None:
     """The memory limit the cheap fidelity applies, bracketed by its largest
     feasible and smallest out-of-memory peak."""
-    fail = [self.screens.get(c.key) for c in self.candidates]
-    oom = np.array([m is not None and m.metrics.failure_kind == "oom" for m in fail])
+    oom = self._oom
     lo = np.nanmax(mem[ok]) if np.isfinite(mem[ok]).any() else None
     hi = np.nanmin(mem[oom]) if oom.any() and np.isfinite(mem[oom]).any() else None
     if lo is None or hi is None:
