@@ -76,7 +76,11 @@ NOISES = (0.03, 0.1, 0.25)  # then chosen by marginal likelihood: a noisy host m
 BIAS_SD = 1.0  # prior sd of the cheap fidelity's constant log bias: a simulator may be off by e^1
 SLOPE_SD = (0.3, 1.0)  # prior sd of the residual's slope on the cheap log value (first: before FEW)
 ADDITIVES = (0.0, 0.5, 0.8)  # share of the kernel that is additive over single knobs (by likelihood)
-VALUE_AMPLITUDES = (0.1, 0.2, 0.4, 0.8)  # the residual's scale: a cheap model can be 2x off in places
+# the residual's scale, by likelihood, but never below 0.2: profiles that all
+# sit on one plateau of the space say nothing about how wrong the cheap
+# fidelity is on structures never profiled, and simulators are 10-30 % off
+# between structures on runs they were not fitted to (issue 12's validation)
+VALUE_AMPLITUDES = (0.2, 0.4, 0.8)
 WARM_NOISE = 0.1  # rows from other workloads: weaker evidence than this workload's own profiles
 DEPART_Z = 1.0  # leave the cheap order when the model is >= 84 % sure the departure is better
 
