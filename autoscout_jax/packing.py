@@ -2,8 +2,8 @@
 
 Where it sits: a fine-tuning `Workload` names the lengths of its training
 examples (`example_lens`, a cyclic mix); the local family's
-`sequence_packing` knob (targets/local.py; MaxText's `packing` in the
-jax_mesh family) chooses between one example per row, padded to `seq_len`,
+`sequence_packing` knob (targets/local.py, targets/megatron.py; MaxText's
+`packing` in the jax_mesh family) chooses between one example per row, padded to `seq_len`,
 and several examples per row, told apart by segment ids. The local train step (local/train_step.py) builds its batch
 from `step_layout`; the simulators read `stats` through
 `sim/costs.packing_scalars` (useful share of the token slots, attention work

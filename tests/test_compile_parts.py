@@ -35,6 +35,9 @@ def test_mesh_spec_leaves_out_axes_that_do_not_divide():
   # 2880 = 2^6 * 45: fsdp 4 divides it, then sequence 2 too; tensor 8 does not divide 12 heads
   assert mesh_spec(("embed", "heads", None), (2880, 12, 64), mesh) == jax.sharding.PartitionSpec(
       ("fsdp", "sequence"), None, None)
+  # the residual stream's width follows MaxText's activation_embed rule: over 'tensor'
+  assert mesh_spec(("batch", "seq", "act_embed"), (8, 1024, 4096), dict(mesh, data=2)) == (
+      jax.sharding.PartitionSpec(("data", "fsdp"), "sequence", "tensor"))
 
 
 TINY = ModelConfig("tiny", num_layers=2, hidden_size=64, num_heads=4, ffn_hidden_size=128, vocab_size=256,

@@ -142,8 +142,9 @@ def test_cluster_simulators_pay_attention_per_segment(sim):
   wl = dataclasses.replace(base, task="finetune", example_lens=(512, 1024, 256, 2048))
   space = megatron.space(wl, cluster)
   cands = space.sample(np.random.default_rng(0), 8)
-  p0 = analytic.candidates_to_arrays(space, cands, wl, cluster)
-  p1 = dataclasses.replace(p0, packed=np.ones_like(p0["packed"]))
+  plan = analytic.candidates_to_arrays(space, cands, wl, cluster)
+  p0 = dataclasses.replace(plan, packed=np.zeros_like(plan["packed"]))  # the knob may be sampled on
+  p1 = dataclasses.replace(plan, packed=np.ones_like(plan["packed"]))
   run = analytic.simulate_f0 if sim == "f0" else event.simulate_f1
   hw = hardware.cluster_scalars(cluster)
   m = costs.model_scalars(wl)

@@ -256,3 +256,34 @@ def test_all_reduce_over_two_nodes_is_hierarchical_and_flat_inside_one():
   assert tiered(16, 8, rails=0.0) == pytest.approx(ring(16, 8, rails=0.0))
   # many nodes: the hierarchical form never loses to the ring
   assert tiered(512, 8) <= ring(512, 8) + 1e-12
+
+
+def test_expert_gradients_leave_through_each_members_own_nic():
+  # Qwen3-30B-A3B on two 8-GPU nodes, expert parallelism 8 filling each node:
+  # the experts' data-parallel group has one member per node, so their
+  # gradient reduce-scatter crosses the network on one NIC per member, not on
+  # the 8 NICs the dense data-parallel group (8 members per node) drives.
+  from autoscout_jax.sim import memory
+  wl = catalog.make_workload("qwen3_30b_a3b", 16, global_batch=32)
+  m = costs.model_scalars(wl)
+  hw = {k: float(v) for k, v in hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 16)).items()}
+  p = _plan(dp=16, ep=8, dist_opt=1, fsdp=0.0, layers=m["L"], global_batch=32)
+  lc = costs.layer_costs(np, p, m, hw, C)
+  mm = memory.memory(np, p, m, hw, C, lc["layers_per_stage"])
+  assert mm["e_shard"] == 2 and mm["P_train_exp"] > mm["P_train_first"]
+  one_nic = (mm["e_shard"] - 1) / mm["e_shard"] * mm["P_train_exp"] * p["g_bytes"] / (hw["inter_bw"] * C["comm_eff"])
+  assert lc["dp_grad_s"] > one_nic
+  assert lc["dp_param_s"] > 0.5 * one_nic  # the bf16 parameter all-gather takes the same road
+
+
+def test_squad_packed_finetuning_rows_pay_attention_per_example():
+  from autoscout_jax.sim import published
+  row = dict(source_id="NEMO_2407", framework="NeMo", task="SFT", model="LLAMA2-7B", seq_len="4096",
+             hardware="H100 80GB (DGX-H100)", num_devices="8", tp="1", pp="1", cp="1", micro_batch_size="1",
+             global_batch_size="32", precision="FP8", table="Finetuning (FP8, SQuAD packed to 4096)")
+  packed = published.row_inputs(row)
+  full = published.row_inputs(dict(row, table="Finetuning (FP8)"))
+  assert packed[0]["packed"] == 1.0 and full[0]["packed"] == 0.0
+  assert packed[1]["attn_packed"] < 0.1 and full[1]["attn_packed"] == 1.0
+  speed = lambda pmh: analytic.simulate_f0_reference(*pmh)["tokens_per_s_per_device"]
+  assert speed(packed) > 1.1 * speed(full)  # at 4k tokens a 7B layer spends >10 % in attention

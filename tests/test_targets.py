@@ -12,7 +12,7 @@ from autoscout_jax.problem import Problem
 from autoscout_jax.sim import analytic, catalog, hardware
 from autoscout_jax.sim.plan import Plan, Recompute, Zero
 from autoscout_jax.space import Boolean, Ordinal
-from autoscout_jax.targets import FAMILIES, jax_mesh, launch_artifact, megatron
+from autoscout_jax.targets import FAMILIES, jax_mesh, launch_artifact, megatron, megatron_launch
 from autoscout_jax.targets.common import Direct
 
 
@@ -101,7 +101,7 @@ def test_megatron_fsdp2_knob_shards_state_and_launches_as_megatron_allows():
     args = launch_artifact(space, fsdp, wl, cl)["args"]
     assert "--use-torch-fsdp2" in args and "--no-gradient-accumulation-fusion" in args
     assert "--use-torch-fsdp2" not in launch_artifact(space, ddp, wl, cl)["args"]
-    sh = megatron.launch_sh(space, fsdp, wl, cl)
+    sh = megatron_launch.launch_sh(space, fsdp, wl, cl)
     assert "--use-torch-fsdp2" in sh and "CUDA_DEVICE_MAX_CONNECTIONS=1 " not in sh  # Megatron asserts > 1
   # sharded parameters, gradients and Adam state: memory falls with the shard count
   assert mems[0] > mems[1] > mems[2]

@@ -19,7 +19,9 @@ Logical axes -> mesh axes (MaxText's defaults): weights' model width
 ('embed') over fsdp x sequence x expert (expert weights over fsdp x
 sequence), heads / kv heads / MLP width / vocabulary over 'tensor', experts
 over 'expert', pipeline stages over 'stage'; activations' batch over data x
-fsdp x expert and sequence over 'sequence'.
+fsdp x expert, sequence over 'sequence', and the residual stream's width
+over 'tensor' (MaxText's activation_embed rule: a tensor-parallel rank keeps
+its share of the [B, S, D] activations, as Megatron's sequence parallelism).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ LOGICAL = {
     "embed_e": ("fsdp", "sequence"),
     "vocab": ("tensor",), "heads": ("tensor",), "kv": ("tensor",), "mlp": ("tensor",),
     "exp": ("expert",), "stage": ("stage",), "batch": BATCH, "seq": ("sequence",),
+    "act_embed": ("tensor",),
 }
 CAPACITY_FACTOR = 1.25  # MoE: tokens an expert takes, relative to an even share
 REMAT = tuple(JAX_MESH_REMAT)  # the JAX-mesh family's remat_policy choices (targets/jax_mesh.py)
@@ -154,7 +157,7 @@ def attention(p: dict[str, jax.Array], x: jax.Array, m: ModelConfig, dt: Any, me
   q, k = _rope(q), _rope(k)
   ctx = flash_attention(q.reshape(b, s, kv, g, hd), k, v, attn_block).reshape(b, s, kv * g, hd)
   ctx = constrain(ctx, mesh, "batch", "seq", "heads", None)
-  return constrain(jnp.einsum("bshk,hkd->bsd", ctx, p["out"].astype(dt)), mesh, "batch", "seq", None)
+  return constrain(jnp.einsum("bshk,hkd->bsd", ctx, p["out"].astype(dt)), mesh, "batch", "seq", "act_embed")
 
 
 def mlp(p: dict[str, jax.Array], x: jax.Array, gated: bool, dt: Any, mesh: Mesh | None,
@@ -165,7 +168,7 @@ def mlp(p: dict[str, jax.Array], x: jax.Array, gated: bool, dt: Any, mesh: Mesh 
     act = jax.nn.silu(gate) * act
   else:
     act = jax.nn.gelu(act)
-  return constrain(jnp.einsum("bsf,fd->bsd", act, p[prefix + "wo"].astype(dt)), mesh, "batch", "seq", None)
+  return constrain(jnp.einsum("bsf,fd->bsd", act, p[prefix + "wo"].astype(dt)), mesh, "batch", "seq", "act_embed")
 
 
 def moe(p: dict[str, jax.Array], x: jax.Array, m: ModelConfig, dt: Any, mesh: Mesh | None) -> jax.Array:
@@ -202,7 +205,7 @@ def moe(p: dict[str, jax.Array], x: jax.Array, m: ModelConfig, dt: Any, mesh: Me
     h = jax.nn.gelu(h)
   y = _expert_layout(jnp.einsum("becf,efd->becd", h, p["e_wo"].astype(dt)), mesh)
   out = jnp.einsum("bsec,becd->bsd", combine.astype(dt), y)
-  out = constrain(out, mesh, "batch", "seq", None)
+  out = constrain(out, mesh, "batch", "seq", "act_embed")
   if m.num_shared_experts:
     out = out + mlp(p, x, m.gated_mlp, dt, mesh, prefix="s_")
   return out
@@ -227,7 +230,7 @@ def block(p: dict[str, jax.Array], x: jax.Array, m: ModelConfig, is_moe: bool, d
   x = x + attention(p, rms_norm(x, p["attn_norm"]), m, dt, mesh, attn_block)
   h = rms_norm(x, p["mlp_norm"])
   x = x + (moe(p, h, m, dt, mesh) if is_moe else mlp(p, h, m.gated_mlp, dt, mesh))
-  return constrain(x, mesh, "batch", "seq", None)
+  return constrain(x, mesh, "batch", "seq", "act_embed")
 
 
 def remat_block(policy: str, m: ModelConfig, is_moe: bool, dt: Any, mesh: Mesh | None,
@@ -255,7 +258,7 @@ def run_stack(stack: dict[str, jax.Array], x: jax.Array, fn: Callable, unroll: b
 def embed(params: dict[str, Any], tokens: jax.Array, dt: Any, mesh: Mesh | None) -> jax.Array:
   # Gather rows from a table whole along the width (see local/model.py).
   table = constrain(params["embedding"], mesh, "vocab", None)
-  return constrain(jnp.take(table, tokens, axis=0).astype(dt), mesh, "batch", "seq", None)
+  return constrain(jnp.take(table, tokens, axis=0).astype(dt), mesh, "batch", "seq", "act_embed")
 
 
 def logits_loss(params: dict[str, Any], x: jax.Array, targets: jax.Array, m: ModelConfig, dt: Any,

@@ -237,9 +237,12 @@ def recipe_defaults(model: ModelConfig, recipe: Recipe, num_devices: int, space:
 
 def make_workload(model: str, num_devices: int, global_batch: int | None = None, precision: str = "bf16",
                   space: str = "megatron", devices_per_slice: int | None = None,
-                  seq_len: int | None = None) -> Workload:
-  """A pre-training workload of a catalog model whose `default` is its
-  framework recipe on `num_devices` devices, in the vocabulary of `space`."""
+                  seq_len: int | None = None, task: str = "pretrain",
+                  example_lens: tuple[int, ...] = ()) -> Workload:
+  """A training workload of a catalog model whose `default` is its
+  framework recipe on `num_devices` devices, in the vocabulary of `space`
+  (pre-training; `task='finetune'` with `example_lens`, the lengths of its
+  examples, for a full fine-tune whose rows may be packed)."""
   cfg, recipe = find_model(model)
   if seq_len is not None:
     cfg = dataclasses.replace(cfg, seq_len=int(seq_len))
@@ -249,4 +252,4 @@ def make_workload(model: str, num_devices: int, global_batch: int | None = None,
     raise ValueError(f"workload {model!r}: precision must be bf16, fp16 or fp8, got {precision!r}")
   default = recipe_defaults(cfg, recipe, num_devices, space, devices_per_slice)
   return Workload(name=f"{cfg.name}_gbs{gb}", model=cfg, global_batch=gb, precision=precision,
-                  default=default)
+                  default=default, task=task, example_lens=tuple(example_lens))

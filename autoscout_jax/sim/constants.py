@@ -13,5 +13,5 @@ from autoscout_jax.sim.costs import SimConstants
 # Fitted on shared/calibration/published_points.csv (see sim/calibration.py);
 # the lower bound of attn_eff is active (the data would push flash attention
 # slower still).
-CALIBRATED = SimConstants(gemm_eff=0.7779, gemm_knee=184.4, attn_eff=0.35, comm_eff=0.684, fp8_eff=0.6954,
-                          moe_eff=0.3894, launch_s=3.19e-4, tput_spread=0.1815)
+CALIBRATED = SimConstants(gemm_eff=0.7895, gemm_knee=209.7, attn_eff=0.35, comm_eff=0.6761, fp8_eff=0.6635,
+                          moe_eff=0.4394, launch_s=3.161e-4, tput_spread=0.1435)

@@ -94,7 +94,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from autoscout_jax import packing
-from autoscout_jax.sim import collectives, memory
+from autoscout_jax.sim import comm_costs, memory
 from autoscout_jax.sim.memory import layer_params, total_params  # noqa: F401 (part of this module's API)
 
 PLAN_FIELDS = (
@@ -354,55 +354,10 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   emb_fwd = T * h * 4 / hw["hbm_bw"]
   emb_bwd = (1 - m["frozen"]) * m["V"] * h / tp * EMB_GRAD_BYTES / hw["hbm_bw"]
 
-  # --- TP, CP, EP communication per layer per micro-batch --------------------------
-  # every collective call of a group of more than one device also pays the
-  # fixed cost of the call (`coll_fixed_s`: the rendezvous of the devices'
-  # threads on a CPU host; 0 where the link latency covers it)
-  once = lambda n: xp.where(n > 1, c["coll_fixed_s"], 0.0)
-  tp_one = (collectives.all_reduce_tiered_s(xp, tp, plan["tp_local"], T * h * 2, hw, c)  # one AR == one AG + one RS
-            + once(tp))
-  tp_hide = 1 - plan["tp_overlap"] * c["tp_overlap_eff"]
-  tp_fwd = 2 * tp_one * tp_hide
-  # backward, per column-/row-parallel pair: the column-parallel linear's
-  # input-gradient collective is issued asynchronously and runs under its
-  # weight-gradient GEMM (Megatron's and Transformer Engine's linear
-  # backward); with SP its re-gather of the sharded input runs under the
-  # input-gradient GEMM too, while the row-parallel output gradient's
-  # all-gather blocks. Full recompute repeats the forward's collectives.
-  sp_on = xp.where(plan["sp"] > 0, 1.0, 0.0)
-
-  def tp_pair_bwd(g):  # g: that linear's GEMM time (forward = dgrad = wgrad; frozen weights: no wgrad)
-    return (sp_on * (0.5 * tp_one + xp.maximum(tp_one - 2 * g, 0.0))
-            + (1 - sp_on) * xp.maximum(tp_one - g, 0.0))
-
-  g_mlp = (1 - f_moe) * (t_dense - t_fc2) + f_moe * t_moe * (mats - 1) / mats
-  live = 1 - m["frozen"]
-  tp_bwd = (tp_pair_bwd(live * t_qkv) + tp_pair_bwd(live * g_mlp) + 2 * full * tp_one) * tp_hide
-
-  bw_cp, lat_cp = collectives.tier(xp, plan["cp_local"], cp, hw, c, rails=0.0)
-  cp_bytes = (cp - 1) * T * KV * 2 / tp
-  cp_t = xp.where(cp > 1, cp_bytes / bw_cp + (cp - 1) * (lat_cp + c["coll_fixed_s"]), 0.0)
-  cp_fwd = xp.maximum(cp_t - t_core, 0.0)
-  cp_bwd = xp.maximum(2 * cp_t - 2.5 * t_core, 0.0) + full * cp_fwd
-
-  # all-to-all dispatch/combine. Inside a node each token goes to each of
-  # its k experts' ranks; across nodes a node-deduplicating dispatcher
-  # (DeepEP / HybridEP style) sends it once per remote node it needs.
-  ep_local = xp.minimum(plan["ep_local"], ep)
-  ep_nodes = xp.maximum(ep / xp.maximum(ep_local, 1.0), 1.0)
-  tok_bytes = T * h * 2 / sp_div
-  local_bytes = tok_bytes * m["k"] * (ep_local - 1) / xp.maximum(ep, 1.0)
-  remote_bytes = tok_bytes * (ep_nodes - 1) * (1 - (1 - 1 / ep_nodes) ** m["k"])
-  a2a = xp.where(ep > 1, xp.maximum(remote_bytes / (hw["inter_bw"] * c["comm_eff"]),
-                                    local_bytes / (hw["intra_bw"] * c["comm_eff"]))
-                 + collectives.log2(xp, ep) * xp.where(ep_nodes > 1, hw["inter_lat"], hw["intra_lat"])
-                 + c["coll_fixed_s"], 0.0)
-  # with expert-parallel overlap (Megatron-core's overlapped 1F1B: one
-  # micro-batch's dispatch/combine runs under another's compute) only the
-  # excess over the compute window shows
-  ep_hide = plan["ep_overlap"] * c["overlap_eff"]
-  ep_fwd = xp.maximum(2 * a2a * f_moe - ep_hide * fwd, 0.0)
-  ep_bwd = xp.maximum((2 + 2 * full) * a2a * f_moe - ep_hide * bwd, 0.0)
+  # --- TP, CP, EP communication per layer per micro-batch (sim/comm_costs.py) ----------
+  comm = comm_costs.layer_comm(xp, plan, m, hw, c, dict(
+      T=T, full=full, f_moe=f_moe, mats=mats, sp_div=sp_div, t_qkv=t_qkv, t_dense=t_dense, t_fc2=t_fc2,
+      t_moe=t_moe, t_core=t_core, fwd=fwd, bwd=bwd))
 
   # --- pipeline --------------------------------------------------------------------
   layers_stage = xp.ceil(m["L"] / (pp * vp)) * vp
@@ -415,45 +370,14 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
 
   # --- memory (sim/memory.py) ---------------------------------------------------------
   mm = memory.memory(xp, plan, m, hw, c, layers_stage)
-  P_all, wb, gb, ob = mm["P_dense_first"] + mm["P_exp"], mm["wb"], mm["gb"], mm["ob"]
-  # gradients, their sync and the optimizer cover the trained parameters
-  # only (all of them, or the LoRA adapters); gathers move every weight
-  P_dense_first, P_exp = mm["P_train_first"], mm["P_train_exp"]
-  zero, shard, e_shard, dpg, edp = mm["zero"], mm["shard"], mm["e_shard"], mm["dpg"], mm["edp"]
   off, frac, chunk, tok_sel, tok_ckpt = mm["off"], mm["frac"], mm["chunk"], mm["tok_sel"], mm["tok_ckpt"]
   # offloaded activations: the copies overlap the layer's compute; the excess shows
   off_xfer = T * ((1 - frac) * tok_sel + frac * tok_ckpt / chunk) / c["pcie_bw"]
   fwd = fwd + off * xp.maximum(off_xfer - fwd, 0.0)
   bwd = bwd + off * xp.maximum(off_xfer - bwd, 0.0)
 
-  # --- data parallel: gradients and parameters ------------------------------------
-  rep = xp.maximum(dpg / shard, 1.0)
-  bw_sh, lat_sh = collectives.tier(xp, plan["shard_local"], shard, hw, c, plan["rails"])
-  bw_dp, lat_dp = collectives.tier(xp, plan["dp_local"], dpg, hw, c, plan["rails"])
-  grad_bytes = (P_dense_first + P_exp) * gb
-  param_bytes = P_all * xp.minimum(mm["wb_frozen"], 2.0)  # gathers move bf16 (or fp8/int8) weights
-  dg_bytes, ep_grad_bytes = P_dense_first * gb, P_exp * gb
-  ar_plain = (collectives.all_reduce_tiered_s(xp, dpg, plan["dp_local"], dg_bytes, hw, c, plan["rails"])
-              + collectives.all_reduce_s(xp, edp, ep_grad_bytes, bw_dp, lat_dp) + once(dpg) + once(edp))
-  zero1_rs = (collectives.gather_s(xp, shard, dg_bytes, bw_sh, lat_sh)
-              + collectives.gather_s(xp, e_shard, ep_grad_bytes, bw_sh, lat_sh) + once(shard) + once(e_shard))
-  gather_b = xp.minimum(wb, 2.0)  # gathers move model-precision weights (fp8 params: 1 byte)
-  zero1_ag = (collectives.gather_s(xp, shard, P_dense_first * gather_b, bw_sh, lat_sh)
-              + collectives.gather_s(xp, e_shard, P_exp * gather_b, bw_sh, lat_sh) + once(shard) + once(e_shard))
-  rep_ar = (collectives.all_reduce_tiered_s(xp, rep, plan["rep_local"], grad_bytes / shard, hw, c, plan["rails"])
-            + once(rep))
-  grad_t = xp.where(zero == 0, ar_plain, zero1_rs + rep_ar)
-  param_t = xp.where((zero == 1) | (zero == 2), zero1_ag, 0.0)
-  # ZeRO-3 per micro-batch: gather every unit forward and again backward,
-  # reduce-scatter its gradient: three collectives per layer
-  z3_ops = layers_stage + 1
-  steps_sh = collectives.ring_steps(xp, shard, hw)
-  zero3_mb = xp.where(zero == 3, 2 * collectives.gather_s(xp, shard, param_bytes, bw_sh, lat_sh, steps_sh, z3_ops)
-                      + collectives.gather_s(xp, shard, grad_bytes, bw_sh, lat_sh, steps_sh, z3_ops)
-                      + 3 * z3_ops * once(shard), 0.0)
-  grad_t = xp.where(zero == 3, rep_ar, grad_t)
-  local_opt = xp.where(zero > 0, (P_dense_first / shard + P_exp / e_shard), P_dense_first + P_exp)
-  optimizer = local_opt * (2 * ob + gb + 2 * wb) / hw["hbm_bw"]
+  # --- data parallel: gradients and parameters, the optimizer (sim/comm_costs.py) ----
+  dpc = comm_costs.data_parallel(xp, plan, m, hw, c, mm, layers_stage)
 
   # --- dispatch of the step's program (once per step) --------------------------------
   # its argument buffers: every weight tensor with its two optimizer
@@ -464,13 +388,9 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
 
   return dict(
       layers_per_stage=layers_stage, num_micro=mic, vp=vp, pp=pp,
-      fwd_s=fwd, bwd_s=bwd, recompute_s=recompute,
-      tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, cp_fwd_s=cp_fwd, cp_bwd_s=cp_bwd, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd,
+      fwd_s=fwd, bwd_s=bwd, recompute_s=recompute, **comm,
       head_fwd_s=head_fwd, head_bwd_s=head_bwd, emb_fwd_s=emb_fwd, emb_bwd_s=emb_bwd, p2p_s=p2p,
-      dp_grad_bytes=grad_bytes, dp_param_bytes=param_bytes, dp_bw=xp.where(zero == 0, bw_dp, bw_sh),
-      dp_lat=xp.where(zero == 0, lat_dp, lat_sh), dp_size=dpg,
-      dp_grad_s=grad_t, dp_param_s=param_t, dp_step_s=grad_t + param_t, zero3_mb_s=zero3_mb,
-      optimizer_s=optimizer, host_step_s=host_step + 0 * optimizer,
+      **dpc, host_step_s=host_step + 0 * dpc["optimizer_s"],
       mem_state=mm["state_first"], mem_act_layer=mm["act_layer"], mem_first=mm["mem_first"],
       mem_last=mm["mem_last"], mem_peak=mm["mem_peak"], mem_capacity=hw["hbm_bytes"] + 0 * mm["mem_peak"],
       model_flops=model_flops_per_token(xp, m) * m["gbs"] * m["s"],

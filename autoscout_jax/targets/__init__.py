@@ -4,7 +4,8 @@ translation to the simulators' plan (cluster-scale families) and its launch
 artifact.
 
 - local: this machine's devices (F2 compile, F3 profile of our Flax step);
-- megatron: Megatron-LM on GPU clusters (F0/F1 simulators);
+- megatron: Megatron-LM on GPU clusters (F0/F1 simulators); its argument
+  list and launch.sh are megatron_launch;
 - jax_mesh: MaxText-style JAX meshes on TPU/GPU clusters (F0/F1);
 - serving: an LLM inference deployment (vLLM's knobs): this machine's
   prefill + decode engine (F2/F3) or a cluster's serving model;
@@ -23,16 +24,18 @@ from __future__ import annotations
 from typing import Any
 
 from autoscout_jax.space import Candidate, SearchSpace
-from autoscout_jax.targets import jax_mesh, local, maxtext, megatron, serving, xla
+from autoscout_jax.targets import jax_mesh, local, maxtext, megatron, megatron_launch, serving, xla
 
 FAMILIES = {m.FAMILY: m for m in (local, megatron, jax_mesh, maxtext, serving)}
+# where a family's launch files are written, when not in its own module
+_LAUNCHERS = {megatron.FAMILY: megatron_launch}
 
 
 def launch_artifact(space: SearchSpace, cand: Candidate, workload: Any, cluster: Any) -> dict[str, Any]:
   """What a user runs for `cand`, by the family that made `space`."""
   platform = cluster.platform
   if space.family == megatron.FAMILY:
-    return megatron.artifact(space, cand, workload)
+    return megatron_launch.artifact(space, cand, workload)
   if space.family == serving.FAMILY:
     return serving.artifact(space, cand, workload, cluster)
   if space.family == maxtext.FAMILY:
@@ -49,11 +52,11 @@ def launch_files(space: SearchSpace, cand: Candidate, workload: Any, cluster: An
   MaxText) and maxtext.yml; maxtext: maxtext_overrides.txt (`key=value`
   lines) and launch.sh; serving: launch.sh (vllm serve); an ad-hoc space:
   none."""
-  module = FAMILIES.get(space.family)
+  module = _LAUNCHERS.get(space.family) or FAMILIES.get(space.family)
   if module is None:
     return {}
   return module.launch_files(space, cand, workload, cluster, summary)
 
 
-__all__ = ["FAMILIES", "jax_mesh", "launch_artifact", "launch_files", "local", "maxtext", "megatron", "serving",
-           "xla"]
+__all__ = ["FAMILIES", "jax_mesh", "launch_artifact", "launch_files", "local", "maxtext", "megatron",
+           "megatron_launch", "serving", "xla"]

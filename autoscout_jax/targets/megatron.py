@@ -1,13 +1,16 @@
-"""The Megatron-LM family (GPU clusters): its space, typed config, plan for
-the simulators and launch artifact. Its knob vocabulary is written here
-once; knob names are Megatron-LM's argument names.
+"""The Megatron-LM family (GPU clusters): its space, typed config and plan
+for the simulators. Its knob vocabulary is written here once; knob names
+are Megatron-LM's argument names (`sequence_packing` excepted: Megatron-LM
+spells it as a data-loader flag set, megatron_launch.py). How a candidate
+is spoken to Megatron-LM (the argument list and launch.sh) is
+targets/megatron_launch.py.
 
 Where it sits: gin binds `megatron.space` as SPACE_FN(workload, cluster)
 with a sim catalog workload and cluster; the F0/F1 evaluators turn
 candidates into a `Plan` through `plan_from_table` (targets/__init__.py
 dispatches by the space's family); calibration builds the same plan from
 published rows through `megatron_plan`; the report launches the best
-candidate with `artifact`.
+candidate through megatron_launch.artifact.
 
 Formulation: tensor x pipeline x context x data = devices (one product
 group; data parallelism is a knob of the group, as Megatron derives it).
@@ -24,18 +27,16 @@ Adding a knob: a knob that feeds one plan field as it is goes in `DIRECT`
 (it then appears in the space, the plan and the artifact); one with its
 own translation goes in `space`, `plan_from_table` (and `megatron_plan`
 when calibration rows carry it) and, if Megatron spells it differently,
-`artifact`.
+megatron_launch.artifact (and NOT_ARGS here).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shlex
 from typing import Any, Mapping
 
 import numpy as np
 
-from autoscout_jax.sim import hardware
 from autoscout_jax.sim.plan import Plan, Recompute, Zero
 from autoscout_jax.sim.vspace import SimSpace, Table, VecConstraint, nz
 from autoscout_jax.space import Boolean, Candidate, Categorical, Ordinal, ProductGroup, SpaceError, When
@@ -60,9 +61,21 @@ DIRECT: tuple[Direct, ...] = (
     Direct(Ordinal("ddp_bucket_size", values=_BUCKETS, default=40_000_000, doc="parameters per DP bucket"),
            "bucket_bytes", scale=4.0),  # fp32 gradients
 )
+# Sequence packing of a fine-tuning job's examples (autoscout_jax/packing.py):
+# a knob only for a workload that names its example lengths. The simulators
+# already charge padded rows for their padding and packed rows attention per
+# example (plan field `packed`); Megatron-LM packs with a flag set
+# (megatron_launch.artifact).
+PACKING = Direct(Boolean("sequence_packing", default=False,
+                         doc="several examples per row, attention within each (THD, cu_seqlens)"), "packed")
 # Knobs that are not Megatron-LM arguments as they are: dp is derived from the
-# world size; the interleaving is passed as layers per virtual stage.
-_NOT_ARGS = (_DP, _VPN)
+# world size; the interleaving is passed as layers per virtual stage; packing
+# is a data-loader flag set.
+NOT_ARGS = (_DP, _VPN, PACKING.knob.name)
+
+
+def _direct(workload: Workload) -> tuple[Direct, ...]:
+  return DIRECT + ((PACKING,) if workload.example_lens else ())
 
 
 def _constraints(moe: bool) -> list[VecConstraint]:
@@ -179,7 +192,7 @@ def space(workload: Workload, cluster: Any, max_tp: int = 16, max_cp: int = 8,
       Ordinal("recompute_num_layers", values=pow2(16), default=1, when=(When("recompute_granularity", "full"),),
               doc="uniform: layers per checkpointed chunk; block: layers recomputed per stage"),
   ]
-  knobs += [d.knob for d in DIRECT]
+  knobs += [d.knob for d in _direct(workload)]
   if big_tp:
     knobs.append(Boolean("tp_comm_overlap", default=False, when=(When(_TP, big_tp),)))
   return SimSpace(knobs, _constraints(m.is_moe), groups=[ProductGroup((_TP, _PP, _CP, _DP), n)],
@@ -239,7 +252,7 @@ def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any)
       rec, nz(t["recompute_method"], 0) == 1, nz(t["recompute_num_layers"], 1),
       0.0, 0.0, 0.0, nz(t.get("tp_comm_overlap", 0 * ones), 0), workload.global_batch,
       workload.model.num_layers, cluster.node_size, fsdp=fsdp)
-  out = apply_direct(plan, t, space, DIRECT)
+  out = apply_direct(plan, t, space, _direct(workload))
   # FSDP2 prefetches the next unit's all-gather during this one's compute and
   # reduce-scatters each unit's gradients as its backward ends
   for k in ("overlap_param", "overlap_grad"):
@@ -269,10 +282,14 @@ class Config:
   tp_comm_overlap: bool = False
   direct: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
+  @property
+  def sequence_packing(self) -> bool:
+    return bool(self.direct.get(PACKING.knob.name, False))
+
   @classmethod
   def from_candidate(cls, cand: Candidate | Mapping[str, Any]) -> "Config":
     v = dict(cand.values if isinstance(cand, Candidate) else cand)
-    direct = {d.knob.name: v.pop(d.knob.name) for d in DIRECT if d.knob.name in v}
+    direct = {d.knob.name: v.pop(d.knob.name) for d in DIRECT + (PACKING,) if d.knob.name in v}
     ints = (_TP, _PP, _CP, _DP, "micro_batch_size", _EP, _ETP, _VPN, "recompute_num_layers")
     kw: dict[str, Any] = {k: int(v.pop(k)) for k in ints if k in v}
     kw["recompute"] = Recompute[str(v.pop("recompute_granularity")).upper()]
@@ -284,114 +301,3 @@ class Config:
     if v:
       raise ValueError(f"unknown knob(s) for the megatron family: {sorted(v)}")
     return cls(direct=direct, **kw)
-
-
-def artifact(space: SimSpace, cand: Candidate, workload: Workload) -> dict[str, Any]:
-  """Megatron-LM arguments: every active knob by its own name (integers,
-  then choices, then switches that are on, each in the space's order), the
-  interleaving as layers per virtual stage, and the global batch."""
-  cfg = Config.from_candidate(cand)
-  values = cand.values
-  names = [k.name for k in space.knobs if k.name in values and k.name not in _NOT_ARGS]
-  flag = lambda k: f"--{k.replace('_', '-')}"
-  args: list[str] = []
-  for k in names:  # bool before int: a bool is an int
-    if isinstance(values[k], int) and not isinstance(values[k], bool):
-      args += [flag(k), str(int(values[k]))]
-  for k in names:
-    if isinstance(values[k], str) and values[k] != "none":
-      args += [flag(k), values[k]]
-  args += [flag(k) for k in names if isinstance(values[k], bool) and values[k]]
-  vp, pp = cfg.virtual_pipeline_model_parallel_size, cfg.pipeline_model_parallel_size
-  if vp > 1:
-    args += ["--num-layers-per-virtual-pipeline-stage",
-             str(max(1, workload.model.num_layers // (pp * vp)))]
-  if cfg.use_torch_fsdp2:  # Megatron-LM refuses FSDP2 with its fused weight-gradient accumulation
-    args.append("--no-gradient-accumulation-fusion")
-  args += ["--global-batch-size", str(int(workload.global_batch))]
-  return {"kind": FAMILY, "args": args, "data_parallel_size (derived)": cfg.data_parallel_size}
-
-
-# --- launch.sh: the torchrun line around Megatron-LM's pretrain_gpt.py ---
-
-def _model_args(workload) -> list[str]:
-  """The model's dimensions, sequence length and precision in Megatron-LM's spelling."""
-  m = workload.model
-  a = ["--num-layers", str(m.num_layers), "--hidden-size", str(m.hidden_size),
-       "--ffn-hidden-size", str(m.ffn_hidden_size), "--num-attention-heads", str(m.num_heads),
-       "--seq-length", str(m.seq_len), "--max-position-embeddings", str(m.seq_len)]
-  if m.kv_heads != m.num_heads:
-    a += ["--group-query-attention", "--num-query-groups", str(m.kv_heads)]
-  if m.kv_channels:
-    a += ["--kv-channels", str(m.kv_channels)]
-  if m.gated_mlp:  # Llama-style blocks
-    a += ["--swiglu", "--position-embedding-type", "rope", "--normalization", "RMSNorm",
-          "--disable-bias-linear"]
-  if not m.tie_embeddings:
-    a.append("--untie-embeddings-and-output-weights")
-  if m.is_moe:
-    a += ["--num-experts", str(m.num_experts), "--moe-router-topk", str(m.moe_top_k),
-          "--moe-ffn-hidden-size", str(m.moe_ffn_hidden_size or m.ffn_hidden_size)]
-    if m.num_shared_experts:
-      a += ["--moe-shared-expert-intermediate-size",
-            str(m.num_shared_experts * (m.moe_ffn_hidden_size or m.ffn_hidden_size))]
-    if m.num_dense_layers:
-      a += ["--moe-layer-freq", f"([0]*{m.num_dense_layers}+[1]*{m.num_layers - m.num_dense_layers})"]
-  a += _PRECISION_ARGS[workload.precision]
-  return a
-
-
-_PRECISION_ARGS = {"bf16": ["--bf16"], "fp16": ["--fp16"], "fp32": [],
-                   "fp8": ["--bf16", "--fp8-format", "hybrid"]}
-# A runnable benchmark without a dataset: synthetic tokens, a fixed schedule.
-_TRAIN_ARGS = ["--train-iters", "${TRAIN_ITERS}", "--lr", "3.0e-4", "--min-lr", "3.0e-5",
-               "--lr-decay-style", "cosine", "--lr-warmup-iters", "10", "--weight-decay", "0.1",
-               "--clip-grad", "1.0", "--adam-beta1", "0.9", "--adam-beta2", "0.95",
-               "--init-method-std", "0.02", "--log-interval", "1", "--eval-iters", "0",
-               "--mock-data", "--tokenizer-type", "NullTokenizer"]
-
-
-def launch_sh(space: SimSpace, cand: Candidate, workload: Workload, cluster: Any,
-              summary: str = "") -> str:
-  """launch.sh: one complete torchrun line (nodes, GPUs per node, every
-  parallelism, batch, recompute and overlap flag of `cand`, the model,
-  sequence length and precision) around Megatron-LM's pretrain_gpt.py."""
-  # A host of an NVL72-class rack holds one compute tray, not the whole rack.
-  gpn = int(cluster.node_size) if cluster.node_size <= 8 else hardware.RACK_TRAY
-  nodes = max(1, int(cluster.num_devices) // gpn)
-  args = artifact(space, cand, workload)["args"]
-  script_args = args + _model_args(workload) + _TRAIN_ARGS + ["--vocab-size", str(workload.model.vocab_size)]
-  lines = [f"torchrun --nnodes {nodes} --nproc-per-node {gpn} --node-rank \"$NODE_RANK\" "
-           "--master-addr \"$MASTER_ADDR\" --master-port \"$MASTER_PORT\"",
-           "  \"$MEGATRON_LM/pretrain_gpt.py\""]
-  i = 0
-  while i < len(script_args):  # one flag (and its value) per line
-    j = i + 1
-    while j < len(script_args) and not script_args[j].startswith("--"):
-      j += 1
-    lines.append("  " + " ".join(_quote(x) for x in script_args[i:j]))
-    i = j
-  return "\n".join([
-      "#!/usr/bin/env bash",
-      f"# Megatron-LM: {workload.name} on {cluster.name} ({nodes} nodes x {gpn} GPUs), the configuration",
-      f"# autoscout_jax recommended{(': ' + summary) if summary else ''} (report.html beside this file).",
-      "# On every node: NODE_RANK=<0..nodes-1> MASTER_ADDR=<node 0> MEGATRON_LM=<checkout> bash launch.sh",
-      "# Synthetic tokens (--mock-data): swap in --data-path and a tokenizer to train on data.",
-      "set -euo pipefail",
-      ': "${MEGATRON_LM:?set MEGATRON_LM to a Megatron-LM checkout}"',
-      ': "${NODE_RANK:=0}" "${MASTER_ADDR:=localhost}" "${MASTER_PORT:=6000}" "${TRAIN_ITERS:=100}"',
-      ("export CUDA_DEVICE_MAX_CONNECTIONS=8  # FSDP2 overlaps its gathers on several streams (Megatron: > 1)"
-       if Config.from_candidate(cand).use_torch_fsdp2 else
-       "export CUDA_DEVICE_MAX_CONNECTIONS=1  # Megatron's requirement for overlapped TP/SP communication"),
-      " \\\n".join(lines), ""])
-
-
-def _quote(x: str) -> str:
-  if x.startswith("${"):
-    return f'"{x}"'
-  return shlex.quote(x)
-
-
-def launch_files(space: SimSpace, cand: Candidate, workload: Workload, cluster: Any,
-                 summary: str = "") -> dict[str, str]:
-  return {"launch.sh": launch_sh(space, cand, workload, cluster, summary)}
