@@ -258,6 +258,48 @@ def test_cheap_order_profiles_what_a_pessimistic_latency_model_rules_out(tmp_pat
   assert res.best.objective == pytest.approx(best.objective)
 
 
+class Rescaled(Serving):
+  """Serving whose model is off in one way only: throughput x `tput`, or
+  latencies x `lat`; the SLO (TPOT <= `slo` s) verdict follows the latencies."""
+
+  def __init__(self, fidelity, tput=1.0, lat=1.0, slo=0.02):
+    super().__init__(fidelity)
+    self.tput, self.lat, self.slo = tput, lat, slo
+
+  def evaluate(self, problem, candidates):
+    out = []
+    for m in super().evaluate(problem, candidates):
+      tps = m.metrics.extra["tokens_per_s_per_device"] * self.tput
+      tpot = m.metrics.step_time_s * self.lat
+      extra = {"tokens_per_s_per_device": tps, "slo_log_margin": math.log(self.slo / tpot)}
+      if tpot > self.slo:
+        metrics = Metrics.failed("slo", "TPOT over the SLO", step_time_s=tpot, extra=extra)
+      else:
+        metrics = Metrics(True, step_time_s=tpot, tokens_per_s=tps, extra=extra)
+      out.append(Measurement(m.candidate, self.fidelity, metrics, 1.0))
+    return out
+
+
+def test_measured_latencies_not_throughput_judge_the_slo(tmp_path):
+  """A cheap serving model 1.7x pessimistic about throughput but right about
+  latency: its SLO verdicts are all correct. Corrected by the throughput
+  residual, the margins would call the misses likely to pass and the search
+  would pay for them; the profiles' measured margins show the latency model
+  is right, so no SLO miss is profiled, and the optimum is found."""
+  s = SearchSpace([Ordinal("mb", values=(1, 2, 4, 8, 16, 32, 64), default=1), Ordinal("tp", values=(1, 2, 4, 8))],
+                  name="serving_like")
+  cheap, top = Rescaled("analytic", tput=0.6), Rescaled("profile")
+  screens = cheap.evaluate(None, s.enumerate())
+  ruled_out = {m.candidate.key for m in screens if m.objective is None}
+  best = max(top.evaluate(None, s.enumerate()), key=lambda m: m.objective or 0.0)
+  assert len(ruled_out) >= 8 and best.candidate.key not in ruled_out
+  cheap.seen, top.seen = [], []
+  d = designer(s, 0, ("analytic", "profile"), cheap_order=True)
+  res = search(d, {"analytic": cheap, "profile": top}, tmp_path, budget_s=len(screens) + 12.0, max_rounds=60)
+  assert res.best.objective == pytest.approx(best.objective)
+  assert len(top.seen) == 12 and not [c for c in top.seen if c.key in ruled_out]
+
+
 class NearTies(Evaluator):
   """Throughput 1000 - 4 a - 3 b (every candidate within 5 % of the best);
   `bias` divides it: the truth is the cheap model 3x slower, same order."""

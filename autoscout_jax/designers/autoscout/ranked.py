@@ -344,9 +344,21 @@ class CheapOrder:
     # stays >= 0; a throughput residual says less about latency than about
     # throughput, so the screen's verdicts stand until FEW profiles
     has_m = np.isfinite(self._margin)
-    if has_m.any() and len(prof_i) >= residual.FEW:  # before, the screen's own SLO verdict
+    mar_i, mar_r = self._margin_residuals()
+    if has_m.any() and len(mar_i) >= residual.FEW:
+      # profiles measured their latencies: the margin's own residual (screened
+      # minus measured log margin), with its own constant bias, says how far
+      # the latency model is off, which the throughput residual need not
+      gps = residual.fit(x[mar_i], mar_r, VALUE_NOISE, own=len(mar_i), h=hall[mar_i, :1], hsd=(BIAS_SD,),
+                         noises=NOISES, add_idx=self._knob_idx, additives=ADDITIVES, amplitudes=VALUE_AMPLITUDES)
+      mu_s, sd_s = gps.predict(x, hall[:, :1])
+      pslo = residual.normal_cdf((self._margin - mu_s) / np.maximum(sd_s, 0.02))
+      pfeas = np.where(has_m, pfeas * pslo, pfeas)
+    elif has_m.any() and len(prof_i) >= residual.FEW:
       pslo = residual.normal_cdf((self._margin - mu_r) / np.maximum(sd, 0.02))
       pfeas = np.where(has_m, pfeas * pslo, pfeas)
+    elif has_m.any():  # before FEW profiles: the screen's own SLO verdict
+      pfeas = np.where(has_m & (self._margin < 0), 0.0, pfeas)
     failed = {self.index[k] for k, m in self.profiles.items() if m.objective is None and k in self.index}
     pfeas[list(failed)] = 0.0
     # improvement over the incumbent's posterior mean, not its best noisy
@@ -366,6 +378,18 @@ class CheapOrder:
     self.slope = slope
     self._rows = (x[prof_i], rc, x[mem_i], np.array(mem_r) - (np.mean(mem_r) if mem_r else 0))
     return score
+
+  def _margin_residuals(self) -> tuple[list[int], np.ndarray]:
+    """(indices, screened - measured log SLO margin) of the profiles that
+    measured their latencies (serving; a miss included)."""
+    idx, r = [], []
+    for key, m in self.profiles.items():
+      i = self.index.get(key)
+      got = (m.metrics.extra or {}).get("slo_log_margin")
+      if i is not None and got is not None and np.isfinite(self._margin[i]):
+        idx.append(i)
+        r.append(float(self._margin[i]) - float(got))
+    return idx, np.array(r, np.float64)
 
   # --- warm start -------------------------------------------------------------------
   def _warm_rows(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
