@@ -131,6 +131,10 @@ def test_a_two_slice_launch_file_is_a_command_line_maxtext_accepts():
   text = launch_files(space, cand, wl, cl)["maxtext_overrides.txt"]
   lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
   assert "num_slices=2" in lines and "dcn_data_parallelism=2" in lines
+  # the launch joins its processes (MaxText's own init, tests/test_maxtext_multiprocess_launch.py);
+  # parsing alone must not wait for peers
+  assert "skip_jax_distributed_system=false" in lines
+  lines = [ln.replace("=false", "=true") if ln.startswith("skip_jax_distributed_system=") else ln for ln in lines]
   items = [{"index": 0, "key": "artifact", "values": {"argv": lines}},
            {"index": 1, "key": "no_slices", "values": {"argv": [ln for ln in lines if ln != "num_slices=2"]}}]
   argv = maxtext_env.child_argv(maxtext_env.find_python(), "autoscout_jax.maxtext_child.child")

@@ -94,6 +94,23 @@ def test_aiconfigurator_side_by_side(tmp_path):
   # --aic=cached answers from the cache alone: the same numbers, nothing run.
   again = predict_serving.predict_file(path, str(tmp_path / "o2.csv"), None, aic="cached", aic_cache=cache)
   assert again["aic_ttft_mape"] == s["aic_ttft_mape"] and again["aic_rows_asked"] == 2
+  # the version looked up once and passed is the one cli_estimate picks itself: the same answer
+  from aiconfigurator.cli.api import cli_estimate
+  ok = [r for r in rows[:2] if aic_serving.aic_predict(r)[2] == "ok"]
+  if ok:
+    t, p, _ = aic_serving.aic_predict(ok[0])
+    own = cli_estimate(**aic_serving.estimate_kwargs(ok[0]))
+    assert (t, p) == (float(own.ttft), float(own.tpot))
+
+
+def test_aiconfigurators_refusals_are_counted_by_kind():
+  rows = [{"pred_status": "ok", "aic_status": s} for s in (
+      'unsupported: PerfDataNotAvailableError: MoE data missing for MoeKey { quant: "fp8", tokens: 64 } at 1.3.0',
+      'unsupported: PerfDataNotAvailableError: MoE data missing for MoeKey { quant: "fp8", tokens: 128 } at 1.3.0',
+      "unsupported: ValueError: prefill_batch_size is required for disagg mode.", "ok")]
+  s = predict_serving.summarize(rows, aic_ran=True, aic_stride=1)
+  assert sorted(s["aic_unsupported_reasons"].values()) == [1, 2]
+  assert predict_serving.summarize(rows, aic_ran=False, aic_stride=1)["aic_unsupported_reasons"] is None
 
 
 def test_cached_mode_without_a_cache_refuses(tmp_path):

@@ -19,5 +19,8 @@ after the parent's environment (XLA_FLAGS, JAX_PLATFORMS) is in place.
   of steps with block_until_ready (failures as data);
 - profile_child.py: the F3 child, a long-lived worker over a batch;
 - multiproc.py: N profile children joined by `jax.distributed` on
-  localhost as N slices (DCN axes for real), started and torn down together.
+  localhost as N slices (DCN axes for real), started and torn down together;
+- train.py: MaxText's own trainer for a launch of several processes mapped
+  as slices (the report's launch.sh), with JAX's process-as-granule mesh
+  fallback.
 """

@@ -407,34 +407,88 @@ def override_lines(keys: Mapping[str, Any]) -> list[str]:
   return [f"{k}={_text(v)}" for k, v in keys.items()]
 
 
+# MaxText's own variables for joining CPU processes (its
+# initialize_jax_for_cpu; the coordinator port is MaxText's fixed 1234) and
+# the trainer that forms a multi-slice mesh over processes
+# (maxtext_child/train.py: JAX's process-as-granule fallback, then MaxText's
+# trainer).
+PROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "JOB_INDEX", "JOB_COMPLETION_INDEX", "PROCESSES_IN_JOB", "JAX_PROCESS_COUNT")
+MULTIPROCESS_TRAINER = "autoscout_jax.maxtext_child.train"
+
+
+def _multiprocess(cluster: Any) -> int:
+  """Processes of a local cluster mapped as slices (0: one process, or not local)."""
+  _, slices, _ = layout(cluster)
+  return slices if slices > 1 and not hasattr(cluster, "device") else 0
+
+
 def artifact(space: SimSpace, cand: Candidate, workload: Workload, cluster: Any) -> dict[str, Any]:
   """MaxText overrides for the best candidate, the XLA flags of its flag
-  knobs for the platform and the command that trains with them."""
-  _, slices, platform = layout(cluster)
+  knobs for the platform and the command that trains with them. For
+  processes mapped as slices on this machine MaxText joins them itself
+  (`skip_jax_distributed_system=false`, PROCESS_ENV) and each runs
+  MULTIPROCESS_TRAINER."""
+  per, slices, platform = layout(cluster)
   keys = overrides(cand, workload, platform, slices, local=not hasattr(cluster, "device"))
+  procs = _multiprocess(cluster)
+  if procs:
+    keys["skip_jax_distributed_system"] = False
   plat = "tpu" if platform == "tpu" else "gpu"
-  return {"kind": "maxtext", "overrides": override_lines(keys),
-          "xla_flags": xla.xla_flags({k: v for k, v in cand.values.items() if k in FLAG_KNOBS}, platform),
-          "xla_flags_env": xla.FLAG_ENV[plat],
-          "command": ["python", "-m", "maxtext.trainers.pre_train.train", *override_lines(keys)]}
+  trainer = MULTIPROCESS_TRAINER if procs else "maxtext.trainers.pre_train.train"
+  out = {"kind": "maxtext", "overrides": override_lines(keys),
+         "xla_flags": xla.xla_flags({k: v for k, v in cand.values.items() if k in FLAG_KNOBS}, platform),
+         "xla_flags_env": xla.FLAG_ENV[plat],
+         "command": ["python", "-m", trainer, *override_lines(keys)]}
+  if procs:
+    out["processes"] = {"count": procs, "devices_each": per, "env": {
+        "JAX_COORDINATOR_ADDRESS": "localhost", "JOB_INDEX": "0", "JOB_COMPLETION_INDEX": "<process 0..count-1>",
+        "PROCESSES_IN_JOB": str(procs), "JAX_PROCESS_COUNT": str(procs)}}
+  return out
 
 
 def launch_files(space: SimSpace, cand: Candidate, workload: Workload, cluster: Any,
                  summary: str = "") -> dict[str, str]:
   """maxtext_overrides.txt (`key=value` lines, what report.md shows) and
-  launch.sh (the XLA flag export, then MaxText's trainer with those lines)."""
+  launch.sh (the XLA flag export, then MaxText's trainer with those lines;
+  for processes mapped as slices, one trainer per process, joined by
+  MaxText). Arguments of launch.sh are appended as further overrides."""
   art = artifact(space, cand, workload, cluster)
   head = (f"# MaxText overrides for {workload.name} on {cluster.name} ({cluster.num_devices} devices): the "
           f"configuration autoscout_jax recommended{(': ' + summary) if summary else ''}.\n"
-          f"# python -m maxtext.trainers.pre_train.train run_name=<name> base_output_directory=<dir> "
+          f"# python -m {art['command'][2]} run_name=<name> base_output_directory=<dir> "
           f"$(grep -v '^#' maxtext_overrides.txt)\n")
   txt = head + "".join(line + "\n" for line in art["overrides"])
   env, flags = art["xla_flags_env"], " ".join(art["xla_flags"])
-  sh = ("#!/usr/bin/env bash\n" + head.replace("\n#", "\n#", 1) +
-        "# In MaxText's Python (3.12), on every host:  RUN_NAME=<name> BASE_OUTPUT_DIRECTORY=<dir> bash launch.sh\n"
-        "set -euo pipefail\n"
-        + (f"export {env}=\"${{{env}:-}} {flags}\"\n" if flags else "") +
-        'mapfile -t OVERRIDES < <(grep -v "^#" "$(dirname "$0")/maxtext_overrides.txt")\n'
-        'python3 -m maxtext.trainers.pre_train.train run_name="${RUN_NAME:-autoscout}" \\\n'
-        '  base_output_directory="${BASE_OUTPUT_DIRECTORY:?set BASE_OUTPUT_DIRECTORY}" "${OVERRIDES[@]}"\n')
+  common = ("set -euo pipefail\n"
+            + (f"export {env}=\"${{{env}:-}} {flags}\"\n" if flags else "") +
+            'mapfile -t OVERRIDES < <(grep -v "^#" "$(dirname "$0")/maxtext_overrides.txt")\n')
+  run_args = ('run_name="${RUN_NAME:-autoscout}" base_output_directory="${BASE_OUTPUT_DIRECTORY:?set '
+              'BASE_OUTPUT_DIRECTORY}" "${OVERRIDES[@]}" "$@"')
+  if "processes" not in art:
+    sh = ("#!/usr/bin/env bash\n" + head +
+          "# In MaxText's Python (3.12), on every host:  RUN_NAME=<name> BASE_OUTPUT_DIRECTORY=<dir> bash launch.sh\n"
+          + common + f"python3 -m maxtext.trainers.pre_train.train {run_args}\n")
+    return {"maxtext_overrides.txt": txt, "launch.sh": sh}
+  n, per = art["processes"]["count"], art["processes"]["devices_each"]
+  sh = ("#!/usr/bin/env bash\n" + head +
+        f"# {n} processes x {per} CPU devices on this host, one slice each, joined by MaxText's own\n"
+        "# jax.distributed initialisation (coordinator localhost:1234); each runs MaxText's trainer through\n"
+        f"# {MULTIPROCESS_TRAINER} (CPU devices carry no slice ids: see that module).\n"
+        "# In MaxText's Python (3.12):  AUTOSCOUT_JAX=<autoscout_jax checkout> RUN_NAME=<name> "
+        "BASE_OUTPUT_DIRECTORY=<dir> bash launch.sh\n"
+        "# One log per process in $LOG_DIR (default: the current directory); one process failing ends the job.\n"
+        + common +
+        ': "${AUTOSCOUT_JAX:?set AUTOSCOUT_JAX to the autoscout_jax checkout}"\n'
+        'export PYTHONPATH="$AUTOSCOUT_JAX${PYTHONPATH:+:$PYTHONPATH}" JAX_PLATFORMS=cpu DECOUPLE_GCLOUD=TRUE\n'
+        f'export XLA_FLAGS="${{XLA_FLAGS:-}} --xla_force_host_platform_device_count={per}"\n'
+        f"export JAX_COORDINATOR_ADDRESS=localhost JOB_INDEX=0 PROCESSES_IN_JOB={n} JAX_PROCESS_COUNT={n}\n"
+        "pids=()\n"
+        "trap 'kill \"${pids[@]}\" 2>/dev/null || true' EXIT\n"
+        f"for i in $(seq 0 {n - 1}); do\n"
+        f"  JOB_COMPLETION_INDEX=$i python3 -m {MULTIPROCESS_TRAINER} {run_args} \\\n"
+        '    > "${LOG_DIR:-.}/process_$i.log" 2>&1 &\n'
+        "  pids+=($!)\n"
+        "done\n"
+        'for _ in "${pids[@]}"; do wait -n || exit 1; done\n'
+        "pids=()\n")
   return {"maxtext_overrides.txt": txt, "launch.sh": sh}

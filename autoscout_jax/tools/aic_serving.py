@@ -11,11 +11,19 @@ engine version, so every row is estimated against that database (rows were
 measured on older engine versions too; that is aiconfigurator's own
 limitation, reported as it is). A row it cannot estimate (missing kernel
 data, unknown model) is `unsupported: <its error>`, never a guess.
+
+Cost: `cli_estimate` without a `backend_version` looks the newest database
+up by parsing every database's YAML declarations, several seconds a call on
+this machine and nearly all of its time; `database_version` asks that once
+per (system, backend) and passes the answer, so a row costs tens of
+milliseconds once its database is loaded (the same database, hence the same
+answer: the cache key leaves the version out).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -33,6 +41,7 @@ AIC_MODEL_ALIASES = {
     "nvidia/Llama-3.1-8B-Instruct-FP8": "meta-llama/Meta-Llama-3.1-8B",
     "zhipuai/GLM-5": "zai-org/GLM-5",
     "nvidia/Qwen3-32B-NVFP4": "Qwen/Qwen3-32B",
+    "nvidia/DeepSeek-R1-NVFP4": "deepseek-ai/DeepSeek-R1",  # the row's quant modes are passed explicitly
 }
 
 
@@ -88,25 +97,65 @@ def estimate_kwargs(row: Mapping[str, Any]) -> dict[str, Any]:
   return kw
 
 
-def aic_predict(row: Mapping[str, Any]) -> tuple[float | None, float | None, str]:
-  """(ttft_ms, tpot_ms, status) from aiconfigurator for one row; status is
-  'ok' or 'unsupported: <aiconfigurator's error>'."""
+@functools.lru_cache(maxsize=None)
+def database_version(system: str, backend: str) -> str | None:
+  """The engine version of aiconfigurator's newest perf database for
+  (system, backend), as cli_estimate would choose it; None: no database."""
+  from aiconfigurator.sdk.perf_database import get_latest_database_version  # the optional extra
+  sink = io.StringIO()
+  with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+    return get_latest_database_version(system=system, backend=backend)
+
+
+CKPT_QUANT = "ok: quantization from the checkpoint"  # status of an answer under the fallback below
+
+
+def _estimate(kw: Mapping[str, Any], version: str) -> tuple[float | None, float | None, str]:
   from aiconfigurator.cli.api import cli_estimate  # the optional extra
-  logging.getLogger("aiconfigurator").setLevel(logging.ERROR)
-  try:
-    kw = estimate_kwargs(row)
-  except (KeyError, TypeError, ValueError) as e:
-    return None, None, f"unsupported: row lacks a field aiconfigurator needs ({e})"
   sink = io.StringIO()
   try:
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-      r = cli_estimate(**kw)
+      r = cli_estimate(backend_version=version, **kw)
   except Exception as e:  # aiconfigurator's own refusal: data it lacks, a model it lacks
     return None, None, f"unsupported: {scrub(f'{type(e).__name__}: {e}')[:200]}"
   ttft, tpot = float(r.ttft), float(r.tpot)
   if not (ttft > 0 and tpot > 0 and math.isfinite(ttft) and math.isfinite(tpot)):
     return None, None, f"unsupported: aiconfigurator returned ttft={ttft} tpot={tpot}"
   return ttft, tpot, "ok"
+
+
+def _no_kernel_data(status: str) -> bool:
+  return "PerfDataNotAvailableError" in status and ("GEMM perf data missing for quant" in status
+                                                    or "MoE data missing" in status)
+
+
+def aic_predict(row: Mapping[str, Any]) -> tuple[float | None, float | None, str]:
+  """(ttft_ms, tpot_ms, status) from aiconfigurator for one row; status is
+  'ok', CKPT_QUANT or 'unsupported: <aiconfigurator's error>'.
+
+  The row's quantization labels are asked first. Where aiconfigurator has
+  no kernel data for them (the sample labels gpt-oss-120b's MXFP4 experts
+  'nvfp4', which on Hopper it reads as weight-only nvfp4; Kimi-K2.5's INT4
+  weights 'int4_wo'; DeepSeek's block-scaled FP8 checkpoint 'fp8'), it is
+  asked again with the quantization it reads from the model's own
+  checkpoint -- what those engines ran -- and the answer says so
+  (CKPT_QUANT), so a summary can count those rows apart."""
+  logging.getLogger("aiconfigurator").setLevel(logging.ERROR)
+  try:
+    kw = estimate_kwargs(row)
+  except (KeyError, TypeError, ValueError) as e:
+    return None, None, f"unsupported: row lacks a field aiconfigurator needs ({e})"
+  version = database_version(kw["system_name"], kw["backend_name"])
+  if version is None:
+    return None, None, (f"unsupported: aiconfigurator has no perf database for system {kw['system_name']!r}, "
+                        f"backend {kw['backend_name']!r}")
+  first = _estimate(kw, version)
+  if first[2] == "ok" or not _no_kernel_data(first[2]):
+    return first
+  ttft, tpot, status = _estimate({**kw, "gemm_quant_mode": None, "moe_quant_mode": None}, version)
+  if status != "ok":
+    return first  # the refusal of the row as labelled
+  return ttft, tpot, CKPT_QUANT
 
 
 def _key(row: Mapping[str, Any]) -> str:

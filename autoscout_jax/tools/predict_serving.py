@@ -14,7 +14,9 @@ row, in order, plus `pred_ttft_ms`, `pred_tpot_ms`, `pred_status` (`ok` or
 with a prediction or a named reason), `ttft_mape` / `tpot_mape` (ours, %,
 on every row predicted and measured) and `aic_ttft_mape` / `aic_tpot_mape`
 (aiconfigurator's, on the rows both predict; null without the extra),
-with ours on those same rows as `both_ttft_mape` / `both_tpot_mape`, and
+with ours on those same rows as `both_ttft_mape` / `both_tpot_mape`; the
+`*_any_quant` keys count in the rows aiconfigurator could answer only under
+its checkpoint's quantization (tools/aic_serving.py, `CKPT_QUANT`); and
 the same numbers on the rows held out from calibration (`heldout_*`: seven
 of the serving model's constants are fitted on the other fifth, see
 tools/calibrate_serving.py).
@@ -30,6 +32,7 @@ import collections
 import csv
 import json
 import math
+import re
 import sys
 from typing import Any
 
@@ -105,6 +108,8 @@ def summarize(rows: list[dict[str, Any]], aic_ran: bool, aic_stride: int) -> dic
   ok = [r for r in rows if r["pred_status"] == "ok"]
   named = [r for r in rows if str(r["pred_status"]).startswith("unsupported: ") and len(r["pred_status"]) > 13]
   reasons = collections.Counter(r["pred_status"][len("unsupported: "):].split(" (")[0][:90] for r in named)
+  aic_refused = collections.Counter(_aic_reason(r["aic_status"]) for r in rows
+                                    if str(r.get("aic_status") or "").startswith("unsupported: "))
 
   def pairs(rs, pred, meas):
     out = []
@@ -115,6 +120,8 @@ def summarize(rows: list[dict[str, Any]], aic_ran: bool, aic_stride: int) -> dic
     return out
 
   both = [r for r in ok if r.get("aic_status") == "ok"]
+  # ... and with the rows aiconfigurator answered under its checkpoint's quantization (aic_serving.CKPT_QUANT)
+  both_any = [r for r in ok if r.get("aic_status") in ("ok", aic_serving.CKPT_QUANT)]
   aic_asked = [r for r in rows if r.get("aic_status")]
   held = [r for r in ok if not silicon.is_calibration(r.get("id", ""))]
   held_both = [r for r in both if not silicon.is_calibration(r.get("id", ""))]
@@ -141,9 +148,26 @@ def summarize(rows: list[dict[str, Any]], aic_ran: bool, aic_stride: int) -> dic
       "aic_version": aic_serving.aic_version() if aic_ran else None,
       "aic_rows_asked": len(aic_asked) if aic_ran else None,
       "aic_predicted": sum(r.get("aic_status") == "ok" for r in aic_asked) if aic_ran else None,
+      "aic_predicted_ckpt_quant": sum(r.get("aic_status") == aic_serving.CKPT_QUANT for r in aic_asked)
+                                  if aic_ran else None,
+      "both_rows_any_quant": len(both_any) if aic_ran else None,
+      "both_ttft_mape_any_quant": _mape(pairs(both_any, "pred_ttft_ms", MEASURED[0])) if aic_ran else None,
+      "both_tpot_mape_any_quant": _mape(pairs(both_any, "pred_tpot_ms", MEASURED[1])) if aic_ran else None,
+      "aic_ttft_mape_any_quant": _mape(pairs(both_any, "aic_ttft_ms", MEASURED[0])) if aic_ran else None,
+      "aic_tpot_mape_any_quant": _mape(pairs(both_any, "aic_tpot_ms", MEASURED[1])) if aic_ran else None,
       "aic_stride": aic_stride if aic_ran else None,
       "unsupported_reasons": dict(reasons.most_common()),
+      "aic_unsupported_reasons": dict(aic_refused.most_common()) if aic_ran else None,
   }
+
+
+def _aic_reason(status: str) -> str:
+  """aiconfigurator's refusal, without the row's own numbers (so equal
+  reasons count together): its error class and first words."""
+  text = status[len("unsupported: "):]
+  text = re.sub(r"\{[^}]*\}?", "{...}", text)  # the key of the missing perf data
+  text = re.sub(r"\d+(\.\d+)?", "N", text)
+  return text[:100]
 
 
 def predict_file(input_path: str, output_path: str, summary_path: str | None = None, aic: str = "auto",
