@@ -72,7 +72,8 @@ class ReplayEvaluator(Evaluator):
       metrics = Metrics(True, step_time_s=step, tokens_per_s=float(t.tokens_per_s[i, r]),
                         peak_mem_bytes=float(mem) if math.isfinite(mem) else None, extra=extra)
     else:
-      metrics = Metrics.failed(kind, f"recorded {kind} (repeat {r})")
+      extra = dict(t.extra[i][r]) if t.extra is not None else {}
+      metrics = Metrics.failed(kind, f"recorded {kind} (repeat {r})", extra=extra)
     self.served.append((cand.key, r, cost))
     return Measurement(cand, self.fidelity, metrics, cost, workload.key, cluster.key, wall_s=0.0,
                        wallclock=0.0, provenance={**prov, "repeat": r}, repeat=again)

@@ -263,8 +263,10 @@ def truth_table(name: str):
   n = len(cfgs)
   tps, step, cost = np.full((n, reps), np.nan), np.full((n, reps), np.nan), np.zeros((n, reps))
   kinds: list[list[str | None]] = []
+  extra: list[list[dict]] = []
   for i, c in enumerate(cfgs):
     kinds.append([])
+    extra.append([])
     for r in range(reps):
       row = c.rows[r % len(c.rows)]
       v, ttft, tpot = measured_objective(row, c)
@@ -272,13 +274,17 @@ def truth_table(name: str):
       cost[i, r] = (OVERHEAD_S + ROUNDS * (ttft + osl * tpot) / 1e3) * c.gpus
       ok = ttft <= ttft_slo and tpot <= tpot_slo
       kinds[i].append(None if ok else SLO_KIND)
+      # the measured latencies, a miss's included: how far a configuration is
+      # from its SLO is what a search learns its latency model's error from
+      extra[i].append({"ttft_ms": ttft, "tpot_ms": tpot, "slo_log_margin":
+                       min(math.log(ttft_slo / ttft), math.log(tpot_slo / tpot)) if ttft > 0 and tpot > 0 else None})
       if ok:
         tps[i, r], step[i, r] = v, tpot / 1e3
   true = np.array([np.median(r[np.isfinite(r)]) if np.isfinite(r).any() else np.nan for r in tps])
   return truth_lib.TruthTable(
       task=name, workload_key=wl.key, cluster_key=cl.key, source_fidelity="profile",
       candidates=[sp.make(c.knobs) for c in cfgs], tokens_per_s=tps, step_time_s=step, cost_s=cost,
-      failure_kind=kinds, true_tokens_per_s=true,
+      failure_kind=kinds, true_tokens_per_s=true, extra=extra,
       provenance=dict(kind="measured_table", source="aiconfigurator silicon_sample.csv (Apache-2.0), "
                       "autoscout_jax/data/aiconfigurator/", group=group, ttft_slo_ms=ttft_slo,
                       tpot_slo_ms=tpot_slo, rows=sum(len(c.rows) for c in cfgs), overhead_s=OVERHEAD_S,

@@ -266,5 +266,18 @@ def measure_truth(task: str, problem: Problem, candidates: Sequence[Candidate], 
       cost_s=col(lambda m: m.cost_s), failure_kind=[[_failure(m) for m in row] for row in rows],
       true_tokens_per_s=true,
       peak_mem_bytes=col(lambda m: m.metrics.peak_mem_bytes if m.metrics.peak_mem_bytes is not None else np.nan),
-      extra=[[{"step_times_s": list(m.metrics.extra.get("step_times_s", []))} for m in row] for row in rows],
+      extra=[[_kept_extra(m) for m in row] for row in rows],
       provenance=prov)
+
+
+KEPT_EXTRA = ("ttft_ms_p50", "ttft_ms_p90", "tpot_ms_p50", "tpot_ms_p90", "slo_log_margin")
+
+
+def _kept_extra(m) -> dict:
+  """What a recorded row keeps of a measurement's extra figures: every timed
+  step, and a serving profile's latencies and SLO margin (a miss included:
+  by how much it missed is measured data)."""
+  extra = m.metrics.extra or {}
+  out = {"step_times_s": list(extra.get("step_times_s", []))}
+  out.update({k: extra[k] for k in KEPT_EXTRA if extra.get(k) is not None})
+  return out

@@ -34,7 +34,6 @@ resumed run that replays its store gets the same suggestions.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Mapping, Sequence
 
@@ -50,7 +49,7 @@ from autoscout_jax.designers.autoscout.config import AutoScoutConfig, SearchStat
 from autoscout_jax.designers.autoscout.contenders import Contenders
 from autoscout_jax.designers.autoscout.features import SCREEN, Observations, failed_screen, knob_roles
 from autoscout_jax.designers.autoscout.fidelity import FidelityPlan
-from autoscout_jax.designers.autoscout.proposals import Proposer
+from autoscout_jax.designers.autoscout.proposals import Pool, Proposer
 from autoscout_jax.designers.autoscout.ranked import CheapOrder
 from autoscout_jax.designers.autoscout.surrogate import FusedSurrogate
 from autoscout_jax.designers.base import Designer
@@ -61,18 +60,6 @@ from autoscout_jax.space import Candidate
 GAIN_SCALE = 0.05  # a 5 % throughput gain earns an arm the full reward
 P_MIN = 0.15  # below this predicted feasibility a candidate is not profiled
 MIN_EI = 0.005  # expected log gain below which a screened candidate waits
-
-
-@dataclasses.dataclass(frozen=True)
-class Pool:
-  """One round's proposals: the incumbents they grew from, the candidates
-  already screened at the gate, the proposals per arm ("sparse", "dense",
-  "global") and their union."""
-
-  incumbents: list[Candidate]
-  screened: list[Candidate]
-  lists: Mapping[str, list[Candidate]]
-  union: list[Candidate]
 
 
 class AutoScoutDesigner(Designer):
@@ -107,7 +94,7 @@ class AutoScoutDesigner(Designer):
                                warm_start)
     prior = cfg.prior_importance
     if warm_start is not None and prior is None:
-      prior = self._warm_importance(warm_start)
+      prior = priority_lib.warm_importance(space, self.obs.encode, warm_start, seed)
     self.prio = priority_lib.Priorities(space.names, prior, enabled=cfg.prioritize)
     arms = ("sparse", "dense") if self.dense_relaxation else ("sparse",)
     self.bandit = Bandit(arms, fixed_split=None if cfg.bandit else {a: 1.0 for a in arms})
@@ -381,13 +368,6 @@ class AutoScoutDesigner(Designer):
         self.space, lambda a, b: self.surr.predict(a, b), x, act,
         np.random.default_rng(self.seed * 31 + self.surr.fits))
     self.prio.set_learned(raw, evidence=len(self.obs.top_rows()))
-
-  def _warm_importance(self, state: surrogates.SurrogateState) -> dict[str, float]:
-    rng = np.random.default_rng(self.seed + 1)
-    cands = list(dict.fromkeys(self.space.sample(rng, 128)))
-    x, act = self.obs.encode(cands)
-    return priority_lib.permutation_importance(
-        self.space, lambda a, b: surrogates.predict(state, a, b), x, act, rng)
 
   # --- reporting ------------------------------------------------------------
   @property

@@ -6,7 +6,8 @@ Where it sits: after each surrogate refit the designer calls
 surrogate trained on other workloads, or given by hand) and hands the
 search an importance per knob: sparse.py moves important knobs first and
 combines them in two-knob moves, dense.py relaxes only the dense knobs
-that matter. The scores are exposed (dict knob -> score, summing to 1) for
+that matter; with a warm start, the designer's first ordering comes from
+`warm_importance` on the other workloads' surrogate. The scores are exposed (dict knob -> score, summing to 1) for
 TensorBoard and the final report.
 
 Importance of a knob = how much the surrogate's prediction changes when
@@ -22,6 +23,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+
+import surrogates
 
 from autoscout_jax.space import SearchSpace
 
@@ -138,3 +141,13 @@ class Priorities:
 
   def weight(self, name: str) -> float:
     return self.scores.get(name, 0.0)
+
+
+def warm_importance(space: SearchSpace, encode, state, seed: int) -> dict[str, float]:
+  """Knob importances of a surrogate trained on other workloads (a warm
+  start's SurrogateState), by permutation over 128 samples of this space
+  (`encode`: candidates -> (features, active mask))."""
+  rng = np.random.default_rng(seed + 1)
+  cands = list(dict.fromkeys(space.sample(rng, 128)))
+  x, act = encode(cands)
+  return permutation_importance(space, lambda a, b: surrogates.predict(state, a, b), x, act, rng)

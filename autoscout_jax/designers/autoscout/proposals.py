@@ -17,7 +17,8 @@ The designer then scores the union once and spends its slots.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import dataclasses
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,6 +28,18 @@ from autoscout_jax.designers.autoscout.acquisition import Scorer
 from autoscout_jax.designers.autoscout.features import KnobRoles, Observations
 from autoscout_jax.designers.autoscout.priority import Priorities
 from autoscout_jax.space import Candidate, SearchSpace, SpaceError
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+  """One round's proposals: the incumbents they grew from, the candidates
+  already screened at the gate, the proposals per arm ("sparse", "dense",
+  "global") and their union."""
+
+  incumbents: list[Candidate]
+  screened: list[Candidate]
+  lists: Mapping[str, list[Candidate]]
+  union: list[Candidate]
 
 
 class Proposer:
