@@ -13,5 +13,5 @@ from autoscout_jax.sim.costs import SimConstants
 # Fitted on shared/calibration/published_points.csv (see sim/calibration.py);
 # the lower bound of attn_eff is active (the data would push flash attention
 # slower still).
-CALIBRATED = SimConstants(gemm_eff=0.7895, gemm_knee=209.7, attn_eff=0.35, comm_eff=0.6761, fp8_eff=0.6635,
-                          moe_eff=0.4394, launch_s=3.161e-4, tput_spread=0.1435)
+CALIBRATED = SimConstants(gemm_eff=0.7894, gemm_knee=209.5, attn_eff=0.35, comm_eff=0.676, fp8_eff=0.6635,
+                          moe_eff=0.4394, launch_s=3.161e-4, tput_spread=0.1584)

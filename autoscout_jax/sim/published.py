@@ -26,7 +26,7 @@ import numpy as np
 from autoscout_jax import packing
 from autoscout_jax.sim import costs, hardware
 from autoscout_jax.sim.catalog import find_model
-from autoscout_jax.targets.jax_mesh import mesh_plan
+from autoscout_jax.targets.jax_mesh import mesh_plan, xla_loss_bytes
 from autoscout_jax.targets.megatron import megatron_plan
 
 PRED_COLUMNS = ("pred_step_time_s", "pred_tokens_per_sec_per_device", "pred_tokens_per_sec_per_device_lo",
@@ -257,7 +257,7 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     rc, _ = _recompute(row.get("recompute", "").replace("remat_policy=", ""), "full")
     # MaxText's per_device_batch_size counts chips; per batch shard it is gbs/dp
     p = mesh_plan({"fsdp": ici_fsdp, "tensor": tp}, {"data": slices}, m["gbs"] / dp, rc, 1.0, 1.0, 0.0,
-                  m["gbs"], m["L"])
+                  m["gbs"], m["L"], xla_loss_bytes(cluster))
     return {k: float(v) for k, v in p.items()}
   framework = (row.get("framework") or "").lower()
   megatron = ("megatron" in framework or "nemo" in framework

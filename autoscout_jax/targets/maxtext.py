@@ -244,7 +244,8 @@ def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any)
   yes = lambda name: (t[name] == space.code(name, True)).astype(np.float64) if name in t else np.ones_like(per_shard)
   coll_mm = nz(t["collective_matmul"], 0) if "collective_matmul" in t else np.zeros_like(per_shard)
   plan = dict(jax_mesh.mesh_plan(ici_d, dcn_d, per_shard, np.zeros_like(per_shard), yes("latency_hiding_scheduler"),
-                                 yes("async_collectives"), coll_mm, workload.global_batch, workload.model.num_layers))
+                                 yes("async_collectives"), coll_mm, workload.global_batch, workload.model.num_layers,
+                                 jax_mesh.xla_loss_bytes(cluster)))
   npm = _microbatches(t, "num_pipeline_microbatches" in t, dcn("pipeline") in t) + 0 * per_shard
   piped = ici_d["stage"] * dcn_d["stage"] > 1
   plan["mbs"] = np.where(piped, per_shard / npm, per_shard)
