@@ -32,6 +32,7 @@ from autoscout_jax import workdir as workdir_lib
 from autoscout_jax.designers.base import Designer
 from autoscout_jax.evaluator import Evaluator
 from autoscout_jax.executors import Executor, SerialExecutor
+from autoscout_jax.local import injector
 from autoscout_jax.measurement import fidelity_rank
 from autoscout_jax.problem import Cluster, DefaultError, Problem, expert_default
 from autoscout_jax.search import SearchResult, run_search
@@ -116,7 +117,7 @@ def run_experiment(workdir: str, workload: Any, cluster: Cluster,
     except DefaultError as e:
       raise ExperimentError(str(e)) from e
   rules = faults_lib.parse_faults(faults, list(evals), space)
-  evals = faults_lib.apply_faults(evals, rules, fault_timeout_s)
+  evals = injector.apply_faults(evals, rules, fault_timeout_s)
   problem = Problem(workload, cluster, space, tuple(sorted(evals, key=fidelity_rank)), default=default)
   designer = designer_fn(problem, seed)
 

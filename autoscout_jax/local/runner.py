@@ -33,6 +33,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from autoscout_jax.child_protocol import FAULT_KINDS, PARENT_ENV
+from autoscout_jax.faults import faults_by_key
 from autoscout_jax.measurement import CRASH, OOM, TIMEOUT, Measurement, Metrics
 
 __all__ = ["FAULT_KINDS", "ChildFaults", "LocalSetupError", "Outcome", "classify", "classify_exit",
@@ -113,7 +114,6 @@ class ChildFaults:
 
   def faults_for(self, candidates: Sequence[Any]) -> dict[str, str]:
     """{candidate key: fault kind} of a batch: the request's `faults`."""
-    from autoscout_jax.faults import faults_by_key  # faults.py imports this module: import at call time
     return faults_by_key(candidates, self.faults, self.fault_rules, self.fidelity)
 
 
