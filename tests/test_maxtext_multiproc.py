@@ -65,3 +65,52 @@ def test_a_hung_job_is_killed_at_the_timeout_with_every_process():
   out = run_candidates(request, items, _env(), timeout_s=3, startup_timeout_s=120, argv=ARGV)
   assert out[0].metrics.failure_kind == "timeout"
   assert all(_gone(p) for p in out[0].provenance["pids"])
+
+
+class _Scripted:
+  """A launcher process whose events are written in advance (the real
+  processes race; this pins one order): `script` holds (process, event)."""
+  script: list = []
+
+  def __init__(self, index, request, events):
+    self.index = index
+    self.proc = _ExitedProc(4000 + index)
+    if index == 0:  # every event once, in the scripted order
+      for item in _Scripted.script:
+        events.put(item)
+
+
+class _ExitedProc:
+  def __init__(self, pid):
+    self.pid = pid
+
+  def poll(self):
+    return -6
+
+  def kill(self):
+    pass
+
+  def wait(self):
+    return -6
+
+
+def test_a_process_that_dies_in_a_candidate_before_its_peer_is_ready_fails_that_candidate(monkeypatch):
+  import io
+  import json
+  from autoscout_jax.maxtext_child import multiproc
+  _Scripted.script = [(1, {"event": "ready", "provenance": {"process": 1}}),
+                      (1, {"event": "start", "index": 7}),
+                      (1, {"event": "exit"}),
+                      (0, {"event": "ready", "provenance": {"process": 0}})]
+  monkeypatch.setattr(multiproc, "_Proc", _Scripted)
+  out = io.StringIO()
+  rc = multiproc.run({"processes": {"count": 2}}, out)
+  events = [json.loads(line) for line in out.getvalue().splitlines()]
+  assert rc == multiproc.EXIT_PROCESS_DIED
+  assert [e["event"] for e in events] == ["ready", "start"] and events[1]["index"] == 7
+  assert events[0]["provenance"]["pids"][1:] == [4000, 4001]
+  # and a job whose processes never got as far as a candidate is not said to be ready
+  _Scripted.script = [(1, {"event": "ready", "provenance": {}}), (1, {"event": "exit"})]
+  out = io.StringIO()
+  assert multiproc.run({"processes": {"count": 2}}, out) == multiproc.EXIT_PROCESS_DIED
+  assert out.getvalue() == ""

@@ -7,14 +7,19 @@ a free port on localhost for JAX's coordinator, starts `count`
 `profile_child` processes (each with the devices of one slice: the
 parent's XLA_FLAGS), hands each the request plus its `distributed` part
 (`jax.distributed.initialize`, process i of count), and speaks the usual
-protocol upward with process 0's events. The processes live in the
+protocol upward: one `ready` once every process is ready, a candidate's
+`start` as soon as any process starts it, and process 0's results. The
+processes live in the
 launcher's process group, so the parent's kill of the group (timeout,
 exit, SIGTERM) takes them all; each also dies with the launcher.
 
 A process that dies, or says something that is not the protocol, before
 the job is done fails the job: the launcher kills the others, names the
 process on stderr and exits non-zero, which the parent records as the
-current candidate's failure (crash, or oom for an OOM kill).
+current candidate's failure (crash, or oom for an OOM kill). A process
+may die in a candidate before a slower peer has said `ready`: the launcher
+then says `ready` and that `start` before it exits, so the failure is the
+candidate's, with the processes named, not the environment's.
 
 Request: profile_child's plus {"processes": {"count": N, "timeout_s": s,
 "fault_process": i | None}} (`fault_process`: a test hook, only process i
@@ -98,8 +103,31 @@ def run(request: Mapping[str, Any], out) -> int:
                           "timeout_s": int(spec.get("timeout_s", 120))}
     procs.append(_Proc(i, sub, events))
   finished: set[int] = set()
+  ready: dict[int, dict] = {}
+  held: list[dict] = []  # what comes before every process is ready, in order
+  started: set[int] = set()
+  said_ready = False
+
+  def say(ev: dict) -> None:
+    if said_ready:
+      emit(out, **ev)
+    else:
+      held.append(ev)
+
+  def say_ready() -> None:
+    nonlocal said_ready
+    if said_ready:
+      return
+    said_ready = True
+    emit(out, event="ready", provenance={**ready.get(0, {}), "processes": count, "coordinator": coordinator,
+                                         "pids": [os.getpid()] + [p.proc.pid for p in procs]})
+    for ev in held:
+      emit(out, **ev)
+    held.clear()
 
   def fail(i: int, why: str) -> int:
+    if started:  # the job died in a candidate: that is the candidate's failure
+      say_ready()
     for p in procs:
       if p.proc.poll() is None:
         p.proc.kill()
@@ -131,13 +159,16 @@ def run(request: Mapping[str, Any], out) -> int:
     if kind == "done":
       finished.add(i)
       continue
-    if i == 0:
-      if kind == "ready":
-        ev = {**ev, "provenance": {**(ev.get("provenance") or {}), "processes": count,
-                                   "coordinator": coordinator,
-                                   "pids": [os.getpid()] + [p.proc.pid for p in procs]}}
-      emit(out, **ev)
-
+    if kind == "ready":
+      ready[i] = dict(ev.get("provenance") or {})
+      if len(ready) == count:
+        say_ready()
+    elif kind == "start":
+      if int(ev["index"]) not in started:
+        started.add(int(ev["index"]))
+        say(ev)
+    elif i == 0:
+      say(ev)
 
 if __name__ == "__main__":
   sys.exit(child_main(run))
