@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from autoscout_jax.bench import tasks, truth
-from autoscout_jax.bench.__main__ import select
-from autoscout_jax.bench.gin_tasks import load_tasks
+from autoscout_jax.bench.__main__ import load_tasks, select
 from autoscout_jax.targets.local import space as local_training_space
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
