@@ -87,6 +87,13 @@ def test_vtrain_sweep_task(tmp_path):
   task = tasks.build_task(spec, str(tmp_path))
   corr = runner.cheap_rank_correlation(task)
   assert corr["analytic"]["both_feasible"] + corr["analytic"]["cheap_says_fails_truth_runs"] == 20
+  # the rank correlation pairs each candidate with its own measured row (the
+  # table keeps the file's order, the candidates the space's)
+  assert [task.table.index[c] for c in task.candidates] != list(range(len(task.candidates)))
+  from scipy.stats import spearmanr
+  ms = runner.FixedCostEvaluator(spec.cheap[0], 0.0).evaluate(runner.task_problem(task), task.candidates)
+  pairs = [(m.objective, task.table.true_value(c)) for m, c in zip(ms, task.candidates) if m.objective is not None]
+  assert corr["analytic"]["spearman"] == pytest.approx(spearmanr(*zip(*pairs)).statistic, abs=1e-4)
 
 
 def _smoke_gap_task(tmp_path, **kw):

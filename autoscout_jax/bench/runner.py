@@ -62,7 +62,8 @@ def cheap_rank_correlation(task: Task) -> dict[str, Any]:
   from scipy.stats import spearmanr
   import numpy as np
   out: dict[str, Any] = {}
-  true = task.table.true_tokens_per_s
+  # the table's rows are in its own order (a measured table's file order), not the space's
+  true = np.array([np.nan if (t := task.table.true_value(c)) is None else t for c in task.candidates], np.float64)
   for e in task.spec.cheap:
     ms = FixedCostEvaluator(e, 0.0, memo=task.cheap_memo.setdefault(e.fidelity, {})).evaluate(
         task_problem(task), task.candidates)
