@@ -1,7 +1,7 @@
 """Entry point: `python -m autoscout_jax.run --gin_file=... [--gin_bindings=...] [--workdir=...] [--fresh]`.
 
-Where it sits: the search's entry layer (with bench/gin_tasks.py the only
-modules that import gin). Parses flags and gin and calls
+Where it sits: the search's entry layer (with bench/__main__.py, the
+bench's entry, the only modules that import gin). Parses flags and gin and calls
 `experiment.run_experiment` with everything gin bound. Every input is checked before anything is written: a gin file
 that does not parse, a macro that nothing reads (a typo such as
 `--gin_bindings='FOO = 3'`), an unknown parameter, a workdir that is a file,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from autoscout_jax.bench import __main__ as bench_main
-from autoscout_jax.bench import baselines, gin_tasks, reality_gap, runner, tables, tasks
+from autoscout_jax.bench import baselines, reality_gap, runner, tables, tasks
+from autoscout_jax.bench.__main__ import load_task_file
 from autoscout_jax.bench.tasks import repo_root
 
 HEADER = ("num_devices,global_batch,hidden_size,num_layers,num_heads,seq_len,tp,pp,dp,mbs,"
@@ -74,7 +75,7 @@ def test_cli_bad_row_is_one_line_and_exit_2(tmp_path):
 
 
 def test_vtrain_sweep_task(tmp_path):
-  spec = gin_tasks.load_task_file(os.path.join(repo_root(), "gin/bench/vtrain_gpt_175b_a100_512.gin"))
+  spec = load_task_file(os.path.join(repo_root(), "gin/bench/vtrain_gpt_175b_a100_512.gin"))
   assert spec.truth_kind == "measured"
   rows = spec.table.rows
   assert len(rows) == 21 and all(r.failure is None for r in rows)
@@ -96,7 +97,7 @@ def test_vtrain_sweep_task(tmp_path):
 
 
 def _smoke_gap_task(tmp_path, **kw):
-  spec = gin_tasks.load_task_file(os.path.join(repo_root(), "gin/bench/smoke_llama3_8b_h100_8.gin"))
+  spec = load_task_file(os.path.join(repo_root(), "gin/bench/smoke_llama3_8b_h100_8.gin"))
   import dataclasses
   spec = dataclasses.replace(spec, truth=reality_gap.RealityGapProfiling(**kw))
   return tasks.build_task(spec, str(tmp_path))
@@ -114,7 +115,7 @@ def test_reality_gap_truth_is_seeded_and_differs_from_f1(tmp_path):
 
 
 def test_cheap_topk_profiles_in_cheap_order_and_sim_argmax_pays_nothing(tmp_path):
-  spec = gin_tasks.load_task_file(os.path.join(repo_root(), "gin/bench/smoke_llama3_8b_h100_8.gin"))
+  spec = load_task_file(os.path.join(repo_root(), "gin/bench/smoke_llama3_8b_h100_8.gin"))
   task = tasks.build_task(spec, str(tmp_path))
   tr, res = runner.run_one(task, "cheap_topk", 0)
   cheap = {m.candidate.key: m.objective for m in res.measurements if m.fidelity == "analytic"}
@@ -130,7 +131,7 @@ def test_cheap_topk_profiles_in_cheap_order_and_sim_argmax_pays_nothing(tmp_path
 
 def test_tpe_warm_starts_with_the_cheap_top10(tmp_path):
   pytest.importorskip("optuna")
-  spec = gin_tasks.load_task_file(os.path.join(repo_root(), "gin/bench/smoke_llama3_8b_h100_8.gin"))
+  spec = load_task_file(os.path.join(repo_root(), "gin/bench/smoke_llama3_8b_h100_8.gin"))
   task = tasks.build_task(spec, str(tmp_path))
   tr, res = runner.run_one(task, "optuna_tpe_warm", 0, budget_s=task.budgets_s[0])
   screen = baselines.CheapScreen(task.space, ("analytic", "profile"), 0)

@@ -153,7 +153,7 @@ def test_truth_table_json_round_trip(tmp_path):
 @pytest.mark.skipif(not os.path.exists(REAL_TABLE), reason="the committed real-task table is not there yet")
 def test_real_task_replays_its_committed_measurements(tmp_path):
   import gin
-  from autoscout_jax.bench.gin_tasks import load_task_file
+  from autoscout_jax.bench.__main__ import load_task_file
   gin.add_config_file_search_path(tasks.repo_root())
   spec = load_task_file(os.path.join(tasks.repo_root(), "gin", "bench", "real_tiny_cpu8.gin"))
   task = tasks.build_task(spec, str(tmp_path))

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from autoscout_jax.bench import gin_tasks
 from autoscout_jax.bench import peers, reality_gap, report, runner
+from autoscout_jax.bench.__main__ import load_task_file
 from autoscout_jax.bench.tasks import repo_root
 from autoscout_jax.designers.random_search import RandomSearch
 
@@ -21,7 +21,7 @@ TASKS = {"vtrain_gpt_3.6b_a100_64": "measured", "serving_llama3_70b_h200_trtllm_
 def test_results_carry_truth_kind_correlation_and_baseline_ratio(tmp_path, monkeypatch):
   # a searching designer that is neither a peer nor a baseline ("mine")
   monkeypatch.setitem(peers.DESIGNERS, "mine", peers.DesignerEntry(RandomSearch, doc="test"))
-  specs = [gin_tasks.load_task_file(os.path.join(repo_root(), "gin/bench", f"{t}.gin")) for t in TASKS]
+  specs = [load_task_file(os.path.join(repo_root(), "gin/bench", f"{t}.gin")) for t in TASKS]
   specs[-1] = dataclasses.replace(specs[-1], truth=reality_gap.RealityGapProfiling(seed=0))
   res = runner.run_bench(specs, ["cheap_topk", "mine"], [0], str(tmp_path), printer=lambda s: None)
   report.write_all(res, str(tmp_path))
@@ -58,7 +58,7 @@ class _Crashes(RandomSearch):
 
 def test_a_crashing_run_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
   monkeypatch.setitem(peers.DESIGNERS, "flaky", peers.DesignerEntry(_Crashes, doc="test"))
-  spec = gin_tasks.load_task_file(os.path.join(repo_root(), "gin/bench", "vtrain_gpt_3.6b_a100_64.gin"))
+  spec = load_task_file(os.path.join(repo_root(), "gin/bench", "vtrain_gpt_3.6b_a100_64.gin"))
   res = runner.run_bench([spec], ["flaky", "cheap_topk"], [0, 1], str(tmp_path), printer=lambda s: None)
   report.write_all(res, str(tmp_path))
   out = json.load(open(tmp_path / "results.json"))

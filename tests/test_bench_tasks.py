@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from autoscout_jax.bench import tasks, truth
-from autoscout_jax.bench.__main__ import select
-from autoscout_jax.bench.gin_tasks import load_tasks
+from autoscout_jax.bench.__main__ import load_tasks, select
 from autoscout_jax.targets.local import space as local_training_space
 from autoscout_jax.workload import LocalCluster, ModelConfig, Workload
 
@@ -100,3 +99,19 @@ def test_cached_simulated_truth_is_keyed_by_the_simulator_version(monkeypatch):
   assert tasks._truth_digest(spec, space) == before
   monkeypatch.setattr(analytic, "SIMULATOR_VERSION", analytic.SIMULATOR_VERSION + "+next")
   assert tasks._truth_digest(spec, space) != before
+
+
+def test_the_committed_serving_table_keeps_every_repeats_latencies(tmp_path):
+  # a recorded serving truth keeps each repeat's p50/p90 TTFT and TPOT and its SLO margin (a miss's too),
+  # and the margin agrees with the verdict: negative exactly where the repeat missed an SLO
+  from autoscout_jax.bench.__main__ import load_task
+  from autoscout_jax.bench.truth import KEPT_EXTRA
+  from autoscout_jax.targets.serving import slo_log_margin
+  spec = load_task("real_serve_tiny_cpu8")
+  table = tasks.build_task(spec, str(tmp_path)).table
+  rows = [(e, f) for es, fs in zip(table.extra, table.failure_kind) for e, f in zip(es, fs)]
+  assert len(rows) == len(table.candidates) * table.repeats > 0
+  for extra, failure in rows:
+    assert set(KEPT_EXTRA) <= set(extra), extra
+    assert extra["slo_log_margin"] == pytest.approx(slo_log_margin(spec.workload.serving, extra))
+    assert (extra["slo_log_margin"] < 0) == (failure == "slo"), (extra, failure)

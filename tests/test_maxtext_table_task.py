@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from autoscout_jax.bench import tasks, truth as truth_lib
-from autoscout_jax.bench.gin_tasks import load_task_file
+from autoscout_jax.bench.__main__ import load_task_file
 from autoscout_jax.tools import maxtext_table as mtab
 from autoscout_jax.tools import maxtext_table_task as mtt
 

@@ -9,7 +9,7 @@ import pytest
 
 from autoscout_jax import megatron_core
 from autoscout_jax.bench import tasks
-from autoscout_jax.bench.gin_tasks import load_task_file
+from autoscout_jax.bench.__main__ import load_task_file
 
 pytestmark = pytest.mark.skipif(not megatron_core.available(),
                                 reason="the 'megatron' extra (megatron-core) is not installed: "

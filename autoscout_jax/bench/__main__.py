@@ -4,28 +4,96 @@ or on a user's own measured sweep: `--table=my_sweep.csv --family=megatron
 [--system=dgx_h100]` (columns: autoscout_jax/bench/tables.py).
 
 Where it sits: the bench's entry layer, like autoscout_jax/run.py for a
-search. Task files (`gin/bench/*.gin`, one task each) are loaded by
-bench/gin_tasks.py (with run.py the only modules that import gin); then
-`runner.run_bench` runs every task x designer x seed and
-`report.write_all` writes results.md, results.json and TensorBoard curves
-into the workdir (where simulated truths are cached too). The flags are
-defined only when this module runs as the program, so tools and tests may
-import it. Bad input ends with one clear message and exit status 2.
+search (the two are the package's only gin importers). It holds the one
+task-file loader: `gin/bench/<task>.gin` -> `tasks.TaskSpec` (`load_task_file`,
+`load_task` by name, `load_tasks` for a directory); each file binds
+`tasks.task_spec` and is parsed alone (task files include workload and
+cluster blocks that bind the same names), so adding a task is adding a
+file; includes resolve against the repository root; a broken file is one
+`tasks.BenchError` naming it. Then `runner.run_bench` runs every task x
+designer x seed and `report.write_all` writes results.md, results.json and
+TensorBoard curves into the workdir (where simulated truths are cached
+too). The flags are defined only when this module runs as the program, so
+the tools that build scoutbench tasks (bench_warm_start,
+maxtext_table_sims) and tests import its loader without flag collisions.
+Bad input ends with one clear message and exit status 2.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import time
+from typing import Sequence
 
+import gin
 from absl import app, flags
 
-from autoscout_jax.bench import gin_tasks
+from autoscout_jax.bench import tasks
+
+TASK_DIR = os.path.join("gin", "bench")  # relative to the repository root
+
+_SEARCH_PATHS: set[str] = set()
+
+
+def _search_root() -> None:
+  # gin appends to a list of search paths on every call (clear_config keeps it): add the root once.
+  root = tasks.repo_root()
+  if root not in _SEARCH_PATHS:
+    gin.add_config_file_search_path(root)
+    _SEARCH_PATHS.add(root)
+
+
+def load_task_file(path: str, bindings: Sequence[str] = ()) -> tasks.TaskSpec:
+  """Parses one task gin file alone and returns its TaskSpec."""
+  _search_root()
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings([path], list(bindings), finalize_config=False)
+    spec = gin.get_configurable(tasks.task_spec)()
+  except tasks.BenchError:
+    raise
+  except Exception as e:  # gin wraps errors of many types; all mean "this task file is wrong"
+    raise tasks.BenchError(f"task file {path}: {type(e).__name__}: {e}") from e
+  finally:
+    gin.clear_config()
+  return spec
+
+
+def task_path(name: str) -> str:
+  """The task file of a task name (gin/bench/<name>.gin); BenchError if none."""
+  path = os.path.join(tasks.repo_root(), TASK_DIR, f"{name}.gin")
+  if not name or not os.path.exists(path):
+    raise tasks.BenchError(f"no scoutbench task file for task {name!r} (looked for {TASK_DIR}/{name}.gin)")
+  return path
+
+
+def load_task(name: str, bindings: Sequence[str] = ()) -> tasks.TaskSpec:
+  """The TaskSpec of a task by name."""
+  return load_task_file(task_path(name), bindings)
+
+
+def load_tasks(task_dir: str, bindings: Sequence[str] = ()) -> list[tasks.TaskSpec]:
+  """Every task file of a directory (relative to the repository root unless
+  absolute), in file-name order; task names must be unique."""
+  root = tasks.repo_root()
+  directory = task_dir if os.path.isabs(task_dir) else os.path.join(root, task_dir)
+  files = sorted(glob.glob(os.path.join(directory, "*.gin")))
+  if not files:
+    raise tasks.BenchError(f"no task files (*.gin) in {task_dir!r}")
+  specs = [load_task_file(f, bindings) for f in files]
+  names = [s.name for s in specs]
+  dup = sorted({n for n in names if names.count(n) > 1})
+  if dup:
+    raise tasks.BenchError(f"task name(s) {dup} declared by more than one file in {task_dir!r}")
+  return specs
+
 
 def define_flags() -> None:
   """The command's flags; defined only when this module runs as the program, so
-  importing it (tests: table_task, select, parse_seeds) defines no absl flag."""
+  importing it (tools and tests: the loader, table_task, select, parse_seeds)
+  defines no absl flag."""
   flags.DEFINE_enum("suite", "quick", ["quick", "measured", "full", "compile"],
                     "quick: the tasks marked quick, 3 seeds; measured: every measured and "
                     "reality-gap task, 5 seeds; full: every task, 10 seeds; compile: tasks whose "
@@ -37,7 +105,7 @@ def define_flags() -> None:
   flags.DEFINE_float("budget_scale", 1.0, "Multiplies every task's three budgets.")
   flags.DEFINE_bool("remeasure", False, "Measure recorded (real-device) truths again on this "
                     "machine and rewrite their committed tables.")
-  flags.DEFINE_string("task_dir", gin_tasks.TASK_DIR, "Directory of task gin files (relative to the "
+  flags.DEFINE_string("task_dir", TASK_DIR, "Directory of task gin files (relative to the "
                       "repository root unless absolute).")
   flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings applied to every task file.")
   flags.DEFINE_bool("list", False, "List the tasks and designers, then exit.")
@@ -51,7 +119,7 @@ def define_flags() -> None:
 def table_task(path: str, family: str, system: str):
   """A task from a user's CSV: its rows are the candidates, the family's
   simulators (F0, F1) the cheap fidelities."""
-  from autoscout_jax.bench import tables, tasks
+  from autoscout_jax.bench import tables
   from autoscout_jax.sim import analytic, event
   name = os.path.splitext(os.path.basename(path))[0]
   return tasks.task_spec(name, truth=tables.TableProfiling(os.path.abspath(path), family=family, system=system,
@@ -66,7 +134,6 @@ def _fail(msg: str) -> None:
 
 
 def select(specs, suite: str, names) -> list:
-  from autoscout_jax.bench import tasks
   if not names:
     chosen = [s for s in specs if suite in s.suites]
     if not chosen:
@@ -80,7 +147,6 @@ def select(specs, suite: str, names) -> list:
 
 
 def parse_seeds(raw, default_count: int) -> list[int]:
-  from autoscout_jax.bench import tasks
   if not raw:
     return list(range(default_count))
   try:
@@ -95,7 +161,7 @@ def parse_seeds(raw, default_count: int) -> list[int]:
 def main(argv) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}")
-  from autoscout_jax.bench import peers, report, runner, tasks, truth
+  from autoscout_jax.bench import peers, report, runner, truth
   F = flags.FLAGS
   errors = (tasks.BenchError, truth.TruthError, ImportError)
   try:
@@ -105,7 +171,7 @@ def main(argv) -> None:
     designers = F.designers or peers.suite_designers(F.suite)
     peers.check_designers(designers)
     specs = ([table_task(F.table, F.family, F.system)] if F.table
-             else gin_tasks.load_tasks(F.task_dir, F.gin_bindings))
+             else load_tasks(F.task_dir, F.gin_bindings))
     if F.list:
       for s in specs:
         print(f"task {s.name}: suites {list(s.suites)}; {s.doc}")

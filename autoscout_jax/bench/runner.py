@@ -1,7 +1,7 @@
 """Running the benchmark: every (task, designer, seed) through the search loop.
 
-Where it sits: bench/__main__.py parses flags and loads task gin files
-(bench/gin_tasks.py), then calls `run_bench`. For each task it builds the truth (tasks.py), then for each
+Where it sits: bench/__main__.py parses flags and loads the task gin
+files, then calls `run_bench`. For each task it builds the truth (tasks.py), then for each
 designer and seed runs `search.run_search` with the replay evaluator as the
 top fidelity and the task's cheap evaluators beside it, all under the same
 budget (the largest of the task's three), scores the run (metrics.py), and

@@ -2,7 +2,7 @@
 that space, and what designers may use besides the truth.
 
 Where it sits: each `gin/bench/<task>.gin` binds `task_spec(...)` (the
-entry layer, bench/gin_tasks.py, parses one task file at a time); `build_task`
+entry layer, bench/__main__.py, parses one task file at a time); `build_task`
 turns a spec into a `Task`: the (optionally restricted) space, its valid
 candidates, the truth table (from the workdir cache, a committed file, or
 made now), the expert default and the budgets. runner.py runs designers

@@ -2,6 +2,12 @@
 model (shared by F0 and F1), the F0 analytic and F1 event evaluators, and
 their calibration on published runs (a tool on top).
 
+Where it sits: the cheap rungs (F0, F1) of the fidelity ladder, evaluators
+the search loop (search.py) routes candidates to by fidelity; a space's
+target module (targets/<family>.py) turns a candidate into the Plan they
+simulate. Nothing here imports a designer, the search loop or gin;
+calibration.py and the tools sit on top.
+
 Flow: catalog.make_workload + hardware.make_cluster -> targets.megatron.space /
 targets.jax_mesh.space -> analytic.AnalyticEvaluator (candidates -> the
 space's Plan (plan.py) -> one jitted call -> Measurements).

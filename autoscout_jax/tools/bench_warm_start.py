@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from autoscout_jax.bench import gin_tasks, runner, tasks
+from autoscout_jax.bench import __main__ as gin_tasks, runner, tasks  # the bench entry: the one task-file loader
 from autoscout_jax.bench import metrics as metrics_lib
 from autoscout_jax.designers.autoscout import AutoScoutDesigner
 from autoscout_jax.designers.autoscout.factories import VARIANTS

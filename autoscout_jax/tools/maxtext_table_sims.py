@@ -92,7 +92,7 @@ def task_truth(path: str) -> tuple[Any, list[Any], np.ndarray]:
   import json
   import tempfile
 
-  from autoscout_jax.bench import gin_tasks, tasks
+  from autoscout_jax.bench import __main__ as gin_tasks, tasks  # the bench entry: the one task-file loader
   from autoscout_jax.problem import Problem
   with open(path) as f:
     name = json.load(f).get("task")

@@ -2,7 +2,15 @@
 dense gradient relaxation, a bandit between them, knob prioritization and
 multi-fidelity screening). `AutoScoutDesigner(problem, seed, AutoScoutConfig(...))` is the entry point;
 `factories` holds the named variants scoutbench runs (the full method and
-one ablation per part)."""
+one ablation per part).
+
+Where it sits: one designer among designers/ (ask/tell between the
+Problem and search.run_search; it never evaluates). gin/designers/autoscout.gin
+binds it for a run, bench/peers.py lists its variants for scoutbench.
+Inside, designer.py runs each round as a pipeline over the package's
+modules (its docstring has the order); the surrogate is arrays only
+(surrogates/), the cheap fidelities' order is ranked.py + residual.py,
+warm-start rows on disk are warm.py."""
 
 from autoscout_jax.designers.autoscout.acquisition import Scorer
 from autoscout_jax.designers.autoscout.bandit import Bandit
