@@ -287,3 +287,35 @@ def test_squad_packed_finetuning_rows_pay_attention_per_example():
   assert packed[1]["attn_packed"] < 0.1 and full[1]["attn_packed"] == 1.0
   speed = lambda pmh: analytic.simulate_f0_reference(*pmh)["tokens_per_s_per_device"]
   assert speed(packed) > 1.1 * speed(full)  # at 4k tokens a 7B layer spends >10 % in attention
+
+
+def test_plain_all_to_all_sends_every_remote_copy_a_deduplicating_dispatcher_one_per_node():
+  wl = catalog.make_workload("qwen3_235b_a22b", 256, seq_len=4096, global_batch=2048)
+  m = costs.model_scalars(wl)
+  hw = hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 256))
+  ep_s = {}
+  for ep in (8, 32):
+    for dedup in (0.0, 1.0):
+      plan = dict(_plan(tp=1, pp=8, dp=32, ep=ep, mbs=1, global_batch=2048, layers=94, fsdp=0.0), ep_dedup=dedup)
+      ep_s[ep, dedup] = costs.layer_costs(np, plan, m, hw, C)["ep_fwd_s"]
+  # EP inside a node: no remote copies, the dispatcher does not matter
+  assert ep_s[8, 0.0] == pytest.approx(ep_s[8, 1.0])
+  # across 4 nodes with top-8 routing: 8 x 3/4 = 6 remote copies of a token
+  # against 3 x (1 - (3/4)^8) = 2.7 remote nodes
+  assert ep_s[32, 0.0] / ep_s[32, 1.0] == pytest.approx(6 / (3 * (1 - 0.75 ** 8)), rel=0.05)
+
+
+def test_megatron_bridge_moe_rows_follow_their_recipes_dispatch():
+  from autoscout_jax.sim import published
+  base = dict(source_id="MBRIDGE", framework="Megatron-Bridge", task="pretrain", seq_len="4096",
+              micro_batch_size="1", global_batch_size="8192", precision="FP8")
+  qwen_h100 = dict(base, model="Qwen3_235B_a22B", hardware="H100 80GB (DGX-H100)", num_devices="256", tp="2",
+                   pp="8", dp="16", ep="32", vp="4")
+  plan, _, _ = published.row_inputs(qwen_h100)
+  assert (plan["ep_dedup"], plan["ep_overlap"]) == (0.0, 1.0)  # alltoall, moe_a2a_overlap
+  # the same recipe without an interleaved pipeline has no overlapped schedule
+  plan, _, _ = published.row_inputs(dict(qwen_h100, vp="1"))
+  assert (plan["ep_dedup"], plan["ep_overlap"]) == (0.0, 0.0)
+  # DeepSeek-V3 on H100: HybridEP, no overlap (the defaults)
+  plan, _, _ = published.row_inputs(dict(qwen_h100, model="DeepSeekV3", num_devices="1024", dp="64", ep="64"))
+  assert (plan["ep_dedup"], plan["ep_overlap"]) == (1.0, 0.0)

@@ -64,12 +64,16 @@ def layer_comm(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[st
 
   # all-to-all dispatch/combine. Inside a node each token goes to each of
   # its k experts' ranks; across nodes a node-deduplicating dispatcher
-  # (DeepEP / HybridEP style) sends it once per remote node it needs.
+  # (DeepEP / HybridEP style, ep_dedup 1) sends it once per remote node it
+  # needs, a plain NCCL all-to-all (ep_dedup 0) sends every copy whose
+  # expert lives on another node.
   ep_local = xp.minimum(plan["ep_local"], ep)
   ep_nodes = xp.maximum(ep / xp.maximum(ep_local, 1.0), 1.0)
   tok_bytes = T * h * 2 / sp_div
   local_bytes = tok_bytes * m["k"] * (ep_local - 1) / xp.maximum(ep, 1.0)
-  remote_bytes = tok_bytes * (ep_nodes - 1) * (1 - (1 - 1 / ep_nodes) ** m["k"])
+  dedup = plan["ep_dedup"]
+  remote_bytes = tok_bytes * (dedup * (ep_nodes - 1) * (1 - (1 - 1 / ep_nodes) ** m["k"])
+                              + (1 - dedup) * m["k"] * (ep - ep_local) / xp.maximum(ep, 1.0))
   a2a = xp.where(ep > 1, xp.maximum(remote_bytes / (hw["inter_bw"] * c["comm_eff"]),
                                     local_bytes / (hw["intra_bw"] * c["comm_eff"]))
                  + collectives.log2(xp, ep) * xp.where(ep_nodes > 1, hw["inter_lat"], hw["intra_lat"])

@@ -39,8 +39,12 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            overlap_moe_expert_parallel_comm). loss_bytes: bytes per logit
            live at the loss (6 Megatron's fused cross entropy, 8 others).
            packed (0/1): sequence packing, several examples per row
-           (segment ids); 0 = one padded example per row. Plans that
-           predate it leave it out (`PLAN_DEFAULTS`).
+           (segment ids); 0 = one padded example per row. ep_dedup
+           (0/1): the MoE token dispatcher sends a token once per remote
+           node and fans it out over NVLink there (DeepEP / HybridEP,
+           Megatron-core's "flex" dispatcher; 1) or sends each of its k
+           copies to its expert's rank (NCCL all-to-all; 0). Plans that
+           predate packed / ep_dedup leave them out (`PLAN_DEFAULTS`).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
@@ -102,9 +106,9 @@ PLAN_FIELDS = (
     "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
     "bucket_bytes", "tp_local", "cp_local", "ep_local", "dp_local", "shard_local", "rep_local", "pp_inter",
     "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes",
-    "packed")
+    "packed", "ep_dedup")
 # Plan fields a family's translation may leave out (they default to these).
-PLAN_DEFAULTS = {"packed": 0.0}
+PLAN_DEFAULTS = {"packed": 0.0, "ep_dedup": 1.0}
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
                 "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "lora_pm", "lora_pe", "frozen_bytes",

@@ -83,7 +83,8 @@ def model_numbers(row) -> dict[str, float]:
   the catalog entry its model name matches."""
   name = row.get("model") or ""
   if re.search(r"nemotron[_ ]?3", name, re.I):
-    raise Unsupported("hybrid Mamba-Transformer (Nemotron 3) is not modelled")
+    raise Unsupported("hybrid Mamba-Transformer (Nemotron 3) is not modelled: the row gives no layer pattern "
+                      "(which layers are Mamba-2, attention or MoE) and the catalog has none")
   task = (row.get("task") or "").lower()
   prec = (row.get("precision") or "").lower()
   L, h = _num(row, "num_layers"), _num(row, "hidden_size")
@@ -302,6 +303,8 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
                     loss_bytes=6.0 if megatron else 8.0)
   p = {k: float(v) for k, v in p.items()}
   p["packed"] = float(packed_squad(row))  # THD-packed rows, per-example flash attention
+  if m["E"] > 0:
+    p.update(moe_dispatch(row, cross_node=p["ep_local"] < ep, interleaved=vp > 1))
   if zero == 2:
     p["zero"] = 2.0
   if zero == 3 and ("hybrid" in sharding or "hsdp" in sharding):
@@ -309,6 +312,34 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     shard = float(min(dp * cp, max(cluster.node_size // (tp * pp), 1)))
     p.update(shard=shard, shard_local=shard, rep_local=1.0)
   return p
+
+
+# How Megatron-Bridge's performance recipes dispatch MoE tokens, read off the
+# source's own configs (scripts/performance/configs/{qwen,deepseek}/
+# *_workload_base_configs.py): (model, hardware) patterns -> ep_dedup (0:
+# moe_token_dispatcher_type "alltoall", NCCL all-to-all; 1: the "flex"
+# DeepEP / HybridEP dispatcher, the other recipes' default) and whether
+# `moe_a2a_overlap` is on for a layout whose EP crosses nodes under an
+# interleaved pipeline (Megatron-core's overlapped schedule needs virtual
+# stages once pp > 1; the same recipes keep node-local EP unoverlapped).
+MBRIDGE_MOE_DISPATCH = (
+    (r"qwen3[_ ]?235b", r"h100", 0.0, 1.0),  # QWEN3_235B_A22B_..._H100_*: alltoall, overlap
+    (r"qwen3[_ ]?235b", r"b[23]00", 0.0, 0.0),  # ..._B200_* / _B300_*: alltoall
+    (r"deepseek", r"b200", 1.0, 1.0),  # DEEPSEEK_V3_..._B200_FP8_MX_V2 (pp 8, vp 2, ep 32): deepep, overlap
+)
+
+
+def moe_dispatch(row, cross_node: bool, interleaved: bool) -> dict[str, float]:
+  """ep_dedup / ep_overlap of a MoE row: Megatron-Bridge's recipe facts
+  (`MBRIDGE_MOE_DISPATCH`) for its own rows; the defaults elsewhere."""
+  framework = (row.get("framework") or "").lower()
+  if row.get("source_id") != "MBRIDGE" and "megatron-bridge" not in framework:
+    return {}
+  name, hw = (row.get("model") or "").lower(), (row.get("hardware") or "").lower()
+  for model_pat, hw_pat, dedup, overlap in MBRIDGE_MOE_DISPATCH:
+    if re.search(model_pat, name) and re.search(hw_pat, hw):
+      return dict(ep_dedup=dedup, ep_overlap=float(overlap and cross_node and interleaved))
+  return {}
 
 
 def _zero_level(sharding: str) -> int:
