@@ -23,7 +23,10 @@ else that writes to fd 1, e.g. a C library or absl, goes to stderr):
            {"event": "fatal", "error": "..."}   (this machine cannot serve it)
            {"event": "done"}
 `metrics` is autoscout_jax.measurement.Metrics' JSON (`failed` builds a
-failed one here, where that class cannot be imported).
+failed one here, where that class cannot be imported; `failed_at` from an
+exception at a stage). `classify` and OOM_MARKERS are the one reading of
+"ran out of device memory" in an error text, for the children and the
+parent alike.
 
 Dying with the parent: on Linux `prctl(PR_SET_PDEATHSIG, SIGKILL)` makes the
 kernel kill the child the moment its parent dies (even by SIGKILL); a
@@ -53,6 +56,10 @@ from typing import Any, Callable, Mapping, TextIO
 FAULT_KINDS = ("crash", "hang", "oom", "oom_kill", "garbage")
 PARENT_ENV = "AUTOSCOUT_PARENT_PID"  # the parent's pid, set by local/runner.py
 OOM_TEXT = "RESOURCE_EXHAUSTED: Out of memory while trying to allocate (injected fault)"
+# What an error text says when a device ran out of memory (XLA's RESOURCE_EXHAUSTED, allocators, a
+# TPU compile over its HBM): the children and the parent (local/runner.py) classify by these alone.
+OOM_MARKERS = ("resource_exhausted", "out of memory", "oom when allocating", "failed to allocate",
+               "allocator ran out", "exceeds available hbm")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -116,6 +123,22 @@ def emit(out: TextIO, **event: Any) -> None:
 def failed(kind: str, error: str, **extra: Any) -> dict[str, Any]:
   """A failed candidate's metrics, in autoscout_jax.measurement.Metrics' JSON."""
   return {"feasible": False, "failure_kind": kind, "error": error[-2000:], **extra}
+
+
+def classify(text: str, default: str) -> str:
+  """'oom' when an error text reads like running out of device memory, else `default`."""
+  low = text.lower()
+  return "oom" if any(m in low for m in OOM_MARKERS) else default
+
+
+def failed_at(stage: str, kind: str, exc: BaseException, **extra: Any) -> dict[str, Any]:
+  """A failed candidate's metrics for the exception being handled at `stage`:
+  `kind`, or 'oom' when the exception reads like running out of device
+  memory; the error is the stage, the exception and the end of its
+  traceback; the metrics' extra keeps the stage."""
+  import traceback  # only on a failure: the bare child starts without it
+  text = f"{stage}: {type(exc).__name__}: {exc}"
+  return failed(classify(text, kind), text + "\n" + traceback.format_exc(limit=6), extra={"stage": stage, **extra})
 
 
 def inject_fault(kind: str, out: TextIO) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from autoscout_jax import maxtext_env
 from autoscout_jax.compile.evaluator import attach_timing
-from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.evaluator import CheckedEvaluator, Evaluator
 from autoscout_jax.local.runner import LocalSetupError, Outcome, run_candidates
 from autoscout_jax.measurement import OOM, Measurement, Metrics
 from autoscout_jax.problem import Problem
@@ -61,7 +61,7 @@ def compile_target(cluster: Any) -> dict[str, Any]:
   return {"kind": "tpu", "topology": tpu_topology(cluster), "num_slices": int(cluster.num_nodes)}
 
 
-class MaxTextCompileEvaluator(Evaluator):
+class MaxTextCompileEvaluator(CheckedEvaluator):
   """Arguments:
 
   python: the 3.12 interpreter with MaxText (None: maxtext_env.find_python).
@@ -102,16 +102,14 @@ class MaxTextCompileEvaluator(Evaluator):
       return str(e)
     return None
 
-  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
-    workload, cluster = problem.workload, problem.cluster
+  def check_problem(self, problem: Problem) -> str | None:
     if problem.space.family != mt.FAMILY:
-      raise ValueError(f"the MaxText compile evaluator takes the maxtext family's candidates, "
-                       f"got space {problem.space.name!r} ({problem.space.family or 'ad hoc'})")
-    why = self.check_fits(workload, cluster)
-    if why:
-      raise ValueError(why)
-    if not candidates:
-      return []
+      return (f"the MaxText compile evaluator takes the maxtext family's candidates, "
+              f"got space {problem.space.name!r} ({problem.space.family or 'ad hoc'})")
+    return super().check_problem(problem)
+
+  def measure(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
+    workload, cluster = problem.workload, problem.cluster
     target = compile_target(cluster)
     _, slices, platform = mt.layout(cluster)
     items = []

@@ -59,3 +59,20 @@ def test_serve_candidates_sends_strict_json_and_runs_after_each():
   assert rc == 0 and len(seen) == 3 and events[-1] == {"event": "done"}
   assert [r["metrics"]["step_time_s"] for r in results] == [2.0, None, 2.0]
   assert results[0]["metrics"]["extra"] == {"7": None}
+
+
+def test_a_failure_at_a_stage_is_classified_by_what_it_says():
+  # the one classification every child and the parent use (MaxText's F3 steps, its compile child, runner)
+  try:
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 3.0GiB")
+  except RuntimeError as e:
+    m = child_protocol.failed_at("build", "compile_error", e, compile_s=1.5)
+  assert m["feasible"] is False and m["failure_kind"] == "oom"
+  assert m["error"].startswith("build: RuntimeError: RESOURCE_EXHAUSTED") and "Traceback" in m["error"]
+  assert m["extra"] == {"stage": "build", "compile_s": 1.5}
+  try:
+    raise ValueError("shapes (4, 3) and (2,) do not match")
+  except ValueError as e:
+    assert child_protocol.failed_at("run", "crash", e)["failure_kind"] == "crash"
+  assert child_protocol.classify("Program hbm requirement 90G exceeds available HBM 16G", "compile_error") == "oom"
+  assert child_protocol.classify("Traceback ... KeyError: 'x'", "crash") == "crash"

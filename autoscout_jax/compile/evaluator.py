@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from autoscout_jax.compile import targets as tg
-from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.evaluator import CheckedEvaluator, Evaluator
 from autoscout_jax.local.runner import LocalSetupError, Outcome, run_candidates
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.problem import Problem
@@ -68,7 +68,7 @@ def attach_timing(timing: Evaluator, problem: Problem, ms: list[Measurement]) ->
   return ms
 
 
-class CompileAtScaleEvaluator(Evaluator):
+class CompileAtScaleEvaluator(CheckedEvaluator):
   """Arguments:
 
   timeout_s: per-candidate limit (lowering + compile); past it the child is
@@ -132,13 +132,8 @@ class CompileAtScaleEvaluator(Evaluator):
               f"which model frozen weights, or measure it with the local evaluators")
     return None
 
-  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
+  def measure(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
     workload, cluster = problem.workload, problem.cluster
-    why = self.check_fits(workload, cluster)
-    if why:
-      raise ValueError(why)
-    if not candidates:
-      return []
     target = tg.compile_target(cluster)
     request = {
         "workload": {**dataclasses.asdict(workload), "default": ()},

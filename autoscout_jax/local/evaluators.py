@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.evaluator import CheckedEvaluator
 from autoscout_jax.local.runner import ChildFaults, LocalSetupError, Outcome, run_candidates
 from autoscout_jax.local.xla_flags import child_env, compile_cache_dir, knob_flags
 from autoscout_jax.measurement import Measurement
@@ -34,7 +34,7 @@ from autoscout_jax.workload import LocalCluster, Workload
 __all__ = ["CompileEvaluator", "LocalSetupError", "ProfileEvaluator"]
 
 
-class _LocalEvaluator(ChildFaults, Evaluator):
+class _LocalEvaluator(ChildFaults, CheckedEvaluator):
   """Shared machinery. Arguments:
 
   timeout_s: per-candidate limit, from the child starting the candidate to
@@ -88,13 +88,8 @@ class _LocalEvaluator(ChildFaults, Evaluator):
       return str(e)
     return None
 
-  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
+  def measure(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
     workload, cluster = problem.workload, problem.cluster
-    why = self.check_fits(workload, cluster)
-    if why:
-      raise ValueError(why)
-    if not candidates:
-      return []
     request = {
         "fidelity": self.fidelity,
         "family": problem.family,  # which program the child builds: train step or serving engine

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from autoscout_jax import maxtext_env
-from autoscout_jax.evaluator import Evaluator
+from autoscout_jax.evaluator import CheckedEvaluator
 from autoscout_jax.local.runner import ChildFaults, Outcome, run_candidates
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.problem import Problem
@@ -43,7 +43,7 @@ __all__ = ["CPU_XLA_FLAGS", "MaxTextProfileEvaluator"]
 CPU_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
 
 
-class MaxTextProfileEvaluator(ChildFaults, Evaluator):
+class MaxTextProfileEvaluator(ChildFaults, CheckedEvaluator):
   """F3 of the maxtext family. Arguments:
 
   warmup_steps, timed_steps, repeats: untimed steps after the compile, then
@@ -98,13 +98,8 @@ class MaxTextProfileEvaluator(ChildFaults, Evaluator):
       return str(e)
     return maxtext_env.missing(self.python)
 
-  def evaluate(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
+  def measure(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
     workload, cluster = problem.workload, problem.cluster
-    why = self.check_fits(workload, cluster)
-    if why:
-      raise ValueError(why)
-    if not candidates:
-      return []
     per, slices, platform = mt.layout(cluster)
     faults = self.faults_for(candidates)
     request: dict[str, Any] = {"options": self._options(), "faults": faults}

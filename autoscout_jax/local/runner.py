@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Any, Mapping, Sequence
 
-from autoscout_jax.child_protocol import FAULT_KINDS, PARENT_ENV
+from autoscout_jax.child_protocol import FAULT_KINDS, PARENT_ENV, classify
 from autoscout_jax.faults import faults_by_key
 from autoscout_jax.measurement import CRASH, OOM, TIMEOUT, Measurement, Metrics
 
@@ -55,8 +55,6 @@ def kill_children() -> int:
 atexit.register(kill_children)
 
 _STDERR_KEEP = 8000  # characters of child stderr kept for error messages
-_OOM_MARKERS = ("resource_exhausted", "out of memory", "oom when allocating", "failed to allocate",
-                "allocator ran out")
 
 
 class LocalSetupError(ValueError):
@@ -115,12 +113,6 @@ class ChildFaults:
   def faults_for(self, candidates: Sequence[Any]) -> dict[str, str]:
     """{candidate key: fault kind} of a batch: the request's `faults`."""
     return faults_by_key(candidates, self.faults, self.fault_rules, self.fidelity)
-
-
-def classify(text: str, default: str) -> str:
-  """'oom' when an error text reads like running out of device memory."""
-  low = text.lower()
-  return OOM if any(m in low for m in _OOM_MARKERS) else default
 
 
 def classify_exit(returncode: int, stderr: str) -> tuple[str, str]:

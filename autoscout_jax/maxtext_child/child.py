@@ -33,8 +33,6 @@ from typing import Any, Mapping, Sequence
 from autoscout_jax import child_protocol as protocol
 from autoscout_jax.maxtext_child.config import ConfigError, check, device_mesh, from_command_line, make_config
 
-_OOM_MARKERS = ("resource_exhausted", "exceeds available hbm", "out of memory")
-
 
 def _versions() -> dict[str, Any]:
   import jax
@@ -106,8 +104,7 @@ def compile_step(overrides: Mapping[str, Any], target: Mapping[str, Any]) -> dic
                                              config, axis_rules(config.logical_axis_rules))
   except Exception:
     text = traceback.format_exc()
-    kind = "oom" if any(m in text.lower() for m in _OOM_MARKERS) else "compile_error"
-    return protocol.failed(kind, text, extra={"compile_s": time.perf_counter() - t0})
+    return protocol.failed(protocol.classify(text, "compile_error"), text, extra={"compile_s": time.perf_counter() - t0})
   extra = _memory(compiled)
   peak = extra.pop("peak_mem_bytes", None)
   extra.update(compile_s=time.perf_counter() - t0, lower_s=lower_s, num_devices=int(mesh.devices.size),

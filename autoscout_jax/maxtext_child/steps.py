@@ -24,21 +24,11 @@ from __future__ import annotations
 import os
 import statistics
 import time
-import traceback
 from typing import Any, Mapping
 
-OOM_MARKERS = ("resource_exhausted", "out of memory", "oom when allocating", "failed to allocate",
-               "allocator ran out")
+from autoscout_jax.child_protocol import failed, failed_at
+
 DEFAULT_OPTIONS = {"warmup_steps": 1, "timed_steps": 3, "repeats": 3, "seed": 0}
-
-
-def _failed(kind: str, stage: str, exc: BaseException, **extra: Any) -> dict[str, Any]:
-  text = f"{stage}: {type(exc).__name__}: {exc}"
-  if any(m in text.lower() for m in OOM_MARKERS):
-    kind = "oom"
-  tb = traceback.format_exc(limit=6)
-  return {"feasible": False, "failure_kind": kind, "error": (text + "\n" + tb)[-2000:],
-          "extra": {"stage": stage, **extra}}
 
 
 def _slices_by_process() -> None:
@@ -108,10 +98,9 @@ def measure(overrides: Mapping[str, Any], options: Mapping[str, Any] | None = No
   try:
     cfg = make_config(overrides)
   except ConfigError as e:  # MaxText's own validation says no: not a valid configuration
-    return {"feasible": False, "failure_kind": "invalid", "error": f"MaxText refused the config: {e}"[-2000:],
-            "extra": {"stage": "config"}}
+    return failed("invalid", f"MaxText refused the config: {e}", extra={"stage": "config"})
   except Exception as e:
-    return _failed("compile_error", "config", e)
+    return failed_at("config", "compile_error", e)
   import jax
   from flax import nnx
   from flax.core.spmd import logical_axis_rules
@@ -135,7 +124,7 @@ def measure(overrides: Mapping[str, Any], options: Mapping[str, Any] | None = No
   except BaseException as e:
     if isinstance(e, KeyboardInterrupt):
       raise
-    return _failed("compile_error", "build", e)
+    return failed_at("build", "compile_error", e)
   try:
     mem = compiled.memory_analysis()
   except Exception:  # not every backend has it
@@ -167,7 +156,7 @@ def measure(overrides: Mapping[str, Any], options: Mapping[str, Any] | None = No
   except BaseException as e:
     if isinstance(e, KeyboardInterrupt):
       raise
-    return _failed("crash", "run", e, **extra)
+    return failed_at("run", "crash", e, **extra)
   step = statistics.median(blocks)
   tokens = cfg.global_batch_size_to_train_on * cfg.max_target_length
   extra.update(step_times_s=blocks, timed_steps=int(opts["timed_steps"]),
