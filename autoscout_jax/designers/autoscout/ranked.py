@@ -34,7 +34,10 @@ descending cheap order):
    hyperparameters once there are `residual.FEW` profiles (a noisy host
    measures 10-30 %). The memory model is the cheap peak memory times a
    memory residual GP learned from profiled peak memory (a failed profile
-   is a pseudo-observation just above the limit), so a candidate the cheap
+   is a pseudo-observation just above the limit; the residual's constant
+   part is a bias under its own prior, so one failure does not move every
+   candidate's verdict; without an out-of-memory screen the limit is
+   unknown and memory marks nobody down), so a candidate the cheap
    fidelity calls out of memory becomes worth a profile once profiles show
    that fidelity is pessimistic there; a serving screen's SLO margin
    (`slo_log_margin`: log SLO / predicted latency) is corrected by the
