@@ -68,13 +68,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from autoscout_jax.designers.autoscout import residual
+from autoscout_jax.designers.autoscout import residual, running
 from autoscout_jax.designers.autoscout.contenders import Contenders
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.space import Candidate, SearchSpace
 
-MEM_BIAS_SD = 0.1  # prior sd of the cheap fidelity's constant memory bias: memory models are ~10 % off
-MEM_PRIOR_SD = 0.06  # the cheap fidelity's memory model before any profile: its own verdict, nearly
 VALUE_NOISE = 0.1  # log-normal noise assumed on one profile before there are FEW of them
 NOISES = (0.03, 0.1, 0.25)  # then chosen by marginal likelihood: a noisy host measures 10-30 %
 BIAS_SD = 1.0  # prior sd of the cheap fidelity's constant log bias: a simulator may be off by e^1
@@ -267,22 +265,6 @@ class CheapOrder:
             if m.metrics.tokens_per_s and m.metrics.step_time_s]
     return float(np.median(both)) if both else None
 
-  def _capacity(self, mem: np.ndarray, ok: np.ndarray) -> float | None:
-    """The memory limit the cheap fidelity applies, bracketed by its largest
-    feasible and smallest out-of-memory peak. Without an out-of-memory
-    screen the limit is unknown (anywhere above the largest feasible peak):
-    None, so no candidate is marked down for using the most memory, until a
-    profile runs out of memory (then the largest feasible peak is the
-    limit's best bound)."""
-    oom = self._oom
-    lo = np.nanmax(mem[ok]) if np.isfinite(mem[ok]).any() else None
-    hi = np.nanmin(mem[oom]) if oom.any() and np.isfinite(mem[oom]).any() else None
-    if hi is None and not any(m.metrics.failure_kind == "oom" for m in self.profiles.values()):
-      return None
-    if lo is None or hi is None:
-      return hi or lo
-    return float(math.sqrt(lo * hi)) if hi > lo else float(hi)
-
   def scores(self) -> np.ndarray:
     """Expected log-throughput improvement x probability of running, per candidate."""
     x = self._features()
@@ -292,7 +274,7 @@ class CheapOrder:
     prof_i, prof_r, prof_best = [], [], -math.inf
     mem_i, mem_r = [], []
     slo_i, slo_r = [], []
-    cap = self._capacity(mem, ok)
+    cap = running.capacity(mem, ok, self._oom, any(m.metrics.failure_kind == "oom" for m in self.profiles.values()))
     for key, m in self.profiles.items():
       i = self.index.get(key)
       if i is None or not np.isfinite(step[i]):
@@ -336,44 +318,16 @@ class CheapOrder:
     mean_r, slope = (float(w[0]), float(w[1])) if len(w) == 2 else (0.0, 0.0)
     rc = np.array(prof_r, np.float64) - (mean_r + slope * z[prof_i] if own else 0.0)
     mu = logv - mu_r
+    runs = ok | np.isfinite(self._margin)  # the screen times it (a predicted SLO miss included)
+    pfeas = np.where(runs, 1.0, 0.0)
     if cap is not None and np.isfinite(mem).any():
-      xm, ym = self._warm_rows("memory")
-      # the memory residual's constant part (the cheap fidelity's memory off by
-      # one factor everywhere) is a bias under its prior, integrated out like
-      # the value's: one out-of-memory profile moves it by what one point can
-      # support, not by the whole of that point's residual
-      ones = np.ones((n, 1))
-      gpm = residual.fit(np.vstack([x[mem_i], xm]) if len(xm) else x[mem_i],
-                         np.concatenate([np.array(mem_r, np.float64), ym]),
-                         np.concatenate([np.full(len(mem_i), 0.01), np.full(len(ym), WARM_NOISE)]),
-                         amplitudes=residual.MEMORY_AMPLITUDES, prior=MEM_PRIOR_SD, own=len(mem_i),
-                         h=np.vstack([ones[mem_i], np.zeros((len(ym), 1))]), hsd=(MEM_BIAS_SD,),
-                         add_idx=self._knob_idx, additives=ADDITIVES)
-      mm, sm = gpm.predict(x, ones)
-      pmem = residual.normal_cdf((math.log(cap) - np.log(mem) - mm) / np.maximum(sm, 1e-3))
-      pfeas = np.where(np.isfinite(mem), pmem, np.where(ok | np.isfinite(self._margin), 1.0, 0.0))
-    else:
-      pfeas = np.where(ok | np.isfinite(self._margin), 1.0, 0.0)
-    # serving: the SLO is met when the screen's log margin, corrected by the
-    # value residual (a candidate slower than screened has longer latencies),
-    # stays >= 0; a throughput residual says less about latency than about
-    # throughput, so the screen's verdicts stand until FEW profiles
-    has_m = np.isfinite(self._margin)
+      pmem = running.p_memory(x, mem, cap, mem_i, mem_r, self._warm_rows("memory"), WARM_NOISE,
+                              self._knob_idx, ADDITIVES)
+      pfeas = np.where(np.isfinite(pmem), pmem, pfeas)
     mar_i, mar_r = self._margin_residuals()
-    if has_m.any() and len(mar_i) >= residual.FEW:
-      # profiles measured their latencies: the margin's own residual (screened
-      # minus measured log margin), with its own constant bias, says how far
-      # the latency model is off, which the throughput residual need not
-      gps = residual.fit(x[mar_i], mar_r, VALUE_NOISE, own=len(mar_i), h=hall[mar_i, :1], hsd=(BIAS_SD,),
-                         noises=NOISES, add_idx=self._knob_idx, additives=ADDITIVES, amplitudes=VALUE_AMPLITUDES)
-      mu_s, sd_s = gps.predict(x, hall[:, :1])
-      pslo = residual.normal_cdf((self._margin - mu_s) / np.maximum(sd_s, 0.02))
-      pfeas = np.where(has_m, pfeas * pslo, pfeas)
-    elif has_m.any() and len(prof_i) >= residual.FEW:
-      pslo = residual.normal_cdf((self._margin - mu_r) / np.maximum(sd, 0.02))
-      pfeas = np.where(has_m, pfeas * pslo, pfeas)
-    elif has_m.any():  # before FEW profiles: the screen's own SLO verdict
-      pfeas = np.where(has_m & (self._margin < 0), 0.0, pfeas)
+    pfeas = pfeas * running.p_slo(x, self._margin, hall, mar_i, mar_r, len(prof_i), mu_r, sd,
+                                  dict(noise=VALUE_NOISE, hsd=(BIAS_SD,), noises=NOISES, add_idx=self._knob_idx,
+                                       additives=ADDITIVES, amplitudes=VALUE_AMPLITUDES))
     failed = {self.index[k] for k, m in self.profiles.items() if m.objective is None and k in self.index}
     pfeas[list(failed)] = 0.0
     # improvement over the incumbent's posterior mean, not its best noisy

@@ -1,0 +1,93 @@
+"""Whether a candidate will run: the cheap-order stage's probability that a
+candidate fits in memory and, for serving, meets its SLOs, corrected by
+what profiles measured.
+
+Where it sits: ranked.py (the cheap-order stage) calls `capacity`,
+`p_memory` and `p_slo` once per round from `CheapOrder.scores`, with the
+screens' arrays and the profiles' residuals it gathered; the product
+multiplies each candidate's expected improvement and enters its corrected
+estimate as a log. Arrays only, on the GPs of residual.py.
+
+Memory: the cheap peak memory times a residual GP learned from profiled
+peak memory (a failed profile is a pseudo-observation just above the
+limit). The residual's constant part (the cheap memory model off by one
+factor everywhere) is a bias under its own prior (`MEM_BIAS_SD`),
+integrated out as the value residual's is, so one out-of-memory profile
+moves every candidate's verdict only by what one point supports. SLOs: the
+screen's log margin (log SLO / predicted latency) stands before
+`residual.FEW` profiles; then it is corrected by the margin's own residual
+(screened minus measured log margin) once that many profiles measured
+their latencies, else by the value residual (a candidate slower than
+screened has longer latencies).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from autoscout_jax.designers.autoscout import residual
+
+MEM_BIAS_SD = 0.1  # prior sd of the cheap fidelity's constant memory bias: memory models are ~10 % off
+MEM_PRIOR_SD = 0.06  # the cheap fidelity's memory model before any profile: its own verdict, nearly
+MEM_NOISE = 0.01  # a profile's peak memory is measured to about 1 %
+
+
+def capacity(mem: np.ndarray, ok: np.ndarray, oom: np.ndarray, profile_ran_out: bool) -> float | None:
+  """The memory limit the cheap fidelity applies, bracketed by its largest
+  feasible and smallest out-of-memory peak. Without an out-of-memory
+  screen the limit is unknown (anywhere above the largest feasible peak):
+  None, so no candidate is marked down for using the most memory, until a
+  profile runs out of memory (then the largest feasible peak is the
+  limit's best bound)."""
+  lo = np.nanmax(mem[ok]) if np.isfinite(mem[ok]).any() else None
+  hi = np.nanmin(mem[oom]) if oom.any() and np.isfinite(mem[oom]).any() else None
+  if hi is None and not profile_ran_out:
+    return None
+  if lo is None or hi is None:
+    return hi or lo
+  return float(math.sqrt(lo * hi)) if hi > lo else float(hi)
+
+
+def p_memory(x: np.ndarray, mem: np.ndarray, cap: float, mem_i: Sequence[int], mem_r: Sequence[float],
+             warm: tuple[np.ndarray, np.ndarray], warm_noise: float, add_idx: np.ndarray,
+             additives: Sequence[float]) -> np.ndarray:
+  """P(peak memory <= `cap`) per candidate, NaN where the screen gave no
+  peak: the cheap peak `mem` times exp(memory residual), the residual's GP
+  fitted on the profiles `mem_i` (log profiled / screened peak `mem_r`)
+  plus other workloads' rows `warm` (features, centred residuals)."""
+  xm, ym = warm
+  ones = np.ones((len(x), 1))
+  idx = list(mem_i)
+  gp = residual.fit(np.vstack([x[idx], xm]) if len(xm) else x[idx],
+                    np.concatenate([np.array(mem_r, np.float64), ym]),
+                    np.concatenate([np.full(len(idx), MEM_NOISE), np.full(len(ym), warm_noise)]),
+                    amplitudes=residual.MEMORY_AMPLITUDES, prior=MEM_PRIOR_SD, own=len(idx),
+                    h=np.vstack([ones[idx], np.zeros((len(ym), 1))]), hsd=(MEM_BIAS_SD,),
+                    add_idx=add_idx, additives=additives)
+  mm, sm = gp.predict(x, ones)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(np.isfinite(mem), residual.normal_cdf((math.log(cap) - np.log(mem) - mm) / np.maximum(sm, 1e-3)),
+                    np.nan)
+
+
+def p_slo(x: np.ndarray, margin: np.ndarray, hall: np.ndarray, mar_i: Sequence[int], mar_r: np.ndarray,
+          profiled: int, value_mu: np.ndarray, value_sd: np.ndarray, fit: Mapping[str, Any]) -> np.ndarray:
+  """P(meets its SLOs) per candidate (1 where the screen has no margin):
+  the screen's verdict before `residual.FEW` profiles; then its log margin
+  corrected by the margin residual fitted on the profiles `mar_i` that
+  measured their latencies (with `fit`: the value residual's GP settings,
+  and its own constant bias) when there are that many, else by the value
+  residual (`value_mu`, `value_sd`) of the `profiled` ones."""
+  has = np.isfinite(margin)
+  if not has.any():
+    return np.ones(len(margin))
+  if len(mar_i) >= residual.FEW:
+    gp = residual.fit(x[list(mar_i)], mar_r, own=len(mar_i), h=hall[list(mar_i), :1], **fit)
+    mu, sd = gp.predict(x, hall[:, :1])
+    return np.where(has, residual.normal_cdf((margin - mu) / np.maximum(sd, 0.02)), 1.0)
+  if profiled >= residual.FEW:
+    return np.where(has, residual.normal_cdf((margin - value_mu) / np.maximum(value_sd, 0.02)), 1.0)
+  return np.where(has & (margin < 0), 0.0, 1.0)
