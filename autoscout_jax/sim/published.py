@@ -26,6 +26,7 @@ import numpy as np
 from autoscout_jax import packing
 from autoscout_jax.sim import costs, hardware
 from autoscout_jax.sim.catalog import find_model
+from autoscout_jax.sim.stack_recipes import moe_dispatch
 from autoscout_jax.targets.jax_mesh import mesh_plan, xla_loss_bytes
 from autoscout_jax.targets.megatron import megatron_plan
 
@@ -312,34 +313,6 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     shard = float(min(dp * cp, max(cluster.node_size // (tp * pp), 1)))
     p.update(shard=shard, shard_local=shard, rep_local=1.0)
   return p
-
-
-# How Megatron-Bridge's performance recipes dispatch MoE tokens, read off the
-# source's own configs (scripts/performance/configs/{qwen,deepseek}/
-# *_workload_base_configs.py): (model, hardware) patterns -> ep_dedup (0:
-# moe_token_dispatcher_type "alltoall", NCCL all-to-all; 1: the "flex"
-# DeepEP / HybridEP dispatcher, the other recipes' default) and whether
-# `moe_a2a_overlap` is on for a layout whose EP crosses nodes under an
-# interleaved pipeline (Megatron-core's overlapped schedule needs virtual
-# stages once pp > 1; the same recipes keep node-local EP unoverlapped).
-MBRIDGE_MOE_DISPATCH = (
-    (r"qwen3[_ ]?235b", r"h100", 0.0, 1.0),  # QWEN3_235B_A22B_..._H100_*: alltoall, overlap
-    (r"qwen3[_ ]?235b", r"b[23]00", 0.0, 0.0),  # ..._B200_* / _B300_*: alltoall
-    (r"deepseek", r"b200", 1.0, 1.0),  # DEEPSEEK_V3_..._B200_FP8_MX_V2 (pp 8, vp 2, ep 32): deepep, overlap
-)
-
-
-def moe_dispatch(row, cross_node: bool, interleaved: bool) -> dict[str, float]:
-  """ep_dedup / ep_overlap of a MoE row: Megatron-Bridge's recipe facts
-  (`MBRIDGE_MOE_DISPATCH`) for its own rows; the defaults elsewhere."""
-  framework = (row.get("framework") or "").lower()
-  if row.get("source_id") != "MBRIDGE" and "megatron-bridge" not in framework:
-    return {}
-  name, hw = (row.get("model") or "").lower(), (row.get("hardware") or "").lower()
-  for model_pat, hw_pat, dedup, overlap in MBRIDGE_MOE_DISPATCH:
-    if re.search(model_pat, name) and re.search(hw_pat, hw):
-      return dict(ep_dedup=dedup, ep_overlap=float(overlap and cross_node and interleaved))
-  return {}
 
 
 def _zero_level(sharding: str) -> int:

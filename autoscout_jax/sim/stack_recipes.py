@@ -1,0 +1,39 @@
+"""What published runs' stacks did that their rows do not say, read off the
+sources' own configuration files.
+
+Where it sits: sim/published.py (a row -> plan, model, hardware) asks
+`moe_dispatch` for the MoE dispatch fields of a row; nothing else imports
+this module. Each entry names the config it comes from, so a reader can
+check it; no value here is fitted to anything.
+"""
+
+from __future__ import annotations
+
+import re
+
+# How Megatron-Bridge's performance recipes dispatch MoE tokens, read off the
+# source's own configs (scripts/performance/configs/{qwen,deepseek}/
+# *_workload_base_configs.py): (model, hardware) patterns -> ep_dedup (0:
+# moe_token_dispatcher_type "alltoall", NCCL all-to-all; 1: the "flex"
+# DeepEP / HybridEP dispatcher, the other recipes' default) and whether
+# `moe_a2a_overlap` is on for a layout whose EP crosses nodes under an
+# interleaved pipeline (Megatron-core's overlapped schedule needs virtual
+# stages once pp > 1; the same recipes keep node-local EP unoverlapped).
+MBRIDGE_MOE_DISPATCH = (
+    (r"qwen3[_ ]?235b", r"h100", 0.0, 1.0),  # QWEN3_235B_A22B_..._H100_*: alltoall, overlap
+    (r"qwen3[_ ]?235b", r"b[23]00", 0.0, 0.0),  # ..._B200_* / _B300_*: alltoall
+    (r"deepseek", r"b200", 1.0, 1.0),  # DEEPSEEK_V3_..._B200_FP8_MX_V2 (pp 8, vp 2, ep 32): deepep, overlap
+)
+
+
+def moe_dispatch(row, cross_node: bool, interleaved: bool) -> dict[str, float]:
+  """ep_dedup / ep_overlap of a MoE row: Megatron-Bridge's recipe facts
+  (`MBRIDGE_MOE_DISPATCH`) for its own rows; the defaults elsewhere."""
+  framework = (row.get("framework") or "").lower()
+  if row.get("source_id") != "MBRIDGE" and "megatron-bridge" not in framework:
+    return {}
+  name, hw = (row.get("model") or "").lower(), (row.get("hardware") or "").lower()
+  for model_pat, hw_pat, dedup, overlap in MBRIDGE_MOE_DISPATCH:
+    if re.search(model_pat, name) and re.search(hw_pat, hw):
+      return dict(ep_dedup=dedup, ep_overlap=float(overlap and cross_node and interleaved))
+  return {}
