@@ -70,6 +70,7 @@ from autoscout_jax.designers.autoscout.contenders import Contenders
 from autoscout_jax.measurement import Measurement
 from autoscout_jax.space import Candidate, SearchSpace
 
+MEM_BIAS_SD = 0.1  # prior sd of the cheap fidelity's constant memory bias: memory models are ~10 % off
 MEM_PRIOR_SD = 0.06  # the cheap fidelity's memory model before any profile: its own verdict, nearly
 VALUE_NOISE = 0.1  # log-normal noise assumed on one profile before there are FEW of them
 NOISES = (0.03, 0.1, 0.25)  # then chosen by marginal likelihood: a noisy host measures 10-30 %
@@ -265,10 +266,16 @@ class CheapOrder:
 
   def _capacity(self, mem: np.ndarray, ok: np.ndarray) -> float | None:
     """The memory limit the cheap fidelity applies, bracketed by its largest
-    feasible and smallest out-of-memory peak."""
+    feasible and smallest out-of-memory peak. Without an out-of-memory
+    screen the limit is unknown (anywhere above the largest feasible peak):
+    None, so no candidate is marked down for using the most memory, until a
+    profile runs out of memory (then the largest feasible peak is the
+    limit's best bound)."""
     oom = self._oom
     lo = np.nanmax(mem[ok]) if np.isfinite(mem[ok]).any() else None
     hi = np.nanmin(mem[oom]) if oom.any() and np.isfinite(mem[oom]).any() else None
+    if hi is None and not any(m.metrics.failure_kind == "oom" for m in self.profiles.values()):
+      return None
     if lo is None or hi is None:
       return hi or lo
     return float(math.sqrt(lo * hi)) if hi > lo else float(hi)
@@ -328,14 +335,19 @@ class CheapOrder:
     mu = logv - mu_r
     if cap is not None and np.isfinite(mem).any():
       xm, ym = self._warm_rows("memory")
-      mean_m = float(np.mean(mem_r)) if mem_r else 0.0
+      # the memory residual's constant part (the cheap fidelity's memory off by
+      # one factor everywhere) is a bias under its prior, integrated out like
+      # the value's: one out-of-memory profile moves it by what one point can
+      # support, not by the whole of that point's residual
+      ones = np.ones((n, 1))
       gpm = residual.fit(np.vstack([x[mem_i], xm]) if len(xm) else x[mem_i],
-                         np.concatenate([np.array(mem_r) - mean_m, ym]),
+                         np.concatenate([np.array(mem_r, np.float64), ym]),
                          np.concatenate([np.full(len(mem_i), 0.01), np.full(len(ym), WARM_NOISE)]),
                          amplitudes=residual.MEMORY_AMPLITUDES, prior=MEM_PRIOR_SD, own=len(mem_i),
+                         h=np.vstack([ones[mem_i], np.zeros((len(ym), 1))]), hsd=(MEM_BIAS_SD,),
                          add_idx=self._knob_idx, additives=ADDITIVES)
-      mm, sm = gpm.predict(x)
-      pmem = residual.normal_cdf((math.log(cap) - np.log(mem) - mean_m - mm) / np.maximum(sm, 1e-3))
+      mm, sm = gpm.predict(x, ones)
+      pmem = residual.normal_cdf((math.log(cap) - np.log(mem) - mm) / np.maximum(sm, 1e-3))
       pfeas = np.where(np.isfinite(mem), pmem, np.where(ok | np.isfinite(self._margin), 1.0, 0.0))
     else:
       pfeas = np.where(ok | np.isfinite(self._margin), 1.0, 0.0)
