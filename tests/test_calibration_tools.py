@@ -4,6 +4,7 @@ marked (never dropped), and the report's metrics behave."""
 
 import csv
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -118,3 +119,15 @@ def test_fit_keeps_constants_inside_their_physical_ranges():
   for name, (lo, hi) in calibration.FITTED.items():
     assert lo <= getattr(fitted, name) <= hi
   assert dataclasses.replace(fitted, gemm_eff=0.8).gemm_eff == 0.8
+
+
+def test_calibration_report_without_input_is_one_line_and_exit_2():
+  # the calibration set is not shipped: no default path, the user names the CSV
+  import subprocess
+  import sys
+  from autoscout_jax.bench.tasks import repo_root
+  out = subprocess.run([sys.executable, "-m", "autoscout_jax.tools.calibration_report"], capture_output=True,
+                       text=True, cwd=repo_root(), env={**os.environ, "PYTHONPATH": repo_root()}, timeout=120)
+  assert out.returncode == 2 and out.stdout == ""
+  assert out.stderr.strip().splitlines() == [
+      "calibration_report: --input=<published runs CSV> is required (or --validate=vtrain)"]

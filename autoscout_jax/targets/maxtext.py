@@ -257,7 +257,9 @@ def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any)
 
 
 # MaxText's own variables for joining CPU processes (its
-# initialize_jax_for_cpu; the coordinator port is MaxText's fixed 1234) and
+# initialize_jax_for_cpu; the coordinator port is MaxText's fixed 1234: for
+# CPU it reads only the host, JAX_COORDINATOR_ADDRESS, so two such launches on
+# one host collide; its GPU path alone reads JAX_COORDINATOR_PORT) and
 # the trainer that forms a multi-slice mesh over processes
 # (maxtext_child/train.py: JAX's process-as-granule fallback, then MaxText's
 # trainer).
@@ -321,7 +323,8 @@ def launch_files(space: SimSpace, cand: Candidate, workload: Workload, cluster: 
   n, per = art["processes"]["count"], art["processes"]["devices_each"]
   sh = ("#!/usr/bin/env bash\n" + head +
         f"# {n} processes x {per} CPU devices on this host, one slice each, joined by MaxText's own\n"
-        "# jax.distributed initialisation (coordinator localhost:1234); each runs MaxText's trainer through\n"
+        "# jax.distributed initialisation (coordinator localhost:1234: MaxText fixes that port for CPU\n"
+        "# processes and reads no other, so one such job per host at a time); each runs MaxText's trainer through\n"
         f"# {MULTIPROCESS_TRAINER} (CPU devices carry no slice ids: see that module).\n"
         "# In MaxText's Python (3.12):  AUTOSCOUT_JAX=<autoscout_jax checkout> RUN_NAME=<name> "
         "BASE_OUTPUT_DIRECTORY=<dir> bash launch.sh\n"

@@ -4,7 +4,10 @@ Where it sits: a program on top of sim/calibration.py (which fits the
 constants the simulators import from sim/constants.py) and sim/vtrain.py;
 no library module imports it.
 
-    python -m autoscout_jax.tools.calibration_report [--input=published_points.csv]
+    python -m autoscout_jax.tools.calibration_report --input=published_points.csv
+
+(the calibration set is not shipped with the repository: --input names
+your copy of it, a CSV with sim/published.py's columns).
 
 Prints, per source and for all rows, for each fidelity (event only when
 autoscout_jax/sim/event.py exists): coverage (rows the simulator can model),
@@ -27,7 +30,6 @@ iteration time, its bias and the within-sweep Spearman rank correlation.
 from __future__ import annotations
 
 import math
-import os
 import sys
 
 from absl import app, flags
@@ -39,15 +41,10 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """Flags are defined only when run as a program (importing stays side-effect free)."""
-  flags.DEFINE_string("input", None, "published runs CSV (default: shared/calibration/published_points.csv "
-                      "next to the repository)")
+  flags.DEFINE_string("input", None, "published runs CSV (sim/published.py's columns); required "
+                      "unless --validate is given")
   flags.DEFINE_enum("validate", None, ["vtrain"], "instead of the calibration set, report on a validation "
                     "set the constants were never fitted to (vtrain: vTrain's measured A100 sweeps)")
-
-
-def _default_input() -> str:
-  here = os.path.dirname(os.path.abspath(__file__))
-  return os.path.normpath(os.path.join(here, "..", "..", "..", "shared", "calibration", "published_points.csv"))
 
 
 def _fmt(x, pct=False) -> str:
@@ -81,7 +78,10 @@ def main(argv):
   if FLAGS.validate == "vtrain":
     validate_vtrain()
     return
-  path = FLAGS.input or _default_input()
+  path = FLAGS.input
+  if not path:
+    print("calibration_report: --input=<published runs CSV> is required (or --validate=vtrain)", file=sys.stderr)
+    sys.exit(2)
   try:
     rows = published.read_rows(path)
   except OSError as e:
