@@ -104,7 +104,8 @@ def compile_step(overrides: Mapping[str, Any], target: Mapping[str, Any]) -> dic
                                              config, axis_rules(config.logical_axis_rules))
   except Exception:
     text = traceback.format_exc()
-    return protocol.failed(protocol.classify(text, "compile_error"), text, extra={"compile_s": time.perf_counter() - t0})
+    kind = protocol.classify(text, "compile_error")
+    return protocol.failed(kind, text, extra={"compile_s": time.perf_counter() - t0})
   extra = _memory(compiled)
   peak = extra.pop("peak_mem_bytes", None)
   extra.update(compile_s=time.perf_counter() - t0, lower_s=lower_s, num_devices=int(mesh.devices.size),

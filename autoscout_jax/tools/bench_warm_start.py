@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from autoscout_jax.bench import __main__ as gin_tasks, runner, tasks  # the bench entry: the one task-file loader
+from autoscout_jax.bench import runner, tasks
+from autoscout_jax.bench.__main__ import load_task  # the bench entry: the one task-file loader
 from autoscout_jax.bench import metrics as metrics_lib
 from autoscout_jax.designers.autoscout import AutoScoutDesigner
 from autoscout_jax.designers.autoscout.factories import VARIANTS
@@ -41,7 +42,7 @@ def merge(rows_list):
 
 def main(argv) -> None:
   del argv
-  built = {n: tasks.build_task(gin_tasks.load_task(n), _WORKDIR.value) for n in SWEEPS}
+  built = {n: tasks.build_task(load_task(n), _WORKDIR.value) for n in SWEEPS}
   seeds = [int(s) for s in _SEEDS.value]
   cfg = VARIANTS["autoscout"]
   exported = {}

@@ -92,12 +92,13 @@ def task_truth(path: str) -> tuple[Any, list[Any], np.ndarray]:
   import json
   import tempfile
 
-  from autoscout_jax.bench import __main__ as gin_tasks, tasks  # the bench entry: the one task-file loader
+  from autoscout_jax.bench import tasks
+  from autoscout_jax.bench.__main__ import load_task  # the bench entry: the one task-file loader
   from autoscout_jax.problem import Problem
   with open(path) as f:
     name = json.load(f).get("task")
   try:
-    spec = gin_tasks.load_task(name or "")
+    spec = load_task(name or "")
   except tasks.BenchError as e:
     raise ValueError(f"{path}: {e}") from e
   with tempfile.TemporaryDirectory() as workdir:
