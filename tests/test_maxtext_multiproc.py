@@ -107,7 +107,10 @@ def test_a_process_that_dies_in_a_candidate_before_its_peer_is_ready_fails_that_
   rc = multiproc.run({"processes": {"count": 2}}, out)
   events = [json.loads(line) for line in out.getvalue().splitlines()]
   assert rc == multiproc.EXIT_PROCESS_DIED
-  assert [e["event"] for e in events] == ["ready", "start"] and events[1]["index"] == 7
+  assert [e["event"] for e in events] == ["ready", "start", "result"]
+  assert events[1]["index"] == events[2]["index"] == 7
+  assert events[2]["metrics"]["failure_kind"] == "crash"
+  assert "process 1 of 2 died with SIGABRT" in events[2]["metrics"]["error"]
   assert events[0]["provenance"]["pids"][1:] == [4000, 4001]
   # and a job whose processes never got as far as a candidate is not said to be ready
   _Scripted.script = [(1, {"event": "ready", "provenance": {}}), (1, {"event": "exit"})]

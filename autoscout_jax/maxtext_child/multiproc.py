@@ -9,17 +9,18 @@ parent's XLA_FLAGS), hands each the request plus its `distributed` part
 (`jax.distributed.initialize`, process i of count), and speaks the usual
 protocol upward: one `ready` once every process is ready, a candidate's
 `start` as soon as any process starts it, and process 0's results. The
-processes live in the
-launcher's process group, so the parent's kill of the group (timeout,
-exit, SIGTERM) takes them all; each also dies with the launcher.
+processes live in the launcher's process group, so the parent's kill of
+the group (timeout, exit, SIGTERM) takes them all; each also dies with the
+launcher.
 
 A process that dies, or says something that is not the protocol, before
-the job is done fails the job: the launcher kills the others, names the
-process on stderr and exits non-zero, which the parent records as the
-current candidate's failure (crash, or oom for an OOM kill). A process
-may die in a candidate before a slower peer has said `ready`: the launcher
-then says `ready` and that `start` before it exits, so the failure is the
-candidate's, with the processes named, not the environment's.
+the job is done fails the job: the launcher kills the others and exits
+non-zero. If a candidate was running, it first answers that candidate
+itself, in the protocol: a failed result (crash, or oom for an OOM kill)
+naming the process, after `ready` and the `start` should a slower peer not
+have said `ready` yet. Stderr gets the same line, but stderr and stdout
+reach the parent on separate pipes, so that line alone could be read
+before the `start` and cleared with it.
 
 Request: profile_child's plus {"processes": {"count": N, "timeout_s": s,
 "fault_process": i | None}} (`fault_process`: a test hook, only process i
@@ -40,7 +41,7 @@ import sys
 import threading
 from typing import Any, Mapping
 
-from autoscout_jax.child_protocol import PARENT_ENV, child_main, emit
+from autoscout_jax.child_protocol import PARENT_ENV, child_main, classify, emit, failed
 
 EXIT_PROCESS_DIED = 3
 
@@ -106,6 +107,7 @@ def run(request: Mapping[str, Any], out) -> int:
   ready: dict[int, dict] = {}
   held: list[dict] = []  # what comes before every process is ready, in order
   started: set[int] = set()
+  current: int | None = None  # the candidate started and not yet answered
   said_ready = False
 
   def say(ev: dict) -> None:
@@ -126,8 +128,6 @@ def run(request: Mapping[str, Any], out) -> int:
     held.clear()
 
   def fail(i: int, why: str) -> int:
-    if started:  # the job died in a candidate: that is the candidate's failure
-      say_ready()
     for p in procs:
       if p.proc.poll() is None:
         p.proc.kill()
@@ -137,7 +137,14 @@ def run(request: Mapping[str, Any], out) -> int:
     what = why or _describe(rc)
     if rc == -signal.SIGKILL and not why:  # nobody here sent it: the kernel's OOM killer, most likely
       what += " (likely the OOM killer: out of memory)"
-    print(f"multiproc: process {i} of {count} {what}; the job is stopped", file=sys.stderr, flush=True)
+    text = f"multiproc: process {i} of {count} {what}; the job is stopped"
+    if current is not None:
+      # the job died in a candidate: that candidate's result, in the protocol
+      # (stderr and stdout reach the parent on separate pipes, so a line on
+      # stderr alone may be read before, and cleared with, its `start`)
+      say_ready()
+      emit(out, event="result", index=current, metrics=failed(classify(text, "crash"), text))
+    print(text, file=sys.stderr, flush=True)
     return EXIT_PROCESS_DIED
 
   while True:
@@ -166,8 +173,11 @@ def run(request: Mapping[str, Any], out) -> int:
     elif kind == "start":
       if int(ev["index"]) not in started:
         started.add(int(ev["index"]))
+        current = int(ev["index"])
         say(ev)
     elif i == 0:
+      if kind == "result":
+        current = None
       say(ev)
 
 if __name__ == "__main__":
