@@ -102,16 +102,19 @@ def test_cached_simulated_truth_is_keyed_by_the_simulator_version(monkeypatch):
 
 
 def test_the_committed_serving_table_keeps_every_repeats_latencies(tmp_path):
-  # a recorded serving truth keeps each repeat's p50/p90 TTFT and TPOT and its SLO margin (a miss's too),
-  # and the margin agrees with the verdict: negative exactly where the repeat missed an SLO
+  # a recorded serving truth keeps each repeat's p50/p90 TTFT and TPOT and its SLO margins, per latency and
+  # their minimum (a miss's too), and the minimum agrees with the verdict: negative exactly where the repeat
+  # missed an SLO
   from autoscout_jax.bench.__main__ import load_task
   from autoscout_jax.bench.truth import KEPT_EXTRA
-  from autoscout_jax.targets.serving import slo_log_margin
+  from autoscout_jax.targets.serving import slo_log_margins
   spec = load_task("real_serve_tiny_cpu8")
   table = tasks.build_task(spec, str(tmp_path)).table
   rows = [(e, f) for es, fs in zip(table.extra, table.failure_kind) for e, f in zip(es, fs)]
   assert len(rows) == len(table.candidates) * table.repeats > 0
   for extra, failure in rows:
     assert set(KEPT_EXTRA) <= set(extra), extra
-    assert extra["slo_log_margin"] == pytest.approx(slo_log_margin(spec.workload.serving, extra))
+    margins = slo_log_margins(spec.workload.serving, extra)
+    assert set(margins) == {"slo_log_margin", "ttft_log_margin", "tpot_log_margin"}
+    assert {k: extra[k] for k in margins} == pytest.approx(margins)
     assert (extra["slo_log_margin"] < 0) == (failure == "slo"), (extra, failure)

@@ -39,6 +39,7 @@ from autoscout_jax.measurement import Measurement, Metrics
 from autoscout_jax.sim import hardware, serving, silicon
 from autoscout_jax.sim.serving_catalog import find_arch
 from autoscout_jax.space import Candidate, Constraint, Ordinal, SearchSpace
+from autoscout_jax.targets.serving import log_margins
 from autoscout_jax.workload import ModelConfig, Workload
 
 GROUP_FIELDS = ("model_path", "system", "backend", "isl", "osl", "weights")
@@ -213,8 +214,7 @@ class SampleServingEvaluator(Evaluator):
     ttft, tpot = p.ttft_s * 1e3, p.tpot_s * 1e3
     tps = p.tokens_per_s_per_device
     extra = {"ttft_ms": ttft, "tpot_ms": tpot, "effective_batch": p.effective_batch, "tokens_per_s_per_device": tps,
-             "slo_log_margin": min(math.log(self.ttft_slo_ms / ttft), math.log(self.tpot_slo_ms / tpot))
-             if ttft > 0 and tpot > 0 else None}
+             **log_margins(ttft, tpot, self.ttft_slo_ms, self.tpot_slo_ms)}
     if ttft > self.ttft_slo_ms or tpot > self.tpot_slo_ms:  # a miss carries no objective
       return Metrics.failed(SLO_KIND, f"predicted TTFT {ttft:.0f} ms / TPOT {tpot:.1f} ms vs SLO "
                             f"{self.ttft_slo_ms:.0f} / {self.tpot_slo_ms:.1f}", step_time_s=tpot / 1e3,
@@ -276,8 +276,9 @@ def truth_table(name: str):
       kinds[i].append(None if ok else SLO_KIND)
       # the measured latencies, a miss's included: how far a configuration is
       # from its SLO is what a search learns its latency model's error from
-      extra[i].append({"ttft_ms": ttft, "tpot_ms": tpot, "slo_log_margin":
-                       min(math.log(ttft_slo / ttft), math.log(tpot_slo / tpot)) if ttft > 0 and tpot > 0 else None})
+      # and its measured throughput (a serving benchmark reports it either way)
+      extra[i].append({"ttft_ms": ttft, "tpot_ms": tpot, "tokens_per_s_per_device": v,
+                       **log_margins(ttft, tpot, ttft_slo, tpot_slo)})
       if ok:
         tps[i, r], step[i, r] = v, tpot / 1e3
   true = np.array([np.median(r[np.isfinite(r)]) if np.isfinite(r).any() else np.nan for r in tps])

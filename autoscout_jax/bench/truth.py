@@ -270,7 +270,8 @@ def measure_truth(task: str, problem: Problem, candidates: Sequence[Candidate], 
       provenance=prov)
 
 
-KEPT_EXTRA = ("ttft_ms_p50", "ttft_ms_p90", "tpot_ms_p50", "tpot_ms_p90", "slo_log_margin")
+KEPT_EXTRA = ("ttft_ms_p50", "ttft_ms_p90", "tpot_ms_p50", "tpot_ms_p90", "slo_log_margin", "ttft_log_margin",
+              "tpot_log_margin")
 
 
 def _kept_extra(m) -> dict:

@@ -41,7 +41,7 @@ import numpy as np
 from autoscout_jax.local.runner import classify
 from autoscout_jax.local.serve_step import ServeSetup, build_serve_setup
 from autoscout_jax.measurement import COMPILE_ERROR, CRASH, INVALID, OOM, SLO, Metrics
-from autoscout_jax.targets.serving import LayoutError, kv_capacity, slo_log_margin, slo_verdict
+from autoscout_jax.targets.serving import LayoutError, kv_capacity, slo_log_margins, slo_verdict
 from autoscout_jax.units import fmt_bytes
 from autoscout_jax.workload import LocalCluster, Workload
 
@@ -349,9 +349,8 @@ def measure(fidelity: str, workload: Workload, cluster: LocalCluster, values: Ma
   per_device = fig["throughput_tok_s"] / used
   fig["tokens_per_s_per_device"] = per_device
   tpot = fig["tpot_ms_p50"]
-  margin = slo_log_margin(workload.serving, fig)
-  if margin is not None:
-    fig["slo_log_margin"] = margin  # measured: the search learns its model's latency error from it
+  # measured: the search learns its model's latency errors from them
+  fig.update(slo_log_margins(workload.serving, fig))
   miss = slo_verdict(workload.serving, fig)
   if miss:  # infeasible: no objective, every figure kept in extra for the report
     return Metrics.failed(SLO, miss, peak_mem_bytes=peak, extra=fig)

@@ -333,18 +333,30 @@ def slo_verdict(spec: ServingSpec, extra: Mapping[str, Any]) -> str | None:
   return "; ".join(misses) or None
 
 
-def slo_log_margin(spec: ServingSpec, extra: Mapping[str, Any]) -> float | None:
-  """min over the workload's SLOs of log(SLO / predicted latency) at its
-  percentile: < 0 misses, > 0 meets; None without SLOs or latencies. A
-  designer reads it to judge how likely a miss the model predicts is real."""
-  p, out = spec.slo_percentile, None
-  for name, slo in (("ttft", spec.ttft_slo_ms), ("tpot", spec.tpot_slo_ms)):
-    got = extra.get(f"{name}_ms_p{p}")
-    if slo is None or not got or got <= 0:
-      continue
-    m = math.log(slo / float(got))
-    out = m if out is None else min(out, m)
+MARGIN_KEYS = ("ttft_log_margin", "tpot_log_margin")  # one log margin per latency SLO
+
+
+def log_margins(ttft_ms: float | None, tpot_ms: float | None, ttft_slo_ms: float | None,
+                tpot_slo_ms: float | None) -> dict[str, float]:
+  """log(SLO / latency) for each latency that has an SLO and a positive
+  value (< 0 misses, > 0 meets; keys `MARGIN_KEYS`), and their minimum as
+  `slo_log_margin`; {} when there is none. A designer learns each
+  latency's model error from its own margin: a TTFT model that errs does
+  not show in the minimum while TPOT is the one that binds."""
+  out: dict[str, float] = {}
+  for key, got, slo in zip(MARGIN_KEYS, (ttft_ms, tpot_ms), (ttft_slo_ms, tpot_slo_ms)):
+    if slo is not None and got is not None and got > 0:
+      out[key] = math.log(float(slo) / float(got))
+  if out:
+    out["slo_log_margin"] = min(out.values())
   return out
+
+
+def slo_log_margins(spec: ServingSpec, extra: Mapping[str, Any]) -> dict[str, float]:
+  """`log_margins` of a measurement's latencies at the workload's SLO
+  percentile ({} without SLOs or latencies)."""
+  p = spec.slo_percentile
+  return log_margins(extra.get(f"ttft_ms_p{p}"), extra.get(f"tpot_ms_p{p}"), spec.ttft_slo_ms, spec.tpot_slo_ms)
 
 
 def artifact(space: SearchSpace, cand: Candidate, workload: Workload, cluster: Any) -> dict[str, Any]:

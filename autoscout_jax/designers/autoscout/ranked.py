@@ -39,10 +39,11 @@ descending cheap order):
    candidate's verdict; without an out-of-memory screen the limit is
    unknown and memory marks nobody down), so a candidate the cheap
    fidelity calls out of memory becomes worth a profile once profiles show
-   that fidelity is pessimistic there; a serving screen's SLO margin
-   (`slo_log_margin`: log SLO / predicted latency) is corrected by the
-   value residual (a candidate slower than screened has longer latencies;
-   a profiled SLO miss is a pseudo-observation just beyond its margin);
+   that fidelity is pessimistic there; a serving screen's SLO margins
+   (one per latency: log SLO / predicted latency) are corrected by their
+   own residuals (running.py; a profiled SLO miss enters the value
+   residual with the throughput it measured, or without one as a
+   pseudo-observation just beyond its margin);
 4. re-measure a top contender (contenders.py) when that is worth more
    than any new profile's expected improvement and at least `stop_gain`;
    a candidate's residual is learned from its lower-median repeat;
@@ -235,6 +236,11 @@ class CheapOrder:
     n = len(self.candidates)
     step, mem, ok = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
     self._margin = np.full(n, np.nan)  # the screen's log SLO margin (serving), NaN without one
+    # one column per latency SLO where the screens give them, else the margin itself
+    self._margin_keys = running.LATENCY_MARGINS if any(
+        k in (m.metrics.extra or {}) for m in self.screens.values() for k in running.LATENCY_MARGINS) else (
+        "slo_log_margin",)
+    self._margins = np.full((n, len(self._margin_keys)), np.nan)
     self._objective = np.full(n, np.nan)  # the screen's objective, NaN where it has none
     self._oom = np.zeros(n, bool)  # the screen says: out of memory
     per_step = self._tokens_per_step()
@@ -249,9 +255,12 @@ class CheapOrder:
       if ok[i]:
         self._objective[i] = float(m.objective)
       self._oom[i] = m is not None and m.metrics.failure_kind == "oom"
-      margin = (m.metrics.extra or {}).get("slo_log_margin") if m is not None else None
-      if margin is not None:
-        self._margin[i] = float(margin)
+      ex = (m.metrics.extra or {}) if m is not None else {}
+      if ex.get("slo_log_margin") is not None:
+        self._margin[i] = float(ex["slo_log_margin"])
+      for k, key in enumerate(self._margin_keys):
+        if ex.get(key) is not None:
+          self._margins[i, k] = float(ex[key])
     self._arrays = (len(self.screens), (step, mem, ok))
     return step, mem, ok
 
@@ -287,6 +296,10 @@ class CheapOrder:
         if m.metrics.peak_mem_bytes and np.isfinite(mem[i]):
           mem_i.append(i)
           mem_r.append(math.log(m.metrics.peak_mem_bytes / mem[i]))
+      elif m.metrics.failure_kind == "slo" and (m.metrics.extra or {}).get("tokens_per_s_per_device"):
+        # missed its SLO but measured its throughput: as good a value observation as any
+        slo_i.append(i)
+        slo_r.append(-math.log(float(m.metrics.extra["tokens_per_s_per_device"])) - math.log(step[i]))
       elif m.metrics.failure_kind == "slo" and np.isfinite(self._margin[i]):
         # missed its SLO: it is at least that much slower than the screen said
         slo_i.append(i)
@@ -324,8 +337,7 @@ class CheapOrder:
       pmem = running.p_memory(x, mem, cap, mem_i, mem_r, self._warm_rows("memory"), WARM_NOISE,
                               self._knob_idx, ADDITIVES)
       pfeas = np.where(np.isfinite(pmem), pmem, pfeas)
-    mar_i, mar_r = self._margin_residuals()
-    pfeas = pfeas * running.p_slo(x, self._margin, hall, mar_i, mar_r, len(prof_i), mu_r, sd,
+    pfeas = pfeas * running.p_slo(x, self._margins, hall, self._margin_residuals(), len(prof_i), mu_r, sd,
                                   dict(noise=VALUE_NOISE, hsd=(BIAS_SD,), noises=NOISES, add_idx=self._knob_idx,
                                        additives=ADDITIVES, amplitudes=VALUE_AMPLITUDES))
     failed = {self.index[k] for k, m in self.profiles.items() if m.objective is None and k in self.index}
@@ -348,17 +360,20 @@ class CheapOrder:
     self._rows = (x[prof_i], rc, x[mem_i], np.array(mem_r) - (np.mean(mem_r) if mem_r else 0))
     return score
 
-  def _margin_residuals(self) -> tuple[list[int], np.ndarray]:
-    """(indices, screened - measured log SLO margin) of the profiles that
-    measured their latencies (serving; a miss included)."""
-    idx, r = [], []
-    for key, m in self.profiles.items():
-      i = self.index.get(key)
-      got = (m.metrics.extra or {}).get("slo_log_margin")
-      if i is not None and got is not None and np.isfinite(self._margin[i]):
-        idx.append(i)
-        r.append(float(self._margin[i]) - float(got))
-    return idx, np.array(r, np.float64)
+  def _margin_residuals(self) -> list[tuple[list[int], np.ndarray]]:
+    """Per margin column: (indices, screened - measured log margin) of the
+    profiles that measured that latency (serving; a miss included)."""
+    out = []
+    for k, name in enumerate(self._margin_keys):
+      idx, r = [], []
+      for key, m in self.profiles.items():
+        i = self.index.get(key)
+        got = (m.metrics.extra or {}).get(name)
+        if i is not None and got is not None and np.isfinite(self._margins[i, k]):
+          idx.append(i)
+          r.append(float(self._margins[i, k]) - float(got))
+      out.append((idx, np.array(r, np.float64)))
+    return out
 
   # --- warm start -------------------------------------------------------------------
   def _warm_rows(self, kind: str) -> tuple[np.ndarray, np.ndarray]:

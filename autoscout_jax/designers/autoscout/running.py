@@ -13,12 +13,15 @@ peak memory (a failed profile is a pseudo-observation just above the
 limit). The residual's constant part (the cheap memory model off by one
 factor everywhere) is a bias under its own prior (`MEM_BIAS_SD`),
 integrated out as the value residual's is, so one out-of-memory profile
-moves every candidate's verdict only by what one point supports. SLOs: the
-screen's log margin (log SLO / predicted latency) stands before
-`residual.FEW` profiles; then it is corrected by the margin's own residual
-(screened minus measured log margin) once that many profiles measured
-their latencies, else by the value residual (a candidate slower than
-screened has longer latencies).
+moves every candidate's verdict only by what one point supports. SLOs: per
+latency SLO (TTFT, TPOT), the screen's log margin (log SLO / predicted
+latency) stands before `residual.FEW` profiles; then it is corrected by
+that margin's own residual (screened minus measured log margin) once that
+many profiles measured that latency, else by the value residual (a
+candidate slower than screened has longer latencies); the probability of
+meeting the SLOs is the product over the latencies. Each latency's model
+error is learned from its own margin on every profile, so a TTFT model
+that errs shows even where TPOT is the latency that binds.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from autoscout_jax.designers.autoscout import residual
 MEM_BIAS_SD = 0.1  # prior sd of the cheap fidelity's constant memory bias: memory models are ~10 % off
 MEM_PRIOR_SD = 0.06  # the cheap fidelity's memory model before any profile: its own verdict, nearly
 MEM_NOISE = 0.01  # a profile's peak memory is measured to about 1 %
+# a serving measurement's log margin per latency SLO (targets/serving.log_margins);
+# `slo_log_margin`, their minimum, stands in for them where a screen has only it
+LATENCY_MARGINS = ("ttft_log_margin", "tpot_log_margin")
 
 
 def capacity(mem: np.ndarray, ok: np.ndarray, oom: np.ndarray, profile_ran_out: bool) -> float | None:
@@ -73,21 +79,31 @@ def p_memory(x: np.ndarray, mem: np.ndarray, cap: float, mem_i: Sequence[int], m
                     np.nan)
 
 
-def p_slo(x: np.ndarray, margin: np.ndarray, hall: np.ndarray, mar_i: Sequence[int], mar_r: np.ndarray,
+def p_slo(x: np.ndarray, margins: np.ndarray, hall: np.ndarray, residuals: Sequence[tuple[list[int], np.ndarray]],
           profiled: int, value_mu: np.ndarray, value_sd: np.ndarray, fit: Mapping[str, Any]) -> np.ndarray:
-  """P(meets its SLOs) per candidate (1 where the screen has no margin):
-  the screen's verdict before `residual.FEW` profiles; then its log margin
-  corrected by the margin residual fitted on the profiles `mar_i` that
-  measured their latencies (with `fit`: the value residual's GP settings,
-  and its own constant bias) when there are that many, else by the value
-  residual (`value_mu`, `value_sd`) of the `profiled` ones."""
-  has = np.isfinite(margin)
-  if not has.any():
-    return np.ones(len(margin))
-  if len(mar_i) >= residual.FEW:
-    gp = residual.fit(x[list(mar_i)], mar_r, own=len(mar_i), h=hall[list(mar_i), :1], **fit)
-    mu, sd = gp.predict(x, hall[:, :1])
-    return np.where(has, residual.normal_cdf((margin - mu) / np.maximum(sd, 0.02)), 1.0)
-  if profiled >= residual.FEW:
-    return np.where(has, residual.normal_cdf((margin - value_mu) / np.maximum(value_sd, 0.02)), 1.0)
-  return np.where(has & (margin < 0), 0.0, 1.0)
+  """P(meets its SLOs) per candidate: the product over the screen's log
+  margins (`margins` [N, K]: one column per latency SLO, NaN where the
+  screen has none; 1 where no column has one). Per column: the screen's
+  verdict before `residual.FEW` profiles; then its log margin corrected by
+  that margin's own residual (`residuals[k]`: the profiles that measured
+  that latency, screened - measured margin), fitted with `fit` (the value
+  residual's GP settings and its own constant bias) when there are that
+  many, else by the value residual (`value_mu`, `value_sd`) of the
+  `profiled` ones (a candidate slower than screened has longer latencies)."""
+  out = np.ones(len(margins))
+  for k in range(margins.shape[1]):
+    margin = margins[:, k]
+    has = np.isfinite(margin)
+    if not has.any():
+      continue
+    idx, r = residuals[k]
+    if len(idx) >= residual.FEW:
+      gp = residual.fit(x[list(idx)], r, own=len(idx), h=hall[list(idx), :1], **fit)
+      mu, sd = gp.predict(x, hall[:, :1])
+      p = residual.normal_cdf((margin - mu) / np.maximum(sd, 0.02))
+    elif profiled >= residual.FEW:
+      p = residual.normal_cdf((margin - value_mu) / np.maximum(value_sd, 0.02))
+    else:
+      p = np.where(margin < 0, 0.0, 1.0)
+    out = out * np.where(has, p, 1.0)
+  return out
