@@ -32,17 +32,11 @@ descending cheap order):
    out is never a departure before `residual.FEW` profiles measured that
    fidelity's error. The noise on a profile is chosen with the other
    hyperparameters once there are `residual.FEW` profiles (a noisy host
-   measures 10-30 %). The memory model is the cheap peak memory times a
-   memory residual GP learned from profiled peak memory (a failed profile
-   is a pseudo-observation just above the limit; the residual's constant
-   part is a bias under its own prior, so one failure does not move every
-   candidate's verdict; without an out-of-memory screen the limit is
-   unknown and memory marks nobody down), so a candidate the cheap
-   fidelity calls out of memory becomes worth a profile once profiles show
-   that fidelity is pessimistic there; a serving screen's SLO margins
-   (one per latency: log SLO / predicted latency) are corrected by their
-   own residuals (running.py; a profiled SLO miss enters the value
-   residual with the throughput it measured, or without one as a
+   measures 10-30 %). The probability of running (running.py) corrects
+   the cheap peak memory and SLO margins by their own residuals, so a
+   candidate the cheap fidelity rules out becomes worth a profile once
+   profiles show it is pessimistic there; a profiled SLO miss enters the
+   value residual with the throughput it measured (without one, as a
    pseudo-observation just beyond its margin);
 4. re-measure a top contender (contenders.py) when that is worth more
    than any new profile's expected improvement and at least `stop_gain`;
@@ -51,6 +45,12 @@ descending cheap order):
    `stop_gain` while some candidate is worth more (far from every profile,
    or ruled out by the cheap fidelity), profile the one of highest expected
    improvement x probability of running instead;
+   after `ANCHOR_AFTER` departures in a row that did not beat the best
+   profile, the next profile is the cheap order's next candidate the model
+   expects to run (P >= 1/2): a residual learned from a few profiles can
+   bury the optimum under one unlucky neighbour, and the cheap order is
+   walked down at least once every `ANCHOR_AFTER` + 1 profiles while the
+   departures do not pay;
 6. stop only when the expected improvement (x probability of running) of
    every unprofiled candidate, the ones the cheap fidelity rules out
    included, and the value of every allowed re-measurement are below
@@ -86,6 +86,11 @@ ADDITIVES = (0.0, 0.5, 0.8)  # share of the kernel that is additive over single 
 VALUE_AMPLITUDES = (0.2, 0.4, 0.8)
 WARM_NOISE = 0.1  # rows from other workloads: weaker evidence than this workload's own profiles
 DEPART_Z = 1.0  # leave the cheap order when the model is >= 84 % sure the departure is better
+# after this many departures in a row that did not beat the best profile, the
+# next profile is the cheap order's next candidate the model expects to run:
+# a residual learned from a few profiles can bury the optimum (one unlucky
+# neighbour), and this bounds how far the search falls behind cheap_topk
+ANCHOR_AFTER = 4
 
 
 class CheapOrder:
@@ -111,6 +116,9 @@ class CheapOrder:
     self._first = [Candidate.of(c.values) for c in first]  # screened first (e.g. the expert default)
     self.contenders = contenders  # fed by the designer; None: never re-measure
     self.remeasured = 0
+    self._streak = 0  # departures in a row since the best profile last improved (or the last anchor)
+    self._best_seen = -math.inf
+    self.anchors = 0  # profiles taken from the cheap order by the ANCHOR_AFTER rule
 
   @staticmethod
   def applies(space: SearchSpace, fidelities: Sequence[str], max_candidates: int) -> bool:
@@ -131,6 +139,9 @@ class CheapOrder:
         self.screens[key] = m
       elif m.fidelity == self.top:
         self._ask(key)
+        if m.objective is not None and m.objective > self._best_seen:
+          self._best_seen = float(m.objective)
+          self._streak = 0
         book = self.contenders.book if self.contenders is not None else None
         if book is None or key not in book.by_key or key not in self.profiles:
           self.profiles.setdefault(key, m)
@@ -172,17 +183,33 @@ class CheapOrder:
       if not self._departure_sure(int(order[0]), j):
         order.remove(j)
         order.insert(0, j)  # the evidence against the cheap order is not yet strong enough
+    anchor = self._anchor() if self._own >= residual.FEW and self._streak >= ANCHOR_AFTER else None
+    if anchor is not None:
+      order.remove(anchor)
+      order.insert(0, anchor)
+      self.anchors += 1
+      self._streak = 0
     for i in order:
       c = self.candidates[int(i)]
       if not left[i] or c.key in self.asked:
         continue
-      if not out and cheap_next is not None and c.key != cheap_next:
+      if not out and cheap_next is not None and c.key != cheap_next and i != anchor:
         self.departures += 1
+        self._streak += 1
+      elif not out:
+        self._streak = 0  # the cheap order's own next candidate (or the anchor) breaks the row
       out.append(c.at(self.top))
       self._ask(c.key)
       if len(out) >= n:
         break
     return out
+
+  def _anchor(self) -> int | None:
+    """The unasked candidate of highest cheap objective that the model
+    expects to run (P(runs) >= 1/2: the feasibility model is trusted here,
+    the value residual is not); None when there is none."""
+    obj = np.where(~self._asked & (self._pfeas >= 0.5), self._objective, np.nan)
+    return int(np.nanargmax(obj)) if np.isfinite(obj).any() else None
 
   def _departure_sure(self, i: int, j: int) -> bool:
     """Whether the model is at least `DEPART_P` sure that candidate `i`
@@ -236,17 +263,12 @@ class CheapOrder:
     n = len(self.candidates)
     step, mem, ok = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
     self._margin = np.full(n, np.nan)  # the screen's log SLO margin (serving), NaN without one
-    # one column per latency SLO where the screens give them, else the margin itself
-    self._margin_keys = running.LATENCY_MARGINS if any(
-        k in (m.metrics.extra or {}) for m in self.screens.values() for k in running.LATENCY_MARGINS) else (
-        "slo_log_margin",)
-    self._margins = np.full((n, len(self._margin_keys)), np.nan)
     self._objective = np.full(n, np.nan)  # the screen's objective, NaN where it has none
     self._oom = np.zeros(n, bool)  # the screen says: out of memory
     per_step = self._tokens_per_step()
     for i, c in enumerate(self.candidates):
       m = self.screens.get(c.key)
-      s = _inverse_value(m, per_step)
+      s = residual.inverse_value(m, per_step)
       if s:
         step[i] = s
       if m is not None and m.metrics.peak_mem_bytes:
@@ -255,12 +277,10 @@ class CheapOrder:
       if ok[i]:
         self._objective[i] = float(m.objective)
       self._oom[i] = m is not None and m.metrics.failure_kind == "oom"
-      ex = (m.metrics.extra or {}) if m is not None else {}
-      if ex.get("slo_log_margin") is not None:
-        self._margin[i] = float(ex["slo_log_margin"])
-      for k, key in enumerate(self._margin_keys):
-        if ex.get(key) is not None:
-          self._margins[i, k] = float(ex[key])
+      margin = (m.metrics.extra or {}).get("slo_log_margin") if m is not None else None
+      if margin is not None:
+        self._margin[i] = float(margin)
+    self._margin_keys, self._margins = running.margin_columns([self.screens.get(c.key) for c in self.candidates])
     self._arrays = (len(self.screens), (step, mem, ok))
     return step, mem, ok
 
@@ -337,7 +357,7 @@ class CheapOrder:
       pmem = running.p_memory(x, mem, cap, mem_i, mem_r, self._warm_rows("memory"), WARM_NOISE,
                               self._knob_idx, ADDITIVES)
       pfeas = np.where(np.isfinite(pmem), pmem, pfeas)
-    pfeas = pfeas * running.p_slo(x, self._margins, hall, self._margin_residuals(), len(prof_i), mu_r, sd,
+    pfeas = pfeas * running.p_slo(x, self._margins, hall, running.margin_residuals(self.profiles, self.index, self._margin_keys, self._margins), len(prof_i), mu_r, sd,
                                   dict(noise=VALUE_NOISE, hsd=(BIAS_SD,), noises=NOISES, add_idx=self._knob_idx,
                                        additives=ADDITIVES, amplitudes=VALUE_AMPLITUDES))
     failed = {self.index[k] for k, m in self.profiles.items() if m.objective is None and k in self.index}
@@ -359,21 +379,6 @@ class CheapOrder:
     self.slope = slope
     self._rows = (x[prof_i], rc, x[mem_i], np.array(mem_r) - (np.mean(mem_r) if mem_r else 0))
     return score
-
-  def _margin_residuals(self) -> list[tuple[list[int], np.ndarray]]:
-    """Per margin column: (indices, screened - measured log margin) of the
-    profiles that measured that latency (serving; a miss included)."""
-    out = []
-    for k, name in enumerate(self._margin_keys):
-      idx, r = [], []
-      for key, m in self.profiles.items():
-        i = self.index.get(key)
-        got = (m.metrics.extra or {}).get(name)
-        if i is not None and got is not None and np.isfinite(self._margins[i, k]):
-          idx.append(i)
-          r.append(float(self._margins[i, k]) - float(got))
-      out.append((idx, np.array(r, np.float64)))
-    return out
 
   # --- warm start -------------------------------------------------------------------
   def _warm_rows(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -399,19 +404,3 @@ class CheapOrder:
       return [({k: float(v) for k, v in zip(self.names, r) if v}, float(t)) for r, t in zip(x, y)]
 
     return {"names": list(self.names), "value": rows(xv, yv), "memory": rows(xm, ym)}
-
-
-def _inverse_value(m: Measurement | None, per_step: float | None) -> float | None:
-  """1 / the screen's throughput (the objective; not its step time: a
-  serving candidate's step time is its TPOT, shortest at the smallest batch,
-  where throughput is lowest); for a screen without one, its step time over
-  `per_step`."""
-  if m is None:
-    return None
-  if m.metrics.tokens_per_s:
-    return 1.0 / float(m.metrics.tokens_per_s)
-  tps = (m.metrics.extra or {}).get("tokens_per_s_per_device")
-  if m.metrics.failure_kind == "slo" and tps:  # a predicted SLO miss is timed all the same
-    return 1.0 / float(tps)
-  s = residual.screen_step(m)
-  return s / per_step if s and per_step else None

@@ -253,3 +253,19 @@ def expected_improvement(mu: np.ndarray, sd: np.ndarray, best: float) -> np.ndar
   sd = np.maximum(sd, 1e-9)
   z = (mu - best) / sd
   return (mu - best) * normal_cdf(z) + sd * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+def inverse_value(m, per_step: float | None) -> float | None:
+  """1 / the screen's throughput (the objective; not its step time: a
+  serving candidate's step time is its TPOT, shortest at the smallest batch,
+  where throughput is lowest); for a screen without one, its step time over
+  `per_step`."""
+  if m is None:
+    return None
+  if m.metrics.tokens_per_s:
+    return 1.0 / float(m.metrics.tokens_per_s)
+  tps = (m.metrics.extra or {}).get("tokens_per_s_per_device")
+  if m.metrics.failure_kind == "slo" and tps:  # a predicted SLO miss is timed all the same
+    return 1.0 / float(tps)
+  s = screen_step(m)
+  return s / per_step if s and per_step else None

@@ -3,9 +3,9 @@ candidate fits in memory and, for serving, meets its SLOs, corrected by
 what profiles measured.
 
 Where it sits: ranked.py (the cheap-order stage) calls `capacity`,
-`p_memory` and `p_slo` once per round from `CheapOrder.scores`, with the
-screens' arrays and the profiles' residuals it gathered; the product
-multiplies each candidate's expected improvement and enters its corrected
+`p_memory` and `p_slo` (with `margin_columns` / `margin_residuals`) once
+per round from `CheapOrder.scores`, with the screens' arrays and the
+profiles' residuals it gathered; the product multiplies each candidate's expected improvement and enters its corrected
 estimate as a log. Arrays only, on the GPs of residual.py.
 
 Memory: the cheap peak memory times a residual GP learned from profiled
@@ -77,6 +77,38 @@ def p_memory(x: np.ndarray, mem: np.ndarray, cap: float, mem_i: Sequence[int], m
   with np.errstate(invalid="ignore", divide="ignore"):
     return np.where(np.isfinite(mem), residual.normal_cdf((math.log(cap) - np.log(mem) - mm) / np.maximum(sm, 1e-3)),
                     np.nan)
+
+
+def margin_columns(screens: Sequence[Any]) -> tuple[tuple[str, ...], np.ndarray]:
+  """(the margin keys, [N, K] log margins) of the screens (measurements or
+  None, one per candidate): one column per latency SLO where the screens
+  give them, else `slo_log_margin` alone; NaN where a screen has none."""
+  extras = [(m.metrics.extra or {}) if m is not None else {} for m in screens]
+  keys = LATENCY_MARGINS if any(k in e for e in extras for k in LATENCY_MARGINS) else ("slo_log_margin",)
+  out = np.full((len(extras), len(keys)), np.nan)
+  for i, e in enumerate(extras):
+    for k, key in enumerate(keys):
+      if e.get(key) is not None:
+        out[i, k] = float(e[key])
+  return keys, out
+
+
+def margin_residuals(profiles: Mapping[str, Any], index: Mapping[str, int], keys: Sequence[str],
+                     margins: np.ndarray) -> list[tuple[list[int], np.ndarray]]:
+  """Per margin column: (candidate indices, screened - measured log margin)
+  of the profiles (by candidate key) that measured that latency (a miss
+  included)."""
+  out = []
+  for k, name in enumerate(keys):
+    idx, r = [], []
+    for key, m in profiles.items():
+      i = index.get(key)
+      got = (m.metrics.extra or {}).get(name)
+      if i is not None and got is not None and np.isfinite(margins[i, k]):
+        idx.append(i)
+        r.append(float(margins[i, k]) - float(got))
+    out.append((idx, np.array(r, np.float64)))
+  return out
 
 
 def p_slo(x: np.ndarray, margins: np.ndarray, hall: np.ndarray, residuals: Sequence[tuple[list[int], np.ndarray]],
