@@ -90,6 +90,11 @@ class TableProfiling:
   profiled_steps: int = 10
   overhead_s: float = 120.0
   source: str = ""  # who measured it (provenance)
+  # a row the family's space rejects: "error" ends everything naming it;
+  # "drop" leaves it out, named with its reason in the truth's provenance
+  # (vTrain ran pipelines with fewer micro-batches than stages, which
+  # Megatron allows and the space prunes)
+  outside_space: str = "error"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +117,7 @@ class TableParts:
   restrict: dict[str, list]
   allow: tuple[Mapping[str, Any], ...]  # the rows' configurations (knob values, before completion)
   rows: tuple[Row, ...]
+  dropped: tuple[str, ...] = ()  # "file:line: why" of rows left out (`outside_space` = "drop")
 
 
 def _resolve(path: str) -> str:
@@ -141,7 +147,7 @@ def read_rows(spec: TableProfiling) -> tuple[list[dict[str, str]], list[int], st
   if spec.dialect not in ("scoutbench", "vtrain"):
     raise TableError(f"measured table {spec.path!r}: unknown dialect {spec.dialect!r}; known: scoutbench, vtrain")
   with open(path, newline="", encoding="utf-8-sig") as f:
-    lines = [(i + 1, ln) for i, ln in enumerate(f.read().splitlines()) if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [(i + 1, ln) for i, ln in enumerate(f.read().splitlines()) if ln.strip() and not _comment(ln, spec.dialect)]
   if not lines:
     raise TableError(f"measured table {spec.path!r} is empty")
   reader = csv.reader([ln for _, ln in lines])
@@ -165,6 +171,14 @@ def read_rows(spec: TableProfiling) -> tuple[list[dict[str, str]], list[int], st
   if not out:
     raise TableError(f"measured table {spec.path!r}: no row matches select {dict(spec.select)}")
   return out, numbers, path
+
+
+def _comment(line: str, dialect: str) -> bool:
+  """A line starting with '#' is a comment, except vTrain's own header,
+  whose first column is '# GPUs' in ground_truth_single.csv."""
+  if not line.lstrip().startswith("#"):
+    return False
+  return not (dialect == "vtrain" and line.split(",")[0].strip() in _VTRAIN_COLUMNS)
 
 
 def _workload_and_cluster(spec: TableProfiling, rows, lines) -> tuple[Workload, Any]:
@@ -239,6 +253,9 @@ def table_task_parts(spec: TableProfiling) -> TableParts:
   """Workload, cluster, family space (restricted to the rows) and rows."""
   if spec.family not in FAMILIES:
     raise TableError(f"measured table {spec.path!r}: unknown family {spec.family!r}; known: {list(FAMILIES)}")
+  if spec.outside_space not in ("error", "drop"):
+    raise TableError(f"measured table {spec.path!r}: outside_space must be 'error' or 'drop', "
+                     f"not {spec.outside_space!r}")
   if spec.profiled_steps < 1 or spec.overhead_s < 0:
     raise TableError(f"measured table {spec.path!r}: profiled_steps must be >= 1 and overhead_s >= 0")
   from autoscout_jax.targets import megatron
@@ -254,7 +271,7 @@ def table_task_parts(spec: TableProfiling) -> TableParts:
     raise TableError(f"measured table {spec.path!r}: {e}") from None
   unknown = sorted(set(fixed) - set(space.names))
   parsed = [_parse_row(spec, r, ln, space.names) for r, ln in zip(rows, lines)]
-  allow, checked = [], []
+  allow, checked, dropped = [], [], []
   for row in parsed:
     vals = {n: v for n, v in fixed.items() if n in space.names}
     vals.update(row.knobs)
@@ -264,8 +281,11 @@ def table_task_parts(spec: TableProfiling) -> TableParts:
       raise TableError(f"{spec.path}:{row.line}: {e}") from None
     viol = space.validate(cand)
     if viol:
-      raise TableError(f"{spec.path}:{row.line}: configuration {cand.short()} is not valid in the {spec.family} "
-                       f"space: {viol[0]}")
+      why = f"{spec.path}:{row.line}: configuration {cand.short()} is not valid in the {spec.family} space: {viol[0]}"
+      if spec.outside_space == "drop":
+        dropped.append(why)
+        continue
+      raise TableError(why)
     allow.append(dict(cand.values))
     checked.append(row)
   del unknown  # fixed knobs a space lacks (e.g. vp when pp is 1 everywhere) are dropped on purpose
@@ -275,8 +295,10 @@ def table_task_parts(spec: TableProfiling) -> TableParts:
     used = sorted({a[k.name] for a in allow if k.name in a}, key=lambda v: (str(type(v)), v))
     if used:
       restrict[k.name] = used
+  if not allow:
+    raise TableError(f"measured table {spec.path!r}: no row is valid in the {spec.family} space ({dropped[0]})")
   return TableParts(workload, cluster, megatron.space, space_kwargs, restrict, tuple(allow),
-                    tuple(checked))
+                    tuple(checked), tuple(dropped))
 
 
 def _default_row(workload: Workload, allow: Sequence[Mapping[str, Any]], rows: Sequence[Row]) -> dict[str, Any]:
@@ -378,4 +400,4 @@ def table_truth(task: str, spec: TableProfiling, parts: TableParts, space: Searc
       true_tokens_per_s=true, peak_mem_bytes=mem if np.isfinite(mem).any() else None,
       provenance=dict(kind="measured_table", path=spec.path, dialect=spec.dialect, select=dict(spec.select),
                       rows=len(parts.rows), source=spec.source, profiled_steps=spec.profiled_steps,
-                      overhead_s=spec.overhead_s))
+                      overhead_s=spec.overhead_s, dropped_rows=list(parts.dropped)))
