@@ -164,3 +164,18 @@ def test_autoscout_comes_back_to_the_cheap_order_when_departures_do_not_pay(tmp_
   assert cheap is not None and cheap <= 10
   got = position("autoscout")
   assert got is not None and got <= cheap + ranked.ANCHOR_AFTER
+
+
+def test_vtrain_single_node_sweep_drops_rows_outside_the_space_by_name(tmp_path):
+  # ground_truth_single.csv's header starts with '# GPUs' (not a comment); two of this sweep's rows run
+  # 4 pipeline stages on 2 micro-batches, which Megatron allows and the megatron space prunes: dropped,
+  # each named with its line and reason; without outside_space='drop' the first one ends everything
+  path = os.path.join(repo_root(), "gin/bench/vtrain_gpt_h2048_l24_gbs16_a100_8.gin")
+  spec = load_task_file(path)
+  task = tasks.build_task(spec, str(tmp_path))
+  dropped = task.table.provenance["dropped_rows"]
+  assert len(task.candidates) == 24 and len(dropped) == 2
+  assert all("ground_truth_single.csv:" in d and "micro_batches_fill_pipeline" in d for d in dropped)
+  with pytest.raises(tasks.BenchError) as e:
+    load_task_file(path, ["tables.TableProfiling.outside_space = 'error'"])
+  assert str(e.value).count("ground_truth_single.csv:") == 1 and "not valid in the megatron space" in str(e.value)
