@@ -179,3 +179,22 @@ def test_vtrain_single_node_sweep_drops_rows_outside_the_space_by_name(tmp_path)
   with pytest.raises(tasks.BenchError) as e:
     load_task_file(path, ["tables.TableProfiling.outside_space = 'error'"])
   assert str(e.value).count("ground_truth_single.csv:") == 1 and "not valid in the megatron space" in str(e.value)
+
+
+def test_warm_start_from_the_other_single_node_sweeps_finds_what_cold_does_not(tmp_path):
+  # leave-one-sweep-out over vTrain's three single-node sweeps (seed 0): on hidden 2048 / global batch
+  # 16, F0 overrates tensor parallelism 1.5-2x and the tp-1 optimum is never profiled cold within the
+  # budget; the other sweeps' residual rows (F0 wrong on tp >= 2, right on tp 1) lead the warm run to it
+  run = lambda *a: subprocess.run([sys.executable, "-m", "autoscout_jax.tools.bench_warm_start", *a,
+                                   f"--workdir={tmp_path}"], capture_output=True, text=True, cwd=repo_root(),
+                                  timeout=600, env={**os.environ, "PYTHONPATH": repo_root()})
+  out = run("--sweeps=single", "--seeds=0")
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
+          for ln in out.stdout.splitlines() if ln.startswith("| vtrain")}
+  assert len(rows) == 3
+  cold, warm = rows["vtrain_gpt_h2048_l24_gbs16_a100_8"][:2]
+  assert cold == "never" and warm != "never"
+  bad = run("--sweeps=no_such_task,single", "--seeds=0")
+  err = [ln for ln in bad.stderr.splitlines() if "error" in ln]
+  assert bad.returncode == 2 and len(err) == 1 and "no_such_task" in err[0]

@@ -106,7 +106,7 @@ def test_the_gin_check_catches_a_library_module_that_reaches_gin(tmp_path):
 def test_tools_and_bench_entry_share_one_loader_without_flag_collisions():
   assert "suite" not in flags.FLAGS  # bench's flags exist only when it runs as the program
   from autoscout_jax.tools import bench_warm_start, maxtext_table_sims  # defines --seeds/--workdir
-  for name in bench_warm_start.SWEEPS:
+  for name in bench_warm_start.SWEEPS + bench_warm_start.SINGLE:
     spec = bench_main.load_task(name)
     assert spec.name == name and spec.truth.family == "megatron"
   problem, cands, truth = maxtext_table_sims.task_truth(

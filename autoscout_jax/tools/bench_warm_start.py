@@ -1,7 +1,8 @@
 """Warm start of the AutoScout designer across workloads, leave-one-sweep-out
-on vTrain's four measured multi-node sweeps.
+on vTrain's four measured multi-node sweeps (or any list of measured tasks:
+`--sweeps`, e.g. the three single-node ones, `--sweeps=single`).
 
-    python -m autoscout_jax.tools.bench_warm_start [--seeds=0,1,2,3,4] [--workdir=DIR]
+    python -m autoscout_jax.tools.bench_warm_start [--sweeps=multi|single|t1,t2,...] [--seeds=0,1,2,3,4] [--workdir=DIR]
 
 Where it sits: a benchmark program over scoutbench (bench/runner.run_one),
 not a test. For each held-out sweep and seed: AutoScout runs on the other
@@ -15,6 +16,8 @@ and warm and their ratio, and the median number of profiles.
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags
 
 from autoscout_jax.bench import runner, tasks
@@ -25,6 +28,11 @@ from autoscout_jax.designers.autoscout.factories import VARIANTS
 
 SWEEPS = ("vtrain_gpt_3.6b_a100_64", "vtrain_gpt_18.4b_a100_256", "vtrain_gpt_39.1b_a100_512",
           "vtrain_gpt_175b_a100_512")
+SINGLE = ("vtrain_gpt_h2048_l24_gbs16_a100_8", "vtrain_gpt_h1024_l24_gbs16_a100_8",
+          "vtrain_gpt_h2048_l24_gbs32_a100_8")
+GROUPS = {"multi": SWEEPS, "single": SINGLE}
+_SWEEPS = flags.DEFINE_list("sweeps", ["multi"], "Tasks to leave out one at a time: 'multi' (vTrain's four "
+                            "multi-node sweeps), 'single' (three single-node ones) or task names (>= 2).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/warm-start", "Cache directory for the tasks.")
 
@@ -42,7 +50,14 @@ def merge(rows_list):
 
 def main(argv) -> None:
   del argv
-  built = {n: tasks.build_task(load_task(n), _WORKDIR.value) for n in SWEEPS}
+  names = [n for g in _SWEEPS.value for n in GROUPS.get(g, (g,))]
+  try:
+    if len(set(names)) < 2:
+      raise tasks.BenchError(f"--sweeps needs at least two tasks, got {names}")
+    built = {n: tasks.build_task(load_task(n), _WORKDIR.value) for n in dict.fromkeys(names)}
+  except tasks.BenchError as e:
+    print(f"bench_warm_start: error: {e}", file=sys.stderr)
+    sys.exit(2)
   seeds = [int(s) for s in _SEEDS.value]
   cfg = VARIANTS["autoscout"]
   exported = {}
@@ -56,7 +71,7 @@ def main(argv) -> None:
     unit = task.table.median_cost_s()
     cold, warm, pc, pw = [], [], [], []
     for s in seeds:
-      rows = merge(exported[(o, s)] for o in SWEEPS if o != held)
+      rows = merge(exported[(o, s)] for o in built if o != held)
       trc, _ = runner.run_one(task, "autoscout", s)
       trw, _ = runner.run_one(task, "autoscout", s,
                               make=lambda p, sd, rows=rows: AutoScoutDesigner(p, sd, cfg, residual_warm=rows))
