@@ -196,6 +196,15 @@ def test_cheap_order_stage_finds_the_optimum_even_behind_a_lying_cheap_fidelity(
   assert liar.ranked.departures > 0 and liar.ranked.slope > 1.0
 
 
+def served(c, fidelity, tps, tpot, extra):
+  """A serving measurement of `c`: an SLO miss (no objective, its step time
+  and figures kept) when `extra`'s slo_log_margin is negative."""
+  extra = {"tokens_per_s_per_device": tps, **extra}
+  if extra["slo_log_margin"] < 0:
+    return Measurement(c, fidelity, Metrics.failed("slo", "over an SLO", step_time_s=tpot, extra=extra), 1.0)
+  return Measurement(c, fidelity, Metrics(True, step_time_s=tpot, tokens_per_s=tps, extra=extra), 1.0)
+
+
 class Serving(Evaluator):
   """A serving-like measurement (issue 15): the step time is the TPOT, which
   grows with the batch while throughput per device grows faster; a TPOT
@@ -210,13 +219,7 @@ class Serving(Evaluator):
       self.seen.append(c)
       mb, tp = c.values["mb"], c.values["tp"]
       tpot = self.slow * 0.01 * (1.0 + 0.1 * mb) / math.sqrt(tp)
-      tps = mb / tpot / tp
-      extra = {"tokens_per_s_per_device": tps, "slo_log_margin": math.log(0.03 / tpot)}
-      if tpot > 0.03:
-        m = Metrics.failed("slo", "TPOT over the SLO", step_time_s=tpot, extra=extra)
-      else:
-        m = Metrics(True, step_time_s=tpot, tokens_per_s=tps, extra=extra)
-      out.append(Measurement(c, self.fidelity, m, 1.0))
+      out.append(served(c, self.fidelity, mb / tpot / tp, tpot, {"slo_log_margin": math.log(0.03 / tpot)}))
     return out
 
 
@@ -272,12 +275,7 @@ class Rescaled(Serving):
     for m in super().evaluate(problem, candidates):
       tps = m.metrics.extra["tokens_per_s_per_device"] * self.tput
       tpot = m.metrics.step_time_s * self.lat
-      extra = {"tokens_per_s_per_device": tps, "slo_log_margin": math.log(self.slo / tpot)}
-      if tpot > self.slo:
-        metrics = Metrics.failed("slo", "TPOT over the SLO", step_time_s=tpot, extra=extra)
-      else:
-        metrics = Metrics(True, step_time_s=tpot, tokens_per_s=tps, extra=extra)
-      out.append(Measurement(m.candidate, self.fidelity, metrics, 1.0))
+      out.append(served(m.candidate, self.fidelity, tps, tpot, {"slo_log_margin": math.log(self.slo / tpot)}))
     return out
 
 
@@ -464,21 +462,15 @@ class Latencies(Evaluator):
       mb, tp = c.values["mb"], c.values["tp"]
       tpot = self.tpot * 0.01 * (1.0 + 0.03 * mb) / math.sqrt(tp)
       ttft = self.ttft * 0.008 * mb / tp
-      tps = mb / tpot / tp
-      extra = {"tokens_per_s_per_device": tps, **log_margins(ttft, tpot, 0.3, 0.013)}
-      if extra["slo_log_margin"] < 0:
-        m = Metrics.failed("slo", "over an SLO", step_time_s=tpot, extra=extra)
-      else:
-        m = Metrics(True, step_time_s=tpot, tokens_per_s=tps, extra=extra)
-      out.append(Measurement(c, self.fidelity, m, 1.0))
+      out.append(served(c, self.fidelity, mb / tpot / tp, tpot, log_margins(ttft, tpot, 0.3, 0.013)))
     return out
 
 
 def test_each_latency_error_is_learned_from_its_own_margin(tmp_path):
   """A cheap serving model 2x pessimistic about TPOT and 3x optimistic about
   TTFT. The configurations it rules out (TPOT) miss the TTFT SLO, and all
-  but one of them really meet the TPOT one; the ones it admits are TPOT-bound, so the
-  minimum of the margins shows only the TPOT error, and corrected by it the
+  but one of them really meet the TPOT one; the ones it admits are
+  TPOT-bound, so the minimum of the margins shows only the TPOT error, and corrected by it the
   ruled-out ones look like 2x the throughput within the SLOs (the search
   used to profile all four). Each latency's residual is learned from its
   own margin on every profile: TTFT is 3x the model's, so none of them is

@@ -277,10 +277,10 @@ class CheapOrder:
       if ok[i]:
         self._objective[i] = float(m.objective)
       self._oom[i] = m is not None and m.metrics.failure_kind == "oom"
-      margin = (m.metrics.extra or {}).get("slo_log_margin") if m is not None else None
-      if margin is not None:
-        self._margin[i] = float(margin)
     self._margin_keys, self._margins = running.margin_columns([self.screens.get(c.key) for c in self.candidates])
+    if np.isfinite(self._margins).any():  # the binding latency's margin (slo_log_margin)
+      self._margin = np.min(np.where(np.isfinite(self._margins), self._margins, np.inf), axis=1)
+      self._margin[np.isinf(self._margin)] = np.nan
     self._arrays = (len(self.screens), (step, mem, ok))
     return step, mem, ok
 
@@ -357,7 +357,8 @@ class CheapOrder:
       pmem = running.p_memory(x, mem, cap, mem_i, mem_r, self._warm_rows("memory"), WARM_NOISE,
                               self._knob_idx, ADDITIVES)
       pfeas = np.where(np.isfinite(pmem), pmem, pfeas)
-    pfeas = pfeas * running.p_slo(x, self._margins, hall, running.margin_residuals(self.profiles, self.index, self._margin_keys, self._margins), len(prof_i), mu_r, sd,
+    margin_r = running.margin_residuals(self.profiles, self.index, self._margin_keys, self._margins)
+    pfeas = pfeas * running.p_slo(x, self._margins, hall, margin_r, len(prof_i), mu_r, sd,
                                   dict(noise=VALUE_NOISE, hsd=(BIAS_SD,), noises=NOISES, add_idx=self._knob_idx,
                                        additives=ADDITIVES, amplitudes=VALUE_AMPLITUDES))
     failed = {self.index[k] for k, m in self.profiles.items() if m.objective is None and k in self.index}

@@ -5,8 +5,8 @@ what profiles measured.
 Where it sits: ranked.py (the cheap-order stage) calls `capacity`,
 `p_memory` and `p_slo` (with `margin_columns` / `margin_residuals`) once
 per round from `CheapOrder.scores`, with the screens' arrays and the
-profiles' residuals it gathered; the product multiplies each candidate's expected improvement and enters its corrected
-estimate as a log. Arrays only, on the GPs of residual.py.
+profiles' residuals it gathered; the product multiplies each candidate's
+expected improvement and enters its corrected estimate as a log. Arrays only, on the GPs of residual.py.
 
 Memory: the cheap peak memory times a residual GP learned from profiled
 peak memory (a failed profile is a pseudo-observation just above the
