@@ -5,6 +5,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +56,22 @@ def tree_hash(path):
       with open(p, "rb") as f:
         h.update(f.read())
   return h.hexdigest()
+
+
+def settled_tree_hash(path, quiet_s=1.0, timeout_s=120.0):
+  """`tree_hash` of a workdir a live run writes into, once it has stopped
+  changing for `quiet_s` (the run reached its steady state: a hung child's
+  parent may still log the child's start for a moment after the child
+  exists); the last hash at `timeout_s`."""
+  deadline = time.time() + timeout_s
+  last = tree_hash(path)
+  while time.time() < deadline:
+    time.sleep(quiet_s)
+    now = tree_hash(path)
+    if now == last:
+      return now
+    last = now
+  return last
 
 
 def processes_with(tag):
