@@ -5,16 +5,26 @@
 #
 #   bash scripts/gpu_check.sh [WORKDIR]
 #
+# Then, where torch sees the GPU and megatron-core is installed, a Megatron
+# table: megatron-core's own training step of a small GPT on that GPU over
+# micro-batch x recompute x distributed optimizer, each row with F0's
+# prediction beside it (tools/megatron_table.py; WORKDIR/megatron_table.csv).
+# Skipped with the reason where either is missing.
+#
 # Environment knobs: PYTHON (default python3), GPU_CHECK_LIMIT_S (wall-clock
-# limit of the search, default 420), JAX_CUDA_EXTRA (pip extra used when JAX
+# limit of the search, default 420; 0 skips the search and the JAX install
+# check), MEGATRON_LIMIT_S (of the Megatron
+# table, default 150; 0 skips it), JAX_CUDA_EXTRA (pip extra used when JAX
 # cannot see the GPU yet, default cuda12; cuda13 needs a CUDA 13 driver).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 LIMIT_S=${GPU_CHECK_LIMIT_S:-420}
+MEGATRON_LIMIT_S=${MEGATRON_LIMIT_S:-150}
 EXTRA=${JAX_CUDA_EXTRA:-cuda12}
 WORKDIR=${1:-$(mktemp -d -t autoscout_gpu_check.XXXXXX)}
+mkdir -p "${WORKDIR}"
 
 say() { echo "gpu_check: $*"; }
 
@@ -32,6 +42,10 @@ deps_ok() {
   timeout 120 "$PY" -c "import jax, flax, optax, gin, absl, tensorboard, numpy" 2>/dev/null
 }
 
+JAX_RC=0
+if [ "${LIMIT_S}" -le 0 ]; then
+  say "JAX search: skipped (GPU_CHECK_LIMIT_S=0)"
+else
 if ! deps_ok || ! gpu_jax >/dev/null; then
   # Pin the CUDA plugin to the JAX already installed (if any) so that pip
   # does not move the rest of the stack.
@@ -63,6 +77,7 @@ set -e
 [ "${RC}" -ne 0 ] && [ "${RC}" -ne 124 ] && { say "search exited with ${RC}; last lines:"; tail -n 30 "${WORKDIR}/run.log"; }
 
 # Summary: every stored measurement, by fidelity and outcome.
+set +e
 "$PY" - "${WORKDIR}" <<'EOF'
 import collections, json, os, sys
 workdir = sys.argv[1]
@@ -87,3 +102,29 @@ if os.path.exists(report):
   print(open(report).read()[:3000])
 sys.exit(0 if prof else 1)
 EOF
+JAX_RC=$?
+set -e
+fi
+
+# Megatron: megatron-core's training step on the same GPU (optional).
+# This process and the table's own stay off the GPU (JAX would take most of
+# its memory); the table's children (torch) take it.
+export JAX_PLATFORMS=cpu
+if [ "${MEGATRON_LIMIT_S}" -le 0 ]; then
+  say "megatron: skipped (MEGATRON_LIMIT_S=0)"
+  MG_RC=1
+elif ! MG=$(timeout 180 "$PY" -W ignore -c "import torch, megatron.core; from importlib.metadata import version; assert torch.cuda.is_available(), 'torch sees no CUDA device'; print(torch.__version__, version('megatron-core'))" 2>"${WORKDIR}/megatron_probe.err"); then
+  say "megatron: skipped ($(tail -n 1 "${WORKDIR}/megatron_probe.err"))"
+  MG_RC=1
+else
+  say "megatron: torch, megatron-core: ${MG}; table in ${WORKDIR}/megatron_table.csv (limit ${MEGATRON_LIMIT_S}s)"
+  set +e
+  timeout --kill-after=30 $((MEGATRON_LIMIT_S + 60)) "$PY" -m autoscout_jax.tools.megatron_table \
+    --out="${WORKDIR}/megatron_table.csv" --max_time_s="${MEGATRON_LIMIT_S}" --chunk=8 2>&1 | grep -v -i "warn"
+  MG_RC=${PIPESTATUS[0]}
+  say "megatron: table exited with ${MG_RC}"
+  set -e
+fi
+# The search decides the exit status; without it, the Megatron table does.
+if [ "${LIMIT_S}" -le 0 ]; then exit "${MG_RC}"; fi
+exit "${JAX_RC}"

@@ -204,6 +204,16 @@ class SimSpace(SearchSpace):
       pos = np.arange(int(reps.sum())) - starts
       table[k.name] = np.where(act, vals[np.minimum(pos, len(vals) - 1)], np.nan)
       table, pending = self._apply_ready(table, pending)
+    if pending:  # they read knobs this space does not have (e.g. no sequence_parallel where tp is 1)
+      names, still = {k.name for k in self.knobs}, []
+      for vc in pending:
+        try:
+          mask = np.asarray(vc.ok(_Inactive(table, names, len(next(iter(table.values())))), self.facts), bool)
+        except _NotYet:
+          still.append(vc)
+          continue
+        table = {k: v[mask] for k, v in table.items()}
+      pending = still
     if pending:
       raise ValueError(f"constraints {[c.name for c in pending]} read knobs the space lacks")
     return table
@@ -265,6 +275,20 @@ class _Strict(dict):
     if key not in self.keys():
       raise _NotYet(key)
     return dict.__getitem__(self, key)
+
+
+class _Inactive(_Strict):
+  """A finished table's view for constraints that read knobs the space does
+  not have at all: those read as inactive (NaN) on every row."""
+
+  def __init__(self, table: Table, names: set[str], n: int):
+    super().__init__(table)
+    self._names, self._n = names, n
+
+  def __getitem__(self, key):
+    if key not in self.keys() and key not in self._names:
+      return np.full(self._n, np.nan)
+    return super().__getitem__(key)
 
 
 def active(x: np.ndarray) -> np.ndarray:
