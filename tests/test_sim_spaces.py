@@ -182,3 +182,31 @@ def test_table_rows_decode_to_the_same_candidates_as_cell_by_cell(gpt_space):
   assert got == one and [c.items for c in got] == [c.items for c in one]
   assert len({c.key for c in got}) > 50  # many distinct rows, with inactive knobs among them
   assert any(len(c.items) < len(space.knobs) for c in got)
+
+
+def test_constraints_read_only_knobs_a_full_space_has(gpt_space, moe_space):
+  """A space may lack knobs its constraints read (one device: no
+  sequence_parallel, no virtual pipeline); those read as inactive. So that
+  a misspelled name cannot pass silently, every name a constraint reads is
+  a knob of the family's full (multi-device) spaces."""
+  class Recorder(dict):
+    def __getitem__(self, key):
+      seen.add(key)
+      return dict.__getitem__(self, key)
+
+  for space, _ in (gpt_space, moe_space):
+    seen: set = set()
+    table = space.table_from_candidates(space.sample(np.random.default_rng(0), 4))
+    for vc in space.vec_constraints:
+      vc.ok(Recorder(table), space.facts)
+    assert seen <= set(space.names), sorted(seen - set(space.names))
+
+
+def test_one_device_megatron_space_enumerates_and_validates_alike():
+  wl = Workload(name="g", model=ModelConfig(name="g", num_layers=24, hidden_size=1024, num_heads=16,
+                                            ffn_hidden_size=4096, vocab_size=51200, seq_len=2048), global_batch=16)
+  space = megatron.space(wl, hardware.make_cluster("dgx_h200", 1, devices_per_node=1))
+  assert "sequence_parallel" not in space.names and "virtual_pipeline_model_parallel_size" not in space.names
+  cands = space.enumerate()
+  assert cands and all(space.validate(c) == [] for c in cands[:200])
+  assert all(v == [] for v in space.validate_many(cands))

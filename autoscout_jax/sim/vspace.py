@@ -116,7 +116,7 @@ class SimSpace(SearchSpace):
           v = vals[k.name]
           col[i] = dom.index(v) if _codes(k) and v in dom else (np.nan if _codes(k) else float(v))
       out[k.name] = col
-    return out
+    return _RowsTable(out, len(rows))
 
   def table_from_candidates(self, cands: Sequence[Candidate]) -> Table:
     return self.table_from_values([c.values for c in cands])
@@ -275,6 +275,19 @@ class _Strict(dict):
     if key not in self.keys():
       raise _NotYet(key)
     return dict.__getitem__(self, key)
+
+
+class _RowsTable(dict):
+  """The table of given rows: every knob of the space is a column; a name
+  the space has no knob for (a constraint written for larger spaces) reads
+  as inactive (NaN) on every row."""
+
+  def __init__(self, table: Table, n: int):
+    super().__init__(table)
+    self._n = n
+
+  def __missing__(self, key):
+    return np.full(self._n, np.nan)
 
 
 class _Inactive(_Strict):

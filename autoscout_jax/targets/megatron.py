@@ -44,6 +44,8 @@ from autoscout_jax.targets.common import Direct, apply_direct, divisors, facts, 
 from autoscout_jax.workload import Workload
 
 FAMILY = "megatron"
+_RC_METHODS = ("uniform", "block")
+_BLOCK = float(_RC_METHODS.index("block"))  # its code in a space table
 RECOMPUTE = tuple(r.name.lower() for r in (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL))
 _VP = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20)
 _BUCKETS = (10_000_000, 20_000_000, 40_000_000, 80_000_000, 160_000_000)
@@ -121,6 +123,20 @@ def _constraints(moe: bool) -> list[VecConstraint]:
                     lambda v, f: f"recompute_num_layers={v.get('recompute_num_layers')} exceeds the layers of a "
                                  f"virtual pipeline stage",
                     "recompute_num_layers <= layers per virtual stage"),
+      # megatron-core's uniform recompute walks a stage's layers in chunks of
+      # recompute_num_layers and indexes past the last layer when the chunk
+      # does not divide them (IndexError in the first forward; measured on an
+      # H200, experiments/quickstart/megatron_table_h200.csv). Uneven stages
+      # (embedding/loss counted as layers) differ by one layer: only 1 divides both.
+      VecConstraint("uniform_recompute_divides_stage",
+                    lambda t, f: (nz(t["recompute_method"], _BLOCK) == _BLOCK)
+                    | (nz(t["recompute_num_layers"], 1) == 1)
+                    | ((f["layers"] % (t[_PP] * vp(t)) == 0)
+                       & ((f["layers"] // (t[_PP] * vp(t))) % nz(t["recompute_num_layers"], 1) == 0)),
+                    lambda v, f: f"recompute_method=uniform with recompute_num_layers="
+                                 f"{v.get('recompute_num_layers')} does not divide the layers of each pipeline "
+                                 f"stage ({f['layers']} layers over {v.get(_PP, 1)} x {v.get(_VPN, 1)} stages)",
+                    "uniform recompute: recompute_num_layers divides the layers of every virtual stage"),
   ]
   if moe:
     cons += [
@@ -143,10 +159,19 @@ def _constraints(moe: bool) -> list[VecConstraint]:
   return cons
 
 
+TRANSFORMER_IMPLS = ("transformer_engine", "local")
+
+
 def space(workload: Workload, cluster: Any, max_tp: int = 16, max_cp: int = 8,
-          micro_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)) -> SimSpace:
+          micro_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16),
+          transformer_impl: str = "transformer_engine") -> SimSpace:
   """The Megatron-LM training space for `workload` on a sim `cluster`
-  (knob names as Megatron-LM's arguments)."""
+  (knob names as Megatron-LM's arguments). `transformer_impl` is the stack
+  the job runs (Megatron-LM's --transformer-impl): Transformer Engine's
+  layers (fused flash attention), or megatron-core's local spec, whose
+  attention stores the s x s scores (the simulators' plan field flash=0)."""
+  if transformer_impl not in TRANSFORMER_IMPLS:
+    raise ValueError(f"transformer_impl must be one of {TRANSFORMER_IMPLS}, got {transformer_impl!r}")
   n, m = cluster.num_devices, workload.model
   tps = tuple(v for v in pow2(min(max_tp, n)) if m.num_heads % v == 0) or (1,)
   pps = divisors(n, m.num_layers + 3)
@@ -187,7 +212,7 @@ def space(workload: Workload, cluster: Any, max_tp: int = 16, max_cp: int = 8,
   knobs += [
       Ordinal("micro_batch_size", values=micro_batch_sizes, default=micro_batch_sizes[0]),
       Categorical("recompute_granularity", choices=RECOMPUTE, default="selective"),
-      Categorical("recompute_method", choices=("uniform", "block"), default="uniform",
+      Categorical("recompute_method", choices=_RC_METHODS, default="uniform",
                   when=(When("recompute_granularity", "full"),)),
       Ordinal("recompute_num_layers", values=pow2(16), default=1, when=(When("recompute_granularity", "full"),),
               doc="uniform: layers per checkpointed chunk; block: layers recomputed per stage"),
@@ -195,9 +220,12 @@ def space(workload: Workload, cluster: Any, max_tp: int = 16, max_cp: int = 8,
   knobs += [d.knob for d in _direct(workload)]
   if big_tp:
     knobs.append(Boolean("tp_comm_overlap", default=False, when=(When(_TP, big_tp),)))
+  fact, name = facts(workload, cluster), f"megatron:{m.name}:{cluster.name}"
+  if transformer_impl != "transformer_engine":  # the default adds nothing: its spaces stay as they were
+    fact["transformer_impl"] = transformer_impl
+    name += f":{transformer_impl}"
   return SimSpace(knobs, _constraints(m.is_moe), groups=[ProductGroup((_TP, _PP, _CP, _DP), n)],
-                  facts=facts(workload, cluster), name=f"megatron:{m.name}:{cluster.name}", family=FAMILY,
-                  plan=plan_from_table)
+                  facts=fact, name=name, family=FAMILY, plan=plan_from_table)
 
 
 def _fsdp_allowed(workload: Workload) -> bool:
@@ -251,7 +279,8 @@ def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any)
       nz(t.get(_VPN, ones), 1), t["micro_batch_size"], nz(t.get("sequence_parallel", 0 * ones), 0), dist,
       rec, nz(t["recompute_method"], 0) == 1, nz(t["recompute_num_layers"], 1),
       0.0, 0.0, 0.0, nz(t.get("tp_comm_overlap", 0 * ones), 0), workload.global_batch,
-      workload.model.num_layers, cluster.node_size, fsdp=fsdp)
+      workload.model.num_layers, cluster.node_size, fsdp=fsdp,
+      flash=0.0 if space.facts.get("transformer_impl") == "local" else 1.0)
   out = apply_direct(plan, t, space, _direct(workload))
   # FSDP2 prefetches the next unit's all-gather during this one's compute and
   # reduce-scatters each unit's gradients as its backward ends

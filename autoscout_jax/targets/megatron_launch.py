@@ -66,6 +66,8 @@ def artifact(space: SimSpace, cand: Candidate, workload: Workload) -> dict[str, 
     args.append("--no-gradient-accumulation-fusion")
   if cfg.sequence_packing:
     args += PACKED_ARGS
+  if space.facts.get("transformer_impl") == "local":
+    args += ["--transformer-impl", "local"]
   args += ["--global-batch-size", str(int(workload.global_batch))]
   out = {"kind": FAMILY, "args": args, "data_parallel_size (derived)": cfg.data_parallel_size}
   if workload.example_lens:
