@@ -156,6 +156,7 @@ def measure_one(item: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str
     from megatron.core.models.gpt.gpt_model import GPTModel
     from megatron.core.optimizer import get_megatron_optimizer
     from megatron.core.pipeline_parallel import get_forward_backward_func
+    from megatron.core.transformer.module import Float16Module
     tcfg, ddp_cfg, ocfg = _configs(model_cfg, values, seed)
     torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(seed)
@@ -163,7 +164,10 @@ def measure_one(item: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str
     stage = "build"
     s, vocab = int(model_cfg["seq_len"]), int(model_cfg["vocab_size"])
     gpt = GPTModel(tcfg, get_gpt_layer_local_spec(), vocab_size=vocab, max_sequence_length=s,
-                   pre_process=True, post_process=True, share_embeddings_and_output_weights=False).cuda()
+                   pre_process=True, post_process=True, share_embeddings_and_output_weights=False)
+    # As Megatron-LM wraps a bf16 model: every parameter in bf16 (the learned
+    # position embedding is built in fp32), inputs cast in, outputs fp32 out.
+    gpt = Float16Module(tcfg, gpt).cuda()
     model = DistributedDataParallel(tcfg, ddp_cfg, gpt)
     opt = get_megatron_optimizer(ocfg, [model])
     tcfg.no_sync_func = model.no_sync

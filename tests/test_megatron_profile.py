@@ -111,3 +111,94 @@ def test_summary_compares_f0_with_what_was_measured(tmp_path):
   assert "{'ok': 3, 'oom': 1}" in text
   # F0 ranks c > b > a, measured b > c > a: rho 0.5; F0's pick (c) is measured #2 at 1100/1250
   assert "spearman 0.50" in text and "measured #2 at 0.880 of the best" in text
+
+
+def test_committed_h200_table_rows_and_what_the_space_learned_from_them():
+  """The table measured on an H200 (experiments/quickstart/megatron_table_h200.csv):
+  every trained or OOM row is a candidate of the tool's space under the
+  recorded flags; the two rows megatron-core crashed on (uniform recompute in
+  chunks of 16 over 24 layers: IndexError) are exactly what the space's
+  uniform_recompute_divides_stage constraint now refuses; the README's
+  figures come out of it."""
+  import csv
+  from autoscout_jax.space import Candidate
+  path = os.path.join(ROOT, "experiments", "quickstart", "megatron_table_h200.csv")
+  with open(path) as f:
+    head = [l for l in f if l.startswith("#")]
+  assert any("NVIDIA H200" in l for l in head) and any("megatron_core=0.16.1" in l for l in head)
+  with open(path) as f:
+    rows = list(csv.DictReader(l for l in f if not l.startswith("#")))
+  model = {"num_layers": 24, "hidden_size": 1024, "num_heads": 16, "seq_len": 2048, "vocab_size": 51200}
+  problem, cands = megatron_table.problem_and_candidates("dgx_h200", model, 16, seed=0)
+  by_key = {c.key: c for c in cands}
+  assert len(rows) == 24
+  crashed = [r for r in rows if r["status"] == "crash"]
+  assert len(crashed) == 2 and all("IndexError" in r["error"] for r in crashed)
+  for r in rows:
+    assert r["status"] in ("ok", "oom", "crash")
+    assert (r["status"] == "ok") == bool(r["tokens_per_s"])
+    if r["status"] != "crash":
+      assert r["key"] in by_key and r["micro_batch_size"] == str(by_key[r["key"]].values["micro_batch_size"])
+      continue
+    assert r["key"] not in by_key
+    # the same row with block recompute is a candidate; uniform is refused by that constraint alone
+    twin = next(c for c in cands if c.values.get("recompute_method") == "block"
+                and c.values["recompute_num_layers"] == int(r["recompute_num_layers"])
+                and c.values["micro_batch_size"] == int(r["micro_batch_size"])
+                and str(c.values["use_distributed_optimizer"]) == r["use_distributed_optimizer"])
+    vals = dict(twin.values, recompute_method=r["recompute_method"])
+    assert [v.constraint for v in problem.space.validate(Candidate(vals))] == ["uniform_recompute_divides_stage"]
+  text, n_ok = megatron_table.summary(path)
+  assert n_ok == 19 and "{'ok': 19, 'oom': 3, 'crash': 2}" in text
+  # F0 prices the local spec the child ran (transformer_impl='local': scores stored)
+  assert "spearman 0.92" in text and "measured #1 at 1.000 of the best" in text
+  assert "F0 / measured tok/s 2.16-2.70 (median 2.29)" in text
+  assert "measured / F0 memory 0.70-1.06 (median 0.89)" in text
+  assert "measured OOMs F0 called infeasible: 2 of 3" in text
+  assert "/work" not in open(path).read()
+
+
+def test_refresh_f0_rewrites_only_the_f0_columns(tmp_path):
+  """--refresh_f0 measures nothing: the committed table's F0 columns come
+  back exactly (the simulator is deterministic) and the measured ones and
+  comments are untouched; with the Transformer Engine stack F0 would charge
+  no scores and the memory of micro-batch 8 without recompute drops by half."""
+  import shutil
+  src = os.path.join(ROOT, "experiments", "quickstart", "megatron_table_h200.csv")
+  path = tmp_path / "t.csv"
+  shutil.copy(src, path)
+  model = {"num_layers": 24, "hidden_size": 1024, "num_heads": 16, "seq_len": 2048, "vocab_size": 51200}
+  problem, cands = megatron_table.problem_and_candidates("dgx_h200", model, 16, seed=0)
+  assert megatron_table.refresh_f0(str(path), problem, cands) == (22, 2)
+  assert path.read_text() == open(src).read()
+  from autoscout_jax.sim import AnalyticEvaluator
+  from autoscout_jax.targets import megatron
+  te = megatron.space(problem.workload, problem.cluster)
+  assert "transformer_impl" not in te.facts and problem.space.facts["transformer_impl"] == "local"
+  from autoscout_jax.problem import Problem
+  cand = next(c for c in cands if c.values["micro_batch_size"] == 8 and c.values["recompute_granularity"] == "none")
+  local_mem = AnalyticEvaluator().evaluate(problem, [cand])[0].metrics.peak_mem_bytes
+  te_mem = AnalyticEvaluator().evaluate(Problem(problem.workload, problem.cluster, te, ("analytic",)),
+                                        [cand])[0].metrics.peak_mem_bytes
+  assert local_mem > 2 * te_mem
+  from autoscout_jax.targets import megatron_launch
+  args = megatron_launch.artifact(problem.space, cand, problem.workload)["args"]
+  assert args[args.index("--transformer-impl") + 1] == "local"
+  assert "--transformer-impl" not in megatron_launch.artifact(te, cand, problem.workload)["args"]
+  with pytest.raises(ValueError, match="transformer_impl"):
+    megatron.space(problem.workload, problem.cluster, transformer_impl="apex")
+
+
+def test_committed_maxtext_gpu_table_is_complete_for_one_gpu():
+  """experiments/scoutbench/real_maxtext_gpu1.csv (scripts/gpu_bench.sh on an
+  H200): every candidate of the gpu preset on 1 device has its 3 timed blocks."""
+  import csv
+  from autoscout_jax.tools import maxtext_table as mt
+  path = os.path.join(ROOT, "experiments", "scoutbench", "real_maxtext_gpu1.csv")
+  with open(path) as f:
+    rows = list(csv.DictReader(l for l in f if not l.startswith("#")))
+  cands = mt.candidates(mt.GPU, 1)
+  assert len(cands) == 3 and mt.done_keys(path) >= {mt.key_of(c) for c in cands}
+  assert len(rows) == 9 and {r["status"] for r in rows} == {"ok"}
+  assert sorted(int(r["repeat"]) for r in rows) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+  assert "device_kind=NVIDIA H200" in open(path).read()

@@ -59,6 +59,8 @@ def _flags() -> None:
   flags.DEFINE_integer("timed_steps", 5, "timed steps")
   flags.DEFINE_float("timeout_s", 120.0, "per-candidate limit")
   flags.DEFINE_string("python", None, "interpreter with torch (CUDA) and megatron-core (default: this one)")
+  flags.DEFINE_bool("refresh_f0", False, "measure nothing: rewrite the F0 columns of --out with the current "
+                    "simulator (rows the space now refuses get empty F0 columns)")
   flags.mark_flag_as_required("out")
 
 
@@ -75,7 +77,8 @@ def problem_and_candidates(system: str, model: Mapping[str, int], global_batch: 
                     seq_len=model["seq_len"])
   workload = Workload(name=f"{cfg.name}_gbs{global_batch}", model=cfg, global_batch=global_batch)
   cluster = hardware.make_cluster(system, 1, devices_per_node=1)
-  space = megatron.space(workload, cluster)
+  # the child builds megatron-core's local spec: F0 prices that stack (scores stored, no flash kernel)
+  space = megatron.space(workload, cluster, transformer_impl="local")
   seen: dict[tuple, Any] = {}
   for cand in space.enumerate():
     v = cand.values
@@ -102,15 +105,26 @@ def _fmt(x: Any, digits: int = 6) -> str:
   return str(x)
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _portable(text: str) -> str:
+  """Error texts and commands without this checkout's location (a committed
+  table must not carry a machine's paths)."""
+  return text.replace(ROOT + os.sep, "")
+
+
 def row_of(cand: Any, meas: Any, f0: Any) -> dict[str, str]:
-  m, p = meas.metrics, f0.metrics
+  m = meas.metrics
+  p = f0.metrics if f0 is not None else None
   row = {k: _fmt(cand.values.get(k)) for k in ONE_RANK_KNOBS}
   row.update(status="ok" if m.feasible else str(m.failure_kind), step_time_s=_fmt(m.step_time_s),
              tokens_per_s=_fmt(m.tokens_per_s), mfu=_fmt(m.mfu, 4),
              peak_mem_gb=_fmt(m.peak_mem_bytes / 1e9 if m.peak_mem_bytes else None, 4),
-             f0_tokens_per_s=_fmt(p.tokens_per_s), f0_peak_mem_gb=_fmt(p.peak_mem_bytes / 1e9
-                                                                         if p.peak_mem_bytes else None, 4),
-             f0_feasible=str(bool(p.feasible)), error=" ".join((m.error or "").split())[:300], key=cand.key)
+             f0_tokens_per_s=_fmt(p.tokens_per_s if p else None),
+             f0_peak_mem_gb=_fmt(p.peak_mem_bytes / 1e9 if p and p.peak_mem_bytes else None, 4),
+             f0_feasible="" if p is None else str(bool(p.feasible)),
+             error=_portable(" ".join((m.error or "").split()))[:300], key=cand.key)
   return row
 
 
@@ -142,7 +156,44 @@ def summary(path: str) -> tuple[str, int]:
     lines.append(f"megatron_table: F0 vs measured over {len(both)} trained rows: spearman "
                  f"{'n/a' if rho is None else f'{rho:.2f}'}; F0's pick is measured #{order.index(pick) + 1} "
                  f"at {float(pick['tokens_per_s']) / best:.3f} of the best")
+    level = sorted(float(r["f0_tokens_per_s"]) / float(r["tokens_per_s"]) for r in both)
+    mem = sorted(float(r["peak_mem_gb"]) / float(r["f0_peak_mem_gb"]) for r in both
+                 if r["peak_mem_gb"] and r["f0_peak_mem_gb"])
+    lines.append(f"megatron_table: F0 / measured tok/s {level[0]:.2f}-{level[-1]:.2f} (median "
+                 f"{float(np.median(level)):.2f})" + (f"; measured / F0 memory {mem[0]:.2f}-{mem[-1]:.2f} (median "
+                                                      f"{float(np.median(mem)):.2f})" if mem else ""))
+  ooms = [r for r in rows if r["status"] == "oom" and r["f0_feasible"]]
+  if ooms:
+    lines.append(f"megatron_table: measured OOMs F0 called infeasible: "
+                 f"{sum(r['f0_feasible'] == 'False' for r in ooms)} of {len(ooms)}")
   return "\n".join(lines), len(ok)
+
+
+def refresh_f0(path: str, problem: Any, cands: Sequence[Any]) -> tuple[int, int]:
+  """Rewrite the F0 columns of the table at `path` in place (comments and
+  measured columns unchanged). Returns (rows predicted, rows left empty)."""
+  from autoscout_jax.sim import AnalyticEvaluator
+  with open(path) as f:
+    lines = f.readlines()
+  comments = [l for l in lines if l.startswith("#")]
+  rows = list(csv.DictReader(l for l in lines if not l.startswith("#")))
+  by_key = {c.key: c for c in cands}
+  inside = [r for r in rows if r["key"] in by_key]
+  preds = AnalyticEvaluator().evaluate(problem, [by_key[r["key"]] for r in inside]) if inside else []
+  for r, p in zip(inside, preds):
+    new = row_of(by_key[r["key"]], p, p)
+    r.update({k: new[k] for k in ("f0_tokens_per_s", "f0_peak_mem_gb", "f0_feasible")})
+  for r in rows:
+    if r["key"] not in by_key:
+      r.update(f0_tokens_per_s="", f0_peak_mem_gb="", f0_feasible="")
+  tmp = path + ".tmp"
+  with open(tmp, "w", newline="") as f:
+    f.writelines(comments)
+    w = csv.DictWriter(f, fieldnames=COLUMNS)
+    w.writeheader()
+    w.writerows(rows)
+  os.replace(tmp, path)  # never a half-written table
+  return len(inside), len(rows) - len(inside)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -164,6 +215,15 @@ def main(argv: Sequence[str]) -> int:
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if F.refresh_f0:
+    if not os.path.exists(F.out):
+      print(f"error: --refresh_f0 needs an existing table, {F.out} does not exist", file=sys.stderr)
+      return 2
+    n_in, n_out = refresh_f0(F.out, problem, cands)
+    print(f"megatron_table: F0 columns rewritten for {n_in} rows ({n_out} outside the space left empty)")
+    text, n_ok = summary(F.out)
+    print(text)
+    return 0
   done = done_keys(F.out)
   todo = [c for c in cands if c.key not in done][:F.limit]
   print(f"megatron_table: {len(cands)} one-rank candidates of {problem.space.name}; {len(done)} already in "
@@ -182,7 +242,12 @@ def main(argv: Sequence[str]) -> int:
     except LocalSetupError as e:
       print(f"megatron_table: the Megatron child cannot run here: {e}", file=sys.stderr)
       return 1
-    predicted = f0.measure(problem, part)
+    try:
+      predicted = f0.evaluate(problem, part)
+    except Exception as e:  # noqa: BLE001 -- F0 is a column beside the measurement, never its loss
+      print(f"megatron_table: F0 failed on this chunk ({type(e).__name__}: {e}); its columns stay empty",
+            file=sys.stderr)
+      predicted = [None] * len(part)
     new = not os.path.exists(F.out)
     with open(F.out, "a", newline="") as f:
       if new:
@@ -191,7 +256,7 @@ def main(argv: Sequence[str]) -> int:
                 f"{prov.get('device_kind', 'GPU')}; measured {datetime.date.today().isoformat()}\n")
         f.write("# versions: " + " ".join(f"{k}={prov.get(k)}" for k in ("python", "torch", "cuda",
                                                                            "megatron_core")) + "\n")
-        f.write(f"# command: python -m autoscout_jax.tools.megatron_table {' '.join(sys.argv[1:])}\n")
+        f.write(f"# command: python -m autoscout_jax.tools.megatron_table {_portable(' '.join(sys.argv[1:]))}\n")
         f.write(f"# F0: the analytic simulator on system {F.system} (1 device), same candidates\n")
       w = csv.DictWriter(f, fieldnames=COLUMNS)
       if new:
