@@ -26,7 +26,9 @@ peak_mem_bytes (torch's peak allocation).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -45,6 +47,7 @@ from autoscout_jax.workload import Workload
 __all__ = ["MegatronProfileEvaluator", "child_request"]
 
 ROOT = Path(__file__).resolve().parents[1]
+EXTRA_HINT = "it needs torch with CUDA and megatron-core (pip install -e \".[megatron]\" on a GPU machine)"
 MODULE = "autoscout_jax.megatron_child"
 
 
@@ -57,6 +60,26 @@ def child_request(workload: Workload) -> dict[str, Any]:
                     "num_kv_heads": m.kv_heads, "ffn_hidden_size": m.ffn_hidden_size,
                     "vocab_size": m.vocab_size, "seq_len": m.seq_len, "gated_mlp": m.gated_mlp},
           "global_batch": int(workload.global_batch)}
+
+
+_PROBE = ("import torch, megatron.core; "
+          "assert torch.cuda.is_available(), 'no CUDA device visible to torch (megatron-core\\'s training step "
+          "needs one)'")
+
+
+@functools.lru_cache(maxsize=None)
+def _can_train(python: str) -> str | None:
+  """Why `python` cannot run the child here (no torch, no megatron-core, no
+  CUDA device), or None; asked once per interpreter, before a search starts."""
+  try:
+    proc = subprocess.run([python, "-W", "ignore", "-c", _PROBE], capture_output=True, text=True, timeout=180,
+                          env=_child_env())
+  except (OSError, subprocess.TimeoutExpired) as e:
+    return f"the Megatron profile child cannot start with {python}: {type(e).__name__}: {e}"
+  if proc.returncode == 0:
+    return None
+  last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+  return f"the Megatron profile evaluator cannot train here ({last}); {EXTRA_HINT}"
 
 
 def _child_env() -> dict[str, str]:
@@ -112,7 +135,7 @@ class MegatronProfileEvaluator(ChildFaults, CheckedEvaluator):
       child_request(workload)
     except ValueError as e:
       return str(e)
-    return None
+    return _can_train(self.python or sys.executable)
 
   def measure(self, problem: Problem, candidates: Sequence[Candidate]) -> list[Measurement]:
     workload, cluster = problem.workload, problem.cluster

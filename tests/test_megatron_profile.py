@@ -64,7 +64,11 @@ def test_one_rank_refuses_what_needs_more_ranks():
 def test_check_fits_names_what_it_cannot_measure():
   problem, _ = megatron_table.problem_and_candidates("dgx_h200", MODEL, 8, seed=0)
   ev = MegatronProfileEvaluator()
-  assert ev.check_fits(problem.workload, problem.cluster) is None
+  why = ev.check_fits(problem.workload, problem.cluster)  # asks a real child interpreter
+  if _cuda() and importlib.util.find_spec("megatron") is not None:
+    assert why is None
+  else:
+    assert "cannot train here" in why and ".[megatron]" in why
   eight = hardware.make_cluster("dgx_h200", 8)
   assert "8 devices" in ev.check_fits(problem.workload, eight)
   req = child_request(problem.workload)
@@ -202,3 +206,20 @@ def test_committed_maxtext_gpu_table_is_complete_for_one_gpu():
   assert len(rows) == 9 and {r["status"] for r in rows} == {"ok"}
   assert sorted(int(r["repeat"]) for r in rows) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
   assert "device_kind=NVIDIA H200" in open(path).read()
+
+
+@needs_megatron
+@pytest.mark.skipif(_cuda(), reason="this machine has a GPU: the search would train")
+def test_megatron_gpu_search_refuses_up_front_without_a_gpu(tmp_path):
+  """experiments/quickstart/megatron_gpu.gin (F0 + megatron-core F3 on one
+  GPU) on a machine without CUDA: one line, exit 2, nothing measured."""
+  work = tmp_path / "w"
+  proc = subprocess.run([sys.executable, "-m", "autoscout_jax.run",
+                         "--gin_file=experiments/quickstart/megatron_gpu.gin", f"--workdir={work}"],
+                        capture_output=True, text=True, timeout=300, cwd=ROOT,
+                        env={**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert "cannot train here" in last and "no CUDA device" in last
+  meas = work / "measurements.jsonl"
+  assert not meas.exists() or meas.read_text() == ""
