@@ -204,18 +204,12 @@ class SimSpace(SearchSpace):
       pos = np.arange(int(reps.sum())) - starts
       table[k.name] = np.where(act, vals[np.minimum(pos, len(vals) - 1)], np.nan)
       table, pending = self._apply_ready(table, pending)
-    if pending:  # they read knobs this space does not have (e.g. no sequence_parallel where tp is 1)
-      names, still = {k.name for k in self.knobs}, []
-      for vc in pending:
-        try:
-          mask = np.asarray(vc.ok(_Inactive(table, names, len(next(iter(table.values())))), self.facts), bool)
-        except _NotYet:
-          still.append(vc)
-          continue
-        table = {k: v[mask] for k, v in table.items()}
-      pending = still
-    if pending:
-      raise ValueError(f"constraints {[c.name for c in pending]} read knobs the space lacks")
+    # Every knob is a column now: what the rest read is a knob this space does
+    # not have (e.g. no sequence_parallel where tp is 1), inactive on every row.
+    for vc in pending:
+      n = len(next(iter(table.values())))
+      mask = np.asarray(vc.ok(_RowsTable(table, n), self.facts), bool)
+      table = {k: v[mask] for k, v in table.items()}
     return table
 
   def _apply_ready(self, table: Table, pending: list[VecConstraint]) -> tuple[Table, list[VecConstraint]]:
@@ -278,9 +272,9 @@ class _Strict(dict):
 
 
 class _RowsTable(dict):
-  """The table of given rows: every knob of the space is a column; a name
-  the space has no knob for (a constraint written for larger spaces) reads
-  as inactive (NaN) on every row."""
+  """A table with every knob of the space as a column; a name the space has
+  no knob for (a constraint written for larger spaces) reads as inactive
+  (NaN) on every row."""
 
   def __init__(self, table: Table, n: int):
     super().__init__(table)
@@ -288,20 +282,6 @@ class _RowsTable(dict):
 
   def __missing__(self, key):
     return np.full(self._n, np.nan)
-
-
-class _Inactive(_Strict):
-  """A finished table's view for constraints that read knobs the space does
-  not have at all: those read as inactive (NaN) on every row."""
-
-  def __init__(self, table: Table, names: set[str], n: int):
-    super().__init__(table)
-    self._names, self._n = names, n
-
-  def __getitem__(self, key):
-    if key not in self.keys() and key not in self._names:
-      return np.full(self._n, np.nan)
-    return super().__getitem__(key)
 
 
 def active(x: np.ndarray) -> np.ndarray:

@@ -277,7 +277,7 @@ def plan_from_table(space: SimSpace, t: Table, workload: Workload, cluster: Any)
   plan = megatron_plan(
       t[_TP], t[_PP], t[_CP], t[_DP], nz(t.get(_EP, ones), 1), nz(t.get(_ETP, ones), 1),
       nz(t.get(_VPN, ones), 1), t["micro_batch_size"], nz(t.get("sequence_parallel", 0 * ones), 0), dist,
-      rec, nz(t["recompute_method"], 0) == 1, nz(t["recompute_num_layers"], 1),
+      rec, nz(t["recompute_method"], 0) == _BLOCK, nz(t["recompute_num_layers"], 1),
       0.0, 0.0, 0.0, nz(t.get("tp_comm_overlap", 0 * ones), 0), workload.global_batch,
       workload.model.num_layers, cluster.node_size, fsdp=fsdp,
       flash=0.0 if space.facts.get("transformer_impl") == "local" else 1.0)

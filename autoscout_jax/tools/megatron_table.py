@@ -36,6 +36,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from absl import app, flags
 
+from autoscout_jax.tools.maxtext_table_sims import spearman  # ties share their mean rank
+
 ONE_RANK_KNOBS = ("micro_batch_size", "recompute_granularity", "recompute_method", "recompute_num_layers",
                   "use_distributed_optimizer")
 COLUMNS = (*ONE_RANK_KNOBS, "status", "step_time_s", "tokens_per_s", "mfu", "peak_mem_gb", "f0_tokens_per_s",
@@ -90,13 +92,6 @@ def problem_and_candidates(system: str, model: Mapping[str, int], global_batch: 
   return Problem(workload=workload, cluster=cluster, space=space, fidelities=("analytic", "profile")), cands
 
 
-def _spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-  if len(a) < 3:
-    return None
-  ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-  return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def _fmt(x: Any, digits: int = 6) -> str:
   if x is None:
     return ""
@@ -148,7 +143,8 @@ def summary(path: str) -> tuple[str, int]:
                  f"mem {r['peak_mem_gb']:>7} GB  F0 {float(r['f0_tokens_per_s'] or 0):10,.0f} tok/s  "
                  + " ".join(f"{k}={r[k]}" for k in ONE_RANK_KNOBS if r[k]))
   both = [r for r in ok if r["f0_tokens_per_s"]]
-  rho = _spearman([float(r["tokens_per_s"]) for r in both], [float(r["f0_tokens_per_s"]) for r in both])
+  rho = (spearman([float(r["tokens_per_s"]) for r in both], [float(r["f0_tokens_per_s"]) for r in both])
+         if len(both) >= 3 else None)
   if both:
     pick = max(both, key=lambda r: float(r["f0_tokens_per_s"]))
     order = sorted(both, key=lambda r: -float(r["tokens_per_s"]))
@@ -231,6 +227,10 @@ def main(argv: Sequence[str]) -> int:
   f0 = AnalyticEvaluator()
   prof = MegatronProfileEvaluator(warmup_steps=F.warmup_steps, timed_steps=F.timed_steps, timeout_s=F.timeout_s,
                                   seed=F.seed, python=F.python)
+  why = prof.check_fits(problem.workload, problem.cluster) if todo else None  # no torch/CUDA/megatron-core
+  if why:
+    print(f"megatron_table: the Megatron child cannot run here: {why}", file=sys.stderr)
+    return 1
   t0 = time.time()
   for i in range(0, len(todo), F.chunk):
     if time.time() - t0 > F.max_time_s:
