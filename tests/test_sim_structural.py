@@ -152,6 +152,12 @@ def test_vtrain_validation_command_prints_per_sweep_rows():
   for s in sweeps:
     assert 0 <= float(s[3].rstrip("%")) < 100  # MAPE
     assert -1 <= float(s[5]) <= 1  # rank correlation
+  # the single-node table: one line per GPU count and hidden size, per fidelity, every row counted
+  single = [ln.split() for ln in lines if ln.strip().endswith("%") and ln.split()[0] in ("2", "4", "8")]
+  assert len(single) == 12 and {(s[0], s[1]) for s in single} == {(g, h) for g in "248" for h in ("1024", "2048")}
+  assert sum(int(s[2]) for s in single) == 2 * 1440
+  for s in single:
+    assert int(s[3]) >= 8 and 0 <= float(s[4].rstrip("%")) < 100 and -1 <= float(s[6]) <= 1
 
 
 def test_f1_puts_deepseeks_leading_dense_layers_on_the_first_stage():

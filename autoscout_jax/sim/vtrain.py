@@ -99,6 +99,42 @@ def report(fidelity: str = "analytic", name: str = "ground_truth_multi.csv", con
   return res
 
 
+def report_single(fidelity: str = "analytic", consts=None, min_rows: int = 8) -> list[dict[str, Any]]:
+  """The single-node table (ground_truth_single.csv), one entry per (GPU
+  count, hidden size): its rows' mean absolute error and bias, and the
+  median rank correlation inside its sweeps (rows sharing GPU count,
+  hidden size, layers and global batch; sweeps of >= `min_rows` rows)."""
+  from scipy.stats import spearmanr
+  rows = read("ground_truth_single.csv")
+  out = simulate(rows, fidelity, consts)
+  pred = np.asarray(out["step_time_s"]) * 1e3
+  meas = np.array([r["ms"] for r in rows])
+  res = []
+  for g, h in sorted({(r["gpus"], r["h"]) for r in rows}):
+    idx = np.array([i for i, r in enumerate(rows) if (r["gpus"], r["h"]) == (g, h)])
+    ratio = pred[idx] / meas[idx]
+    sweeps = {}
+    for i in idx:
+      sweeps.setdefault((rows[i]["L"], rows[i]["gbs"]), []).append(i)
+    rhos = [spearmanr(pred[v], meas[v]).statistic for v in sweeps.values() if len(v) >= min_rows]
+    res.append(dict(gpus=int(g), hidden=int(h), rows=len(idx), sweeps=len(rhos),
+                    mape=float(np.nanmean(np.abs(ratio - 1))), bias=float(np.nanmean(ratio - 1)),
+                    spearman=float(np.median(rhos)) if rhos else float("nan"),
+                    fits=float(np.mean(out["feasible"][idx]))))
+  return res
+
+
+def format_single(res: list[dict[str, Any]], fidelity: str) -> str:
+  lines = [f"vTrain single-node table, fidelity {fidelity} (validation only; per GPU count and hidden size: "
+           f"MAPE, bias, median within-sweep rank correlation over sweeps of >= 8 rows)",
+           f"  {'gpus':>5s} {'hidden':>7s} {'rows':>5s} {'sweeps':>7s} {'MAPE':>7s} {'bias':>7s} {'spearman':>9s} "
+           f"{'fit':>6s}"]
+  for d in res:
+    lines.append(f"  {d['gpus']:5d} {d['hidden']:7d} {d['rows']:5d} {d['sweeps']:7d} {100 * d['mape']:6.1f}% "
+                 f"{100 * d['bias']:+6.1f}% {d['spearman']:9.2f} {100 * d['fits']:5.0f}%")
+  return "\n".join(lines)
+
+
 def format_report(res: list[dict[str, Any]], fidelity: str) -> str:
   lines = [f"vTrain multi-node sweeps, fidelity {fidelity} (validation only; targets: MAPE <= 10 %, "
            f"rank correlation >= 0.85)",

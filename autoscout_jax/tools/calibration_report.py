@@ -71,6 +71,8 @@ def validate_vtrain() -> None:
   from autoscout_jax.sim import vtrain
   for fidelity in ("analytic", "event"):
     print(vtrain.format_report(vtrain.report(fidelity), fidelity))
+  for fidelity in ("analytic", "event"):
+    print(vtrain.format_single(vtrain.report_single(fidelity), fidelity))
 
 
 def main(argv):
