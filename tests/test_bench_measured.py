@@ -49,6 +49,63 @@ def test_user_table_rows_are_the_candidates(tmp_path):
   assert any(v.constraint == "measured_rows" for v in task.space.validate(other))
 
 
+def test_table_groups_split_a_sweep_into_one_task_per_group(tmp_path):
+  # a second model (hidden 1024) in the same file: two groups; the small third group is left out
+  other = [r.replace("16,64,2048,", "16,64,1024,", 1) for r in ROWS]
+  third = ["16,32,2048,16,16,2048,1,1,16,1,1.0,ok,30\n"]
+  path = _csv(tmp_path, ROWS + other + third)
+  logged = []
+  specs = bench_main.table_tasks(path, "megatron", "dgx_h100", groups=["hidden_size", "global_batch"],
+                                 min_rows=3, log=logged.append)
+  assert [s.name for s in specs] == ["sweep-hidden_size1024-global_batch64", "sweep-hidden_size2048-global_batch64"]
+  small, big = (tasks.build_task(s, str(tmp_path / s.name)) for s in specs)
+  assert small.workload.model.hidden_size == 1024 and big.workload.model.hidden_size == 2048
+  assert len(small.candidates) == len(big.candidates) == 4
+  # each group's truth is its own rows: same configuration, its own time
+  c = next(c for c in small.candidates if c.values["tensor_model_parallel_size"] == 2
+           and c.values["pipeline_model_parallel_size"] == 1)
+  assert small.table.true_value(c) == pytest.approx(64 * 2048 / 1.5, rel=1e-6)
+  # without groups: the whole table is one workload, which a mixed file is not
+  with pytest.raises(tasks.BenchError, match="one table holds one workload"):
+    bench_main.table_tasks(path, "megatron", "dgx_h100")
+  with pytest.raises(tasks.BenchError, match=r"lacks.*columns"):
+    bench_main.table_tasks(path, "megatron", "dgx_h100", groups=["hidden"])
+  with pytest.raises(tasks.BenchError, match="largest group: 6 rows"):
+    bench_main.table_tasks(path, "megatron", "dgx_h100", groups=["hidden_size"], min_rows=20)
+
+
+def test_table_groups_leave_out_a_group_that_cannot_be_a_task(tmp_path):
+  bad = ["16,64,1024,16,16,2048,3,1,16,1,2.0,ok,30\n"] * 3  # tp 3 is no choice of the space
+  logged = []
+  specs = bench_main.table_tasks(_csv(tmp_path, ROWS + bad), "megatron", "dgx_h100", groups=["hidden_size"],
+                                 min_rows=3, log=logged.append)
+  assert [s.name for s in specs] == ["sweep-hidden_size2048"]
+  assert len(logged) == 1 and "sweep-hidden_size1024 left out" in logged[0] and "not one of" in logged[0]
+
+
+def test_cli_vtrain_single_node_groups(tmp_path):
+  # the validation-only single-node sweeps of vTrain, one task per group of >= 26 rows (8 GPUs, batch 16)
+  out = subprocess.run([sys.executable, "-m", "autoscout_jax.bench",
+                        "--table=autoscout_jax/data/vtrain/ground_truth_single.csv", "--table_dialect=vtrain",
+                        "--table_groups=num_devices,hidden_size,num_layers,global_batch", "--min_group_rows=26",
+                        "--outside_space=drop", "--designers=cheap_topk", "--seeds=0",
+                        f"--workdir={tmp_path / 'wd'}"],
+                       capture_output=True, text=True, cwd=repo_root(), timeout=600,
+                       env={**os.environ, "PYTHONPATH": repo_root()})
+  assert out.returncode == 0, out.stderr[-2000:]
+  import json
+  res = json.loads((tmp_path / "wd" / "results.json").read_text())
+  names = sorted({r["task"] for r in res["results"]})
+  assert len(names) == 8 and all(n.startswith("ground_truth_single-num_devices8-") and n.endswith("global_batch16")
+                                 for n in names)
+  # the grouping flags belong to --table
+  out = subprocess.run([sys.executable, "-m", "autoscout_jax.bench", "--table_groups=hidden_size",
+                        "--designers=random", f"--workdir={tmp_path / 'wd2'}"],
+                       capture_output=True, text=True, cwd=repo_root(), timeout=300,
+                       env={**os.environ, "PYTHONPATH": repo_root()})
+  assert out.returncode == 2 and "apply to --table only" in out.stderr
+
+
 @pytest.mark.parametrize("row, words", [
     ("16,64,2048,16,16,2048,1,1,16,1,2.0,done,30\n", "status 'done'"),
     ("16,64,2048,16,16,2048,1,1,16,1,,ok,30\n", "needs a positive step_time_s"),

@@ -1,7 +1,10 @@
 """Entry point: `python -m autoscout_jax.bench --suite=quick|measured|full --workdir=DIR
 [--tasks=a,b] [--designers=x,y] [--seeds=0,1,2] [--budget_scale=1] [--remeasure]`,
 or on a user's own measured sweep: `--table=my_sweep.csv --family=megatron
-[--system=dgx_h100]` (columns: autoscout_jax/bench/tables.py).
+[--system=dgx_h100]` (columns: autoscout_jax/bench/tables.py); a sweep over
+several workloads is split into one task per group: `--table_groups=hidden_size,
+num_layers [--min_group_rows=8]` (`--table_dialect=vtrain` reads vTrain's own
+tables, `--outside_space=drop` leaves out rows the family's space rejects).
 
 Where it sits: the bench's entry layer, like autoscout_jax/run.py for a
 search (the two are the package's only gin importers). It holds the one
@@ -25,7 +28,7 @@ import glob
 import os
 import sys
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import gin
 from absl import app, flags
@@ -114,18 +117,66 @@ def define_flags() -> None:
   flags.DEFINE_string("family", "megatron", "The target family of --table (its knob names and simulators).")
   flags.DEFINE_string("system", "dgx_a100_80gb", "The catalog system --table ran on, unless it has a "
                       "'system' column.")
+  flags.DEFINE_enum("table_dialect", "scoutbench", ["scoutbench", "vtrain"], "Column names of --table: "
+                    "scoutbench's (autoscout_jax/bench/tables.py) or vTrain's ground_truth_*.csv.")
+  flags.DEFINE_list("table_groups", [], "Columns that split --table into one task per distinct combination "
+                    "of their values (e.g. a sweep over several models: hidden_size,num_layers).")
+  flags.DEFINE_integer("min_group_rows", 8, "With --table_groups: groups with fewer rows are left out.")
+  flags.DEFINE_enum("outside_space", "error", ["error", "drop"], "A --table row the family's space rejects: "
+                    "error (stop, naming it) or drop (leave it out, named in the truth's provenance).")
 
 
-def table_task(path: str, family: str, system: str):
-  """A task from a user's CSV: its rows are the candidates, the family's
-  simulators (F0, F1) the cheap fidelities."""
+def table_task(path: str, family: str, system: str, dialect: str = "scoutbench",
+               select: Mapping[str, float] | None = None, name: str | None = None, outside_space: str = "error"):
+  """A task from a user's CSV: its rows (those matching `select`) are the
+  candidates, the family's simulators (F0, F1) the cheap fidelities."""
   from autoscout_jax.bench import tables
   from autoscout_jax.sim import analytic, event
-  name = os.path.splitext(os.path.basename(path))[0]
-  return tasks.task_spec(name, truth=tables.TableProfiling(os.path.abspath(path), family=family, system=system,
-                                                           source=path),
-                         cheap=[analytic.AnalyticEvaluator(), event.EventEvaluator()], budget_evals=(3, 6, 12),
-                         doc=f"measured table {path}")
+  name = name or os.path.splitext(os.path.basename(path))[0]
+  truth = tables.TableProfiling(os.path.abspath(path), family=family, dialect=dialect, select=dict(select or {}),
+                                system=system, source=path, outside_space=outside_space)
+  return tasks.task_spec(name, truth=truth, cheap=[analytic.AnalyticEvaluator(), event.EventEvaluator()],
+                         budget_evals=(3, 6, 12), doc=f"measured table {path}" + (f", rows {dict(select)}" if select else ""))
+
+
+def table_tasks(path: str, family: str, system: str, dialect: str = "scoutbench", groups: Sequence[str] = (),
+                min_rows: int = 8, outside_space: str = "error", log=print) -> list:
+  """One task per distinct combination of the `groups` columns' values
+  with at least `min_rows` rows (no groups: the whole table, one task). A
+  group that cannot become a task is left out with its reason (`log`); no
+  group left is an error."""
+  from autoscout_jax.bench import tables
+  if not groups:
+    return [table_task(path, family, system, dialect, outside_space=outside_space)]
+  if min_rows < 1:
+    raise tasks.BenchError(f"--min_group_rows must be at least 1, got {min_rows}")
+  try:
+    rows, lines, _ = tables.read_rows(tables.TableProfiling(os.path.abspath(path), family=family, dialect=dialect))
+  except tables.TableError as e:
+    raise tasks.BenchError(str(e)) from None
+  missing = [g for g in groups if g not in rows[0]]
+  if missing:
+    raise tasks.BenchError(f"--table_groups names column(s) {missing} that {path!r} lacks; columns: {list(rows[0])}")
+  counts: dict[tuple[float, ...], int] = {}
+  for r, line in zip(rows, lines):
+    try:
+      key = tuple(float(r[g]) for g in groups)
+    except ValueError:
+      raise tasks.BenchError(f"{path}:{line}: a --table_groups column is not a number "
+                             f"({ {g: r[g] for g in groups} })") from None
+    counts[key] = counts.get(key, 0) + 1
+  base = os.path.splitext(os.path.basename(path))[0]
+  out = []
+  for key in sorted(k for k, n in counts.items() if n >= min_rows):
+    name = base + "-" + "-".join(f"{g}{v:g}" for g, v in zip(groups, key))
+    try:
+      out.append(table_task(path, family, system, dialect, dict(zip(groups, key)), name, outside_space))
+    except tasks.BenchError as e:
+      log(f"scoutbench: group {name} left out: {e}")
+  if not out:
+    raise tasks.BenchError(f"no group of {path!r} by {list(groups)} with >= {min_rows} rows became a task "
+                           f"(largest group: {max(counts.values())} rows)")
+  return out
 
 
 def _fail(msg: str) -> None:
@@ -170,7 +221,10 @@ def main(argv) -> None:
                              f"got {F.budget_scale}")
     designers = F.designers or peers.suite_designers(F.suite)
     peers.check_designers(designers)
-    specs = ([table_task(F.table, F.family, F.system)] if F.table
+    if (F.table_groups or F.table_dialect != "scoutbench" or F.outside_space != "error") and not F.table:
+      raise tasks.BenchError("--table_groups, --table_dialect and --outside_space apply to --table only")
+    specs = (table_tasks(F.table, F.family, F.system, F.table_dialect, F.table_groups, F.min_group_rows,
+                         F.outside_space, log=lambda m: print(m, file=sys.stderr)) if F.table
              else load_tasks(F.task_dir, F.gin_bindings))
     if F.list:
       for s in specs:
