@@ -118,6 +118,26 @@ def test_intervals_widen_outside_the_calibrated_range():
   assert widths[1][1] > widths[0][1] and widths[2][1] > widths[0][1]
 
 
+def test_throughput_interval_widens_where_a_dense_layer_is_host_bound():
+  # the host floor is fitted only through MoE layers: a dense layer whose kernels are short
+  # (small model, micro-batch 1, tp 8) gets a wider throughput interval, its memory interval
+  # does not move, and no dense calibration-like point (large model, long passes) is affected
+  hw = hardware.cluster_scalars(hardware.make_cluster("dgx_a100_80gb", 8))
+  small = dict(_llama8b(1024), L=12.0, h=1024.0, a=16.0, g=16.0, d=64.0, f=4096.0, gated=0.0)
+  base = uncertainty.intervals(np, _plan(mbs=1, global_batch=8), small, hw, C, 1000.0, 10e9)
+  for ratio, wider in ((0.1, False), (uncertainty.DENSE_HOST_RATIO, False), (1.0, True), (4.0, True)):
+    out = uncertainty.intervals(np, _plan(mbs=1, global_batch=8), small, hw, C, 1000.0, 10e9, ratio)
+    t = out["tokens_per_s_per_device_hi"] / out["tokens_per_s_per_device_lo"]
+    t0 = base["tokens_per_s_per_device_hi"] / base["tokens_per_s_per_device_lo"]
+    assert (t > t0 * 1.01) == wider
+    assert out["peak_mem_hi"] == pytest.approx(base["peak_mem_hi"]) and out["mem_verdict"] == base["mem_verdict"]
+  # F0 computes the ratio itself: tp 8 at micro-batch 1 is more host-bound than tp 1 at 8
+  wl = catalog.make_workload("llama3_8b", 8, global_batch=64)
+  m = costs.model_scalars(wl)
+  lc = lambda **kw: float(np.asarray(costs.layer_costs(np, _plan(**kw), m, hw, C)["dense_host_ratio"]))
+  assert lc(tp=8, dp=1, mbs=1, global_batch=64) > lc(tp=1, dp=8, mbs=8, global_batch=64) > 0
+
+
 def test_uncertain_memory_is_a_feasible_measurement_with_a_flag():
   cluster = hardware.make_cluster("dgx_h100", 8)
   wl = catalog.make_workload("llama3_8b", 8, global_batch=64)
@@ -158,6 +178,7 @@ def test_vtrain_validation_command_prints_per_sweep_rows():
   assert sum(int(s[2]) for s in single) == 2 * 1440
   for s in single:
     assert int(s[3]) >= 8 and 0 <= float(s[4].rstrip("%")) < 100 and -1 <= float(s[6]) <= 1
+    assert 0 <= float(s[8].rstrip("%")) <= 100  # share of rows inside the 80 % interval
 
 
 def test_f1_puts_deepseeks_leading_dense_layers_on_the_first_stage():

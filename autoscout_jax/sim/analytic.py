@@ -46,7 +46,7 @@ from autoscout_jax.space import Candidate
 # alters any simulated number: it is part of every simulated measurement's
 # cache key and of the workdir identity, so stored rows of an older model
 # are never reused as if current. (Calibrated constants are keyed by value.)
-SIMULATOR_VERSION = "2026-11-30h"
+SIMULATOR_VERSION = "2026-12-01a"
 
 BREAKDOWN = ("compute_s", "recompute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "pp_comm_s", "dp_comm_s",
              "bubble_s", "optimizer_s", "host_s")
@@ -69,7 +69,8 @@ def f0(xp, plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[str, A
              layer_s=(lc["fwd_s"] + lc["bwd_s"] + lc["tp_fwd_s"] + lc["tp_bwd_s"] + lc["cp_fwd_s"]
                       + lc["cp_bwd_s"] + lc["ep_fwd_s"] + lc["ep_bwd_s"]))
   out.update({k: st[k] for k in BREAKDOWN})
-  out.update(uncertainty.intervals(xp, plan, model, hw, consts, out["tokens_per_s_per_device"], lc["mem_peak"]))
+  out.update(uncertainty.intervals(xp, plan, model, hw, consts, out["tokens_per_s_per_device"], lc["mem_peak"],
+                                   lc["dense_host_ratio"]))
   # feasible unless even the optimistic memory bound exceeds the device
   out["feasible"] = out["mem_verdict"] >= uncertainty.UNCERTAIN
   return out

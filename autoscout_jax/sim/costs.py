@@ -398,4 +398,8 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
       mem_state=mm["state_first"], mem_act_layer=mm["act_layer"], mem_first=mm["mem_first"],
       mem_last=mm["mem_last"], mem_peak=mm["mem_peak"], mem_capacity=hw["hbm_bytes"] + 0 * mm["mem_peak"],
       model_flops=model_flops_per_token(xp, m) * m["gbs"] * m["s"],
-      useful_frac=xp.where(plan["packed"] > 0, m["fill_packed"], m["fill"]))
+      useful_frac=xp.where(plan["packed"] > 0, m["fill_packed"], m["fill"]),
+      # how host-bound a dense layer's forward is: its host time over its
+      # kernels' (> 1: the device waits for the launches); 0 for MoE models,
+      # whose layers' host time is what calibrates `launch_s` (sim/uncertainty.py)
+      dense_host_ratio=xp.where(is_moe, 0.0, host / xp.maximum(fwd_gpu, 1e-12)))

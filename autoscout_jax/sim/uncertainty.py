@@ -15,6 +15,13 @@ tokens per micro-batch, device peak) and `distance` counts, in factors of
 4 (log base 4), how far a candidate lies outside it, plus one unit for
 each mechanism no calibration row exercised (eager FSDP / ZeRO-3 prefetch
 with PyTorch, activation offload, fp4 GEMMs).
+The throughput interval also widens with how host-bound a dense model's
+layer passes are beyond any calibration row's (`DENSE_HOST_RATIO`, log-4
+units): the host floor of an eager layer (`launch_s`) is fitted only through
+MoE layers' host time (no dense calibration row comes near it), so where a
+dense layer's kernels are short enough for it to matter (small models,
+micro-batches, wide tensor parallelism) its value is an extrapolation.
+Memory does not depend on it; its interval does not widen for it.
 
 Memory verdict: 2 fits (even the pessimistic bound fits the device), 1
 uncertain (only the optimistic bound fits: worth a compile or a profile,
@@ -36,6 +43,10 @@ CALIBRATED_RANGE = {
     "tokens_mb": (2048.0, 65536.0),
     "peak": (197e12, 2250e12),
 }
+# The largest host time / kernel time of a dense layer's forward among the
+# calibration rows' dense models (costs.layer_costs `dense_host_ratio`, at
+# the calibrated constants): 0.164, a NeMo 24.07 row.
+DENSE_HOST_RATIO = 0.164
 FITS, UNCERTAIN, NO_FIT = 2, 1, 0
 VERDICT_NAMES = {FITS: "yes", UNCERTAIN: "uncertain", NO_FIT: "no"}
 
@@ -55,14 +66,17 @@ def distance(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str,
 
 
 def intervals(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any], c: Mapping[str, Any],
-              tokens_per_s: Any, mem: Any) -> dict[str, Any]:
-  """80 % intervals of throughput and peak memory, and the memory verdict."""
+              tokens_per_s: Any, mem: Any, dense_host_ratio: Any = 0.0) -> dict[str, Any]:
+  """80 % intervals of throughput and peak memory, and the memory verdict;
+  `extrapolation` is the throughput interval's distance (the memory
+  interval's without the host term)."""
   d = distance(xp, plan, m, hw)
-  wt = c["tput_spread"] * (1 + c["extrap_gain"] * d)
+  d_host = xp.maximum(xp.log(xp.maximum(dense_host_ratio, 1e-30) / DENSE_HOST_RATIO), 0.0) / xp.log(4.0)
+  wt = c["tput_spread"] * (1 + c["extrap_gain"] * (d + d_host))
   wm = c["mem_spread"] * (1 + c["extrap_gain"] * d)
   mem_lo, mem_hi = mem / (1 + wm), mem * (1 + wm)
   cap = hw["hbm_bytes"]
   verdict = xp.where(mem_hi <= cap, float(FITS), xp.where(mem_lo <= cap, float(UNCERTAIN), float(NO_FIT)))
   return dict(tokens_per_s_per_device_lo=tokens_per_s * xp.exp(-wt),
               tokens_per_s_per_device_hi=tokens_per_s * xp.exp(wt), tput_spread=wt,
-              peak_mem_lo=mem_lo, peak_mem_hi=mem_hi, mem_verdict=verdict, extrapolation=d)
+              peak_mem_lo=mem_lo, peak_mem_hi=mem_hi, mem_verdict=verdict, extrapolation=d + d_host)

@@ -79,6 +79,12 @@ def simulate(rows, fidelity: str = "analytic", consts=None) -> dict[str, np.ndar
   return sim({k: plan[k] for k in costs.PLAN_FIELDS}, model, hw, consts)
 
 
+def _inside(rows, out) -> np.ndarray:
+  """Whether each row's measured tokens/s per device lies in the 80 % interval."""
+  meas = np.array([r["gbs"] * r["s"] / (r["ms"] / 1e3) / r["gpus"] for r in rows])
+  return (meas >= np.asarray(out["tokens_per_s_per_device_lo"])) & (meas <= np.asarray(out["tokens_per_s_per_device_hi"]))
+
+
 def report(fidelity: str = "analytic", name: str = "ground_truth_multi.csv", consts=None) -> list[dict[str, Any]]:
   """One entry per sweep: model, gpus, rows, mape, spearman, fits (share of
   the measured runs predicted to fit in memory)."""
@@ -88,6 +94,7 @@ def report(fidelity: str = "analytic", name: str = "ground_truth_multi.csv", con
   pred = np.asarray(out["step_time_s"]) * 1e3
   meas = np.array([r["ms"] for r in rows])
   keys = sorted({(r["params_b"], r["gpus"]) for r in rows})
+  inside = _inside(rows, out)
   res = []
   for p, g in keys:
     idx = np.array([i for i, r in enumerate(rows) if (r["params_b"], r["gpus"]) == (p, g)])
@@ -95,7 +102,7 @@ def report(fidelity: str = "analytic", name: str = "ground_truth_multi.csv", con
     rho = spearmanr(pred[idx], meas[idx]).statistic if len(idx) > 2 else float("nan")
     res.append(dict(model=f"{p:g}B", gpus=int(g), rows=len(idx), mape=float(np.nanmean(err)),
                     spearman=float(rho), fits=float(np.mean(out["feasible"][idx])),
-                    bias=float(np.nanmean(pred[idx] / meas[idx] - 1))))
+                    bias=float(np.nanmean(pred[idx] / meas[idx] - 1)), in80=float(np.mean(inside[idx]))))
   return res
 
 
@@ -109,6 +116,7 @@ def report_single(fidelity: str = "analytic", consts=None, min_rows: int = 8) ->
   out = simulate(rows, fidelity, consts)
   pred = np.asarray(out["step_time_s"]) * 1e3
   meas = np.array([r["ms"] for r in rows])
+  inside = _inside(rows, out)
   res = []
   for g, h in sorted({(r["gpus"], r["h"]) for r in rows}):
     idx = np.array([i for i, r in enumerate(rows) if (r["gpus"], r["h"]) == (g, h)])
@@ -120,7 +128,7 @@ def report_single(fidelity: str = "analytic", consts=None, min_rows: int = 8) ->
     res.append(dict(gpus=int(g), hidden=int(h), rows=len(idx), sweeps=len(rhos),
                     mape=float(np.nanmean(np.abs(ratio - 1))), bias=float(np.nanmean(ratio - 1)),
                     spearman=float(np.median(rhos)) if rhos else float("nan"),
-                    fits=float(np.mean(out["feasible"][idx]))))
+                    fits=float(np.mean(out["feasible"][idx])), in80=float(np.mean(inside[idx]))))
   return res
 
 
@@ -128,18 +136,19 @@ def format_single(res: list[dict[str, Any]], fidelity: str) -> str:
   lines = [f"vTrain single-node table, fidelity {fidelity} (validation only; per GPU count and hidden size: "
            f"MAPE, bias, median within-sweep rank correlation over sweeps of >= 8 rows)",
            f"  {'gpus':>5s} {'hidden':>7s} {'rows':>5s} {'sweeps':>7s} {'MAPE':>7s} {'bias':>7s} {'spearman':>9s} "
-           f"{'fit':>6s}"]
+           f"{'fit':>6s} {'in 80%':>7s}"]
   for d in res:
     lines.append(f"  {d['gpus']:5d} {d['hidden']:7d} {d['rows']:5d} {d['sweeps']:7d} {100 * d['mape']:6.1f}% "
-                 f"{100 * d['bias']:+6.1f}% {d['spearman']:9.2f} {100 * d['fits']:5.0f}%")
+                 f"{100 * d['bias']:+6.1f}% {d['spearman']:9.2f} {100 * d['fits']:5.0f}% {100 * d['in80']:6.0f}%")
   return "\n".join(lines)
 
 
 def format_report(res: list[dict[str, Any]], fidelity: str) -> str:
   lines = [f"vTrain multi-node sweeps, fidelity {fidelity} (validation only; targets: MAPE <= 10 %, "
            f"rank correlation >= 0.85)",
-           f"  {'model':>7s} {'gpus':>5s} {'rows':>5s} {'MAPE':>7s} {'bias':>7s} {'spearman':>9s} {'fit':>6s}"]
+           f"  {'model':>7s} {'gpus':>5s} {'rows':>5s} {'MAPE':>7s} {'bias':>7s} {'spearman':>9s} {'fit':>6s} "
+           f"{'in 80%':>7s}"]
   for d in res:
     lines.append(f"  {d['model']:>7s} {d['gpus']:5d} {d['rows']:5d} {100 * d['mape']:6.1f}% {100 * d['bias']:+6.1f}% "
-                 f"{d['spearman']:9.2f} {100 * d['fits']:5.0f}%")
+                 f"{d['spearman']:9.2f} {100 * d['fits']:5.0f}% {100 * d['in80']:6.0f}%")
   return "\n".join(lines)
