@@ -47,6 +47,21 @@ def test_results_carry_truth_kind_correlation_and_baseline_ratio(tmp_path, monke
       assert float(cells[6]) == pytest.approx(mine["cost_to_2pct"] / topk["cost_to_2pct"], abs=0.006)
     else:
       assert cells[6].startswith(("<", ">", "—"))
+  # the tally under the table counts the same comparisons
+  verdicts = []
+  for name in TASKS:
+    mine = next(r for r in out["results"] if r["task"] == name and r["designer"] == "mine")["cost_to_2pct"]
+    topk = next(r for r in out["results"] if r["task"] == name and r["designer"] == "cheap_topk")["cost_to_2pct"]
+    verdicts.append(report._versus(mine, topk))
+  tally = next(l for l in section.splitlines() if l.startswith("- mine, over 3 tasks against cheap_topk:"))
+  for v in ("ahead", "level", "behind"):
+    assert f"{v} on {verdicts.count(v)}" in tally
+
+
+def test_versus_cheap_topk():
+  assert report._versus(2.0, 3.0) == "ahead" and report._versus(3.0, 2.0) == "behind"
+  assert report._versus(2.0, 2.0) == "level" and report._versus(None, None) == "level"
+  assert report._versus(None, 5.0) == "behind" and report._versus(5.0, None) == "ahead"
 
 
 class _Crashes(RandomSearch):

@@ -129,6 +129,8 @@ def baseline_comparison(results: Mapping[str, Any]) -> str:
   the largest budget costs more than that budget, which bounds a ratio."""
   info = {t["name"]: t for t in results["task_info"]}
   rows = results["results"]
+  tally: dict[str, list[str]] = {}  # designer -> per task: ahead / level / behind cheap_topk
+  half: dict[str, int] = {}  # designer -> tasks at <= 0.5 x the best baseline
   lines = ["| task | truth | designer | cost to 2 % (evals) | best baseline | its cost to 2 % | ratio | "
            "÷ cheap_topk | regret % @ largest (best baseline) | failed paid (cheap_topk) | re-measured |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -160,6 +162,10 @@ def baseline_comparison(results: Mapping[str, Any]) -> str:
     reg = r["regret_at_budgets"][-1]["median"]
     breg = best["regret_at_budgets"][-1]["median"]
     vs_topk = ratio(mine, _c2(topk, unit)) if topk else "—"
+    if topk:
+      tally.setdefault(r["designer"], []).append(_versus(mine, _c2(topk, unit)))
+    if mine is not None and (theirs is None or mine <= 0.5 * theirs):
+      half[r["designer"]] = half.get(r["designer"], 0) + 1
     failed_topk = f"{topk['infeasible_paid']:g}" if topk else "—"
     lines.append(
         f"| {r['task']} | {t.get('truth_kind', '?')} | {r['designer']} | {_fmt(mine)} | {best['designer']} | "
@@ -168,10 +174,23 @@ def baseline_comparison(results: Mapping[str, Any]) -> str:
         f"{r.get('repeats_paid') or 0:g} |")
   if len(lines) == 2:
     return ""
+  summary = [f"- {d}, over {len(v)} tasks against cheap_topk: ahead on {v.count('ahead')}, level on "
+             f"{v.count('level')}, behind on {v.count('behind')}; within 0.5 x the best baseline on {half.get(d, 0)}"
+             for d, v in tally.items() if len(v) > 1]
   return ("\n## Against the baselines\n\nMedians over seeds. Best baseline: the lowest median cost to 2 % "
           f"among {', '.join(BAR)} in this run (the target of issue 13: ratio <= 0.5, and <= 1 against "
           "cheap_topk); re-measured: the median count of deliberate re-measurements (paid, in the cost)."
-          "\n\n" + "\n".join(lines) + "\n")
+          "\n\n" + "\n".join(lines) + "\n" + ("\n" + "\n".join(summary) + "\n" if summary else ""))
+
+
+def _versus(mine: float | None, topk: float | None) -> str:
+  """ahead / level / behind: a designer's median cost to 2 % against
+  cheap_topk's (never reaching it is behind any cost; both never: level)."""
+  if mine is None or topk is None:
+    return "level" if mine is None and topk is None else ("behind" if mine is None else "ahead")
+  if math.isclose(mine, topk, rel_tol=1e-9):
+    return "level"
+  return "ahead" if mine < topk else "behind"
 
 
 BASELINES = ("random", "exhaustive", "expert")  # not compared against the peers
