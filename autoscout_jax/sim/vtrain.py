@@ -79,22 +79,25 @@ def simulate(rows, fidelity: str = "analytic", consts=None) -> dict[str, np.ndar
   return sim({k: plan[k] for k in costs.PLAN_FIELDS}, model, hw, consts)
 
 
-def _inside(rows, out) -> np.ndarray:
-  """Whether each row's measured tokens/s per device lies in the 80 % interval."""
-  meas = np.array([r["gbs"] * r["s"] / (r["ms"] / 1e3) / r["gpus"] for r in rows])
-  return (meas >= np.asarray(out["tokens_per_s_per_device_lo"])) & (meas <= np.asarray(out["tokens_per_s_per_device_hi"]))
+def _scored(name: str, fidelity: str, consts):
+  """A table's rows, the simulator's output on them, predicted and measured
+  iteration times (ms), and whether each row's measured tokens/s per device
+  lies in the 80 % interval."""
+  rows = read(name)
+  out = simulate(rows, fidelity, consts)
+  pred = np.asarray(out["step_time_s"]) * 1e3
+  meas = np.array([r["ms"] for r in rows])
+  tps = np.array([r["gbs"] * r["s"] / (r["ms"] / 1e3) / r["gpus"] for r in rows])
+  inside = (tps >= np.asarray(out["tokens_per_s_per_device_lo"])) & (tps <= np.asarray(out["tokens_per_s_per_device_hi"]))
+  return rows, out, pred, meas, inside
 
 
 def report(fidelity: str = "analytic", name: str = "ground_truth_multi.csv", consts=None) -> list[dict[str, Any]]:
   """One entry per sweep: model, gpus, rows, mape, spearman, fits (share of
   the measured runs predicted to fit in memory)."""
   from scipy.stats import spearmanr
-  rows = read(name)
-  out = simulate(rows, fidelity, consts)
-  pred = np.asarray(out["step_time_s"]) * 1e3
-  meas = np.array([r["ms"] for r in rows])
+  rows, out, pred, meas, inside = _scored(name, fidelity, consts)
   keys = sorted({(r["params_b"], r["gpus"]) for r in rows})
-  inside = _inside(rows, out)
   res = []
   for p, g in keys:
     idx = np.array([i for i, r in enumerate(rows) if (r["params_b"], r["gpus"]) == (p, g)])
@@ -112,11 +115,7 @@ def report_single(fidelity: str = "analytic", consts=None, min_rows: int = 8) ->
   median rank correlation inside its sweeps (rows sharing GPU count,
   hidden size, layers and global batch; sweeps of >= `min_rows` rows)."""
   from scipy.stats import spearmanr
-  rows = read("ground_truth_single.csv")
-  out = simulate(rows, fidelity, consts)
-  pred = np.asarray(out["step_time_s"]) * 1e3
-  meas = np.array([r["ms"] for r in rows])
-  inside = _inside(rows, out)
+  rows, out, pred, meas, inside = _scored("ground_truth_single.csv", fidelity, consts)
   res = []
   for g, h in sorted({(r["gpus"], r["h"]) for r in rows}):
     idx = np.array([i for i, r in enumerate(rows) if (r["gpus"], r["h"]) == (g, h)])
