@@ -66,9 +66,9 @@ def test_named_constraints_explain_themselves():
       "tp_divides_heads": dict(tensor_model_parallel_size=32, data_parallel_size=2),
       "pp_divides_layers": dict(tensor_model_parallel_size=8, pipeline_model_parallel_size=8, data_parallel_size=1,
                                 virtual_pipeline_model_parallel_size=3),
-      "micro_batches_fill_pipeline": dict(tensor_model_parallel_size=1, pipeline_model_parallel_size=8,
-                                          data_parallel_size=8, micro_batch_size=2,
-                                          virtual_pipeline_model_parallel_size=1),
+      "micro_batches_fill_pipeline": dict(tensor_model_parallel_size=1, pipeline_model_parallel_size=4,
+                                          data_parallel_size=16, micro_batch_size=2,
+                                          virtual_pipeline_model_parallel_size=2),
       "batch_divides": dict(micro_batch_size=16, tensor_model_parallel_size=1, data_parallel_size=64),
       "tp_comm_overlap_needs_sp": dict(sequence_parallel=False, tp_comm_overlap=True),
   }

@@ -106,13 +106,19 @@ def _constraints(moe: bool) -> list[VecConstraint]:
                     lambda v, f: f"global batch {f['global_batch']} is not divisible by data_parallel_size="
                                  f"{v[_DP]} x micro_batch_size={v['micro_batch_size']}",
                     "global batch divisible by dp * micro_batch_size"),
+      # megatron-core's 1F1B schedule without interleaving runs any number of
+      # micro-batches (its warmup is min(pp - rank - 1, M); with M < pp the
+      # step is one fill and drain, the simulators' (M + pp - 1) slots, and
+      # vTrain measured such runs); the interleaved schedule takes them in
+      # groups of pp (microbatch_group_size_per_vp_stage, default pp) and
+      # refuses M < pp or a remainder short of a group
       VecConstraint("micro_batches_fill_pipeline",
-                    lambda t, f: (t[_PP] == 1) | ((micro(t, f) >= t[_PP])
-                                                  & ((vp(t) == 1) | (micro(t, f) % t[_PP] == 0))),
+                    lambda t, f: (t[_PP] == 1) | (vp(t) == 1)
+                    | ((micro(t, f) >= t[_PP]) & (micro(t, f) % t[_PP] == 0)),
                     lambda v, f: f"{f['global_batch'] / (v[_DP] * v['micro_batch_size']):g} micro-batches per step "
-                                 f"cannot fill pipeline_model_parallel_size={v[_PP]} (need >= pp, and a "
-                                 f"multiple of pp when interleaved)",
-                    "micro-batches per step >= pp (multiple of pp when interleaved)"),
+                                 f"cannot fill the interleaved schedule of pipeline_model_parallel_size={v[_PP]} "
+                                 f"x {v.get(_VPN, 1)} virtual stages (needs a multiple of pp)",
+                    "interleaved pipeline: micro-batches per step a multiple of pp"),
       VecConstraint("tp_comm_overlap_needs_sp",
                     lambda t, f: ~(nz(t["tp_comm_overlap"], 0) == 1) | (nz(t["sequence_parallel"], 0) == 1),
                     lambda v, f: "tp_comm_overlap needs sequence_parallel (Transformer Engine userbuffers)",
