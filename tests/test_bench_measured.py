@@ -171,6 +171,25 @@ def test_reality_gap_truth_is_seeded_and_differs_from_f1(tmp_path):
   assert corr["spearman"] < 0.99  # F0 shares F1's cost model; the gap makes it wrong
 
 
+def test_reality_gap_truth_of_a_candidate_does_not_depend_on_the_others(tmp_path):
+  # a shape's seeded effects and a candidate's repeat noise are drawn from its own values: scoring the
+  # space in small chunks, or scoring only every third candidate in reverse order, gives each
+  # candidate the same truth as scoring the whole space at once
+  task = _smoke_gap_task(tmp_path / "a", seed=0)
+  spec, cands = task.spec, task.candidates
+  whole = reality_gap.gap_truth("t", spec.workload, spec.cluster, cands, spec.truth, task.space)
+  chunked = reality_gap.gap_truth("t", spec.workload, spec.cluster, cands, spec.truth, task.space, chunk=7)
+  some = cands[::-3]
+  part = reality_gap.gap_truth("t", spec.workload, spec.cluster, some, spec.truth, task.space)
+  np.testing.assert_array_equal(whole.true_tokens_per_s, chunked.true_tokens_per_s)
+  np.testing.assert_array_equal(whole.tokens_per_s, chunked.tokens_per_s)
+  np.testing.assert_array_equal(whole.peak_mem_bytes, chunked.peak_mem_bytes)
+  idx = [cands.index(c) for c in some]
+  np.testing.assert_array_equal(whole.true_tokens_per_s[idx], part.true_tokens_per_s)
+  np.testing.assert_array_equal(whole.tokens_per_s[idx], part.tokens_per_s)
+  assert np.isfinite(whole.true_tokens_per_s).sum() > 10 and len(cands) > 3 * 7
+
+
 def test_cheap_topk_profiles_in_cheap_order_and_sim_argmax_pays_nothing(tmp_path):
   spec = load_task_file(os.path.join(repo_root(), "gin/bench/smoke_llama3_8b_h100_8.gin"))
   task = tasks.build_task(spec, str(tmp_path))

@@ -63,10 +63,15 @@ class RealityGapProfiling:
 
 
 def _seeded(rng_seed: int, tag: str, keys: np.ndarray, fn: Callable[[np.random.Generator, int], np.ndarray]):
-  """One seeded draw per distinct row of `keys` [N, K], broadcast back to N."""
+  """One seeded draw per distinct row of `keys` [N, K] (non-negative
+  integers), broadcast back to N. A row's draw depends on the seed, the tag
+  and the row's own values only: never on which other rows are present, so
+  a shape's effect is the same in every chunk of candidates and stays put
+  when the space gains or loses configurations."""
   uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-  rng = np.random.default_rng([rng_seed, sum(ord(ch) * (i + 1) for i, ch in enumerate(tag))])
-  return fn(rng, len(uniq))[inv.reshape(-1)]
+  code = sum(ord(ch) * (i + 1) for i, ch in enumerate(tag))
+  draws = [fn(np.random.default_rng([rng_seed, code, *(int(round(float(v))) for v in row)]), 1)[0] for row in uniq]
+  return np.asarray(draws)[inv.reshape(-1)]
 
 
 def gap_effects(spec: RealityGapProfiling, plan: dict, model: dict, node_size: int) -> dict[str, np.ndarray]:
@@ -124,8 +129,9 @@ def gap_truth(task: str, workload, cluster, candidates: Sequence[Candidate], spe
     mem[lo:lo + len(part)] = m
     if progress is not None:
       progress(f"{task}: reality-gap truth {min(lo + chunk, n)}/{n} candidates ({time.time() - t0:.0f} s)")
-  rng = np.random.default_rng(spec.seed + 1)
-  z = rng.standard_normal((n, spec.repeats))
+  # each candidate's repeat noise from its own key: the same whatever else the space holds
+  z = np.stack([np.random.default_rng([spec.seed + 1, int(c.key, 16)]).standard_normal(spec.repeats)
+                for c in cands]) if n else np.zeros((0, spec.repeats))
   step = base[:, None] * np.exp(spec.noise * z - 0.5 * spec.noise ** 2)
   feasible = np.isfinite(base)
   devices = float(cluster.num_devices)
