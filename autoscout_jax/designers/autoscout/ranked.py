@@ -171,13 +171,16 @@ class CheapOrder:
     if own >= residual.FEW and explore < self.stop_gain and not out:
       return []  # nothing left is worth a profile (the ruled-out ones included) or a re-measurement
     order = list(np.argsort(-np.where(left, score, -np.inf), kind="stable"))
-    if own >= residual.FEW and order and self._gain[order[0]] < self.stop_gain <= explore:
+    by_gain = own >= residual.FEW and bool(order) and self._gain[order[0]] < self.stop_gain <= explore
+    if by_gain:
       # the corrected order's next candidate is not worth a profile, yet some
       # candidate is (far from every profile, or ruled out by the cheap
       # fidelity): go where the expected improvement is, rather than stop
       order = list(np.argsort(-np.where(left, self._gain, -np.inf), kind="stable"))
     cheap_next = self._cheap_next()
-    if (cheap_next is not None and order and self._own < residual.FEW
+    # the corrected order leaves the cheap order only where the model is
+    # DEPART_Z sure of the departure, after FEW profiles as before them
+    if (cheap_next is not None and order and (self._own < residual.FEW or not by_gain)
         and self.candidates[int(order[0])].key != cheap_next):
       j = self.index[cheap_next]
       if not self._departure_sure(int(order[0]), j):
