@@ -197,3 +197,50 @@ def test_residual_gp_carries_one_knobs_effect_across_the_other_knobs():
   iso = residual.fit(x, y, 0.02, **kw)
   assert add.additive > 0.0
   assert add.predict(q, hq)[0][0] > 0.25 > iso.predict(q, hq)[0][0]
+
+
+def test_parallel_degrees_are_categories_so_a_trend_is_not_extrapolated_to_an_unseen_degree():
+  """Profiles at tensor-parallel 1 and 2 show the cheap fidelity growing
+  more optimistic with the degree. Encoded as log2 of the degree, the
+  residual model carries that trend on to tp 4, which it never saw, and
+  ranks it worse still; as categories, tp 4 keeps the prior (its residual
+  there is the workload's mean, with the prior's spread)."""
+  from autoscout_jax.designers.autoscout import residual
+  choices = {"tensor_model_parallel_size": (1, 2, 4, 8), "micro_batch_size": (1, 2, 4)}
+  f = residual.knob_features({"tensor_model_parallel_size": 4, "micro_batch_size": 2}, choices)
+  assert f == {"tensor_model_parallel_size=4": 1.0, "micro_batch_size": pytest.approx(1 / 3)}
+  rows = [(tp, mb) for tp in (1, 2) for mb in (1, 2, 4)]
+  y = np.array([0.1 if tp == 1 else 0.5 for tp, _ in rows])  # cheap log value minus profiled
+  q = {"tensor_model_parallel_size": 4, "micro_batch_size": 2}
+
+  def predict(encode):
+    names: list[str] = []
+    enc = [encode({"tensor_model_parallel_size": tp, "micro_batch_size": mb}) for tp, mb in rows] + [encode(q)]
+    for e in enc:
+      names += [k for k in e if k not in names]
+    x = np.array([[e.get(k, 0.0) for k in names] for e in enc])
+    h = np.ones((len(x), 1))
+    gp = residual.fit(x[:-1], y, 0.02, own=len(rows), h=h[:-1], hsd=(1.0,), amplitudes=(0.4,))
+    mu, sd = gp.predict(x[-1:], h[-1:])
+    return float(mu[0]), float(sd[0])
+
+  log2_mu, _ = predict(lambda v: {k: math.log2(x) / 3.0 for k, x in v.items()})
+  cat_mu, cat_sd = predict(lambda v: residual.knob_features(v, choices))
+  assert log2_mu > 0.5  # the trend, extrapolated: tp 4 worse than tp 2
+  assert 0.1 < cat_mu < 0.5 and cat_sd > 0.2  # between what tp 1 and tp 2 showed, uncertain
+
+
+def test_a_failed_profile_costs_what_its_launch_costs():
+  """The cheap-order stage weighs a doubtful candidate by its chance of
+  running per expected cost: the ratio of a failed profile's cost to that
+  of one that ran is measured from the run's own profiles, 1 until both
+  kinds were paid."""
+  from autoscout_jax.designers.autoscout import ranked
+  c = Candidate.of({"mb": 1})
+  ran = [Measurement(c, "profile", Metrics(True, step_time_s=1.0, tokens_per_s=1.0), cost) for cost in (500., 520.)]
+  oom = [Measurement(c, "profile", Metrics(False, failure_kind="oom"), 120.0) for _ in range(2)]
+  assert ranked.failure_cost_ratio(ran) == 1.0
+  assert ranked.failure_cost_ratio(oom) == 1.0
+  assert ranked.failure_cost_ratio(ran + oom) == pytest.approx(120.0 / 510.0)
+  slo = [Measurement(c, "profile", Metrics(False, failure_kind="slo"), 700.0)]
+  assert ranked.failure_cost_ratio(ran + slo) == 1.0

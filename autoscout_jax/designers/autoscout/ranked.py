@@ -37,7 +37,12 @@ descending cheap order):
    candidate the cheap fidelity rules out becomes worth a profile once
    profiles show it is pessimistic there; a profiled SLO miss enters the
    value residual with the throughput it measured (without one, as a
-   pseudo-observation just beyond its margin);
+   pseudo-observation just beyond its margin). A candidate is worth its
+   chance of running per expected cost, P / (P + (1 - P) phi), with phi
+   the measured cost of a failed profile over one that ran
+   (`failure_cost_ratio`): an out-of-memory trial pays only its launch, so
+   a doubtful candidate that may be the best is not given up as readily as
+   when failing costs a full profile;
 4. re-measure a top contender (contenders.py) when that is worth more
    than any new profile's expected improvement and at least `stop_gain`;
    a candidate's residual is learned from its lower-median repeat;
@@ -65,7 +70,7 @@ run's rows.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -91,6 +96,18 @@ DEPART_Z = 1.0  # leave the cheap order when the model is >= 84 % sure the depar
 # a residual learned from a few profiles can bury the optimum (one unlucky
 # neighbour), and this bounds how far the search falls behind cheap_topk
 ANCHOR_AFTER = 4
+
+
+def failure_cost_ratio(profiles: Iterable[Measurement]) -> float:
+  """The median cost of a failed profile over that of one that ran, from a
+  run's own profiles, clipped to [0.02, 1]; 1 until both kinds were paid. An
+  out-of-memory trial fails at its first step and pays only its launch and
+  compile; a missed SLO is measured in full (ratio ~1)."""
+  bad = [m.cost_s for m in profiles if m.objective is None and m.cost_s > 0]
+  good = [m.cost_s for m in profiles if m.objective is not None and m.cost_s > 0]
+  if not bad or not good:
+    return 1.0
+  return float(np.clip(np.median(bad) / np.median(good), 0.02, 1.0))
 
 
 class CheapOrder:
@@ -371,13 +388,19 @@ class CheapOrder:
     # make every remaining candidate look worthless on a noisy host)
     best = float(np.max(mu[prof_i])) if prof_i and np.isfinite(mu[prof_i]).all() else (
         prof_best if math.isfinite(prof_best) else (np.nanmax(mu[ok]) if ok.any() else 0.0))
-    self._gain = np.where(np.isfinite(mu), residual.expected_improvement(mu, sd, best) * pfeas, 0.0)
+    # a profile that fails (out of memory at the first step) costs only its
+    # launch, a fraction `phi` of one that runs: what a candidate is worth is
+    # its chance of running per expected cost, P / (P + (1 - P) phi), in
+    # units of one profile that runs (phi = 1 until a failure was paid)
+    phi = failure_cost_ratio(self.profiles.values())
+    pworth = np.where(pfeas > 0, pfeas / np.maximum(pfeas + (1.0 - pfeas) * phi, 1e-12), 0.0)
+    self._gain = np.where(np.isfinite(mu), residual.expected_improvement(mu, sd, best) * pworth, 0.0)
     if not self.profiles:
       # before any profile: the cheap order, warm start or not (cheap_topk's first profile)
       score = np.where(ok & np.isfinite(logv), logv, -np.inf)
     else:
       # the cheap order, corrected where the residual has shown structure
-      score = np.where(np.isfinite(mu), mu + np.log(np.maximum(pfeas, 1e-9)), -np.inf)
+      score = np.where(np.isfinite(mu), mu + np.log(np.maximum(pworth, 1e-9)), -np.inf)
     self._gp, self._mean_r, self._pfeas, self._score, self._hall = gp, mean_r, pfeas, score, hall
     self._ok, self._own = ok, len(prof_i)
     self.slope = slope

@@ -10,9 +10,13 @@ calls `features` for every screened candidate, `fit` on the profiled ones
 in one vectorized call. Arrays only; no jax (a few dozen training points).
 
 Features are physical and shared by every workload of a family, so a model
-fitted on one workload transfers to another: log2 of each numeric knob,
-booleans and categorical one-hots, the screen's breakdown as shares of its
-step time (bubble, tensor/pipeline/data-parallel communication, recompute),
+fitted on one workload transfers to another: log2 of each numeric knob
+except the parallel degrees (`*_parallel_size`), which are categories (one
+indicator per degree: a degree's kernels and collectives run well or badly
+on their own, so a trend seen at tp 1-2 says nothing about tp 4, and a
+degree never profiled keeps the prior), booleans and categorical one-hots,
+the screen's breakdown as shares of its step time (bubble,
+tensor/pipeline/data-parallel communication, recompute),
 and workload descriptors (log2 of layers, heads, sequence, global batch,
 devices, node size) from the space's facts, and the cheap log throughput
 relative to the cheap best (so a cheap order that is itself wrong can be
@@ -39,7 +43,8 @@ MEMORY_AMPLITUDES = (0.02, 0.05, 0.1, 0.2)
 
 
 def knob_features(values: Mapping[str, Any], choices: Mapping[str, Sequence[Any]]) -> dict[str, float]:
-  """Name -> number for one configuration (absent knobs: 0, as 'inactive')."""
+  """Name -> number for one configuration (absent knobs: 0, as 'inactive');
+  a parallel degree is a category (`name=value`: 1), see the module docstring."""
   out: dict[str, float] = {}
   for name, doms in choices.items():
     v = values.get(name)
@@ -47,6 +52,8 @@ def knob_features(values: Mapping[str, Any], choices: Mapping[str, Sequence[Any]
       continue
     if isinstance(v, bool):
       out[name] = float(v)
+    elif isinstance(v, (int, float)) and name.endswith("_parallel_size"):
+      out[f"{name}={v}"] = 1.0
     elif isinstance(v, (int, float)):
       out[name] = math.log2(v) / 3.0 if v > 0 else 0.0
     else:
