@@ -393,7 +393,7 @@ class CheapOrder:
     # its chance of running per expected cost, P / (P + (1 - P) phi), in
     # units of one profile that runs (phi = 1 until a failure was paid)
     phi = failure_cost_ratio(self.profiles.values())
-    pworth = np.where(pfeas > 0, pfeas / np.maximum(pfeas + (1.0 - pfeas) * phi, 1e-12), 0.0)
+    pworth = pfeas / (pfeas + (1.0 - pfeas) * phi)  # phi >= 0.02: never 0 / 0
     self._gain = np.where(np.isfinite(mu), residual.expected_improvement(mu, sd, best) * pworth, 0.0)
     if not self.profiles:
       # before any profile: the cheap order, warm start or not (cheap_topk's first profile)
