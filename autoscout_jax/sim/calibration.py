@@ -70,6 +70,9 @@ class Prepared:
   model: dict[str, np.ndarray]
   hw: dict[str, np.ndarray]
   auto_recompute: np.ndarray  # recompute unstated: the least policy that fits is used
+  # micro-batch left to the stack (unstated or "auto", no pipeline): the
+  # largest that fits, halving from the whole per-replica batch
+  auto_microbatch: np.ndarray | None = None
 
 
 def prepare(rows: Sequence[Mapping[str, str]]) -> Prepared:
@@ -92,8 +95,9 @@ def prepare(rows: Sequence[Mapping[str, str]]) -> Prepared:
   stack = lambda ds, keys: {k: np.array([d[k] for d in ds], np.float64) for k in keys}
   hw_keys = tuple(hws[0]) if hws else ()
   auto = np.array([published.recompute_unstated(rows[i]) for i in index], bool)
+  auto_mb = np.array([published.microbatch_unstated(rows[i]) for i in index], bool)
   return Prepared(list(map(dict, rows)), index, status, stack(plans, PLAN_FIELDS), stack(models, MODEL_FIELDS),
-                  stack(hws, hw_keys), auto)
+                  stack(hws, hw_keys), auto, auto_mb)
 
 
 def simulate(prep: Prepared, fidelity: str = "analytic", consts: SimConstants | None = None) -> dict[str, np.ndarray]:
@@ -123,6 +127,23 @@ def simulate(prep: Prepared, fidelity: str = "analytic", consts: SimConstants | 
       if k != "recompute":
         out[k] = np.where(redo, alt[k], out[k])
     out["recompute"] = np.where(redo, policy, out["recompute"])
+  # A run that left its micro-batch to the stack trained, so the stack found
+  # one that fits: halve it (accumulating twice as many) until it does, as
+  # automatic micro-batching does after an out-of-memory step.
+  out["mbs"] = np.array(prep.plan["mbs"], np.float64)
+  auto_mb = prep.auto_microbatch if prep.auto_microbatch is not None else np.zeros(len(prep.index), bool)
+  for _ in range(16):
+    redo = auto_mb & ~out["fits_point"].astype(bool) & (out["mbs"] >= 2)
+    if not redo.any():
+      break
+    mbs = np.where(redo, np.floor(out["mbs"] / 2), out["mbs"])
+    plan = dict(prep.plan, recompute=out["recompute"], mbs=mbs,
+                num_micro=prep.plan["num_micro"] * prep.plan["mbs"] / mbs)
+    alt = sim(plan, prep.model, prep.hw, consts)
+    for k in out:
+      if k not in ("recompute", "mbs"):
+        out[k] = np.where(redo, alt[k], out[k])
+    out["mbs"] = mbs
   return out
 
 

@@ -154,6 +154,11 @@ LINKS: dict[str, Link] = {l.name: l for l in (
     Link("ib_ndr_400", 50 * GB, 12e-6),       # one 400 Gb/s NDR NIC per GPU (DGX H100/B200)
     Link("ib_xdr_800", 100 * GB, 12e-6),      # ConnectX-8 800 Gb/s per GPU (GB300)
     Link("gcp_tcpx", 12.5 * GB, 25e-6),       # GCP A3: 4x200 Gb/s per 8-GPU VM
+    Link("gcp_tcpxo", 25 * GB, 25e-6),        # GCP A3 Mega: 8x200 Gb/s per 8-GPU VM
+    Link("aws_efa_400", 6.25 * GB, 20e-6),    # AWS p4d/p4de: 400 Gb/s EFA per 8-GPU instance
+    Link("aws_efa_3200", 50 * GB, 20e-6),     # AWS p5/p5e/p5en: 3200 Gb/s EFA per 8-GPU instance
+    # the export variants' NVLink: 400 GB/s bidirectional (A800, H800)
+    Link("nvlink_400", 200 * GB, 5e-6),
     Link("ici_v4", 150 * GB, 5e-6),
     Link("ici_v5e", 100 * GB, 5e-6),
     Link("ici_v5p", 300 * GB, 5e-6),
@@ -179,6 +184,9 @@ class System:
   intra: str
   inter: str
   aliases: tuple[str, ...] = ()
+  # a cloud instance or export variant of a GPU another system also names:
+  # when its own name appears it wins over the system of the same device
+  instance: bool = False
 
 
 SYSTEMS: dict[str, System] = {s.name: s for s in (
@@ -188,8 +196,20 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
            ("a100-sxm4-80gb", "a100 80gb", "a100 80 gb", "a100 sxm 80gb", "selene", "a100")),
     System("dgx_h100", "h100_sxm", 8, "nvlink4", "ib_ndr_400",
            ("dgx-h100", "h100 sxm", "h100 80gb", "h100 80 gb", "h100 sxm5", "h100")),
-    System("gcp_a3_h100", "h100_sxm", 8, "nvlink4", "gcp_tcpx", ("gcp a3", "a3,", "gpudirect-tcpx", "gcp", "a3 high")),
+    System("gcp_a3_h100", "h100_sxm", 8, "nvlink4", "gcp_tcpx", ("gcp a3", "a3,", "gpudirect-tcpx", "gcp", "a3 high"),
+           instance=True),
     System("dgx_h200", "h200", 8, "nvlink4", "ib_ndr_400", ("h200",)),
+    # cloud instances and export variants of the same GPUs: the device is
+    # the datasheet's, the tiers are the instance's (vendor instance pages)
+    System("gcp_a3_mega", "h100_sxm", 8, "nvlink4", "gcp_tcpxo",
+           ("gcp a3 mega", "a3 mega", "a3 megagpu", "tcpxo", "gpudirect tcpxo"), instance=True),
+    System("gcp_a3_ultra", "h200", 8, "nvlink4", "ib_ndr_400", ("gcp a3 ultra", "a3 ultra", "a3 ultragpu"), instance=True),
+    System("aws_p4d", "a100_40gb", 8, "nvlink3", "aws_efa_400", ("p4d", "p4d 24xlarge"), instance=True),
+    System("aws_p4de", "a100_80gb", 8, "nvlink3", "aws_efa_400", ("p4de", "p4de 24xlarge"), instance=True),
+    System("aws_p5", "h100_sxm", 8, "nvlink4", "aws_efa_3200", ("p5", "p5 48xlarge"), instance=True),
+    System("aws_p5e", "h200", 8, "nvlink4", "aws_efa_3200", ("p5e", "p5en", "p5e 48xlarge", "p5en 48xlarge"), instance=True),
+    System("hgx_a800", "a100_80gb", 8, "nvlink_400", "ib_hdr_200", ("a800", "a800 80gb", "a800 sxm4 80gb")),
+    System("hgx_h800", "h100_sxm", 8, "nvlink_400", "ib_ndr_400", ("h800", "h800 80gb", "h800 sxm5")),
     System("dgx_b200", "b200", 8, "nvlink5", "ib_ndr_400", ("dgx-b200", "b200")),
     System("dgx_b300", "b300", 8, "nvlink5", "ib_xdr_800", ("dgx-b300", "b300")),
     System("gb200_nvl72", "gb200", 72, "nvlink5", "ib_ndr_400", ("gb200", "gb200 nvl72")),
@@ -345,18 +365,34 @@ def system_for_hardware_name(hardware: str) -> System:
   A100)", "H100 80GB (DGX-H100)", "TPU v5p (2x v5p-128)", ...). The system
   with the most alias hits wins (then the longest alias), so "H100 80GB
   (GCP A3, ...)" is the A3 system, not a DGX."""
-  norm = lambda t: " " + re.sub(r"[\s_/,()-]+", " ", t.lower()).strip() + " "
-  text = norm(hardware)
+  norm = lambda t: " " + re.sub(r"[\s_/,().-]+", " ", t.lower()).strip() + " "
+  text = norm(_spelled(hardware))
   best, best_score = None, (0, 0)
   for s in SYSTEMS.values():
     hits = [a for a in s.aliases + (s.name,) if norm(a) in text]
-    score = (len(hits), max((len(a) for a in hits), default=0))
+    # an instance's names count once: the device a name spells out outweighs them
+    score = (min(len(hits), 1) if s.instance else len(hits), max((len(a) for a in hits), default=0))
     if hits and score > best_score:
       best, best_score = s, score
   if best is None:
     known = sorted({a for s in SYSTEMS.values() for a in s.aliases})
     raise ValueError(f"unknown hardware name {hardware!r}; known names contain one of: {', '.join(known)}")
+  named = [s for s in SYSTEMS.values() if s.instance and s.device == best.device
+           and any(norm(a) in text for a in s.aliases)]
+  if named and not best.instance:  # "A100 40GB (p4d.24xlarge)": the instance's network
+    best = max(named, key=lambda s: max(len(a) for a in s.aliases if norm(a) in text))
   return best
+
+
+def _spelled(name: str) -> str:
+  """A hardware name spelled the catalog's way: a count prefix split off
+  ("8xH100" -> "8x H100"), "TPUv4" / "tpu-v5p" -> "TPU v4" / "tpu v5p", and a
+  bare slice name ("v5p-128") given its "TPU v5p"."""
+  t = re.sub(r"\b(\d+)\s*[x\u00d7]\s*(?=[a-z]+\d)", r"\1x ", name, flags=re.I)
+  t = re.sub(r"\btpu[\s_-]*v", "tpu v", t, flags=re.I)
+  if not re.search(r"tpu", t, re.I):
+    t = re.sub(r"\b(v(?:4|5p|5e|6e))-(\d+)\b", r"TPU \1 \1-\2", t, flags=re.I)
+  return t
 
 
 def tpu_chips_from_name(name: str) -> int | None:

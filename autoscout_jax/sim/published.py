@@ -53,6 +53,28 @@ def write_rows(path: str, rows: list[Mapping[str, Any]], columns: list[str]) -> 
       w.writerow(r)
 
 
+# a number as people write it in a table: "4096", "4,096", "~2", "4k", "1.5M",
+# optionally followed by a unit ("8 GPUs", "64 sequences"); not a range ("1-2")
+_NUMBER = re.compile(r"^~?\s*(\d{1,3}(?:,\d{3})+|\d+(?:\.\d*)?|\.\d+)\s*([kKmM])?(?![A-Za-z0-9])\s*(.*)$")
+_UNIT = re.compile(r"^[A-Za-z][A-Za-z /._()]*$")
+
+
+def _number(key: str, text: str, binary: bool | None = None) -> tuple[float, str]:
+  """(value, unit text) of a cell; `Unsupported` naming the column when it
+  is no number. A k / M suffix is x1024 / x1024^2 for a sequence length
+  ("4k", "128k" tokens of context) or where `binary`, x1000 / x10^6 elsewhere."""
+  m = _NUMBER.match(text)
+  unit = (m.group(3) or "").strip() if m else ""
+  if not m or (unit and not _UNIT.match(unit)):
+    raise Unsupported(f"column {key}={text!r} is not a number")
+  x = float(m.group(1).replace(",", ""))
+  suffix = (m.group(2) or "").lower()
+  if suffix:
+    binary = key == "seq_len" if binary is None else binary
+    x *= {"k": 1024.0, "m": 1024.0 ** 2}[suffix] if binary else {"k": 1e3, "m": 1e6}[suffix]
+  return x, unit.lower()
+
+
 def _num(row, key, default=None):
   v = (row.get(key) or "").strip()
   if not v:
@@ -60,7 +82,28 @@ def _num(row, key, default=None):
   try:
     return float(v)
   except ValueError:
-    raise Unsupported(f"column {key}={v!r} is not a number") from None
+    pass
+  x, unit = _number(key, v)
+  if key == "num_devices" and re.search(r"node|host|vm|instance|slice", unit):
+    raise Unsupported(f"column num_devices={v!r} counts {unit}, not devices")
+  if key == "global_batch_size" and "token" in unit:
+    raise Unsupported(f"column global_batch_size={v!r} is in tokens: needs seq_len")  # _global_batch converts
+  return x
+
+
+def _global_batch(row, seq_len: float) -> float | None:
+  """Sequences per step; a batch given in tokens ("4M tokens") is divided by
+  the sequence length."""
+  v = (row.get("global_batch_size") or "").strip()
+  if v and not re.fullmatch(r"[\d.]+", v):
+    x, unit = _number("global_batch_size", v, binary=True)
+    if "token" in unit:
+      # "4M tokens" of 4k sequences is 1,024 of them (binary k / M), unless
+      # only the decimal reading gives whole sequences
+      if (x / seq_len) % 1:
+        x, _ = _number("global_batch_size", v, binary=False)
+      return x / seq_len
+  return _num(row, "global_batch_size")
 
 
 def _is_maxtext(row) -> bool:
@@ -71,8 +114,12 @@ def _is_maxtext(row) -> bool:
 def _is_xla(row) -> bool:
   """A JAX/XLA program (MaxText, Pax, T5X, or anything on TPUs): the mesh plan."""
   fw = (row.get("framework") or "").lower()
-  return (_is_maxtext(row) or bool(re.search(r"jax|pax|t5x|xla|pjit", fw))
-          or "tpu" in (row.get("hardware") or "").lower())
+  if _is_maxtext(row) or re.search(r"jax|pax|t5x|xla|pjit", fw):
+    return True
+  try:
+    return hardware.DEVICES[hardware.system_for_hardware_name(row.get("hardware") or "").device].platform == "tpu"
+  except ValueError:
+    return False
 
 
 def is_layer_timing(row) -> bool:
@@ -122,7 +169,7 @@ def model_numbers(row) -> dict[str, float]:
              tie=float(cfg.tie_embeddings))
   if not m["s"]:
     raise Unsupported("seq_len missing")
-  gbs = _num(row, "global_batch_size")
+  gbs = _global_batch(row, m["s"])
   if not gbs:
     raise Unsupported("global_batch_size missing")
   m["gbs"] = gbs
@@ -212,10 +259,15 @@ def _recompute(text: str, default: str) -> tuple[float, str]:
   t = (text or "").lower().strip()
   if not t or t in ("unstated", "not stated", "n/a", "-"):
     t = default
-  if t in ("true", "yes", "on", "1") or "checkpoint" in t or "activation ckpt" in t:
-    t = "full"
-  if t in ("false", "no", "off", "0", "disabled"):
+  # a negation first: "no AC", "no activation checkpointing", "without recompute"
+  if (t in ("false", "no", "off", "0", "disabled", "n") or re.match(r"(no|without|w/o|disabled?)\b", t)
+      or re.search(r"\b(off|false|disabled)$", t)):
     t = "none"
+  elif re.fullmatch(r"(sel|op|ops|op[- ]level|attn|attention|core[ _]attn)", t):
+    t = "selective"  # Megatron --recompute-granularity selective: the attention core
+  elif (t in ("true", "yes", "on", "1", "y", "enabled", "ac", "gc") or "checkpoint" in t or "activation ckpt" in t
+        or re.search(r"\b(per[- ]layer|every layer|block|uniform|layer[- ]wise)\b", t)):
+    t = "full"  # every layer's activations recomputed (Megatron's block/uniform methods, full granularity)
   if "minimal" in t or "dots" in t:
     return 1.0, t  # mesh_plan maps JAX 'minimal' to code 3
   if "selective" in t:
@@ -243,12 +295,18 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   dp = _num(row, "dp") or n / (tp * pp * cp)
   ep = _num(row, "ep", 1.0) if m["E"] > 0 else 1.0
   vp = _num(row, "vp", 1.0)
-  mbs = _num(row, "micro_batch_size")
+  mbs = None if _mbs_auto(row) else _num(row, "micro_batch_size")
   if mbs is None:
     ga = _num(row, "grad_accum")
-    if not ga:
-      raise Unsupported("micro_batch_size missing (and no grad_accum to derive it)")
-    mbs = m["gbs"] / (dp * ga)
+    if ga:
+      mbs = m["gbs"] / (dp * ga)
+    elif pp > 1:
+      raise Unsupported("micro_batch_size missing (and no grad_accum to derive it): a pipeline's "
+                        "micro-batch cannot be inferred")
+    else:
+      # no pipeline: the whole per-replica batch in one micro-batch, lowered
+      # by calibration.simulate until it fits (microbatch_unstated)
+      mbs = m["gbs"] / dp
   if abs(tp * pp * cp * dp - n) > 0.5:
     raise Unsupported(f"tp*pp*cp*dp = {tp * pp * cp * dp:g} is not the {n} devices")
   if _is_xla(row):
@@ -293,7 +351,9 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   # Megatron-LM of 2021-22 reduced fp32 gradients; NeMo/Megatron-Bridge
   # performance recipes reduce them in bf16 (grad_reduce_in_fp32=False);
   # DeepSpeed keeps fp16/bf16 gradients.
-  p = megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(zero == 1), rc, 0.0, 1.0, 1.0, 1.0,
+  # ZeRO-2 shards over the same group as ZeRO-1 (the whole data-parallel
+  # group), gradients as well as optimizer state (zero = 2 below)
+  p = megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(zero in (1, 2)), rc, 0.0, 1.0, 1.0, 1.0,
                     40e6, float(modern and tp > 1 and sp > 0), m["gbs"], m["L"], cluster.node_size,
                     fsdp=float(zero == 3), flash=flash,
                     grad_bytes=2.0 if (modern or deepspeed) else 4.0, offload=offload,
@@ -318,13 +378,24 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
 def _zero_level(sharding: str) -> int:
   """ZeRO stage a sharding description names (0: replicated data parallel)."""
   t = sharding.lower()
-  if re.search(r"zero[- ]?3|fsdp|full[_ ]shard|fully[ -]sharded|hybrid[_ ]shard|hsdp", t):
+  stage = r"zero[- ]?(?:stage[- ]?)?{0}\b|\bstage[- ]?{0}\b"
+  if re.search(stage.format(3) + r"|fsdp|full[_ ]shard|fully[ _-]shard|hybrid[_ ]shard|hsdp", t):
     return 3
-  if re.search(r"zero[- ]?2|shard[_ ]grad[_ ]op", t):
+  if re.search(stage.format(2) + r"|shard[_ ]grad[_ ]op", t):
     return 2
-  if re.search(r"zero[- ]?1|distributed optimizer(?! not)|optimizer[- ]state shard", t):
+  if re.search(stage.format(1) + r"|distributed optimizer(?! not)|optimizer[- ]state shard", t):
     return 1
   return 0
+
+
+def _mbs_auto(row) -> bool:
+  return (row.get("micro_batch_size") or "").strip().lower() in ("", "auto", "unstated", "not stated", "n/a", "-")
+
+
+def microbatch_unstated(row) -> bool:
+  """The row leaves its micro-batch to the stack (blank or "auto", no
+  grad_accum, no pipeline): the largest that fits is inferred."""
+  return _mbs_auto(row) and not _num(row, "grad_accum") and (_num(row, "pp") or 1.0) <= 1
 
 
 def recompute_unstated(row) -> bool:

@@ -1,0 +1,137 @@
+"""Published rows as people write them: the same run described in the
+words other tables use (hardware and instance names, recompute and sharding
+wording, numbers with separators, suffixes or units, a micro-batch left to
+the stack) gets the prediction its plain spelling gets, and what changes
+the run (ZeRO stage, the instance's network) changes the prediction."""
+
+import csv
+
+import pytest
+
+from autoscout_jax.sim import calibration, hardware, published
+from autoscout_jax.tools import predict_published
+
+BASE = dict(row_id="base", source_id="UNSEEN", framework="PyTorch FSDP", task="pretrain", model="Llama-2 7B",
+            num_layers="32", hidden_size="4096", ffn_hidden_size="11008", num_heads="32", num_kv_heads="32",
+            seq_len="4096", vocab_size="32000", hardware="A100-SXM4-80GB", num_devices="8", tp="", pp="", dp="",
+            cp="", ep="", vp="", sharding="FSDP FULL_SHARD", micro_batch_size="2", global_batch_size="64",
+            grad_accum="", recompute="full", precision="bf16", oom="")
+
+# (column, spelling, the spelling of BASE's own value it must equal)
+SAME = [
+    ("hardware", "8xA100 80GB", "A100-SXM4-80GB"), ("hardware", "NVIDIA A100 80GB", "A100-SXM4-80GB"),
+    ("recompute", "full AC", "full"), ("recompute", "activation checkpointing", "full"),
+    ("recompute", "enabled", "full"), ("recompute", "uniform", "full"), ("recompute", "block", "full"),
+    ("recompute", "No AC", "none"), ("recompute", "no activation checkpointing", "none"),
+    ("recompute", "without recompute", "none"), ("recompute", "sel", "selective"), ("recompute", "op", "selective"),
+    ("sharding", "fully_shard", "FSDP"), ("sharding", "ZeRO stage 3", "FSDP"), ("sharding", "sharded, stage 3", "FSDP"),
+    ("sharding", "SHARD_GRAD_OP", "ZeRO-2"), ("sharding", "ZeRO stage 2", "ZeRO-2"),
+    ("seq_len", "4k", "4096"), ("seq_len", "4,096", "4096"), ("num_devices", "8 GPUs", "8"),
+    ("global_batch_size", "64 sequences", "64"), ("global_batch_size", "256k tokens", "64"),
+    ("global_batch_size", "262,144 tokens", "64"),
+]
+
+
+def _predict(tmp_path, rows):
+  cols = list(BASE)
+  with open(tmp_path / "in.csv", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=cols)
+    w.writeheader()
+    for r in rows:
+      w.writerow(r)
+  out = predict_published.predict_file(str(tmp_path / "in.csv"), str(tmp_path / "out.csv"))
+  return {r["row_id"]: r for r in out}
+
+
+@pytest.fixture(scope="module")
+def spelled(tmp_path_factory):
+  rows = []
+  for i, (col, text, plain) in enumerate(SAME):
+    rows.append(dict(BASE, row_id=f"alt{i}", **{col: text}))
+    rows.append(dict(BASE, row_id=f"plain{i}", **{col: plain}))
+  return _predict(tmp_path_factory.mktemp("spelled"), rows)
+
+
+@pytest.mark.parametrize("i", range(len(SAME)), ids=[f"{c}={t}" for c, t, _ in SAME])
+def test_other_spellings_predict_what_the_plain_one_does(spelled, i):
+  alt, plain = spelled[f"alt{i}"], spelled[f"plain{i}"]
+  assert alt["pred_status"] == "ok" and plain["pred_status"] == "ok"
+  for col in ("pred_tokens_per_sec_per_device", "pred_peak_mem_gb_per_device", "pred_feasible"):
+    assert alt[col] == plain[col], (SAME[i], col)
+
+
+@pytest.mark.parametrize("col,text,reason", [
+    ("micro_batch_size", "1-2", "micro_batch_size='1-2' is not a number"),
+    ("num_devices", "2 nodes", "counts nodes, not devices"),
+    ("recompute", "partial", "unknown recompute setting 'partial'"),
+    ("hardware", "MI300X", "unknown hardware name 'MI300X'")])
+def test_text_that_cannot_be_read_is_a_named_reason_and_the_rest_run(tmp_path, col, text, reason):
+  out = _predict(tmp_path, [dict(BASE, row_id="bad", **{col: text}), dict(BASE)])
+  assert reason in out["bad"]["pred_status"]
+  assert out["base"]["pred_status"] == "ok"
+
+
+def test_zero2_shards_gradients_and_optimizer_state(tmp_path):
+  # 7B on 8 A100-80GB: replicated Adam state alone is 12 bytes x 6.7B > 80 GB;
+  # ZeRO-2 divides gradients and optimizer state by 8, ZeRO-3 the weights too
+  out = _predict(tmp_path, [dict(BASE, row_id=z, sharding=z) for z in ("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3")])
+  mem = {z: float(out[z]["pred_peak_mem_gb_per_device"]) for z in out}
+  assert mem["DDP"] > 80 > mem["ZeRO-2"]
+  assert mem["DDP"] > mem["ZeRO-1"] > mem["ZeRO-2"] > mem["ZeRO-3"]
+  assert out["DDP"]["pred_feasible"] == "no" and out["ZeRO-2"]["pred_feasible"] == "yes"
+
+
+def test_a_micro_batch_left_to_the_stack_is_the_largest_that_fits(tmp_path):
+  # 7B under FSDP on 8 A100-80GB without recompute, 32 sequences of 4k per
+  # GPU: the whole per-replica batch does not fit (each sequence keeps
+  # gigabytes of activations); automatic micro-batching halves it until it does
+  big = dict(BASE, global_batch_size="256", recompute="none")
+  rows = [dict(big, row_id="auto", micro_batch_size="auto"), dict(big, row_id="blank", micro_batch_size="")]
+  rows += [dict(big, row_id=f"mbs{b}", micro_batch_size=str(b)) for b in (32, 16, 8, 4, 2, 1)]
+  out = _predict(tmp_path, rows)
+  fits = [b for b in (32, 16, 8, 4, 2, 1) if out[f"mbs{b}"]["pred_feasible"] == "yes"]
+  assert fits and fits[0] < 32  # the per-replica batch alone does not fit
+  for key in ("auto", "blank"):
+    assert out[key]["pred_status"] == "ok"
+    assert out[key]["pred_tokens_per_sec_per_device"] == out[f"mbs{fits[0]}"]["pred_tokens_per_sec_per_device"]
+    assert out[key]["pred_peak_mem_gb_per_device"] == out[f"mbs{fits[0]}"]["pred_peak_mem_gb_per_device"]
+
+
+def test_a_pipeline_without_micro_batch_or_accumulation_is_refused_with_its_reason(tmp_path):
+  row = dict(BASE, row_id="pp", framework="Megatron-LM", sharding="", tp="2", pp="2", dp="2", micro_batch_size="")
+  out = _predict(tmp_path, [row])
+  assert "a pipeline's micro-batch cannot be inferred" in out["pp"]["pred_status"]
+
+
+@pytest.mark.parametrize("name,system", [
+    ("8xA100 80GB", "dgx_a100_80gb"), ("A100 40GB (p4d.24xlarge)", "aws_p4d"), ("p4de.24xlarge", "aws_p4de"),
+    ("H100 (p5.48xlarge)", "aws_p5"), ("p5en.48xlarge", "aws_p5e"), ("H100 80GB (GCP A3 Mega)", "gcp_a3_mega"),
+    ("H100 80GB (GCP A3, 8 GPUs/VM)", "gcp_a3_h100"), ("H200 (GCP A3 Ultra)", "gcp_a3_ultra"),
+    ("NVIDIA H800 80GB", "hgx_h800"), ("A800-SXM4-80GB", "hgx_a800"), ("v5p-128", "tpu_v5p"),
+    ("TPUv4", "tpu_v4"), ("tpu-v5e-256", "tpu_v5e"), ("2x GB200 NVL72", "gb200_nvl72"),
+    ("A100 80GB (p4d.24xlarge)", "dgx_a100_80gb")])  # the device named wins over a contradicting instance
+def test_instance_and_variant_names_resolve(name, system):
+  assert hardware.system_for_hardware_name(name).name == system
+
+
+def test_the_instance_network_is_what_changes():
+  # same device: DGX-A100's 8x200 Gb/s HDR against p4d's 400 Gb/s EFA per node
+  dgx = hardware.make_cluster("dgx_a100_40gb", 64)
+  p4d = hardware.make_cluster(hardware.system_for_hardware_name("p4d.24xlarge").name, 64)
+  assert dgx.device == p4d.device and dgx.intra.bw == p4d.intra.bw
+  assert p4d.inter.bw == pytest.approx(dgx.inter.bw / 4)
+  h800 = hardware.make_cluster("hgx_h800", 8)
+  assert h800.device.name == "h100_sxm" and h800.intra.bw < hardware.make_cluster("dgx_h100", 8).intra.bw
+
+
+def test_a_tpu_slice_named_without_tpu_is_an_xla_program():
+  row = dict(BASE, framework="", hardware="v5p-128", num_devices="64")
+  assert published._is_xla(row)
+  assert not published._is_xla(dict(BASE))
+
+
+def test_calibration_keeps_each_rows_chosen_micro_batch(tmp_path):
+  rows = [dict(BASE, micro_batch_size="auto", global_batch_size="16"), dict(BASE, row_id="b2")]
+  prep = calibration.prepare(rows)
+  out = calibration.simulate(prep)
+  assert list(out["mbs"]) == [2.0, 2.0]  # 16 / 8 replicas fits as it is; the stated one is kept
