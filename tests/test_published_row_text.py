@@ -135,3 +135,27 @@ def test_calibration_keeps_each_rows_chosen_micro_batch(tmp_path):
   prep = calibration.prepare(rows)
   out = calibration.simulate(prep)
   assert list(out["mbs"]) == [2.0, 2.0]  # 16 / 8 replicas fits as it is; the stated one is kept
+
+
+def test_the_device_count_a_row_implies_is_used(tmp_path):
+  rows = [dict(BASE, row_id="nodes", num_devices="", num_nodes="1", devices_per_node="8"),
+          dict(BASE, row_id="degrees", num_devices="", dp="8"),
+          dict(BASE, row_id="none", num_devices=""), dict(BASE)]
+  cols = list(BASE) + ["num_nodes", "devices_per_node"]
+  with open(tmp_path / "in.csv", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=cols, restval="")
+    w.writeheader()
+    for r in rows:
+      w.writerow(r)
+  out = {r["row_id"]: r for r in predict_published.predict_file(str(tmp_path / "in.csv"), str(tmp_path / "o.csv"))}
+  for key in ("nodes", "degrees"):
+    assert out[key]["pred_tokens_per_sec_per_device"] == out["base"]["pred_tokens_per_sec_per_device"]
+  assert out["none"]["pred_status"].startswith("unsupported: num_devices missing")
+
+
+@pytest.mark.parametrize("col,value", [("tokens_per_sec_per_device", "3000"), ("tokens_per_sec_total", "24,000"),
+                                       ("samples_per_sec", "5.859375"), ("step_time_s", "10.922666")])
+def test_published_throughput_in_any_of_its_units(col, value):
+  # 64 sequences of 4,096 tokens on 8 devices: 3,000 tokens/s per device
+  m = published.model_numbers(BASE)
+  assert published.published_tokens_per_s(dict(BASE, **{col: value}), m) == pytest.approx(3000, rel=1e-6)

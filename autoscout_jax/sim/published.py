@@ -218,9 +218,9 @@ def _lora_fields(row, task: str, m: Mapping[str, float]) -> dict[str, float]:
 
 def cluster_for(row) -> hardware.Cluster:
   hw_name = row.get("hardware") or ""
-  n = _num(row, "num_devices")
+  n = _num(row, "num_devices") or _devices_implied(row)
   if not n:
-    raise Unsupported("num_devices missing")
+    raise Unsupported("num_devices missing (and neither num_nodes x devices_per_node nor tp*pp*cp*dp given)")
   try:
     sysm = hardware.system_for_hardware_name(hw_name)
   except ValueError as e:
@@ -237,6 +237,17 @@ def cluster_for(row) -> hardware.Cluster:
     return hardware.make_cluster(sysm.name, int(n), devices_per_node=per, inter_bw=inter_bw)
   except ValueError as e:
     raise Unsupported(f"cluster cannot be placed: {e}") from None
+
+
+def _devices_implied(row) -> float | None:
+  """The device count a row without `num_devices` still states: nodes x
+  devices per node, or the product of its parallel degrees when dp is given."""
+  nodes, per = _num(row, "num_nodes"), _num(row, "devices_per_node")
+  if nodes and per:
+    return nodes * per
+  if _num(row, "dp"):
+    return math.prod(_num(row, k) or 1.0 for k in ("tp", "pp", "cp", "dp"))
+  return None
 
 
 def _nic_bw(text: str, per_node: float) -> float | None:
@@ -434,10 +445,16 @@ def source_flops_per_token(row, m: Mapping[str, float]) -> float:
 def published_tokens_per_s(row, m: Mapping[str, float]) -> float | None:
   """Published throughput in tokens/s per device (None when the row has no
   throughput: single-layer timing rows use `published_layer_s`)."""
-  n = _num(row, "num_devices")
+  n = _num(row, "num_devices") or _devices_implied(row)
   tok = _num(row, "tokens_per_sec_per_device")
   if tok:
     return tok
+  total = _num(row, "tokens_per_sec_total")
+  if total and n:
+    return total / n
+  samples = _num(row, "samples_per_sec")
+  if samples and n and not is_layer_timing(row):
+    return samples * m["s"] / n
   step = _num(row, "step_time_s")
   if step and not is_layer_timing(row):
     return m["gbs"] * m["s"] / (step * n)
