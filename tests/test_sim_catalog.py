@@ -19,6 +19,11 @@ def test_parameter_counts_match_published_sizes():
   assert count("mixtral_8x7b") == pytest.approx(46.7, abs=0.2)
   assert count("qwen3_30b_a3b") == pytest.approx(30.5, abs=0.2)
   assert count("deepseek_v3") == pytest.approx(671, rel=0.02)
+  assert count("mpt_7b") == pytest.approx(6.7, abs=0.1)
+  assert count("mpt_30b") == pytest.approx(30.0, abs=0.2)
+  assert count("mistral_7b") == pytest.approx(7.24, abs=0.05)
+  assert count("gpt_neox_20b") == pytest.approx(20.6, abs=0.2)
+  assert count("qwen2.5_72b") == pytest.approx(72.7, abs=0.2)
 
 
 def test_gqa_has_fewer_attention_parameters_than_mha():
@@ -29,7 +34,10 @@ def test_gqa_has_fewer_attention_parameters_than_mha():
 
 @pytest.mark.parametrize("name,expected", [
     ("LLAMA3.1_405B", "llama3_405b"), ("GPT-3 175B (174.6B)", "gpt3_175b"), ("Qwen3_30B_a3B", "qwen3_30b_a3b"),
-    ("LLAMA2-70B", "llama2_70b"), ("DeepSeekV3", "deepseek_v3"), ("GPT OSS 120B", "gpt_oss_120b")])
+    ("LLAMA2-70B", "llama2_70b"), ("DeepSeekV3", "deepseek_v3"), ("GPT OSS 120B", "gpt_oss_120b"),
+    ("Llama 3.1 8B", "llama3_8b"), ("Meta-Llama-3.1-70B", "llama3_70b"), ("MPT-7B", "mpt_7b"),
+    ("mpt-30b", "mpt_30b"), ("Mistral 7B", "mistral_7b"), ("GPT-NeoX-20B", "gpt_neox_20b"),
+    ("OPT-175B", "gpt3_175b"), ("Nemotron-4 340B", "nemotron_340b"), ("Qwen2.5-72B", "qwen2.5_72b")])
 def test_published_model_names_resolve(name, expected):
   assert catalog.find_model(name)[0].name == expected
 

@@ -154,6 +154,23 @@ _add(ModelConfig("gpt_oss_120b", 36, 2880, 64, 2880, 201088, 4096, num_kv_heads=
                  num_experts=128, moe_top_k=4, moe_ffn_hidden_size=2880, kv_channels=64),
      Recipe(1, 4, ep=8, global_batch=1280, recompute="none", source=_MB))
 
+# Dense models of other published runs (their released configs): recipes
+# are a plain data-parallel default, as these were trained with FSDP/ZeRO.
+_FSDP = "FSDP / ZeRO-3 data parallel (no published Megatron recipe)"
+_add(ModelConfig("mistral_7b", 32, 4096, 32, 14336, 32000, 4096, num_kv_heads=8, gated_mlp=True),
+     Recipe(1, 1, global_batch=256, source=_FSDP))
+# MPT (MosaicML 2023): GELU MLP of 4h, ALiBi, tied embeddings, 50,432 vocab.
+_add(ModelConfig("mpt_7b", 32, 4096, 32, 16384, 50432, 2048, tie_embeddings=True),
+     Recipe(1, 1, global_batch=512, recompute="full", source=_FSDP))
+_add(ModelConfig("mpt_30b", 48, 7168, 64, 28672, 50432, 8192, tie_embeddings=True),
+     Recipe(1, 1, global_batch=512, recompute="full", source=_FSDP))
+# GPT-NeoX-20B (Black et al. 2022): 44 layers, untied embeddings.
+_add(ModelConfig("gpt_neox_20b", 44, 6144, 64, 24576, 50432, 2048),
+     Recipe(2, 4, global_batch=1536, recompute="full", sequence_parallel=False, source="GPT-NeoX 20B (ZeRO-1)"))
+# Qwen2.5-72B (Qwen 2024): GQA 8 KV heads, SwiGLU, 152,064 vocab.
+_add(ModelConfig("qwen2.5_72b", 80, 8192, 64, 29568, 152064, 4096, num_kv_heads=8, gated_mlp=True),
+     Recipe(4, 4, vp=5, global_batch=256, source=_FSDP))
+
 MODELS = tuple(sorted(_CATALOG))
 
 # Names published tables use, normalized (lower case, alphanumerics only).
@@ -168,6 +185,12 @@ _ALIASES = {
     "nemotron340b": "nemotron_340b", "qwen330ba3b": "qwen3_30b_a3b", "qwen3235ba22b": "qwen3_235b_a22b",
     "deepseekv3": "deepseek_v3", "gptoss120b": "gpt_oss_120b", "mixtral8x7b": "mixtral_8x7b",
     "mixtral8x22b": "mixtral_8x22b", "bloom176b": "bloom_176b",
+    # Llama 3.1 / 3.3 keep Llama 3's dims (longer context only)
+    "llama318b": "llama3_8b", "llama3170b": "llama3_70b", "llama3370b": "llama3_70b",
+    "metallama318b": "llama3_8b", "metallama38b": "llama3_8b", "metallama3170b": "llama3_70b",
+    "nemotron4340b": "nemotron_340b", "mistral7bv01": "mistral_7b",
+    # OPT-175B has GPT-3 175B's shape (96 x 12,288, 96 heads; ReLU MLP of 4h)
+    "opt175b": "gpt3_175b", "gptneox20b": "gpt_neox_20b", "qwen2572b": "qwen2.5_72b",
 }
 
 
