@@ -159,3 +159,20 @@ def test_published_throughput_in_any_of_its_units(col, value):
   # 64 sequences of 4,096 tokens on 8 devices: 3,000 tokens/s per device
   m = published.model_numbers(BASE)
   assert published.published_tokens_per_s(dict(BASE, **{col: value}), m) == pytest.approx(3000, rel=1e-6)
+
+
+def test_a_dp_that_folds_in_context_or_expert_parallelism_is_read_as_meant(tmp_path):
+  long = dict(BASE, framework="torchtitan", sharding="FSDP2", model="Llama-3 8B", num_layers="", hidden_size="",
+              hardware="H100 80GB", seq_len="131072", global_batch_size="2", micro_batch_size="1")
+  moe = dict(BASE, framework="Megatron-Bridge", sharding="", model="Mixtral 8x7B", num_layers="", hidden_size="",
+             hardware="H100 80GB", num_devices="64", tp="1", pp="4", ep="8", seq_len="4096",
+             global_batch_size="256", micro_batch_size="1")
+  rows = [dict(long, row_id="cp_apart", cp="4", dp="2"), dict(long, row_id="cp_in_dp", cp="4", dp="8"),
+          dict(moe, row_id="ep_in_dp", dp="16"), dict(moe, row_id="ep_apart", dp="2"),
+          dict(long, row_id="wrong", cp="4", dp="3")]
+  out = _predict(tmp_path, rows)
+  assert out["cp_in_dp"]["pred_status"] == "ok"
+  assert out["cp_in_dp"]["pred_tokens_per_sec_per_device"] == out["cp_apart"]["pred_tokens_per_sec_per_device"]
+  assert out["ep_apart"]["pred_status"] == "ok"
+  assert out["ep_apart"]["pred_tokens_per_sec_per_device"] == out["ep_in_dp"]["pred_tokens_per_sec_per_device"]
+  assert "is not the 8 devices" in out["wrong"]["pred_status"]

@@ -318,6 +318,10 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
       # no pipeline: the whole per-replica batch in one micro-batch, lowered
       # by calibration.simulate until it fits (microbatch_unstated)
       mbs = m["gbs"] / dp
+  if abs(tp * pp * cp * dp - n) > 0.5 and cp > 1 and abs(tp * pp * dp - n) < 0.5:
+    dp = dp / cp  # a table that counts context-parallel ranks in its dp (dp = devices / (tp x pp))
+  elif abs(tp * pp * cp * dp - n) > 0.5 and ep > 1 and abs(tp * pp * cp * dp * ep - n) < 0.5:
+    dp = dp * ep  # one that counts dense data parallelism per expert group (dp = devices / (tp x pp x cp x ep))
   if abs(tp * pp * cp * dp - n) > 0.5:
     raise Unsupported(f"tp*pp*cp*dp = {tp * pp * cp * dp:g} is not the {n} devices")
   if _is_xla(row):
