@@ -176,3 +176,12 @@ def test_a_dp_that_folds_in_context_or_expert_parallelism_is_read_as_meant(tmp_p
   assert out["ep_apart"]["pred_status"] == "ok"
   assert out["ep_apart"]["pred_tokens_per_sec_per_device"] == out["ep_in_dp"]["pred_tokens_per_sec_per_device"]
   assert "is not the 8 devices" in out["wrong"]["pred_status"]
+
+
+@pytest.mark.parametrize("sep,bom", [(";", False), ("\t", False), (",", True)])
+def test_spreadsheet_exports_are_read(tmp_path, sep, bom):
+  cols = list(BASE)
+  text = sep.join(cols) + "\n" + sep.join(BASE[c] for c in cols) + "\n"
+  (tmp_path / "in.csv").write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+  out = predict_published.predict_file(str(tmp_path / "in.csv"), str(tmp_path / "out.csv"))
+  assert out[0]["row_id"] == "base" and out[0]["pred_status"] == "ok"

@@ -41,8 +41,14 @@ class Unsupported(ValueError):
 
 
 def read_rows(path: str) -> list[dict[str, str]]:
-  with open(path, newline="") as f:
-    return list(csv.DictReader(f))
+  """The rows of a CSV file: a leading byte-order mark is dropped, and a
+  file whose header is separated by semicolons or tabs (a spreadsheet's
+  export) is read with that separator."""
+  with open(path, newline="", encoding="utf-8-sig") as f:
+    head = f.readline()
+    f.seek(0)
+    sep = max(",;\t", key=head.count) if head.count(",") == 0 else ","
+    return list(csv.DictReader(f, delimiter=sep))
 
 
 def write_rows(path: str, rows: list[Mapping[str, Any]], columns: list[str]) -> None:
