@@ -62,7 +62,7 @@ def define_flags() -> None:
 def read_input(path: str) -> tuple[list[dict[str, str]], list[str]]:
   """Rows and header of a sample-format CSV; ValueError for a file that is not one."""
   try:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
       reader = csv.DictReader(f)
       header = list(reader.fieldnames or [])
       rows = list(reader)
