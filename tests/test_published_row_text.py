@@ -169,13 +169,17 @@ def test_a_dp_that_folds_in_context_or_expert_parallelism_is_read_as_meant(tmp_p
              global_batch_size="256", micro_batch_size="1")
   rows = [dict(long, row_id="cp_apart", cp="4", dp="2"), dict(long, row_id="cp_in_dp", cp="4", dp="8"),
           dict(moe, row_id="ep_in_dp", dp="16"), dict(moe, row_id="ep_apart", dp="2"),
-          dict(long, row_id="wrong", cp="4", dp="3")]
+          dict(long, row_id="wrong", cp="4", dp="3"),
+          # the micro-batch left blank is the per-replica batch of the dp read as meant (2 / 2)
+          dict(long, row_id="cp_in_dp_blank_mbs", cp="4", dp="8", micro_batch_size="")]
   out = _predict(tmp_path, rows)
   assert out["cp_in_dp"]["pred_status"] == "ok"
   assert out["cp_in_dp"]["pred_tokens_per_sec_per_device"] == out["cp_apart"]["pred_tokens_per_sec_per_device"]
   assert out["ep_apart"]["pred_status"] == "ok"
   assert out["ep_apart"]["pred_tokens_per_sec_per_device"] == out["ep_in_dp"]["pred_tokens_per_sec_per_device"]
   assert "is not the 8 devices" in out["wrong"]["pred_status"]
+  blank = out["cp_in_dp_blank_mbs"]
+  assert blank["pred_tokens_per_sec_per_device"] == out["cp_apart"]["pred_tokens_per_sec_per_device"]
 
 
 @pytest.mark.parametrize("sep,bom", [(";", False), ("\t", False), (",", True)])

@@ -116,16 +116,19 @@ def simulate(prep: Prepared, fidelity: str = "analytic", consts: SimConstants | 
   out = {k: np.array(v) for k, v in sim(prep.plan, prep.model, prep.hw, consts).items()}
   # A run whose recompute policy is unstated fit in memory, so it used the
   # least recompute that fits: try selective, then full, where none does not.
+  def redo_where(redo: np.ndarray, plan: Mapping[str, np.ndarray]) -> None:
+    """Re-simulate `plan` and take its outputs where `redo` holds."""
+    alt = sim(plan, prep.model, prep.hw, consts)
+    for k in out:
+      if k not in ("recompute", "mbs"):
+        out[k] = np.where(redo, alt[k], out[k])
+
   out["recompute"] = np.array(prep.plan["recompute"], np.float64)
   for policy in (1.0, 2.0):
     redo = prep.auto_recompute & ~out["fits_point"].astype(bool) & (out["recompute"] < policy)
     if not redo.any():
       break
-    plan = dict(prep.plan, recompute=np.where(redo, policy, prep.plan["recompute"]))
-    alt = sim(plan, prep.model, prep.hw, consts)
-    for k in out:
-      if k != "recompute":
-        out[k] = np.where(redo, alt[k], out[k])
+    redo_where(redo, dict(prep.plan, recompute=np.where(redo, policy, prep.plan["recompute"])))
     out["recompute"] = np.where(redo, policy, out["recompute"])
   # A run that left its micro-batch to the stack trained, so the stack found
   # one that fits: halve it (accumulating twice as many) until it does, as
@@ -137,12 +140,8 @@ def simulate(prep: Prepared, fidelity: str = "analytic", consts: SimConstants | 
     if not redo.any():
       break
     mbs = np.where(redo, np.floor(out["mbs"] / 2), out["mbs"])
-    plan = dict(prep.plan, recompute=out["recompute"], mbs=mbs,
-                num_micro=prep.plan["num_micro"] * prep.plan["mbs"] / mbs)
-    alt = sim(plan, prep.model, prep.hw, consts)
-    for k in out:
-      if k not in ("recompute", "mbs"):
-        out[k] = np.where(redo, alt[k], out[k])
+    redo_where(redo, dict(prep.plan, recompute=out["recompute"], mbs=mbs,
+                          num_micro=prep.plan["num_micro"] * prep.plan["mbs"] / mbs))
     out["mbs"] = mbs
   return out
 

@@ -312,6 +312,10 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   dp = _num(row, "dp") or n / (tp * pp * cp)
   ep = _num(row, "ep", 1.0) if m["E"] > 0 else 1.0
   vp = _num(row, "vp", 1.0)
+  if abs(tp * pp * cp * dp - n) > 0.5 and cp > 1 and abs(tp * pp * dp - n) < 0.5:
+    dp = dp / cp  # a table that counts context-parallel ranks in its dp (dp = devices / (tp x pp))
+  elif abs(tp * pp * cp * dp - n) > 0.5 and ep > 1 and abs(tp * pp * cp * dp * ep - n) < 0.5:
+    dp = dp * ep  # one that counts dense data parallelism per expert group (dp = devices / (tp x pp x cp x ep))
   mbs = None if _mbs_auto(row) else _num(row, "micro_batch_size")
   if mbs is None:
     ga = _num(row, "grad_accum")
@@ -324,10 +328,6 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
       # no pipeline: the whole per-replica batch in one micro-batch, lowered
       # by calibration.simulate until it fits (microbatch_unstated)
       mbs = m["gbs"] / dp
-  if abs(tp * pp * cp * dp - n) > 0.5 and cp > 1 and abs(tp * pp * dp - n) < 0.5:
-    dp = dp / cp  # a table that counts context-parallel ranks in its dp (dp = devices / (tp x pp))
-  elif abs(tp * pp * cp * dp - n) > 0.5 and ep > 1 and abs(tp * pp * cp * dp * ep - n) < 0.5:
-    dp = dp * ep  # one that counts dense data parallelism per expert group (dp = devices / (tp x pp x cp x ep))
   if abs(tp * pp * cp * dp - n) > 0.5:
     raise Unsupported(f"tp*pp*cp*dp = {tp * pp * cp * dp:g} is not the {n} devices")
   if _is_xla(row):
