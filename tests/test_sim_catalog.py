@@ -26,6 +26,16 @@ def test_parameter_counts_match_published_sizes():
   assert count("qwen2.5_72b") == pytest.approx(72.7, abs=0.2)
 
 
+@pytest.mark.parametrize("name,published,h", [
+    ("mpt_125m", 125311488, 768), ("mpt_350m", 355985408, 1024), ("mpt_760m", 760470528, 1536),
+    ("mpt_1b", 1315950592, 2048), ("mpt_3b", 2651837440, 2560), ("mpt_13b", 12853954560, 5120),
+    ("mpt_70b", 64862437376, 8192)])
+def test_mpt_family_matches_llm_foundry_parameter_counts(name, published, h):
+  # LLM Foundry's benchmark tables count a learned position embedding of
+  # 2048 x d_model besides the weights the catalog models
+  assert catalog.param_count(catalog.find_model(name)[0]) == pytest.approx(published - 2048 * h, rel=2e-3)
+
+
 def test_gqa_has_fewer_attention_parameters_than_mha():
   gqa, _ = catalog.find_model("llama3_70b")
   mha = ModelConfig(**{**gqa.__dict__, "num_kv_heads": None})
@@ -37,7 +47,8 @@ def test_gqa_has_fewer_attention_parameters_than_mha():
     ("LLAMA2-70B", "llama2_70b"), ("DeepSeekV3", "deepseek_v3"), ("GPT OSS 120B", "gpt_oss_120b"),
     ("Llama 3.1 8B", "llama3_8b"), ("Meta-Llama-3.1-70B", "llama3_70b"), ("MPT-7B", "mpt_7b"),
     ("mpt-30b", "mpt_30b"), ("Mistral 7B", "mistral_7b"), ("GPT-NeoX-20B", "gpt_neox_20b"),
-    ("OPT-175B", "gpt3_175b"), ("Nemotron-4 340B", "nemotron_340b"), ("Qwen2.5-72B", "qwen2.5_72b")])
+    ("OPT-175B", "gpt3_175b"), ("Nemotron-4 340B", "nemotron_340b"), ("Qwen2.5-72B", "qwen2.5_72b"),
+    ("MPT-125M", "mpt_125m"), ("mpt-760m", "mpt_760m"), ("MPT 70B", "mpt_70b")])
 def test_published_model_names_resolve(name, expected):
   assert catalog.find_model(name)[0].name == expected
 

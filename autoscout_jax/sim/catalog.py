@@ -164,6 +164,16 @@ _add(ModelConfig("mpt_7b", 32, 4096, 32, 16384, 50432, 2048, tie_embeddings=True
      Recipe(1, 1, global_batch=512, recompute="full", source=_FSDP))
 _add(ModelConfig("mpt_30b", 48, 7168, 64, 28672, 50432, 8192, tie_embeddings=True),
      Recipe(1, 1, global_batch=512, recompute="full", source=_FSDP))
+# The rest of the MPT family as LLM Foundry's pre-training configs define it
+# (scripts/train/yamls/pretrain/mpt-*.yaml: d_model, n_heads, n_layers,
+# expansion_ratio 4, vocab 50,368 (760m/1b/3b use 128-dim heads), global
+# batch and activation checkpointing).
+for _name, _L, _h, _a, _gb, _ac in (("mpt_125m", 12, 768, 12, 256, False), ("mpt_350m", 24, 1024, 16, 256, False),
+                                    ("mpt_760m", 24, 1536, 12, 256, False), ("mpt_1b", 24, 2048, 16, 512, False),
+                                    ("mpt_3b", 32, 2560, 20, 512, True), ("mpt_13b", 40, 5120, 40, 1024, True),
+                                    ("mpt_70b", 80, 8192, 64, 2048, True)):
+  _add(ModelConfig(_name, _L, _h, _a, 4 * _h, 50368, 2048, tie_embeddings=True),
+       Recipe(1, 1, global_batch=_gb, recompute="full" if _ac else "none", source=_FSDP))
 # GPT-NeoX-20B (Black et al. 2022): 44 layers, untied embeddings.
 _add(ModelConfig("gpt_neox_20b", 44, 6144, 64, 24576, 50432, 2048),
      Recipe(2, 4, global_batch=1536, recompute="full", sequence_parallel=False, source="GPT-NeoX 20B (ZeRO-1)"))
