@@ -70,7 +70,7 @@ def f0(xp, plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[str, A
                       + lc["cp_bwd_s"] + lc["ep_fwd_s"] + lc["ep_bwd_s"]))
   out.update({k: st[k] for k in BREAKDOWN})
   out.update(uncertainty.intervals(xp, plan, model, hw, consts, out["tokens_per_s_per_device"], lc["mem_peak"],
-                                   lc["dense_host_ratio"]))
+                                   lc["dense_host_ratio"], lc["mem_optional"]))
   # feasible unless even the optimistic memory bound exceeds the device
   out["feasible"] = out["mem_verdict"] >= uncertainty.UNCERTAIN
   return out

@@ -43,8 +43,13 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            (0/1): the MoE token dispatcher sends a token once per remote
            node and fans it out over NVLink there (DeepEP / HybridEP,
            Megatron-core's "flex" dispatcher; 1) or sends each of its k
-           copies to its expert's rank (NCCL all-to-all; 0). Plans that
-           predate packed / ep_dedup leave them out (`PLAN_DEFAULTS`).
+           copies to its expert's rank (NCCL all-to-all; 0).
+           lp_grad_bytes: memory only, bytes per parameter of
+           low-precision gradients kept beside a higher-precision
+           accumulation buffer of g_bytes (DeepSpeed's BF16_Optimizer:
+           each bf16 .grad stays allocated next to its fp32 buffer, which
+           is what is reduced); 0 elsewhere. Plans that predate packed /
+           ep_dedup / lp_grad_bytes leave them out (`PLAN_DEFAULTS`).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
@@ -106,9 +111,9 @@ PLAN_FIELDS = (
     "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
     "bucket_bytes", "tp_local", "cp_local", "ep_local", "dp_local", "shard_local", "rep_local", "pp_inter",
     "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes",
-    "packed", "ep_dedup")
+    "packed", "ep_dedup", "lp_grad_bytes")
 # Plan fields a family's translation may leave out (they default to these).
-PLAN_DEFAULTS = {"packed": 0.0, "ep_dedup": 1.0}
+PLAN_DEFAULTS = {"packed": 0.0, "ep_dedup": 1.0, "lp_grad_bytes": 0.0}
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
                 "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "lora_pm", "lora_pe", "frozen_bytes",
@@ -396,7 +401,8 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
       head_fwd_s=head_fwd, head_bwd_s=head_bwd, emb_fwd_s=emb_fwd, emb_bwd_s=emb_bwd, p2p_s=p2p,
       **dpc, host_step_s=host_step + 0 * dpc["optimizer_s"],
       mem_state=mm["state_first"], mem_act_layer=mm["act_layer"], mem_first=mm["mem_first"],
-      mem_last=mm["mem_last"], mem_peak=mm["mem_peak"], mem_capacity=hw["hbm_bytes"] + 0 * mm["mem_peak"],
+      mem_last=mm["mem_last"], mem_peak=mm["mem_peak"], mem_optional=mm["mem_optional"],
+      mem_capacity=hw["hbm_bytes"] + 0 * mm["mem_peak"],
       model_flops=model_flops_per_token(xp, m) * m["gbs"] * m["s"],
       useful_frac=xp.where(plan["packed"] > 0, m["fill_packed"], m["fill"]),
       # how host-bound a dense layer's forward is: its host time over its

@@ -220,7 +220,8 @@ def simulate_f1(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[s
   out.update({k: np.asarray(v, np.float64) for k, v in breakdown.items()})
   out.update(uncertainty.intervals(np, plan, model, hw, consts, out["tokens_per_s_per_device"],
                                    np.asarray(lc["mem_peak"], np.float64),
-                                   np.asarray(lc["dense_host_ratio"], np.float64)))
+                                   np.asarray(lc["dense_host_ratio"], np.float64),
+                                   np.asarray(lc["mem_optional"], np.float64)))
   out["feasible"] = (out["mem_verdict"] >= uncertainty.UNCERTAIN) & ~ev["stalled"]
   assert set(BREAKDOWN) <= set(out)
   return out

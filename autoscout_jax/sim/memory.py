@@ -105,10 +105,12 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   P_train_first = xp.where(fz, adapters, P_dense_first)
   P_train_exp = xp.where(fz, expert_adapters, P_exp)
 
+  lp_gb = plan["lp_grad_bytes"]  # unsharded: the stacks that keep them shard no gradients
+
   def state_bytes(P, sh):
     per = xp.where(zero == 3, (wb + gb + ob) / sh,
                    xp.where(zero == 2, wb + (gb + ob) / sh, xp.where(zero == 1, wb + gb + ob / sh, wb + gb + ob)))
-    return P * per
+    return P * (per + lp_gb)
 
   def frozen_bytes(P, sh):
     return P * wb_frozen / xp.where(zero == 3, sh, 1.0)
@@ -192,7 +194,13 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   mem_first = live_first * frag + over
   mem_last = live_last * frag + over
   mem_peak = xp.maximum(mem_first, xp.where(pp > 1, mem_last, 0.0))
-  return dict(P_dense_first=P_dense_first, P_exp=P_exp, P_train_first=P_train_first, P_train_exp=P_train_exp,
+  # what a stack version may not hold: the low-precision gradients and the
+  # wider accumulation buffer of an optimizer that keeps both (DeepSpeed
+  # before BF16_Optimizer kept 2-byte gradients); the optimistic memory
+  # bound leaves them out, as a row rarely says which version ran
+  mem_optional = (P_dense_first + P_exp) * xp.where(lp_gb > 0, lp_gb + gb - 2.0, 0.0) * frag
+  return dict(mem_optional=mem_optional, P_dense_first=P_dense_first, P_exp=P_exp, P_train_first=P_train_first,
+              P_train_exp=P_train_exp,
               wb_frozen=wb_frozen, dense_layer=dense_layer, expert_layer=expert_layer,
               emb_dev=emb_dev, wb=wb, gb=gb, ob=ob, zero=zero, shard=shard, e_shard=e_shard, dpg=dpg, edp=edp,
               state_first=state_first, act_layer=act_layer, mem_first=mem_first, mem_last=mem_last,

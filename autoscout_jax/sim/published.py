@@ -384,6 +384,8 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
                     # Megatron's fused cross entropy, or a fused/compiled one (FSDP trainers)
                     loss_bytes=6.0 if megatron else 8.0)
   p = {k: float(v) for k, v in p.items()}
+  if deepspeed:
+    p.update(deepspeed_state(row.get("precision") or "", zero))
   p["packed"] = float(packed_squad(row))  # THD-packed rows, per-example flash attention
   if m["E"] > 0:
     p.update(moe_dispatch(row, cross_node=p["ep_local"] < ep, interleaved=vp > 1))
@@ -394,6 +396,20 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     shard = float(min(dp * cp, max(cluster.node_size // (tp * pp), 1)))
     p.update(shard=shard, shard_local=shard, rep_local=1.0)
   return p
+
+
+def deepspeed_state(precision: str, zero: int) -> dict[str, float]:
+  """Bytes per parameter of DeepSpeed's training state beside the 2-byte
+  weights, by the optimizer wrapper its engine picks: bf16 with ZeRO-0/1
+  runs BF16_Optimizer (an fp32 gradient buffer for every local parameter,
+  reduced in fp32, with each bf16 .grad kept beside it; fp32 master and
+  Adam moments partitioned); fp16 (FP16_Optimizer, ZeRO-1/2 stage
+  optimizers) and bf16 with ZeRO-2/3 keep 2-byte gradients and add an
+  fp32 gradient copy to the partitioned master + Adam state (16 bytes)."""
+  p = precision.lower()
+  if "bf16" in p.replace("bfloat16", "bf16") and "fp16" not in p and zero <= 1:
+    return dict(g_bytes=4.0, lp_grad_bytes=2.0, o_bytes=12.0)
+  return dict(g_bytes=2.0, lp_grad_bytes=0.0, o_bytes=16.0)
 
 
 def _zero_level(sharding: str) -> int:

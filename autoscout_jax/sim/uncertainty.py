@@ -66,15 +66,17 @@ def distance(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str,
 
 
 def intervals(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any], c: Mapping[str, Any],
-              tokens_per_s: Any, mem: Any, dense_host_ratio: Any = 0.0) -> dict[str, Any]:
+              tokens_per_s: Any, mem: Any, dense_host_ratio: Any = 0.0, mem_optional: Any = 0.0) -> dict[str, Any]:
   """80 % intervals of throughput and peak memory, and the memory verdict;
   `extrapolation` is the throughput interval's distance (the memory
-  interval's without the host term)."""
+  interval's without the host term). `mem_optional`: bytes of `mem` that
+  depend on a stack version the input does not name (memory.py); the
+  optimistic bound leaves them out."""
   d = distance(xp, plan, m, hw)
   d_host = xp.maximum(xp.log(xp.maximum(dense_host_ratio, 1e-30) / DENSE_HOST_RATIO), 0.0) / xp.log(4.0)
   wt = c["tput_spread"] * (1 + c["extrap_gain"] * (d + d_host))
   wm = c["mem_spread"] * (1 + c["extrap_gain"] * d)
-  mem_lo, mem_hi = mem / (1 + wm), mem * (1 + wm)
+  mem_lo, mem_hi = (mem - mem_optional) / (1 + wm), mem * (1 + wm)
   cap = hw["hbm_bytes"]
   verdict = xp.where(mem_hi <= cap, float(FITS), xp.where(mem_lo <= cap, float(UNCERTAIN), float(NO_FIT)))
   return dict(tokens_per_s_per_device_lo=tokens_per_s * xp.exp(-wt),
