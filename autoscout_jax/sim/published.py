@@ -26,6 +26,7 @@ import numpy as np
 from autoscout_jax import packing
 from autoscout_jax.sim import costs, hardware
 from autoscout_jax.sim.catalog import find_model
+from autoscout_jax.sim.plan import Recompute
 from autoscout_jax.sim.stack_recipes import moe_dispatch
 from autoscout_jax.targets.jax_mesh import mesh_plan, xla_loss_bytes
 from autoscout_jax.targets.megatron import megatron_plan
@@ -369,6 +370,13 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
       else 0.0
   rc, _ = _recompute(re.sub(r"(cpu|activation)[ -]*offload(ing|ed)?", "", rc_text, flags=re.I),
                      "full" if (deepspeed or row.get("source_id") == "NARAYANAN2021") else "none")
+  if rc == Recompute.SELECTIVE and not (megatron or deepspeed):
+    # an FSDP trainer's "selective" is PyTorch's selective activation
+    # checkpointing (torch.utils.checkpoint with a save policy, as
+    # torchtitan's op-level SAC): the matmul and attention outputs are kept
+    # and the element-wise work is recomputed -- the dots policy, not
+    # Megatron's recompute of the attention core
+    rc = float(Recompute.DOTS)
   # Megatron-LM of 2021-22 reduced fp32 gradients; NeMo/Megatron-Bridge
   # performance recipes reduce them in bf16 (grad_reduce_in_fp32=False);
   # DeepSpeed keeps fp16/bf16 gradients.
