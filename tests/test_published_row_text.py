@@ -29,6 +29,8 @@ SAME = [
     ("seq_len", "4k", "4096"), ("seq_len", "4,096", "4096"), ("num_devices", "8 GPUs", "8"),
     ("global_batch_size", "64 sequences", "64"), ("global_batch_size", "256k tokens", "64"),
     ("global_batch_size", "262,144 tokens", "64"),
+    # a parenthesized second figure is another recipe's (Megatron-Bridge tables)
+    ("micro_batch_size", "2 (4)", "2"), ("global_batch_size", "64 (128)", "64"),
 ]
 
 

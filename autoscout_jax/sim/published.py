@@ -72,6 +72,10 @@ def _number(key: str, text: str, binary: bool | None = None) -> tuple[float, str
   ("4k", "128k" tokens of context) or where `binary`, x1000 / x10^6 elsewhere."""
   m = _NUMBER.match(text)
   unit = (m.group(3) or "").strip() if m else ""
+  # "2 (4)", "37556 (36108)": a second figure in parentheses is another
+  # setting's (Megatron-Bridge's tables print an alternative recipe that
+  # way); the row's own is the first
+  unit = re.sub(r"^\(\s*~?[\d.,]+\s*[kKmM]?\s*\)\s*", "", unit)
   if not m or (unit and not _UNIT.match(unit)):
     raise Unsupported(f"column {key}={text!r} is not a number")
   x = float(m.group(1).replace(",", ""))
