@@ -24,6 +24,7 @@ def test_parameter_counts_match_published_sizes():
   assert count("mistral_7b") == pytest.approx(7.24, abs=0.05)
   assert count("gpt_neox_20b") == pytest.approx(20.6, abs=0.2)
   assert count("qwen2.5_72b") == pytest.approx(72.7, abs=0.2)
+  assert count("kimi_k2") == pytest.approx(1040, rel=0.02)  # latent attention approximated
 
 
 @pytest.mark.parametrize("name,published,h", [
@@ -48,7 +49,7 @@ def test_gqa_has_fewer_attention_parameters_than_mha():
     ("Llama 3.1 8B", "llama3_8b"), ("Meta-Llama-3.1-70B", "llama3_70b"), ("MPT-7B", "mpt_7b"),
     ("mpt-30b", "mpt_30b"), ("Mistral 7B", "mistral_7b"), ("GPT-NeoX-20B", "gpt_neox_20b"),
     ("OPT-175B", "gpt3_175b"), ("Nemotron-4 340B", "nemotron_340b"), ("Qwen2.5-72B", "qwen2.5_72b"),
-    ("MPT-125M", "mpt_125m"), ("mpt-760m", "mpt_760m"), ("MPT 70B", "mpt_70b")])
+    ("MPT-125M", "mpt_125m"), ("mpt-760m", "mpt_760m"), ("MPT 70B", "mpt_70b"), ("Kimi_K2", "kimi_k2")])
 def test_published_model_names_resolve(name, expected):
   assert catalog.find_model(name)[0].name == expected
 

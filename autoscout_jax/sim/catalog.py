@@ -148,6 +148,14 @@ _add(ModelConfig("deepseek_v3", 61, 7168, 128, 18432, 129280, 4096, num_kv_heads
                  num_experts=256, moe_top_k=8, moe_ffn_hidden_size=2048, num_shared_experts=1,
                  num_dense_layers=3, kv_channels=128),
      Recipe(2, 8, ep=64, vp=4, global_batch=8192, source=_MB))
+# Kimi K2 (Moonshot AI 2025): DeepSeek-V3's architecture with 384 routed
+# experts (top-8, 1 shared), one leading dense layer, 64 attention heads and
+# a 163,840-token vocabulary; latent attention approximated as DeepSeek-V3's.
+# Recipe: Megatron-Bridge's GB300 row (pp 4, vp 4, ep 64).
+_add(ModelConfig("kimi_k2", 61, 7168, 64, 18432, 163840, 4096, num_kv_heads=8, gated_mlp=True,
+                 num_experts=384, moe_top_k=8, moe_ffn_hidden_size=2048, num_shared_experts=1,
+                 num_dense_layers=1, kv_channels=128),
+     Recipe(1, 4, ep=64, vp=4, global_batch=4096, source="Megatron-Bridge performance summary (GB300)"))
 # GPT-OSS-120B (OpenAI 2025): 128 experts top-4, 64 heads x 64 dims, 8 KV
 # heads; the alternating 128-token sliding-window layers are modelled as full.
 _add(ModelConfig("gpt_oss_120b", 36, 2880, 64, 2880, 201088, 4096, num_kv_heads=8, gated_mlp=True,
@@ -193,7 +201,7 @@ _ALIASES = {
     "llama38b": "llama3_8b", "llama370b": "llama3_70b", "llama31405b": "llama3_405b",
     "llama3405b": "llama3_405b", "nemotron8b": "nemotron_8b", "nemotron22b": "nemotron_22b",
     "nemotron340b": "nemotron_340b", "qwen330ba3b": "qwen3_30b_a3b", "qwen3235ba22b": "qwen3_235b_a22b",
-    "deepseekv3": "deepseek_v3", "gptoss120b": "gpt_oss_120b", "mixtral8x7b": "mixtral_8x7b",
+    "deepseekv3": "deepseek_v3", "kimik2": "kimi_k2", "kimik2instruct": "kimi_k2", "gptoss120b": "gpt_oss_120b", "mixtral8x7b": "mixtral_8x7b",
     "mixtral8x22b": "mixtral_8x22b", "bloom176b": "bloom_176b",
     # Llama 3.1 / 3.3 keep Llama 3's dims (longer context only)
     "llama318b": "llama3_8b", "llama3170b": "llama3_70b", "llama3370b": "llama3_70b",

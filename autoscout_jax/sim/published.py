@@ -148,7 +148,7 @@ def model_numbers(row) -> dict[str, float]:
   prec = (row.get("precision") or "").lower()
   L, h = _num(row, "num_layers"), _num(row, "hidden_size")
   try:
-    known, _ = find_model(re.sub(r"\((tokendrop|dropless|w/ mtp)\)", "", name, flags=re.I).strip())
+    known, _ = find_model(re.sub(r"\((tokendrop|dropless|w/o? mtp|with(out)? mtp)\)", "", name, flags=re.I).strip())
   except ValueError:
     known = None
   if known is not None and known.is_moe and (not L or int(L) == known.num_layers):
@@ -169,7 +169,7 @@ def model_numbers(row) -> dict[str, float]:
              fe=f, fs=0.0, Ld=L, tie=0.0 if maxtext or gated else 1.0)
   else:
     try:
-      cfg, _ = find_model(re.sub(r"\((tokendrop|dropless|w/ mtp)\)", "", name, flags=re.I).strip())
+      cfg, _ = find_model(re.sub(r"\((tokendrop|dropless|w/o? mtp|with(out)? mtp)\)", "", name, flags=re.I).strip())
     except ValueError as e:
       raise Unsupported(f"no dimensions and {e}") from None
     fe = cfg.moe_ffn_hidden_size or cfg.ffn_hidden_size
