@@ -201,8 +201,8 @@ _ALIASES = {
     "llama38b": "llama3_8b", "llama370b": "llama3_70b", "llama31405b": "llama3_405b",
     "llama3405b": "llama3_405b", "nemotron8b": "nemotron_8b", "nemotron22b": "nemotron_22b",
     "nemotron340b": "nemotron_340b", "qwen330ba3b": "qwen3_30b_a3b", "qwen3235ba22b": "qwen3_235b_a22b",
-    "deepseekv3": "deepseek_v3", "kimik2": "kimi_k2", "kimik2instruct": "kimi_k2", "gptoss120b": "gpt_oss_120b", "mixtral8x7b": "mixtral_8x7b",
-    "mixtral8x22b": "mixtral_8x22b", "bloom176b": "bloom_176b",
+    "deepseekv3": "deepseek_v3", "kimik2": "kimi_k2", "kimik2instruct": "kimi_k2", "gptoss120b": "gpt_oss_120b",
+    "mixtral8x7b": "mixtral_8x7b", "mixtral8x22b": "mixtral_8x22b", "bloom176b": "bloom_176b",
     # Llama 3.1 / 3.3 keep Llama 3's dims (longer context only)
     "llama318b": "llama3_8b", "llama3170b": "llama3_70b", "llama3370b": "llama3_70b",
     "metallama318b": "llama3_8b", "metallama38b": "llama3_8b", "metallama3170b": "llama3_70b",

@@ -137,6 +137,12 @@ def is_layer_timing(row) -> bool:
   return "single-layer" in (row.get("task") or "")
 
 
+def _catalog_name(name: str) -> str:
+  """A table's model name without the run notes it carries in parentheses
+  ("(tokendrop)", "(dropless)", "(w/ MTP)", "(w/o MTP)")."""
+  return re.sub(r"\((tokendrop|dropless|w/o? mtp|with(out)? mtp)\)", "", name, flags=re.I).strip()
+
+
 def model_numbers(row) -> dict[str, float]:
   """Model/job scalars (costs.MODEL_FIELDS) of a row: its own dimensions, or
   the catalog entry its model name matches."""
@@ -148,7 +154,7 @@ def model_numbers(row) -> dict[str, float]:
   prec = (row.get("precision") or "").lower()
   L, h = _num(row, "num_layers"), _num(row, "hidden_size")
   try:
-    known, _ = find_model(re.sub(r"\((tokendrop|dropless|w/o? mtp|with(out)? mtp)\)", "", name, flags=re.I).strip())
+    known, _ = find_model(_catalog_name(name))
   except ValueError:
     known = None
   if known is not None and known.is_moe and (not L or int(L) == known.num_layers):
@@ -169,7 +175,7 @@ def model_numbers(row) -> dict[str, float]:
              fe=f, fs=0.0, Ld=L, tie=0.0 if maxtext or gated else 1.0)
   else:
     try:
-      cfg, _ = find_model(re.sub(r"\((tokendrop|dropless|w/o? mtp|with(out)? mtp)\)", "", name, flags=re.I).strip())
+      cfg, _ = find_model(_catalog_name(name))
     except ValueError as e:
       raise Unsupported(f"no dimensions and {e}") from None
     fe = cfg.moe_ffn_hidden_size or cfg.ffn_hidden_size
@@ -383,7 +389,7 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     rc = float(Recompute.DOTS)
   # Megatron-LM of 2021-22 reduced fp32 gradients; NeMo/Megatron-Bridge
   # performance recipes reduce them in bf16 (grad_reduce_in_fp32=False);
-  # DeepSpeed keeps fp16/bf16 gradients.
+  # DeepSpeed's depend on its optimizer wrapper (deepspeed_state, below).
   # ZeRO-2 shards over the same group as ZeRO-1 (the whole data-parallel
   # group), gradients as well as optimizer state (zero = 2 below)
   p = megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(zero in (1, 2)), rc, 0.0, 1.0, 1.0, 1.0,
