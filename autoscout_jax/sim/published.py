@@ -362,6 +362,16 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
             or bool(re.search(r"nemo|megatron[- ]bridge|megatron[- ]core|mcore", framework)))
   if modern and zero == 0:
     zero = 1
+  # PyTorch-native trainers (FSDP2 / torchtitan, not Megatron or DeepSpeed)
+  native = not (megatron or deepspeed)
+  # FSDP under a pipeline there keeps each stage's parameters gathered
+  # across its micro-batches (torchtitan reshards after forward only
+  # without PP) and accumulates unsharded gradients in the fp32 reduce
+  # dtype until the last micro-batch: the memory and the once-per-step
+  # reduce-scatter / all-gather of a sharded optimizer (ZeRO-1)
+  fsdp_pp = native and zero == 3 and pp > 1
+  if fsdp_pp:
+    zero = 1
   # Megatron-LM of 2021-22 and Megatron-DeepSpeed materialized attention
   # scores; every stack since (NeMo, Megatron-Bridge, FSDP/FSDP2 trainers,
   # MaxText) runs fused flash attention unless the row says otherwise.
@@ -370,7 +380,11 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   flash = 0.0 if old_stack or re.search(r"no flash|without flash|flash[_ -]?attn(ention)?[=: ]+(off|false)", notes) \
       else 1.0
   sp_txt = (row.get("sequence_parallel") or "").lower()
-  sp = 1.0 if sp_txt == "on" else 0.0 if sp_txt == "off" else float(modern and tp > 1)
+  # unstated: NeMo / Megatron-Bridge recipes run SP with TP; so does
+  # PyTorch-native TP (torchtitan's and PyTorch's FSDP + TP plans shard the
+  # norms' sequence dimension: SequenceParallel); Megatron-LM of 2021-22 and
+  # Megatron-DeepSpeed did not
+  sp = 1.0 if sp_txt == "on" else 0.0 if sp_txt == "off" else float((modern or native) and tp > 1)
   if m["E"] > 0 and tp > 1:
     sp = 1.0
   # Narayanan 2021 recomputes every run (Table 1 configs); elsewhere an
@@ -380,7 +394,7 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
       else 0.0
   rc, _ = _recompute(re.sub(r"(cpu|activation)[ -]*offload(ing|ed)?", "", rc_text, flags=re.I),
                      "full" if (deepspeed or row.get("source_id") == "NARAYANAN2021") else "none")
-  if rc == Recompute.SELECTIVE and not (megatron or deepspeed):
+  if rc == Recompute.SELECTIVE and native:
     # an FSDP trainer's "selective" is PyTorch's selective activation
     # checkpointing (torch.utils.checkpoint with a save policy, as
     # torchtitan's op-level SAC): the matmul and attention outputs are kept
