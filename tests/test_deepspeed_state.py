@@ -9,11 +9,8 @@ Rows: a BLOOM-like 181B model (72 x 14336, 250k vocabulary) on 384 A100s
 with Megatron-DeepSpeed, ZeRO-1, full recompute, as in BigScience's
 published layout search."""
 
-import csv
-
 import pytest
-
-from autoscout_jax.tools import predict_published
+from published_rows import predict_rows
 
 L, H, V = 72, 14336, 250880
 BASE = dict(row_id="", source_id="UNSEEN", framework="Megatron-DeepSpeed", task="pretrain", model="BLOOM-like 181B",
@@ -30,12 +27,7 @@ def predicted(tmp_path_factory):
     rows.append(dict(BASE, row_id=f"trained_{prec}", precision=prec))  # trained at 65 GB (fp16)
     rows.append(dict(BASE, row_id=f"oom_{prec}", precision=prec, pp="1", dp="48", oom="yes"))  # published OOM
     rows.append(dict(BASE, row_id=f"mega_{prec}", precision=prec, framework="Megatron-LM"))
-  d = tmp_path_factory.mktemp("ds")
-  with open(d / "in.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(BASE))
-    w.writeheader()
-    w.writerows(rows)
-  return {r["row_id"]: r for r in predict_published.predict_file(str(d / "in.csv"), str(d / "out.csv"))}
+  return predict_rows(tmp_path_factory.mktemp("ds"), rows)
 
 
 def _mem(r, col="pred_peak_mem_gb_per_device"):

@@ -4,12 +4,11 @@ wording, numbers with separators, suffixes or units, a micro-batch left to
 the stack) gets the prediction its plain spelling gets, and what changes
 the run (ZeRO stage, the instance's network) changes the prediction."""
 
-import csv
-
 import pytest
 
 from autoscout_jax.sim import calibration, hardware, published
 from autoscout_jax.tools import predict_published
+from published_rows import predict_rows
 
 BASE = dict(row_id="base", source_id="UNSEEN", framework="PyTorch FSDP", task="pretrain", model="Llama-2 7B",
             num_layers="32", hidden_size="4096", ffn_hidden_size="11008", num_heads="32", num_kv_heads="32",
@@ -34,24 +33,13 @@ SAME = [
 ]
 
 
-def _predict(tmp_path, rows):
-  cols = list(BASE)
-  with open(tmp_path / "in.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=cols)
-    w.writeheader()
-    for r in rows:
-      w.writerow(r)
-  out = predict_published.predict_file(str(tmp_path / "in.csv"), str(tmp_path / "out.csv"))
-  return {r["row_id"]: r for r in out}
-
-
 @pytest.fixture(scope="module")
 def spelled(tmp_path_factory):
   rows = []
   for i, (col, text, plain) in enumerate(SAME):
     rows.append(dict(BASE, row_id=f"alt{i}", **{col: text}))
     rows.append(dict(BASE, row_id=f"plain{i}", **{col: plain}))
-  return _predict(tmp_path_factory.mktemp("spelled"), rows)
+  return predict_rows(tmp_path_factory.mktemp("spelled"), rows)
 
 
 @pytest.mark.parametrize("i", range(len(SAME)), ids=[f"{c}={t}" for c, t, _ in SAME])
@@ -68,7 +56,7 @@ def test_other_spellings_predict_what_the_plain_one_does(spelled, i):
     ("recompute", "partial", "unknown recompute setting 'partial'"),
     ("hardware", "MI300X", "unknown hardware name 'MI300X'")])
 def test_text_that_cannot_be_read_is_a_named_reason_and_the_rest_run(tmp_path, col, text, reason):
-  out = _predict(tmp_path, [dict(BASE, row_id="bad", **{col: text}), dict(BASE)])
+  out = predict_rows(tmp_path, [dict(BASE, row_id="bad", **{col: text}), dict(BASE)])
   assert reason in out["bad"]["pred_status"]
   assert out["base"]["pred_status"] == "ok"
 
@@ -76,7 +64,7 @@ def test_text_that_cannot_be_read_is_a_named_reason_and_the_rest_run(tmp_path, c
 def test_zero2_shards_gradients_and_optimizer_state(tmp_path):
   # 7B on 8 A100-80GB: replicated Adam state alone is 12 bytes x 6.7B > 80 GB;
   # ZeRO-2 divides gradients and optimizer state by 8, ZeRO-3 the weights too
-  out = _predict(tmp_path, [dict(BASE, row_id=z, sharding=z) for z in ("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3")])
+  out = predict_rows(tmp_path, [dict(BASE, row_id=z, sharding=z) for z in ("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3")])
   mem = {z: float(out[z]["pred_peak_mem_gb_per_device"]) for z in out}
   assert mem["DDP"] > 80 > mem["ZeRO-2"]
   assert mem["DDP"] > mem["ZeRO-1"] > mem["ZeRO-2"] > mem["ZeRO-3"]
@@ -90,7 +78,7 @@ def test_a_micro_batch_left_to_the_stack_is_the_largest_that_fits(tmp_path):
   big = dict(BASE, global_batch_size="256", recompute="none")
   rows = [dict(big, row_id="auto", micro_batch_size="auto"), dict(big, row_id="blank", micro_batch_size="")]
   rows += [dict(big, row_id=f"mbs{b}", micro_batch_size=str(b)) for b in (32, 16, 8, 4, 2, 1)]
-  out = _predict(tmp_path, rows)
+  out = predict_rows(tmp_path, rows)
   fits = [b for b in (32, 16, 8, 4, 2, 1) if out[f"mbs{b}"]["pred_feasible"] == "yes"]
   assert fits and fits[0] < 32  # the per-replica batch alone does not fit
   for key in ("auto", "blank"):
@@ -101,7 +89,7 @@ def test_a_micro_batch_left_to_the_stack_is_the_largest_that_fits(tmp_path):
 
 def test_a_pipeline_without_micro_batch_or_accumulation_is_refused_with_its_reason(tmp_path):
   row = dict(BASE, row_id="pp", framework="Megatron-LM", sharding="", tp="2", pp="2", dp="2", micro_batch_size="")
-  out = _predict(tmp_path, [row])
+  out = predict_rows(tmp_path, [row])
   assert "a pipeline's micro-batch cannot be inferred" in out["pp"]["pred_status"]
 
 
@@ -143,13 +131,7 @@ def test_the_device_count_a_row_implies_is_used(tmp_path):
   rows = [dict(BASE, row_id="nodes", num_devices="", num_nodes="1", devices_per_node="8"),
           dict(BASE, row_id="degrees", num_devices="", dp="8"),
           dict(BASE, row_id="none", num_devices=""), dict(BASE)]
-  cols = list(BASE) + ["num_nodes", "devices_per_node"]
-  with open(tmp_path / "in.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=cols, restval="")
-    w.writeheader()
-    for r in rows:
-      w.writerow(r)
-  out = {r["row_id"]: r for r in predict_published.predict_file(str(tmp_path / "in.csv"), str(tmp_path / "o.csv"))}
+  out = predict_rows(tmp_path, rows)
   for key in ("nodes", "degrees"):
     assert out[key]["pred_tokens_per_sec_per_device"] == out["base"]["pred_tokens_per_sec_per_device"]
   assert out["none"]["pred_status"].startswith("unsupported: num_devices missing")
@@ -174,7 +156,7 @@ def test_a_dp_that_folds_in_context_or_expert_parallelism_is_read_as_meant(tmp_p
           dict(long, row_id="wrong", cp="4", dp="3"),
           # the micro-batch left blank is the per-replica batch of the dp read as meant (2 / 2)
           dict(long, row_id="cp_in_dp_blank_mbs", cp="4", dp="8", micro_batch_size="")]
-  out = _predict(tmp_path, rows)
+  out = predict_rows(tmp_path, rows)
   assert out["cp_in_dp"]["pred_status"] == "ok"
   assert out["cp_in_dp"]["pred_tokens_per_sec_per_device"] == out["cp_apart"]["pred_tokens_per_sec_per_device"]
   assert out["ep_apart"]["pred_status"] == "ok"

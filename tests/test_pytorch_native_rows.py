@@ -11,11 +11,8 @@ run, not as Megatron does:
   micro-batches and accumulates unsharded fp32 gradients until the last
   one (torchtitan reshards after forward only without PP): ZeRO-1's state."""
 
-import csv
-
 import pytest
-
-from autoscout_jax.tools import predict_published
+from published_rows import predict_rows
 
 BASE = dict(row_id="", source_id="UNSEEN", framework="torchtitan (FSDP2)", task="pretrain", model="Llama 3.1 8B",
             hardware="H100 80GB", num_devices="8", seq_len="8192", sharding="FSDP2", micro_batch_size="2",
@@ -28,12 +25,7 @@ def predicted(tmp_path_factory):
   rows.append(dict(BASE, row_id="megatron", framework="Megatron-LM", sharding="distributed optimizer"))
   rows.append(dict(BASE, row_id="megatron_none", framework="Megatron-LM", sharding="distributed optimizer",
                    recompute="none"))
-  d = tmp_path_factory.mktemp("sac")
-  with open(d / "in.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(BASE))
-    w.writeheader()
-    w.writerows(rows)
-  return {r["row_id"]: r for r in predict_published.predict_file(str(d / "in.csv"), str(d / "out.csv"))}
+  return predict_rows(tmp_path_factory.mktemp("sac"), rows)
 
 
 def _mem(r):
@@ -73,12 +65,7 @@ def layouts(tmp_path_factory):
                global_batch_size="512", recompute="full"),
           dict(BASE, row_id="tp_no_sp", model="Llama 3.1 70B", num_devices="256", tp="8", micro_batch_size="16",
                global_batch_size="512", recompute="full", sequence_parallel="off")]
-  d = tmp_path_factory.mktemp("native")
-  with open(d / "in.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(BASE) + ["sequence_parallel"])
-    w.writeheader()
-    w.writerows(rows)
-  return {r["row_id"]: r for r in predict_published.predict_file(str(d / "in.csv"), str(d / "out.csv"))}
+  return predict_rows(tmp_path_factory.mktemp("native"), rows)
 
 
 def test_fsdp_under_a_pipeline_keeps_the_state_of_a_sharded_optimizer(layouts):

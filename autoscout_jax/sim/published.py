@@ -409,7 +409,7 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   p = megatron_plan(tp, pp, cp, dp, ep, 1.0, vp, mbs, sp, float(zero in (1, 2)), rc, 0.0, 1.0, 1.0, 1.0,
                     40e6, float(modern and tp > 1 and sp > 0), m["gbs"], m["L"], cluster.node_size,
                     fsdp=float(zero == 3), flash=flash,
-                    grad_bytes=2.0 if (modern or deepspeed) else 4.0, offload=offload,
+                    grad_bytes=2.0 if modern else 4.0, offload=offload,
                     # DeepSpeed ZeRO-3 (2021) gathers parameter by parameter from
                     # every rank: its collectives do not spread over a node's NICs
                     rails=0.0 if (deepspeed and zero == 3) else 1.0,
