@@ -21,7 +21,12 @@ def _digest(obj: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """A decoder-only transformer (dense or mixture-of-experts)."""
+  """A decoder-only transformer (dense or mixture-of-experts), or a hybrid
+  of Mamba-2 and transformer layers in Megatron's notation: `layer_pattern`
+  names each of the `num_layers` layers, "M" a Mamba-2 mixer, "*" self
+  attention, "-" a dense MLP, "E" an MoE MLP, each layer one of these with
+  its own norm and residual (Nemotron-H: "M-M-M-M*-..."). Empty: every
+  layer is attention followed by an MLP (MoE after `num_dense_layers`)."""
 
   name: str
   num_layers: int
@@ -39,6 +44,11 @@ class ModelConfig:
   num_shared_experts: int = 0
   num_dense_layers: int = 0  # leading dense layers in an MoE model (DeepSeek-style)
   kv_channels: int | None = None  # per-head width when not hidden_size // num_heads (Qwen3, MaxText)
+  layer_pattern: str = ""  # hybrid models: one of "M*-E" per layer (see above)
+  mamba_num_heads: int = 0  # Mamba-2 heads; inner width = mamba_num_heads x mamba_head_dim
+  mamba_head_dim: int = 64
+  mamba_state_dim: int = 128  # SSM state size N
+  mamba_num_groups: int = 8  # groups sharing the B and C projections
 
   def __post_init__(self):
     for f in ("num_layers", "hidden_size", "num_heads", "ffn_hidden_size", "vocab_size", "seq_len"):
@@ -55,6 +65,22 @@ class ModelConfig:
       raise ValueError(f"model {self.name!r}: num_kv_heads {kv} must divide num_heads {self.num_heads}")
     if self.num_experts and not 0 < self.moe_top_k <= self.num_experts:
       raise ValueError(f"model {self.name!r}: moe_top_k {self.moe_top_k} must be in 1..{self.num_experts}")
+    if self.layer_pattern:
+      bad = sorted(set(self.layer_pattern) - set("M*-E"))
+      if bad:
+        raise ValueError(f"model {self.name!r}: layer_pattern may hold only M (Mamba-2), * (attention), "
+                         f"- (MLP) and E (MoE), got {''.join(bad)!r}")
+      if len(self.layer_pattern) != self.num_layers:
+        raise ValueError(f"model {self.name!r}: layer_pattern has {len(self.layer_pattern)} layers, "
+                         f"num_layers is {self.num_layers}")
+      if ("E" in self.layer_pattern) != self.is_moe:
+        raise ValueError(f"model {self.name!r}: layer_pattern {'has' if self.is_moe else 'has no'} MoE "
+                         f"layers (E) only with num_experts > 0")
+      if "M" in self.layer_pattern:
+        for f in ("mamba_num_heads", "mamba_head_dim", "mamba_state_dim", "mamba_num_groups"):
+          v = getattr(self, f)
+          if not isinstance(v, int) or v <= 0:
+            raise ValueError(f"model {self.name!r}: a pattern with Mamba layers needs {f} > 0, got {v!r}")
 
   @property
   def kv_heads(self) -> int:
@@ -67,6 +93,22 @@ class ModelConfig:
   @property
   def is_moe(self) -> bool:
     return self.num_experts > 0
+
+  @property
+  def is_hybrid(self) -> bool:
+    return bool(self.layer_pattern)
+
+  def layer_counts(self) -> dict[str, int]:
+    """Layers of each kind: attention, mamba, dense (MLP), moe, and
+    blocks -- what the simulators call a layer (sim/costs.py): a
+    transformer's attention + MLP pair, or one entry of a hybrid's pattern."""
+    if not self.layer_pattern:
+      moe = self.num_layers - self.num_dense_layers if self.is_moe else 0
+      return dict(attention=self.num_layers, mamba=0, dense=self.num_layers - moe, moe=moe,
+                  blocks=self.num_layers)
+    p = self.layer_pattern
+    return dict(attention=p.count("*"), mamba=p.count("M"), dense=p.count("-"), moe=p.count("E"),
+                blocks=self.num_layers)
 
 
 # Projections that can carry LoRA adapters, by the local model's leaf names
@@ -246,6 +288,9 @@ class Workload:
   def key(self) -> str:
     d = dataclasses.asdict(self)
     d.pop("default")  # the default is a comparison point, not part of the job
+    if not d["model"]["layer_pattern"]:  # keeps the keys of models that predate hybrids
+      for f in ("layer_pattern", "mamba_num_heads", "mamba_head_dim", "mamba_state_dim", "mamba_num_groups"):
+        d["model"].pop(f)
     if d["serving"] is None:
       d.pop("serving")  # keeps the keys of training workloads as they were
     d["lora_targets"] = tuple(d["lora_targets"])

@@ -51,6 +51,9 @@ def check_supported(model: ModelConfig) -> None:
   if model.is_moe:
     raise ValueError(f"model {model.name!r} is a mixture-of-experts model; the local "
                      "compile/profile evaluators build dense decoders only")
+  if model.is_hybrid:
+    raise ValueError(f"model {model.name!r} is a hybrid Mamba-2/transformer model; the local "
+                     "compile/profile evaluators build transformer decoders only")
   if model.head_dim % 2:
     raise ValueError(f"model {model.name!r}: head_dim {model.head_dim} must be even "
                      "(rotary position embedding)")

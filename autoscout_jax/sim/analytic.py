@@ -137,7 +137,7 @@ def simulate_f0(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mapping[s
       out[k] = jnp.asarray(np.pad(v.reshape(-1), (0, size - n), mode="edge") if v.ndim else v)
     return out
 
-  out = _f0_jit(pad({k: plan[k] for k in costs.PLAN_FIELDS}), pad({k: model[k] for k in costs.MODEL_FIELDS}),
+  out = _f0_jit(pad({k: plan[k] for k in costs.PLAN_FIELDS}), pad(costs.model_fields(model)),
                 pad(hw), pad(consts))
   return {k: np.broadcast_to(np.asarray(v), (size,))[:n] for k, v in out.items()}
 

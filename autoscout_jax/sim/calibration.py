@@ -46,7 +46,7 @@ import numpy as np
 
 from autoscout_jax.sim import published, uncertainty
 from autoscout_jax.sim.constants import CALIBRATED
-from autoscout_jax.sim.costs import MODEL_FIELDS, PLAN_FIELDS, SimConstants
+from autoscout_jax.sim.costs import MODEL_FIELDS, PLAN_FIELDS, SimConstants, model_fields
 
 FITTED = {  # name: (low, high) -- physical ranges, the fit never leaves them
     "gemm_eff": (0.5, 0.95),     # cuBLAS/XLA large-GEMM fraction of dense peak
@@ -96,7 +96,7 @@ def prepare(rows: Sequence[Mapping[str, str]]) -> Prepared:
   hw_keys = tuple(hws[0]) if hws else ()
   auto = np.array([published.recompute_unstated(rows[i]) for i in index], bool)
   auto_mb = np.array([published.microbatch_unstated(rows[i]) for i in index], bool)
-  return Prepared(list(map(dict, rows)), index, status, stack(plans, PLAN_FIELDS), stack(models, MODEL_FIELDS),
+  return Prepared(list(map(dict, rows)), index, status, stack(plans, PLAN_FIELDS), stack([model_fields(m) for m in models], MODEL_FIELDS),
                   stack(hws, hw_keys), auto, auto_mb)
 
 

@@ -28,11 +28,31 @@ def param_count(model: ModelConfig) -> int:
   mats = 3 if model.gated_mlp else 2
   attn = h * (model.num_heads * d + 2 * model.kv_heads * d) + model.num_heads * d * h + 2 * h
   dense = h * model.ffn_hidden_size * mats
-  n_moe = model.num_layers - model.num_dense_layers if model.is_moe else 0
   fe = model.moe_ffn_hidden_size or model.ffn_hidden_size
   moe = model.num_experts * h * fe * mats + model.num_shared_experts * h * fe * mats + h * model.num_experts
   emb = model.vocab_size * h * (1 if model.tie_embeddings else 2)
-  return int(model.num_layers * attn + (model.num_layers - n_moe) * dense + n_moe * moe + emb + h)
+  n = model.layer_counts()
+  if model.is_hybrid:
+    # one norm per pattern layer (attention's two above belong to a pair)
+    attn -= h
+    dense, moe = dense + h, moe + h
+  return int(n["attention"] * attn + n["mamba"] * mamba_params(model) + n["dense"] * dense + n["moe"] * moe
+             + emb + h)
+
+
+def mamba_params(model: ModelConfig) -> int:
+  """One Mamba-2 layer (Megatron's MambaMixer): the input projection to
+  z, x, B, C and dt (2 x inner + 2 x groups x state + heads), the depthwise
+  convolution (kernel 4, with bias) over x, B and C, per-head dt bias, A and
+  D, the gated norm over the inner width, the output projection, and the
+  layer's own norm."""
+  if not model.mamba_num_heads:
+    return 0
+  h = model.hidden_size
+  di = model.mamba_num_heads * model.mamba_head_dim
+  gn = model.mamba_num_groups * model.mamba_state_dim
+  conv = di + 2 * gn
+  return h * (2 * di + 2 * gn + model.mamba_num_heads) + conv * 5 + 3 * model.mamba_num_heads + di + di * h + h
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +209,33 @@ _add(ModelConfig("gpt_neox_20b", 44, 6144, 64, 24576, 50432, 2048),
 _add(ModelConfig("qwen2.5_72b", 80, 8192, 64, 29568, 152064, 4096, num_kv_heads=8, gated_mlp=True),
      Recipe(4, 4, vp=5, global_batch=256, source=_FSDP))
 
+# Hybrid Mamba-2 / transformer models (Megatron-Bridge's recipes: layer
+# pattern, widths, Mamba heads, state and groups; squared-ReLU MLPs, untied
+# embeddings, the 131,072-token Nemotron tokenizer).
+_NH = "Megatron-Bridge NemotronH recipes"
+for _name, _pat, _h, _a, _g, _f, _mh, _mhd, _ms in (
+    ("nemotron_h_4b", "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-", 3072, 32, 8, 12288, 112, 64, 128),
+    ("nemotron_h_8b", "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-", 4096, 32, 8, 21504, 128, 64, 128),
+    ("nemotron_h_47b", "M-M-M-M-M-M-M-M-M*-M-M-M-M-M-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-M-M---MM---M-M*"
+                       "-M-M-M-M-M-", 8192, 64, 8, 30720, 256, 64, 256),
+    ("nemotron_h_56b", "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*"
+                       "-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-", 8192, 64, 8, 32768, 256, 64, 256),
+    ("nemotron_nano_9b_v2", "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-", 4480, 40, 8, 15680, 128, 80, 128),
+    ("nemotron_nano_12b_v2", "M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M-", 5120, 40, 8, 20480,
+     128, 80, 128),
+    ("nemotron_3_nano_4b", "M-M-M-MM-M-M*-M-M*-M-M-M*-M-M-MM*-MMM-M-M-", 3136, 40, 8, 12544, 96, 80, 128)):
+  _add(ModelConfig(_name, len(_pat), _h, _a, _f, 131072, 8192, num_kv_heads=_g, kv_channels=128,
+                   layer_pattern=_pat, mamba_num_heads=_mh, mamba_head_dim=_mhd, mamba_state_dim=_ms,
+                   mamba_num_groups=8),
+       Recipe(1, 1, global_batch=768, recompute="none", source=_NH))
+# Nemotron 3 Nano 30B-A3B: 23 Mamba-2, 6 attention (2 KV groups) and 23 MoE
+# layers (128 experts of width 1,856, top-6, a shared expert of 3,712).
+_add(ModelConfig("nemotron_3_nano", 52, 2688, 32, 1856, 131072, 8192, num_kv_heads=2, kv_channels=128,
+                 num_experts=128, moe_top_k=6, moe_ffn_hidden_size=1856, num_shared_experts=2,
+                 layer_pattern="MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME",
+                 mamba_num_heads=64, mamba_head_dim=64, mamba_state_dim=128, mamba_num_groups=8),
+     Recipe(1, 1, ep=8, global_batch=512, recompute="none", source=_NH))
+
 MODELS = tuple(sorted(_CATALOG))
 
 # Names published tables use, normalized (lower case, alphanumerics only).
@@ -209,6 +256,12 @@ _ALIASES = {
     "nemotron4340b": "nemotron_340b", "mistral7bv01": "mistral_7b",
     # OPT-175B has GPT-3 175B's shape (96 x 12,288, 96 heads; ReLU MLP of 4h)
     "opt175b": "gpt3_175b", "gptneox20b": "gpt_neox_20b", "qwen2572b": "qwen2.5_72b",
+    "nemotronh4b": "nemotron_h_4b", "nemotronh8b": "nemotron_h_8b", "nemotronh47b": "nemotron_h_47b",
+    "nemotronh56b": "nemotron_h_56b", "nemotronnano9bv2": "nemotron_nano_9b_v2",
+    "nemotronnanov29b": "nemotron_nano_9b_v2", "nemotronnano12bv2": "nemotron_nano_12b_v2",
+    "nemotronnanov212b": "nemotron_nano_12b_v2", "nemotron3nano": "nemotron_3_nano",
+    "nemotron3nano30ba3b": "nemotron_3_nano", "nemotron3nano4b": "nemotron_3_nano_4b",
+    "nvidianemotron3nano30ba3b": "nemotron_3_nano",
 }
 
 

@@ -35,11 +35,15 @@ def layer_comm(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[st
   T, full, f_moe, mats, sp_div = t["T"], t["full"], t["f_moe"], t["mats"], t["sp_div"]
   t_qkv, t_dense, t_fc2, t_moe, t_core = t["t_qkv"], t["t_dense"], t["t_fc2"], t["t_moe"], t["t_core"]
   fwd, bwd = t["fwd"], t["bwd"]
+  # hybrid layers (sim/costs.py): one collective pair per mixer (attention
+  # or Mamba-2, both column-/row-parallel over heads) and per MLP
+  f_att, f_ssm, f_ffn, f_dn = t["f_att"], t["f_ssm"], t["f_ffn"], t["f_dn"]
+  pairs = f_att + f_ssm + f_ffn  # 2 for a transformer's layer
   # every collective call of a group of more than one device also pays `once`
   tp_one = (collectives.all_reduce_tiered_s(xp, tp, plan["tp_local"], T * h * 2, hw, c)  # one AR == one AG + one RS
             + once(xp, tp, c))
   tp_hide = 1 - plan["tp_overlap"] * c["tp_overlap_eff"]
-  tp_fwd = 2 * tp_one * tp_hide
+  tp_fwd = pairs * tp_one * tp_hide
   # backward, per column-/row-parallel pair: the column-parallel linear's
   # input-gradient collective is issued asynchronously and runs under its
   # weight-gradient GEMM (Megatron's and Transformer Engine's linear
@@ -52,15 +56,18 @@ def layer_comm(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[st
     return (sp_on * (0.5 * tp_one + xp.maximum(tp_one - 2 * g, 0.0))
             + (1 - sp_on) * xp.maximum(tp_one - g, 0.0))
 
-  g_mlp = (1 - f_moe) * (t_dense - t_fc2) + f_moe * t_moe * (mats - 1) / mats
+  # an MLP layer's column-parallel GEMMs, averaged over the MLP layers
+  g_mlp = (f_dn * (t_dense - t_fc2) + f_moe * t_moe * (mats - 1) / mats) / xp.maximum(f_ffn, 1e-9)
   live = 1 - m["frozen"]
-  tp_bwd = (tp_pair_bwd(live * t_qkv) + tp_pair_bwd(live * g_mlp) + 2 * full * tp_one) * tp_hide
+  tp_bwd = (f_att * tp_pair_bwd(live * t_qkv) + f_ssm * tp_pair_bwd(live * t["t_ssm_in"])
+            + f_ffn * tp_pair_bwd(live * g_mlp) + pairs * full * tp_one) * tp_hide
 
   bw_cp, lat_cp = collectives.tier(xp, plan["cp_local"], cp, hw, c, rails=0.0)
   cp_bytes = (cp - 1) * T * KV * 2 / tp
   cp_t = xp.where(cp > 1, cp_bytes / bw_cp + (cp - 1) * (lat_cp + c["coll_fixed_s"]), 0.0)
-  cp_fwd = xp.maximum(cp_t - t_core, 0.0)
-  cp_bwd = xp.maximum(2 * cp_t - 2.5 * t_core, 0.0) + full * cp_fwd
+  # attention layers' ring (a hybrid's Mamba-2 layers: not modelled)
+  cp_fwd = f_att * xp.maximum(cp_t - t_core, 0.0)
+  cp_bwd = f_att * xp.maximum(2 * cp_t - 2.5 * t_core, 0.0) + full * cp_fwd
 
   # all-to-all dispatch/combine. Inside a node each token goes to each of
   # its k experts' ranks; across nodes a node-deduplicating dispatcher

@@ -67,6 +67,12 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            padded example per row / packed rows), attn_packed (attention
            work of packed rows relative to full causal rows, what a
            segment-aware flash kernel pays); 1, 1, 1 for full rows.
+           Hybrid Mamba-2 / transformer models (`MODEL_DEFAULTS` for the
+           rest): each of the L layers is one pattern entry, f_att / f_ssm
+           / f_ffn the shares of layers with an attention mixer, a Mamba-2
+           mixer, an MLP (L - Ld of them MoE); ssm_nh, ssm_hd, ssm_n,
+           ssm_g: Mamba-2 heads, head dim, state size, B/C groups. A
+           transformer: 1, 0, 1 (every layer attention + MLP).
   hw    -- peak_bf16, peak_fp8, hbm_bytes, hbm_bw, intra_bw/lat,
            inter_bw/lat, node_size, num_devices.
 
@@ -117,7 +123,34 @@ PLAN_DEFAULTS = {"packed": 0.0, "ep_dedup": 1.0, "lp_grad_bytes": 0.0}
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
                 "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "lora_pm", "lora_pe", "frozen_bytes",
-                "fill", "fill_packed", "attn_packed")
+                "fill", "fill_packed", "attn_packed",
+                "f_att", "f_ssm", "f_ffn", "ssm_nh", "ssm_hd", "ssm_n", "ssm_g")
+# Model fields a producer may leave out: those of hybrid Mamba-2 models (a
+# transformer: every layer attention + MLP, no Mamba-2 mixer).
+MODEL_DEFAULTS = {"f_att": 1.0, "f_ssm": 0.0, "f_ffn": 1.0, "ssm_nh": 0.0, "ssm_hd": 0.0, "ssm_n": 0.0,
+                  "ssm_g": 0.0}
+# Mamba-2's chunked scan (SSD) works in chunks of this many tokens
+# (Megatron's and mamba_ssm's default chunk size).
+SSD_CHUNK = 128.0
+
+
+def model_fields(model: Mapping[str, Any]) -> dict[str, Any]:
+  """`model`'s MODEL_FIELDS, those of MODEL_DEFAULTS filled in when absent."""
+  return {k: model[k] if k in model else MODEL_DEFAULTS[k] for k in MODEL_FIELDS}
+
+
+def hybrid_scalars(model: Any) -> dict[str, float]:
+  """The hybrid-layer model fields of a `ModelConfig`: the share of layers
+  with an attention mixer (f_att), a Mamba-2 mixer (f_ssm) and an MLP
+  (f_ffn; dense or MoE), and the Mamba-2 widths (heads, head dim, state,
+  groups). A transformer's layer has attention and an MLP (1, 0, 1); a
+  hybrid's layer is one entry of its pattern (shares summing to 1)."""
+  if not model.is_hybrid:
+    return dict(MODEL_DEFAULTS)
+  n, L = model.layer_counts(), float(model.num_layers)
+  return dict(f_att=n["attention"] / L, f_ssm=n["mamba"] / L, f_ffn=(n["dense"] + n["moe"]) / L,
+              ssm_nh=float(model.mamba_num_heads), ssm_hd=float(model.mamba_head_dim),
+              ssm_n=float(model.mamba_state_dim), ssm_g=float(model.mamba_num_groups))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,9 +222,10 @@ def model_scalars(workload: Any) -> dict[str, float]:
   out = dict(
       L=m.num_layers, h=m.hidden_size, a=m.num_heads, g=m.kv_heads, d=m.head_dim, f=m.ffn_hidden_size,
       V=m.vocab_size, s=m.seq_len, gated=float(m.gated_mlp), E=m.num_experts, k=m.moe_top_k,
-      fe=fe, fs=m.num_shared_experts * fe, Ld=m.num_dense_layers if m.is_moe else m.num_layers,
+      fe=fe, fs=m.num_shared_experts * fe, Ld=m.num_layers - m.layer_counts()["moe"],
       tie=float(m.tie_embeddings), gbs=workload.global_batch,
       fp8=float("fp8" in prec or "fp4" in prec), fp4=float("fp4" in prec))
+  out.update(hybrid_scalars(m))
   out.update(lora_scalars(out, getattr(workload, "lora_rank", 0), getattr(workload, "lora_targets", ()),
                           getattr(workload, "frozen_dtype", "bf16")))
   out.update(packing_scalars(getattr(workload, "example_lens", ()), workload.global_batch, m.seq_len))
@@ -227,8 +261,14 @@ def model_flops_per_token(xp, m: Mapping[str, Any]) -> Any:
   attn_core = 2 * m["s"] * m["a"] * m["d"]
   active_moe = m["h"] * (m["k"] * m["fe"] + m["fs"]) * p["mats"] + m["h"] * m["E"]
   n_moe = m["L"] - m["Ld"]
-  fwd = (2 * (m["L"] * (p["attn"] - 2 * m["h"]) + m["Ld"] * p["dense"] + n_moe * active_moe)
-         + m["L"] * attn_core + 2 * m["h"] * m["V"])
+  n_att, n_ssm = m["L"] * m["f_att"], m["L"] * m["f_ssm"]
+  n_dense = m["Ld"] - m["L"] * (1 - m["f_ffn"])
+  # Mamba-2: its projections, and the chunked scan (layer_costs)
+  di, gn = m["ssm_nh"] * m["ssm_hd"], m["ssm_g"] * m["ssm_n"]
+  ssm = (2 * m["h"] * (2 * di + 2 * gn + m["ssm_nh"]) + 2 * di * m["h"]
+         + 2 * SSD_CHUNK * gn + 2 * SSD_CHUNK * di + 4 * m["ssm_n"] * di)
+  fwd = (2 * (n_att * (p["attn"] - 2 * m["h"]) + n_dense * p["dense"] + n_moe * active_moe)
+         + n_att * attn_core + n_ssm * ssm + 2 * m["h"] * m["V"])
   # frozen base weights (LoRA): forward + activation gradients only, plus
   # the adapters' forward and both backward GEMMs (a token's k experts' own)
   return (3 - m["frozen"]) * fwd + 6 * active_adapter_params(xp, m)
@@ -258,6 +298,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   mats = 2.0 + m["gated"]
   is_moe = m["E"] > 0
   f_moe = xp.where(is_moe, (m["L"] - m["Ld"]) / m["L"], 0.0)
+  # hybrid layers: shares of attention, Mamba-2 and MLP layers (1, 0, 1 for
+  # a transformer, whose every layer is an attention + MLP pair); the
+  # dense-MLP share leaves out the MoE layers and the mixer-only ones
+  f_att, f_ssm, f_ffn = m["f_att"], m["f_ssm"], m["f_ffn"]
+  f_dn = (1 - f_moe) - (1 - f_ffn)
+  sub = (f_att + f_ssm + f_ffn) / 2  # sublayers (norm + residual each) per layer over a transformer's 2
   T = mbs * s / cp  # tokens per device per micro-batch (before the TP split)
 
   # --- compute of one layer, forward ---------------------------------------------
@@ -297,6 +343,18 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   t_scores = (4 * T * s * A / tp / (hw["peak_bf16"] * c["gemm_eff"] * m["d"] / (m["d"] + c["gemm_knee"]))
               + T * s * m["a"] / tp * 11 / hw["hbm_bw"])
   t_core = xp.where(flash, t_flash, t_scores)
+  # Mamba-2 mixer: input projection to z, x, B, C, dt and the output
+  # projection (column-/row-parallel over heads like attention), and the
+  # chunked scan (SSD) in its own fused kernels at the fused-attention
+  # efficiency for its head dim: per token C.B^T within a chunk (per
+  # group), its product with x (per head) and the chunk states in and out
+  di, gn = m["ssm_nh"] * m["ssm_hd"], m["ssm_g"] * m["ssm_n"]
+  ssm_in = 2 * di + 2 * gn + m["ssm_nh"]
+  t_ssm_in = gemm(2 * T * h * ssm_in / tp, mn(T, h, ssm_in / tp))
+  t_ssm_out = gemm(2 * T * di * h / tp, mn(T, di / tp, h))
+  f_dh = xp.minimum(m["ssm_hd"] / (m["ssm_hd"] + c["attn_d_knee"]) * (128 + c["attn_d_knee"]) / 128, 1.0)
+  ssd_flops = T * (2 * SSD_CHUNK * gn + 2 * SSD_CHUNK * di + 4 * m["ssm_n"] * di) / tp
+  t_ssd = ssd_flops / (hw["peak_bf16"] * c["attn_eff"] * xp.maximum(f_dh, 1e-3))
   t_fc2 = gemm(2 * T * m["f"] * h / tp, mn(T, m["f"] / tp, h))
   t_dense = gemm(2 * T * h * m["f"] * (mats - 1) / tp, mn(T, h, m["f"] * (mats - 1) / tp)) + t_fc2
   m_exp = xp.maximum(T * m["k"] * ep * etp / xp.maximum(m["E"] * tp, 1.0), 1.0)  # tokens per local expert
@@ -306,24 +364,27 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # memory-bound element-wise work: norms/residuals on h-vectors (replicated
   # across TP ranks unless SP shards them), activation functions, token
   # permutation for MoE.
-  elem_bytes = T * 2 * (c["elem_h_vectors"] * h / sp_div + KV / tp
-                        + (1 - f_moe) * mats * m["f"] / tp
-                        + f_moe * (4 * m["k"] * h / sp_div + mats * (m["k"] * m["fe"] + m["fs"]) / tp))
+  # Mamba-2: the convolution over x, B and C, dt's softplus and the gated
+  # norm over the inner width, each read and written once
+  elem_bytes = T * 2 * (c["elem_h_vectors"] * h / sp_div * sub + f_att * KV / tp
+                        + f_dn * mats * m["f"] / tp
+                        + f_moe * (4 * m["k"] * h / sp_div + mats * (m["k"] * m["fe"] + m["fs"]) / tp)
+                        + f_ssm * 2 * (2 * di + 2 * gn) / tp)
   t_elem = elem_bytes / hw["hbm_bw"]
   # transcendentals (`transc_s` a value; 0 where special-function units keep
   # pace with memory): the softmax's exp over the materialized score matrix
   # (not with a fused kernel), the MLP activation (gelu / silu) over its
   # hidden units, the router's softmax. The backward needs the activation's
   # again (its derivative), not the softmax's (it reuses the probabilities).
-  tr_scores = xp.where(flash, 0.0, T * s * m["a"] / tp)
-  tr_act = T * ((1 - f_moe) * m["f"] / tp + f_moe * (m["k"] * m["fe"] / tp + m["E"]))
+  tr_scores = f_att * xp.where(flash, 0.0, T * s * m["a"] / tp)
+  tr_act = T * (f_dn * m["f"] / tp + f_moe * (m["k"] * m["fe"] / tp + m["E"]))
   t_tr_scores, t_tr_act = tr_scores * c["transc_s"], tr_act * c["transc_s"]
   # host side of a pass (Python, dispatch, kernel launches; MoE adds router,
   # sort, permute, grouped GEMM, unpermute): the GPU waits when its work
   # is shorter (small micro-batches, wide TP). A compiled XLA step has
   # almost none. Where the device is a host thread (virtual CPU devices,
   # `host_serial`) the launch work is not hidden: it adds to the kernels'.
-  host = c["launch_s"] * (1 + 7 * f_moe) * (1 - 0.9 * plan["xla"])
+  host = c["launch_s"] * (sub + 7 * f_moe) * (1 - 0.9 * plan["xla"])
   serial = c["host_serial"]
 
   def hosted(work, launch):
@@ -336,7 +397,11 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
               + gemm(2 * T * m["k"] * m["lora_pe"] / xp.maximum(m["E"], 1.0) / tp,
                      mn(m_exp, xp.maximum(m["lora_r"], 1.0))) / c["moe_eff"])
   t_lora = (1 - f_moe) * lora_dense + f_moe * lora_moe
-  t_base = t_attn_lin + (1 - f_moe) * t_dense + f_moe * t_moe  # GEMMs of the base weights
+  # GEMMs of the base weights
+  t_base = f_att * t_attn_lin + f_ssm * (t_ssm_in + t_ssm_out) + f_dn * t_dense + f_moe * t_moe
+  # the fused mixer kernels: attention's core, Mamba-2's scan
+  t_core_att = t_core
+  t_core = f_att * t_core_att + f_ssm * t_ssd
   fwd_gpu = t_base + t_core + t_elem + t_lora + t_tr_scores + t_tr_act
   fwd = hosted(fwd_gpu, host)
   # flash backward recomputes the scores; a backward launches about twice
@@ -347,8 +412,9 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # XLA prunes the rematerialized forward to what the backward reads: the
   # attention out-projection and the dense MLP down-projection only feed
   # the residual stream, so they are not recomputed
-  pruned = plan["xla"] * (t_out + (1 - f_moe) * t_fc2)
-  recompute = ((sel + dots) * (t_core + t_tr_scores) + dots * (t_elem + t_tr_act)
+  pruned = plan["xla"] * (f_att * t_out + f_ssm * t_ssm_out + f_dn * t_fc2)
+  # selective recompute: the attention core (Mamba's scan keeps its inputs)
+  recompute = ((sel + dots) * (f_att * t_core_att + t_tr_scores) + dots * (t_elem + t_tr_act)
                + full * hosted(fwd_gpu - pruned, host))
   bwd = bwd_base + recompute
 
@@ -366,7 +432,8 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # --- TP, CP, EP communication per layer per micro-batch (sim/comm_costs.py) ----------
   comm = comm_costs.layer_comm(xp, plan, m, hw, c, dict(
       T=T, full=full, f_moe=f_moe, mats=mats, sp_div=sp_div, t_qkv=t_qkv, t_dense=t_dense, t_fc2=t_fc2,
-      t_moe=t_moe, t_core=t_core, fwd=fwd, bwd=bwd))
+      t_moe=t_moe, t_core=t_core_att, fwd=fwd, bwd=bwd, f_att=f_att, f_ssm=f_ssm, f_ffn=f_ffn, f_dn=f_dn,
+      t_ssm_in=t_ssm_in))
 
   # --- pipeline --------------------------------------------------------------------
   layers_stage = xp.ceil(m["L"] / (pp * vp)) * vp

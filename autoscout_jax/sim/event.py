@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from autoscout_jax.measurement import INVALID, Metrics
-from autoscout_jax.sim import costs, hardware, uncertainty
+from autoscout_jax.sim import costs, hardware, memory, uncertainty
 from autoscout_jax.sim.analytic import BREAKDOWN, AnalyticEvaluator
 from autoscout_jax.sim.constants import CALIBRATED
 from autoscout_jax.sim.event_engine import PipelineInputs, simulate_pipeline
@@ -80,7 +80,7 @@ def pipeline_inputs(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mappi
   needs. All inputs are broadcast to [N] float64."""
   n = int(np.size(plan["tp"]))
   b = lambda d: {k: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy() for k, v in d.items()}
-  plan, model, hw = b({k: plan[k] for k in costs.PLAN_FIELDS}), b(model), b(hw)
+  plan, model, hw = b({k: plan[k] for k in costs.PLAN_FIELDS}), b(costs.model_fields(model)), b(hw)
   lc = costs.layer_costs(np, plan, model, hw, consts)
   lc = {k: np.broadcast_to(np.asarray(v, np.float64), (n,)) for k, v in lc.items()}
   pp = np.maximum(np.rint(plan["pp"]), 1).astype(np.int64)
@@ -112,11 +112,13 @@ def pipeline_inputs(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mappi
   z3_b = np.maximum(2 * z3_layer / 3 - hide * lc["bwd_s"], 0.0)
 
   # MoE models with leading dense layers (DeepSeek): the first Ld layers in
-  # virtual-stage order are dense, the rest MoE, each at its own cost
-  moe = model["E"] > 0
+  # virtual-stage order are dense, the rest MoE, each at its own cost. A
+  # hybrid's layers interleave (its pattern): every layer at their average.
+  hybrid = (model["f_att"] < 1) | (model["f_ffn"] < 1)
+  moe = (model["E"] > 0) & ~hybrid
   if moe.any():
-    lcd = costs.layer_costs(np, plan, dict(model, Ld=model["L"]), hw, consts)
-    lcm = costs.layer_costs(np, plan, dict(model, Ld=np.where(moe, 0.0, model["L"])), hw, consts)
+    lcd = costs.layer_costs(np, plan, dict(model, Ld=np.where(moe, model["L"], model["Ld"])), hw, consts)
+    lcm = costs.layer_costs(np, plan, dict(model, Ld=np.where(moe, 0.0, model["Ld"])), hw, consts)
     lcd, lcm = ({k: np.broadcast_to(np.asarray(v, np.float64), (n,)) for k, v in d.items()} for d in (lcd, lcm))
   else:
     lcd = lcm = lc
@@ -143,6 +145,11 @@ def pipeline_inputs(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mappi
   moe_layer = (lp["attn"] + lp["moe_shared"]) / plan["tp"] + lp["experts"] / (plan["ep"] * plan["etp"])
   emb_dev = lp["emb"] / plan["tp"]
   out_dev = np.where((model["tie"] > 0) & (pp <= 1), 0.0, emb_dev)  # a pipeline's last stage holds a copy
+  # a hybrid's average layer (memory.py's per-layer figures)
+  sh = memory.layer_shares(np, model)
+  avg_layer = ((sh["att"] * lp["attn"] + sh["ssm"] * lp["ssm"] + sh["dense"] * lp["dense"]
+                + sh["moe"] * lp["moe_shared"]) / plan["tp"] + sh["moe"] * lp["experts"] / (plan["ep"] * plan["etp"]))
+  dense_layer = np.where(hybrid, avg_layer, dense_layer)
   params = n_dense * x(dense_layer) + n_moe * x(np.where(moe, moe_layer, dense_layer)) \
       + first * x(emb_dev) + last * x(out_dev)
   # LoRA: only the adapters have gradients to sync and state to update

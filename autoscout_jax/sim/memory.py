@@ -15,14 +15,28 @@ from typing import Any, Mapping
 
 def layer_params(xp, m: Mapping[str, Any]) -> dict[str, Any]:
   """Parameters of one attention block, one dense MLP, one MoE MLP (routed
-  experts apart), and the embedding/output matrices."""
+  experts apart), one Mamba-2 mixer (0 without one), and the
+  embedding/output matrices."""
   mats = 2.0 + m["gated"]
   attn = m["h"] * (m["a"] * m["d"] + 2 * m["g"] * m["d"]) + m["a"] * m["d"] * m["h"] + 2 * m["h"]
   dense = m["h"] * m["f"] * mats
   moe_shared = m["h"] * m["fs"] * mats + m["h"] * m["E"]
   experts = m["E"] * m["h"] * m["fe"] * mats
   emb = m["V"] * m["h"]
-  return dict(attn=attn, dense=dense, moe_shared=moe_shared, experts=experts, emb=emb, mats=mats)
+  # Mamba-2 (catalog.mamba_params): in/out projections, convolution, per-head
+  # scalars, gated norm, the layer's norm
+  di, gn = m["ssm_nh"] * m["ssm_hd"], m["ssm_g"] * m["ssm_n"]
+  ssm = m["h"] * (2 * di + 2 * gn + m["ssm_nh"]) + (di + 2 * gn) * 5 + 3 * m["ssm_nh"] + di + di * m["h"] + m["h"]
+  return dict(attn=attn, dense=dense, moe_shared=moe_shared, experts=experts, emb=emb, mats=mats, ssm=ssm)
+
+
+def layer_shares(xp, m: Mapping[str, Any]) -> dict[str, Any]:
+  """Shares of the L layers (sim/costs.py): attention, Mamba-2, dense MLP,
+  MoE MLP; a transformer's layer counts once as attention and once as an
+  MLP."""
+  f_moe = xp.where(m["E"] > 0, (m["L"] - m["Ld"]) / m["L"], 0.0)
+  return dict(att=m["f_att"], ssm=m["f_ssm"], moe=f_moe, dense=(1 - f_moe) - (1 - m["f_ffn"]),
+              sub=(m["f_att"] + m["f_ssm"] + m["f_ffn"]) / 2)
 
 
 # in/out widths of each LoRA target projection (workload.LORA_TARGETS)
@@ -55,8 +69,9 @@ def moe_adapter_params(m: Mapping[str, Any], rank: float, targets: Any) -> tuple
 def total_params(xp, m: Mapping[str, Any]) -> Any:
   p = layer_params(xp, m)
   n_moe = m["L"] - m["Ld"]
-  return (m["L"] * p["attn"] + m["Ld"] * p["dense"] + n_moe * (p["moe_shared"] + p["experts"])
-          + p["emb"] * (2 - m["tie"]) + m["h"])
+  n_dense = m["Ld"] - m["L"] * (1 - m["f_ffn"])  # a hybrid's mixer-only layers have no MLP
+  return (m["L"] * m["f_att"] * p["attn"] + m["L"] * m["f_ssm"] * p["ssm"] + n_dense * p["dense"]
+          + n_moe * (p["moe_shared"] + p["experts"]) + p["emb"] * (2 - m["tie"]) + m["h"])
 
 
 def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any], c: Mapping[str, Any],
@@ -72,11 +87,12 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   flash = plan["flash"] > 0
   h, s, A, KV = m["h"], m["s"], m["a"] * m["d"], 2 * m["g"] * m["d"]
   mats = 2.0 + m["gated"]
-  f_moe = xp.where(m["E"] > 0, (m["L"] - m["Ld"]) / m["L"], 0.0)
+  sh = layer_shares(xp, m)
+  f_moe, f_att, f_ssm, f_dn = sh["moe"], sh["att"], sh["ssm"], sh["dense"]
   T = plan["mbs"] * s / cp  # tokens per device per micro-batch (before the TP split)
 
   p = layer_params(xp, m)
-  dense_layer = (p["attn"] + (1 - f_moe) * p["dense"] + f_moe * p["moe_shared"]) / tp
+  dense_layer = (f_att * p["attn"] + f_ssm * p["ssm"] + f_dn * p["dense"] + f_moe * p["moe_shared"]) / tp
   expert_layer = f_moe * p["experts"] / (ep * etp)
   emb_dev = p["emb"] / tp
   # a tied output matrix is the embedding itself on one stage; with a
@@ -141,22 +157,28 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   tok_dense = 2 * h / sp_div + gin * h / sp_div + 2 * (mats - 1) * m["f"] / tp + gin * m["f"] / tp
   tok_moe = (2 * h / sp_div + gin * m["k"] * h / sp_div
              + (m["k"] * m["fe"] + m["fs"]) * (2 * (mats - 1) + gin) / tp)
-  tok_scores = xp.where(flash, 0.0, 5 * m["a"] * s / tp)  # scores, softmax, dropout mask
+  # Mamba-2 (the fused, memory-efficient path): the layer input, the
+  # in-projection's input and output (z, x, B, C, dt; the convolution and
+  # scan are recomputed from it) and the out-projection's input
+  di, gn = m["ssm_nh"] * m["ssm_hd"], m["ssm_g"] * m["ssm_n"]
+  tok_ssm = 2 * h / sp_div + gin * h / sp_div + 2 * (2 * di + 2 * gn + m["ssm_nh"]) / tp + gin * di / tp
+  tok_scores = f_att * xp.where(flash, 0.0, 5 * m["a"] * s / tp)  # scores, softmax, dropout mask
   # an XLA program without remat also stores what fused eager kernels
   # recompute: the fp32 inputs of both RMSNorms, the fp32 activation-function
   # input of the MLP and the rotary-embedded q and k (memory_analysis of
   # Llama-3 8B on v5p, remat none: 268 KB per token per layer); with remat
   # they are transient inside one layer's backward
-  ffn_act = (1 - f_moe) * m["f"] + f_moe * (m["k"] * m["fe"] + m["fs"])
-  tok_xla = plan["xla"] * (8 * h / sp_div + 4 * ffn_act / tp + 2 * (A + KV / 2) / tp)
-  tok_full = tok_attn + (1 - f_moe) * tok_dense + f_moe * tok_moe + tok_scores
+  ffn_act = f_dn * m["f"] + f_moe * (m["k"] * m["fe"] + m["fs"])
+  tok_xla = plan["xla"] * (8 * h / sp_div * sh["sub"] + 4 * ffn_act / tp + 2 * f_att * (A + KV / 2) / tp)
+  tok_full = f_att * tok_attn + f_ssm * tok_ssm + f_dn * tok_dense + f_moe * tok_moe + tok_scores
   # selective drops the core-attention output (and any materialized scores);
   # 'dots' keeps the layer input and the matmul outputs the backward needs:
   # q/k/v, attention out-projection, MLP up/gate (the last matmul's output
   # only feeds the next layer's input, which is kept anyway)
-  tok_dots = 2 * ((A + KV) / tp + 2 * h / sp_div + (1 - f_moe) * (mats - 1) * m["f"] / tp
-                  + f_moe * ((m["k"] * m["fe"] + m["fs"]) * (mats - 1) / tp + m["k"] * h / sp_div))
-  tok_sel = (xp.where(rc == 3, tok_dots, tok_full - sel * (2 * A / tp + tok_scores))
+  tok_dots = 2 * (f_att * (A + KV) / tp + 2 * h / sp_div * sh["sub"] + f_dn * (mats - 1) * m["f"] / tp
+                  + f_moe * ((m["k"] * m["fe"] + m["fs"]) * (mats - 1) / tp + m["k"] * h / sp_div)
+                  + f_ssm * (2 * di + 2 * gn + m["ssm_nh"] + di) / tp)
+  tok_sel = (xp.where(rc == 3, tok_dots, tok_full - sel * (f_att * 2 * A / tp + tok_scores))
              + xp.where(rc == 0, tok_xla, 0.0))
   tok_ckpt = 2 * h / sp_div  # a fully recomputed layer keeps only its input
   act_layer = T * tok_sel  # bytes per layer per micro-batch when nothing is recomputed

@@ -147,9 +147,9 @@ def model_numbers(row) -> dict[str, float]:
   """Model/job scalars (costs.MODEL_FIELDS) of a row: its own dimensions, or
   the catalog entry its model name matches."""
   name = row.get("model") or ""
-  if re.search(r"nemotron[_ ]?3", name, re.I):
-    raise Unsupported("hybrid Mamba-Transformer (Nemotron 3) is not modelled: the row gives no layer pattern "
-                      "(which layers are Mamba-2, attention or MoE) and the catalog has none")
+  if re.search(r"nemotron[_ ]?3[_ .]*(5[_ ]*)?(super|ultra|lightning)", name, re.I):
+    raise Unsupported("Nemotron 3 Super/Ultra/Lightning (hybrid Mamba-2 with latent MoE) are not in the "
+                      "catalog: their released recipes build them from a model hub config, not given here")
   task = (row.get("task") or "").lower()
   prec = (row.get("precision") or "").lower()
   L, h = _num(row, "num_layers"), _num(row, "hidden_size")
@@ -157,8 +157,11 @@ def model_numbers(row) -> dict[str, float]:
     known, _ = find_model(_catalog_name(name))
   except ValueError:
     known = None
-  if known is not None and known.is_moe and (not L or int(L) == known.num_layers):
-    L = h = None  # the row's columns cannot say which layers are experts: the catalog entry can
+  if known is not None and (known.is_moe or known.is_hybrid) and (not L or int(L) == known.num_layers):
+    L = h = None  # the row's columns cannot say which layers are experts or Mamba: the catalog entry can
+  if known is None and re.search(r"mamba|hybrid|jamba|zamba|falcon[-_ ]?h|nemotron[-_ ]?h\b|granite[-_ ]?4", name, re.I):
+    raise Unsupported(f"{name!r} is a hybrid (Mamba / state-space) model the catalog does not have: its layer "
+                      "pattern is not in the row")
   if L and h:
     a = _num(row, "num_heads")
     if not a:
@@ -182,8 +185,8 @@ def model_numbers(row) -> dict[str, float]:
     m = dict(L=cfg.num_layers, h=cfg.hidden_size, a=cfg.num_heads, g=cfg.kv_heads, d=cfg.head_dim,
              f=cfg.ffn_hidden_size, V=cfg.vocab_size, s=_num(row, "seq_len", cfg.seq_len),
              gated=float(cfg.gated_mlp), E=cfg.num_experts, k=cfg.moe_top_k, fe=fe,
-             fs=cfg.num_shared_experts * fe, Ld=cfg.num_dense_layers if cfg.is_moe else cfg.num_layers,
-             tie=float(cfg.tie_embeddings))
+             fs=cfg.num_shared_experts * fe, Ld=cfg.num_layers - cfg.layer_counts()["moe"],
+             tie=float(cfg.tie_embeddings), **costs.hybrid_scalars(cfg))
   if not m["s"]:
     raise Unsupported("seq_len missing")
   gbs = _global_batch(row, m["s"])

@@ -59,7 +59,8 @@ def inputs(rows: list[Mapping[str, float]]) -> tuple[dict[str, np.ndarray], dict
   h, a, L, s, gbs = col("h"), col("a"), col("L"), col("s"), col("gbs")
   model = dict(L=L, h=h, a=a, g=a, d=h / a, f=4 * h, V=VOCAB * one, s=s, gated=zero, E=zero, k=zero, fe=4 * h,
                fs=zero, Ld=L, tie=one, gbs=gbs, fp8=zero, fp4=zero, frozen=zero,
-               lora_r=zero, lora_p=zero, lora_pm=zero, lora_pe=zero, frozen_bytes=2 * one, fill=one, fill_packed=one, attn_packed=one)
+               lora_r=zero, lora_p=zero, lora_pm=zero, lora_pe=zero, frozen_bytes=2 * one, fill=one, fill_packed=one, attn_packed=one,
+               **{k: v * one for k, v in costs.MODEL_DEFAULTS.items()})
   cluster = hardware.make_cluster(SYSTEM, 8, inter_bw=INTER_BW)
   hw = {k: v * one for k, v in hardware.cluster_scalars(cluster).items()}
   hw["num_devices"] = col("gpus")

@@ -1,7 +1,7 @@
 """How a Megatron candidate is spoken to Megatron-LM: its argument list
 (the report's launch artifact) and launch.sh, one torchrun line around
-Megatron-LM's pretrain_gpt.py with the model, precision and a synthetic-data
-schedule.
+Megatron-LM's pretrain_gpt.py (pretrain_hybrid.py for a hybrid Mamba-2
+model) with the model, precision and a synthetic-data schedule.
 
 Where it sits: targets/__init__.py calls `artifact` and `launch_files` for
 spaces of the megatron family (targets/megatron.py: the knobs, their typed
@@ -75,7 +75,7 @@ def artifact(space: SimSpace, cand: Candidate, workload: Workload) -> dict[str, 
   return out
 
 
-# --- launch.sh: the torchrun line around Megatron-LM's pretrain_gpt.py ---
+# --- launch.sh: the torchrun line around Megatron-LM's pretrain_gpt.py (pretrain_hybrid.py) ---
 
 def _model_args(workload) -> list[str]:
   """The model's dimensions, sequence length and precision in Megatron-LM's spelling."""
@@ -90,6 +90,14 @@ def _model_args(workload) -> list[str]:
   if m.gated_mlp:  # Llama-style blocks
     a += ["--swiglu", "--position-embedding-type", "rope", "--normalization", "RMSNorm",
           "--disable-bias-linear"]
+  if m.is_hybrid:  # Megatron-core's hybrid stack (Nemotron-H style: squared-ReLU MLPs, no position embedding)
+    a += ["--hybrid-layer-pattern", m.layer_pattern,
+          "--spec", "megatron.core.models.hybrid.hybrid_layer_specs", "hybrid_stack_spec",
+          "--mamba-num-heads", str(m.mamba_num_heads), "--mamba-head-dim", str(m.mamba_head_dim),
+          "--mamba-state-dim", str(m.mamba_state_dim), "--mamba-num-groups", str(m.mamba_num_groups)]
+    if not m.gated_mlp:
+      a += ["--squared-relu", "--position-embedding-type", "none", "--normalization", "RMSNorm",
+            "--disable-bias-linear"]
   if not m.tie_embeddings:
     a.append("--untie-embeddings-and-output-weights")
   if m.is_moe:
@@ -98,7 +106,7 @@ def _model_args(workload) -> list[str]:
     if m.num_shared_experts:
       a += ["--moe-shared-expert-intermediate-size",
             str(m.num_shared_experts * (m.moe_ffn_hidden_size or m.ffn_hidden_size))]
-    if m.num_dense_layers:
+    if m.num_dense_layers and not m.is_hybrid:  # a hybrid's pattern places its MoE layers
       a += ["--moe-layer-freq", f"([0]*{m.num_dense_layers}+[1]*{m.num_layers - m.num_dense_layers})"]
   a += _PRECISION_ARGS[workload.precision]
   return a
@@ -126,7 +134,7 @@ def launch_sh(space: SimSpace, cand: Candidate, workload: Workload, cluster: Any
   script_args = args + _model_args(workload) + _TRAIN_ARGS + ["--vocab-size", str(workload.model.vocab_size)]
   lines = [f"torchrun --nnodes {nodes} --nproc-per-node {gpn} --node-rank \"$NODE_RANK\" "
            "--master-addr \"$MASTER_ADDR\" --master-port \"$MASTER_PORT\"",
-           "  \"$MEGATRON_LM/pretrain_gpt.py\""]
+           f"  \"$MEGATRON_LM/{'pretrain_hybrid.py' if workload.model.is_hybrid else 'pretrain_gpt.py'}\""]
   i = 0
   while i < len(script_args):  # one flag (and its value) per line
     j = i + 1

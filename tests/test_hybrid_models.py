@@ -1,0 +1,138 @@
+"""Hybrid Mamba-2 / transformer models (Megatron's layer patterns) through
+the catalog, the cluster simulators, published rows and the launch file."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from autoscout_jax.sim import analytic, catalog, costs, event, hardware
+from autoscout_jax.targets.megatron import megatron_plan
+from autoscout_jax.targets import launch_files, megatron
+from autoscout_jax.workload import ModelConfig, Workload, _digest
+from published_rows import predict_rows
+
+
+def test_catalog_counts_match_the_published_sizes():
+  count = lambda n: catalog.param_count(catalog.find_model(n)[0]) / 1e9
+  assert count("nemotron_3_nano") == pytest.approx(31.6, abs=0.3)  # "30B-A3B": 31.6B total
+  assert count("Nemotron_3_Nano") == count("nemotron_3_nano")  # Megatron-Bridge's table name
+  assert count("nemotron_h_8b") == pytest.approx(8.1, abs=0.2)
+  assert count("nemotron_h_56b") == pytest.approx(56.3, abs=0.6)
+  assert count("nemotron_nano_12b_v2") == pytest.approx(12.3, abs=0.3)
+  nano = catalog.find_model("nemotron_3_nano")[0]
+  assert nano.layer_counts() == dict(attention=6, mamba=23, dense=0, moe=23, blocks=52)
+
+
+def test_simulators_count_the_same_parameters_as_the_catalog():
+  for name in ("nemotron_3_nano", "nemotron_h_8b", "nemotron_nano_9b_v2", "llama3_8b", "deepseek_v3"):
+    cfg = catalog.find_model(name)[0]
+    m = costs.model_scalars(catalog.make_workload(name, 64 if cfg.is_moe else 8))
+    assert float(costs.total_params(np, m)) == pytest.approx(catalog.param_count(cfg), rel=2e-3), name
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(layer_pattern="M*-X" * 13), "may hold only"),
+    (dict(layer_pattern="M*-"), "has 3 layers"),
+    (dict(layer_pattern="ME" * 26), "MoE"),
+    (dict(mamba_num_heads=0), "mamba_num_heads"),
+])
+def test_a_bad_pattern_gets_one_clear_error(change, message):
+  base = catalog.find_model("nemotron_h_8b")[0]
+  fields = dict(dataclasses.asdict(base), layer_pattern="M*-M" * 13)
+  fields.update(change)
+  with pytest.raises(ValueError, match=message):
+    ModelConfig(**fields)
+
+
+def test_transformer_workload_keys_do_not_change():
+  w = catalog.make_workload("llama3_8b", 8)
+  d = dataclasses.asdict(w)
+  d.pop("default"), d.pop("serving"), d.pop("example_lens")
+  for f in ("layer_pattern", "mamba_num_heads", "mamba_head_dim", "mamba_state_dim", "mamba_num_groups"):
+    d["model"].pop(f)
+  d["lora_targets"] = tuple(d["lora_targets"])
+  for k, v in {"lora_rank": 0, "lora_targets": ("query", "key", "value", "out"), "lora_alpha": 16.0,
+               "frozen_dtype": "bf16"}.items():
+    if d.get(k) == v:
+      d.pop(k)
+  assert w.key == f"{w.name}-{_digest(d)}"
+  hybrid = catalog.make_workload("nemotron_h_8b", 8)
+  other = dataclasses.replace(hybrid, model=dataclasses.replace(hybrid.model, layer_pattern="M*" * 26))
+  assert hybrid.key != other.key  # the pattern is part of a hybrid job
+
+
+def _f0(model_cfg, seq=4096, gbs=64, n=8, tp=1):
+  model_cfg = dataclasses.replace(model_cfg, seq_len=seq)
+  w = Workload(name=model_cfg.name, model=model_cfg, global_batch=gbs, precision="bf16", default={})
+  L = model_cfg.num_layers
+  plan = megatron_plan(float(tp), 1.0, 1.0, float(n // tp), 1.0, 1.0, 1.0, 1.0, float(tp > 1), 1.0, 0.0, 0.0, 1.0,
+                       1.0, 1.0, 40e6, 0.0, float(gbs), float(L), 8.0, flash=1.0, grad_bytes=2.0)
+  plan = {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in dict(costs.PLAN_DEFAULTS, **plan).items()}
+  return analytic.simulate_f0(plan, costs.model_scalars(w), hardware.cluster_scalars(hardware.make_cluster("dgx_h100", n)))
+
+
+def test_alternating_attention_and_mlp_layers_are_the_transformer():
+  # a pattern "*-*-..." of 2L layers is an L-layer transformer, layer by layer
+  gpt = ModelConfig("gpt", 8, 1024, 16, 4096, 32000, 2048)
+  hyb = dataclasses.replace(gpt, name="hyb", num_layers=16, layer_pattern="*-" * 8)
+  for tp in (1, 2):
+    a, b = _f0(gpt, tp=tp), _f0(hyb, tp=tp)
+    assert tp == 1 or float(a["tp_comm_s"][0]) > 0
+    for k in ("step_time_s", "compute_s", "tp_comm_s", "dp_comm_s", "peak_mem_bytes", "mfu"):
+      assert float(b[k][0]) == pytest.approx(float(a[k][0]), rel=1e-4), (tp, k)
+
+
+def test_mamba_layers_scale_linearly_with_the_sequence():
+  # per token, a transformer's attention grows with the context; Mamba-2 does not
+  llama = catalog.find_model("llama3_8b")[0]
+  nh = catalog.find_model("nemotron_h_8b")[0]
+  growth = {}
+  for cfg in (llama, nh):
+    short, long = _f0(cfg, seq=4096, gbs=64), _f0(cfg, seq=32768, gbs=8)  # same tokens per step
+    growth[cfg.name] = float(long["step_time_s"][0] / short["step_time_s"][0])
+  assert growth["nemotron_h_8b"] < 1 + 0.5 * (growth["llama3_8b"] - 1)
+  assert growth["nemotron_h_8b"] > 1.0
+
+
+def test_f0_and_f1_agree_on_a_hybrid_moe_space():
+  w = catalog.make_workload("nemotron_3_nano", 16)
+  c = hardware.make_cluster("dgx_h100", 16)
+  space = megatron.space(w, c)
+  table, out = analytic.score_space(space, w, c)
+  ok = out["feasible"] > 0
+  assert ok.sum() > 1000 and np.isfinite(out["tokens_per_s"]).all()
+  top = np.argsort(-np.where(ok, out["tokens_per_s"], 0.0))[:50]
+  plan = {k: v[top] for k, v in space.plan(table, w, c).items()}
+  f1 = event.simulate_f1(plan, costs.model_scalars(w), hardware.cluster_scalars(c))
+  np.testing.assert_allclose(f1["tokens_per_s"], out["tokens_per_s"][top], rtol=0.05)
+
+
+def test_published_hybrid_rows_are_predicted_or_named(tmp_path):
+  base = dict(source_id="X", framework="Megatron-Bridge", task="pretrain", hardware="H100 80GB (DGX-H100)",
+              num_devices="16", tp="1", pp="1", cp="1", ep="8", micro_batch_size="1", global_batch_size="1024",
+              seq_len="8192", precision="FP8", tokens_per_sec_per_device="14719")
+  out = predict_rows(tmp_path, [
+      dict(base, row_id="1", model="Nemotron_3_Nano"),
+      dict(base, row_id="2", model="Nemotron_3_Super", ep="64", num_devices="64"),
+      dict(base, row_id="3", model="Jamba-1.5-Mini", num_layers="32", hidden_size="4096", num_heads="32", ep=""),
+  ])
+  assert out["1"]["pred_status"] == "ok"
+  assert 5000 < float(out["1"]["pred_tokens_per_sec_per_device"]) < 40000
+  assert out["1"]["pred_feasible"] in ("yes", "uncertain")
+  assert out["2"]["pred_status"].startswith("unsupported:") and "Super" in out["2"]["pred_status"]
+  assert out["3"]["pred_status"].startswith("unsupported:") and "hybrid" in out["3"]["pred_status"]
+
+
+def test_a_hybrid_recommendation_launches_megatrons_hybrid_stack():
+  w = catalog.make_workload("nemotron_3_nano", 16)
+  c = hardware.make_cluster("dgx_h100", 16)
+  space = megatron.space(w, c)
+  sh = launch_files(space, space.make(w.default_values), w, c)["launch.sh"]
+  assert "pretrain_hybrid.py" in sh and "pretrain_gpt.py" not in sh
+  assert f"--hybrid-layer-pattern '{w.model.layer_pattern}'" in sh or \
+      f"--hybrid-layer-pattern {w.model.layer_pattern}" in sh
+  for flag, v in (("--mamba-num-heads", 64), ("--mamba-head-dim", 64), ("--mamba-state-dim", 128),
+                  ("--num-experts", 128)):
+    assert f"{flag} {v}" in sh, flag
+  assert "--moe-layer-freq" not in sh  # the pattern places the MoE layers
