@@ -173,3 +173,22 @@ def test_spreadsheet_exports_are_read(tmp_path, sep, bom):
   (tmp_path / "in.csv").write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
   out = predict_published.predict_file(str(tmp_path / "in.csv"), str(tmp_path / "out.csv"))
   assert out[0]["row_id"] == "base" and out[0]["pred_status"] == "ok"
+
+
+@pytest.mark.parametrize("hw, gib", [("H100 96GB HBM2e", 96.0), ("H100 NVL 94GB", 94.0), ("H100 80GB (DGX-H100)", 80.0),
+                                     ("A100-SXM4-40GB", 40.0), ("H200 141GB", 141e9 / 2**30), ("B200", 180e9 / 2**30)])
+def test_a_memory_size_the_hardware_cell_states_is_the_devices(hw, gib):
+  cluster = published.cluster_for(dict(hardware=hw, num_devices="8"))
+  assert cluster.device.hbm_bytes / 2**30 == pytest.approx(gib, rel=1e-6)
+
+
+def test_the_stated_memory_decides_the_memory_verdict(tmp_path):
+  # a Llama-2 7B layout (ZeRO-2, micro-batch 3, no recompute) that an 80 GB
+  # H100 may not hold and a 96 GB one does
+  row = dict(BASE, hardware="H100 80GB", sharding="ZeRO-2", recompute="none", micro_batch_size="3",
+             global_batch_size="24")
+  out = predict_rows(tmp_path, [dict(row, row_id="80"), dict(row, row_id="96", hardware="H100 96GB HBM2e")])
+  assert out["80"]["pred_feasible"] in ("no", "uncertain") and out["96"]["pred_feasible"] == "yes"
+  # the same run: only the runtime's reserve, a share of the device, differs
+  assert float(out["96"]["pred_peak_mem_gb_per_device"]) == pytest.approx(
+      float(out["80"]["pred_peak_mem_gb_per_device"]), rel=0.01)

@@ -17,6 +17,7 @@ per second per device with the source's own FLOP count (`published_tokens_per_s`
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import re
 from typing import Any, Mapping
@@ -254,9 +255,31 @@ def cluster_for(row) -> hardware.Cluster:
       per = int(row_per)  # smaller nodes than the system's (4-GPU nodes, a partial rack per node)
   inter_bw = _nic_bw(row.get("interconnect") or "", per or sysm.devices_per_node or n)
   try:
-    return hardware.make_cluster(sysm.name, int(n), devices_per_node=per, inter_bw=inter_bw)
+    cluster = hardware.make_cluster(sysm.name, int(n), devices_per_node=per, inter_bw=inter_bw)
   except ValueError as e:
     raise Unsupported(f"cluster cannot be placed: {e}") from None
+  hbm = _stated_memory(hw_name, cluster.device)
+  if hbm:
+    cluster = dataclasses.replace(cluster, device=dataclasses.replace(cluster.device, hbm_bytes=hbm))
+  return cluster
+
+
+def _stated_memory(hw_name: str, device: hardware.DeviceSpec) -> float | None:
+  """Device memory (bytes) a hardware cell states when it is not the
+  catalog device's ("H100 96GB HBM2e", "H100 NVL 94GB"): the row's GPUs
+  are that variant. Read in the catalog's unit for the device (GiB for
+  HBM sized in whole stacks, GB otherwise); None when unstated or the
+  same size."""
+  if device.platform != "gpu":
+    return None
+  m = re.search(r"(?<![\d.])(\d{2,3}(?:\.\d)?)\s*gi?b\b", hw_name.lower())
+  if not m:
+    return None
+  size = float(m.group(1))
+  same = lambda unit: abs(size * unit / device.hbm_bytes - 1) < 0.03
+  if not 8 <= size <= 512 or same(hardware.GIB) or same(hardware.GB):
+    return None
+  return size * (hardware.GIB if device.hbm_bytes % hardware.GIB == 0 else hardware.GB)
 
 
 def _devices_implied(row) -> float | None:
