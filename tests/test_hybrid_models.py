@@ -136,3 +136,12 @@ def test_a_hybrid_recommendation_launches_megatrons_hybrid_stack():
                   ("--num-experts", 128)):
     assert f"{flag} {v}" in sh, flag
   assert "--moe-layer-freq" not in sh  # the pattern places the MoE layers
+
+
+def test_mamba_layers_widen_the_interval_as_an_uncalibrated_mechanism():
+  nh = _f0(catalog.find_model("nemotron_h_8b")[0])
+  as_if_calibrated = dataclasses.replace(catalog.find_model("nemotron_h_8b")[0], mamba_num_heads=128,
+                                         layer_pattern="*-" * 26)
+  tr = _f0(as_if_calibrated)
+  width = lambda o: float(np.log(o["tokens_per_s_per_device_hi"][0] / o["tokens_per_s_per_device_lo"][0]))
+  assert width(nh) > width(tr) * 1.3

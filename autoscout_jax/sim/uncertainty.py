@@ -14,7 +14,9 @@ the box of the calibration rows (model size, sequence length, devices,
 tokens per micro-batch, device peak) and `distance` counts, in factors of
 4 (log base 4), how far a candidate lies outside it, plus one unit for
 each mechanism no calibration row exercised (eager FSDP / ZeRO-3 prefetch
-with PyTorch, activation offload, fp4 GEMMs).
+with PyTorch, activation offload, fp4 GEMMs) or no fitted constant saw
+(Mamba-2 layers: the calibration set's Nemotron 3 Nano rows postdate the
+fit).
 The throughput interval also widens with how host-bound a dense model's
 layer passes are beyond any calibration row's (`DENSE_HOST_RATIO`, log-4
 units): the host floor of an eager layer (`launch_s`) is fitted only through
@@ -62,7 +64,7 @@ def distance(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str,
     d = d + xp.maximum(xp.maximum(xp.log(x / hi), xp.log(lo / x)), 0.0) / xp.log(4.0)
   eager_fsdp = (plan["zero"] == 3) & (plan["xla"] == 0) & (plan["rails"] > 0)
   return (d + xp.where(eager_fsdp, 1.0, 0.0) + xp.where(plan["offload"] > 0, 1.0, 0.0)
-          + xp.where(m["fp4"] > 0, 1.0, 0.0))
+          + xp.where(m["fp4"] > 0, 1.0, 0.0) + xp.where(m["f_ssm"] > 0, 1.0, 0.0))
 
 
 def intervals(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any], c: Mapping[str, Any],
