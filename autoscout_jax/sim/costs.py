@@ -297,13 +297,11 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   h, s, A, KV = m["h"], m["s"], m["a"] * m["d"], 2 * m["g"] * m["d"]
   mats = 2.0 + m["gated"]
   is_moe = m["E"] > 0
-  f_moe = xp.where(is_moe, (m["L"] - m["Ld"]) / m["L"], 0.0)
-  # hybrid layers: shares of attention, Mamba-2 and MLP layers (1, 0, 1 for
-  # a transformer, whose every layer is an attention + MLP pair); the
-  # dense-MLP share leaves out the MoE layers and the mixer-only ones
-  f_att, f_ssm, f_ffn = m["f_att"], m["f_ssm"], m["f_ffn"]
-  f_dn = (1 - f_moe) - (1 - f_ffn)
-  sub = (f_att + f_ssm + f_ffn) / 2  # sublayers (norm + residual each) per layer over a transformer's 2
+  # shares of the layers with attention, Mamba-2, a dense MLP, an MoE MLP
+  # (a transformer's layer: attention and one MLP), and sublayers (norm +
+  # residual each) per layer over a transformer's 2
+  sh = memory.layer_shares(xp, m)
+  f_att, f_ssm, f_ffn, f_dn, f_moe, sub = sh["att"], sh["ssm"], m["f_ffn"], sh["dense"], sh["moe"], sh["sub"]
   T = mbs * s / cp  # tokens per device per micro-batch (before the TP split)
 
   # --- compute of one layer, forward ---------------------------------------------
