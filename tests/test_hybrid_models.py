@@ -145,3 +145,15 @@ def test_mamba_layers_widen_the_interval_as_an_uncalibrated_mechanism():
   tr = _f0(as_if_calibrated)
   width = lambda o: float(np.log(o["tokens_per_s_per_device_hi"][0] / o["tokens_per_s_per_device_lo"][0]))
   assert width(nh) > width(tr) * 1.3
+
+
+def test_families_that_build_transformers_refuse_a_hybrid_with_one_clear_error():
+  from autoscout_jax.compile.evaluator import CompileAtScaleEvaluator
+  from autoscout_jax.local.model import check_supported
+  from autoscout_jax.targets import jax_mesh, maxtext
+  w = catalog.make_workload("nemotron_h_8b", 8)
+  c = hardware.make_cluster("dgx_h100", 8)
+  for build in (lambda: jax_mesh.space(w, c), lambda: maxtext.space(w, c), lambda: check_supported(w.model)):
+    with pytest.raises(ValueError, match="hybrid"):
+      build()
+  assert "hybrid" in CompileAtScaleEvaluator().check_fits(w, c)

@@ -116,6 +116,10 @@ class CompileAtScaleEvaluator(CheckedEvaluator):
       return (f"the compile-at-scale evaluator compiles for a simulated cluster "
               f"(sim.hardware.Cluster), got {type(cluster).__name__}; use the local compile evaluator "
               f"for this machine's devices")
+    m = workload.model
+    if m.is_hybrid:
+      return (f"model {m.name!r} is a hybrid Mamba-2/transformer model; the compile-at-scale programs build "
+              f"transformer decoders: screen it with the simulators (F0/F1)")
     try:
       target = tg.compile_target(cluster)
     except tg.TargetError as e:
@@ -123,7 +127,6 @@ class CompileAtScaleEvaluator(CheckedEvaluator):
     missing = tg.missing_extra(target, self.python)
     if missing:
       return missing
-    m = workload.model
     if m.head_dim % 2:
       return f"model {m.name!r}: head_dim {m.head_dim} must be even (rotary position embedding)"
     if getattr(workload, "is_lora", False):

@@ -59,6 +59,9 @@ def space(workload: Workload, cluster: Any, batch_sizes: tuple[int, ...] | None 
   sharded over data x fsdp x expert; gradient accumulation steps are
   derived (global batch / (batch shards x per_device_batch_size))."""
   m = workload.model
+  if m.is_hybrid:
+    raise ValueError(f"model {m.name!r} is a hybrid Mamba-2/transformer model; the JAX-mesh family launches "
+                     "MaxText, which builds transformer decoders: use the megatron family")
   per, slices = cluster.node_size, cluster.num_nodes
   batch_sizes = batch_sizes or divisors(workload.global_batch, 64)  # sequences per shard per micro-step
   ici_vals = divisors(per, max_axis)

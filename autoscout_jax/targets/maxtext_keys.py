@@ -58,7 +58,11 @@ def check_job(workload: Workload) -> None:
   LoRA: MaxText 0.2.5 trains adapters only in its SFT trainer (Tunix + Qwix);
   the pre-training step this family compiles and times never adds them, so
   every weight would train. Example lengths: its synthetic data fills every
-  row, so padding and packing would go unmeasured. Full fine-tuning runs."""
+  row, so padding and packing would go unmeasured. Full fine-tuning runs.
+  A hybrid Mamba-2 model: MaxText builds transformer decoders."""
+  if workload.model.is_hybrid:
+    raise ValueError(f"model {workload.model.name!r} is a hybrid Mamba-2/transformer model; MaxText (and the "
+                     "JAX-mesh family's MaxText launch) builds transformer decoders: use the megatron family")
   if workload.is_lora:
     raise ValueError(
         f"workload {workload.name!r}: the maxtext family cannot run LoRA (lora_rank={workload.lora_rank}): "
