@@ -29,6 +29,9 @@ def _m(m) -> dict[str, Any] | None:
       "peak_mem_bytes": m.metrics.peak_mem_bytes, "mfu": m.metrics.mfu,
       "feasible": m.feasible, "failure_kind": m.metrics.failure_kind,
       "breakdown": dict(m.metrics.breakdown),
+      # a simulator's memory verdict ("yes" / "uncertain") and the optimistic bound
+      **{k: (m.metrics.extra or {})[k] for k in ("memory_verdict", "peak_mem_bytes_lo")
+         if (m.metrics.extra or {}).get(k) is not None},
   }
 
 
@@ -247,6 +250,10 @@ def _mem_mfu(m: dict[str, Any], rep: dict[str, Any]) -> str:
     if rep.get("device_memory_bytes"):
       out += f" of {fmt_bytes(rep['device_memory_bytes'])}"
     out += " per device"
+    if m.get("memory_verdict") == "uncertain":
+      lo = f" at {fmt_bytes(m['peak_mem_bytes_lo'])}" if m.get("peak_mem_bytes_lo") is not None else ""
+      out += (f" (memory uncertain: it fits only near the optimistic bound{lo}; compile or profile it "
+              f"before a long run)")
   if m.get("mfu") is not None:
     out += f", MFU {100 * m['mfu']:.1f} %"
   return out

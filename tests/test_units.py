@@ -24,3 +24,10 @@ def test_report_memory_phrase_on_small_and_large_devices():
   assert small == ", peak memory 1.6 MiB of 256 MiB per device"
   big = report._mem_mfu({"peak_mem_bytes": 53.4 * 2**30, "mfu": 0.581}, {"device_memory_bytes": 95 * 2**30})
   assert big == ", peak memory 53.4 GiB of 95.0 GiB per device, MFU 58.1 %"
+  # a simulator's uncertain memory verdict is said, with the optimistic bound
+  doubt = report._mem_mfu({"peak_mem_bytes": 89.6 * 2**30, "memory_verdict": "uncertain",
+                           "peak_mem_bytes_lo": 70.5 * 2**30}, {"device_memory_bytes": 80 * 2**30})
+  assert doubt.startswith(", peak memory 89.6 GiB of 80.0 GiB per device (memory uncertain")
+  assert "70.5 GiB" in doubt and "compile or profile" in doubt
+  sure = report._mem_mfu({"peak_mem_bytes": 53.4 * 2**30, "memory_verdict": "yes"}, {})
+  assert "uncertain" not in sure
