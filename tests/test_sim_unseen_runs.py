@@ -4,8 +4,8 @@ runs; no published number is used as an expected value): FSDP pre-training
 of 125M-70B models at 512-65k tokens on A100-40/80GB and H100, a 3D-parallel
 176B model on 384 A100s and one of its layouts that cannot fit, FSDP2 long
 context of an 8B model on 8 H100s at 131k/262k tokens, and GB200/GB300 NVL72
-and B300 jobs of dense and MoE models at 72-256 GPUs, some of them splitting
-racks. Every row must come back from `predict_published` with a prediction,
+and B300 jobs of dense, MoE and hybrid Mamba-2 models at 8-256 GPUs, some of
+them splitting racks. Every row must come back from `predict_published` with a prediction,
 a plausible throughput (model FLOPs per device at least 15 % of the bf16 peak
 and at most 75 % of the peak of the precision its GEMMs run in: fp8 runs
 report MFU against the bf16 peak and reach 70-80 % of it) and, where the run trained, a memory verdict of yes or
@@ -89,6 +89,14 @@ ROWS = [
     dict(_MB, row_id="qwen3_30b_gb300_128", model="Qwen3_30B_a3B", seq_len="4096", hardware="GB300 NVL72",
          num_devices="128", tp="1", pp="1", dp="128", ep="8", micro_batch_size="4", global_batch_size="2048",
          precision="FP8-MX"),
+    # a hybrid Mamba-2 / attention / MoE model (Megatron's layer pattern from
+    # the catalog): one GB300 tray group of 8, and 16 H100 over two nodes
+    dict(_MB, row_id="nemotron3_nano_gb300_8", model="Nemotron_3_Nano", seq_len="8192", hardware="GB300 NVL72",
+         num_devices="8", tp="1", pp="1", dp="8", ep="8", micro_batch_size="4", global_batch_size="512",
+         precision="MXFP8"),
+    dict(_MB, row_id="nemotron3_nano_h100_16", model="Nemotron_3_Nano", seq_len="8192", hardware="H100 80GB",
+         num_devices="16", tp="1", pp="1", dp="16", ep="8", micro_batch_size="1", global_batch_size="1024",
+         precision="FP8"),
 ]
 
 
