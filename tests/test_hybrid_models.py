@@ -62,14 +62,14 @@ def test_transformer_workload_keys_do_not_change():
   assert hybrid.key != other.key  # the pattern is part of a hybrid job
 
 
-def _f0(model_cfg, seq=4096, gbs=64, n=8, tp=1):
+def _f0(model_cfg, seq=4096, gbs=64, n=8, tp=1, pp=1, sim=analytic.simulate_f0):
   model_cfg = dataclasses.replace(model_cfg, seq_len=seq)
   w = Workload(name=model_cfg.name, model=model_cfg, global_batch=gbs, precision="bf16", default={})
   L = model_cfg.num_layers
-  plan = megatron_plan(float(tp), 1.0, 1.0, float(n // tp), 1.0, 1.0, 1.0, 1.0, float(tp > 1), 1.0, 0.0, 0.0, 1.0,
-                       1.0, 1.0, 40e6, 0.0, float(gbs), float(L), 8.0, flash=1.0, grad_bytes=2.0)
+  plan = megatron_plan(float(tp), float(pp), 1.0, float(n // tp // pp), 1.0, 1.0, 1.0, 1.0, float(tp > 1), 1.0, 0.0,
+                       0.0, 1.0, 1.0, 1.0, 40e6, 0.0, float(gbs), float(L), 8.0, flash=1.0, grad_bytes=2.0)
   plan = {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in dict(costs.PLAN_DEFAULTS, **plan).items()}
-  return analytic.simulate_f0(plan, costs.model_scalars(w), hardware.cluster_scalars(hardware.make_cluster("dgx_h100", n)))
+  return sim(plan, costs.model_scalars(w), hardware.cluster_scalars(hardware.make_cluster("dgx_h100", n)))
 
 
 def test_alternating_attention_and_mlp_layers_are_the_transformer():
@@ -81,6 +81,10 @@ def test_alternating_attention_and_mlp_layers_are_the_transformer():
     assert tp == 1 or float(a["tp_comm_s"][0]) > 0
     for k in ("step_time_s", "compute_s", "tp_comm_s", "dp_comm_s", "peak_mem_bytes", "mfu"):
       assert float(b[k][0]) == pytest.approx(float(a[k][0]), rel=1e-4), (tp, k)
+  # and F1's timeline over a pipeline of 2 stages
+  a, b = (_f0(cfg, tp=2, pp=2, sim=event.simulate_f1) for cfg in (gpt, hyb))
+  for k in ("step_time_s", "peak_mem_bytes"):
+    assert float(b[k][0]) == pytest.approx(float(a[k][0]), rel=1e-6), k
 
 
 def test_mamba_layers_scale_linearly_with_the_sequence():
