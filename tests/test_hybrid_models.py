@@ -161,3 +161,21 @@ def test_families_that_build_transformers_refuse_a_hybrid_with_one_clear_error()
     with pytest.raises(ValueError, match="hybrid"):
       build()
   assert "hybrid" in CompileAtScaleEvaluator().check_fits(w, c)
+
+
+def test_context_parallel_mamba_layers_pay_their_all_to_alls():
+  # a mechanism left free is one a search exploits: Mamba-2 layers under cp
+  # move their in-projection and output between sequence and head shards
+  from autoscout_jax.sim.constants import CALIBRATED
+  w = catalog.make_workload("nemotron_h_8b", 16)
+  m = costs.model_scalars(w)
+  hw = hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 16))
+  cp_comm = {}
+  for cp in (1, 2, 4):
+    plan = megatron_plan(1.0, 1.0, float(cp), 16.0 / cp, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 40e6,
+                         0.0, float(w.global_batch), float(w.model.num_layers), 8.0, flash=1.0, grad_bytes=2.0)
+    plan = dict(costs.PLAN_DEFAULTS, **plan)
+    lc = costs.layer_costs(np, plan, m, hw, CALIBRATED.as_dict())
+    no_ssm = costs.layer_costs(np, plan, dict(m, f_ssm=0.0), hw, CALIBRATED.as_dict())
+    cp_comm[cp] = float(lc["cp_fwd_s"] + lc["cp_bwd_s"]) - float(no_ssm["cp_fwd_s"] + no_ssm["cp_bwd_s"])
+  assert cp_comm[1] == 0.0 and 0 < cp_comm[2] and cp_comm[4] > 0

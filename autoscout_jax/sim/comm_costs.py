@@ -65,9 +65,18 @@ def layer_comm(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[st
   bw_cp, lat_cp = collectives.tier(xp, plan["cp_local"], cp, hw, c, rails=0.0)
   cp_bytes = (cp - 1) * T * KV * 2 / tp
   cp_t = xp.where(cp > 1, cp_bytes / bw_cp + (cp - 1) * (lat_cp + c["coll_fixed_s"]), 0.0)
-  # attention layers' ring (a hybrid's Mamba-2 layers: not modelled)
-  cp_fwd = f_att * xp.maximum(cp_t - t_core, 0.0)
-  cp_bwd = f_att * xp.maximum(2 * cp_t - 2.5 * t_core, 0.0) + full * cp_fwd
+  # attention layers: the ring of K/V chunks under the attention kernel.
+  # Mamba-2 layers (Megatron-core's hybrid context parallelism): an
+  # all-to-all turns the in-projection's sequence shards into head shards
+  # for the scan and another turns the output back, each moving (cp - 1) /
+  # cp of its tensor, exposed (the scan needs it); the backward moves both
+  # gradients, a full recompute repeats the forward's
+  di, gn = m["ssm_nh"] * m["ssm_hd"], m["ssm_g"] * m["ssm_n"]
+  ssm_a2a_bytes = (cp - 1) / cp * T * (3 * di + 2 * gn + m["ssm_nh"]) * 2 / tp
+  ssm_cp = xp.where(cp > 1, ssm_a2a_bytes / bw_cp + 2 * (cp - 1) * (lat_cp + c["coll_fixed_s"]), 0.0)
+  att_fwd = xp.maximum(cp_t - t_core, 0.0)
+  cp_fwd = f_att * att_fwd + f_ssm * ssm_cp
+  cp_bwd = f_att * xp.maximum(2 * cp_t - 2.5 * t_core, 0.0) + f_ssm * 2 * ssm_cp + full * cp_fwd
 
   # all-to-all dispatch/combine. Inside a node each token goes to each of
   # its k experts' ranks; across nodes a node-deduplicating dispatcher

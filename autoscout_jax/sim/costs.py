@@ -368,7 +368,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
                         + f_dn * mats * m["f"] / tp
                         + f_moe * (4 * m["k"] * h / sp_div + mats * (m["k"] * m["fe"] + m["fs"]) / tp)
                         + f_ssm * 2 * (2 * di + 2 * gn) / tp)
-  t_elem = elem_bytes / hw["hbm_bw"]
+  # Mamba-2's chunked scan passes its fp32 chunk states through HBM: each
+  # chunk's state (heads x head dim x state) is written, read and
+  # rewritten by the state passing, and read by the output scan; and the
+  # per-group C.B^T blocks (chunk x chunk) are written and read once
+  ssd_bytes = f_ssm * T * (4 * 4 * di * m["ssm_n"] / SSD_CHUNK + 2 * 4 * m["ssm_g"] * SSD_CHUNK) / tp
+  t_elem = (elem_bytes + ssd_bytes) / hw["hbm_bw"]
   # transcendentals (`transc_s` a value; 0 where special-function units keep
   # pace with memory): the softmax's exp over the materialized score matrix
   # (not with a fused kernel), the MLP activation (gelu / silu) over its
