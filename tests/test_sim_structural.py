@@ -346,3 +346,23 @@ def test_megatron_bridge_moe_rows_follow_their_recipes_dispatch():
   # DeepSeek-V3 on H100: HybridEP, no overlap (the defaults)
   plan, _, _ = published.row_inputs(dict(qwen_h100, model="DeepSeekV3", num_devices="1024", dp="64", ep="64"))
   assert (plan["ep_dedup"], plan["ep_overlap"]) == (1.0, 0.0)
+
+
+def test_throughput_interval_widens_on_a_device_no_calibration_row_ran_on():
+  # GB300 (and B300, GB200, H200, local devices) never ran a calibration row:
+  # its throughput is an extrapolation of the fitted efficiencies; its memory is not
+  m = _llama8b(4096)
+  plan = _plan(mbs=1, global_batch=8)
+  seen = uncertainty.intervals(np, plan, m, hardware.cluster_scalars(hardware.make_cluster("dgx_b200", 8)), C,
+                               1000.0, 40e9)
+  for system in ("dgx_b300", "gb300_nvl72", "dgx_h200"):
+    new = uncertainty.intervals(np, plan, m, hardware.cluster_scalars(hardware.make_cluster(system, 8)), C,
+                                1000.0, 40e9)
+    # one more unit of distance than on the calibrated device (GB300's bf16 peak, above
+    # B200's, adds a little more)
+    d_seen = (seen["tput_spread"] / C["tput_spread"] - 1) / C["extrap_gain"]
+    assert new["tput_spread"] >= C["tput_spread"] * (1 + C["extrap_gain"] * (d_seen + 1)) * 0.999, system
+    if system != "gb300_nvl72":  # (its peak lies outside the calibrated box: both intervals widen for that)
+      assert new["peak_mem_hi"] / new["peak_mem_lo"] == pytest.approx(seen["peak_mem_hi"] / seen["peak_mem_lo"])
+  for system in ("dgx_a100_80gb", "dgx_h100", "dgx_b200"):
+    assert float(uncertainty.uncalibrated_device(np, hardware.cluster_scalars(hardware.make_cluster(system, 8)))) == 0.0

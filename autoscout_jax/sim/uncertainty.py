@@ -17,7 +17,10 @@ each mechanism no calibration row exercised (eager FSDP / ZeRO-3 prefetch
 with PyTorch, activation offload, fp4 GEMMs) or no fitted constant saw
 (Mamba-2 layers: the calibration set's Nemotron 3 Nano rows postdate the
 fit).
-The throughput interval also widens with how host-bound a dense model's
+The throughput interval also widens by one unit on a device no calibration
+row ran on (`CALIBRATED_DEVICES`: its kernels' efficiencies, clocks under
+its power limit and its software are what the fitted constants never saw;
+the memory model is bytes, and its interval does not widen for it), and with how host-bound a dense model's
 layer passes are beyond any calibration row's (`DENSE_HOST_RATIO`, log-4
 units): the host floor of an eager layer (`launch_s`) is fitted only through
 MoE layers' host time (no dense calibration row comes near it), so where a
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from autoscout_jax.sim import costs
+from autoscout_jax.sim import costs, hardware
 
 # The calibration set's box (shared/calibration/published_points.csv, 167
 # supported rows): min and max of each feature.
@@ -49,6 +52,10 @@ CALIBRATED_RANGE = {
 # calibration rows' dense models (costs.layer_costs `dense_host_ratio`, at
 # the calibrated constants): 0.164, a NeMo 24.07 row.
 DENSE_HOST_RATIO = 0.164
+# The devices the calibration rows ran on (A100-80GB, H100 SXM, B200, TPU
+# v4 / v5e / v5p), told apart by their bf16 and fp4 peaks and memory
+# bandwidth (B300 has B200's bf16 peak and bandwidth, not its fp4 peak).
+CALIBRATED_DEVICES = ("a100_80gb", "h100_sxm", "b200", "tpu_v4", "tpu_v5e", "tpu_v5p")
 FITS, UNCERTAIN, NO_FIT = 2, 1, 0
 VERDICT_NAMES = {FITS: "yes", UNCERTAIN: "uncertain", NO_FIT: "no"}
 
@@ -67,6 +74,18 @@ def distance(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str,
           + xp.where(m["fp4"] > 0, 1.0, 0.0) + xp.where(m["f_ssm"] > 0, 1.0, 0.0))
 
 
+def uncalibrated_device(xp, hw: Mapping[str, Any]) -> Any:
+  """1 on a device none of the calibration rows ran on, else 0."""
+  seen = 0.0
+  for name in CALIBRATED_DEVICES:
+    dev = hardware.DEVICES[name]
+    fp4 = dev.peak_fp4 or dev.peak_fp8 or dev.peak_bf16
+    same = ((xp.abs(hw["peak_bf16"] / dev.peak_bf16 - 1) < 1e-3) & (xp.abs(hw["hbm_bw"] / dev.hbm_bw - 1) < 1e-3)
+            & (xp.abs(hw["peak_fp4"] / fp4 - 1) < 1e-3))
+    seen = xp.maximum(seen, xp.where(same, 1.0, 0.0))
+  return 1.0 - seen
+
+
 def intervals(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any], c: Mapping[str, Any],
               tokens_per_s: Any, mem: Any, dense_host_ratio: Any = 0.0, mem_optional: Any = 0.0) -> dict[str, Any]:
   """80 % intervals of throughput and peak memory, and the memory verdict;
@@ -76,6 +95,7 @@ def intervals(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str
   optimistic bound leaves them out."""
   d = distance(xp, plan, m, hw)
   d_host = xp.maximum(xp.log(xp.maximum(dense_host_ratio, 1e-30) / DENSE_HOST_RATIO), 0.0) / xp.log(4.0)
+  d_host = d_host + uncalibrated_device(xp, hw)
   wt = c["tput_spread"] * (1 + c["extrap_gain"] * (d + d_host))
   wm = c["mem_spread"] * (1 + c["extrap_gain"] * d)
   mem_lo, mem_hi = (mem - mem_optional) / (1 + wm), mem * (1 + wm)
