@@ -23,6 +23,7 @@ from autoscout_jax.writers import HPARAMS_DIR
 def _m(m) -> dict[str, Any] | None:
   if m is None:
     return None
+  extra = m.metrics.extra or {}
   return {
       "candidate": m.candidate.values, "key": m.candidate.key, "fidelity": m.fidelity,
       "tokens_per_s": m.metrics.tokens_per_s, "step_time_s": m.metrics.step_time_s,
@@ -30,8 +31,7 @@ def _m(m) -> dict[str, Any] | None:
       "feasible": m.feasible, "failure_kind": m.metrics.failure_kind,
       "breakdown": dict(m.metrics.breakdown),
       # a simulator's memory verdict ("yes" / "uncertain") and the optimistic bound
-      **{k: (m.metrics.extra or {})[k] for k in ("memory_verdict", "peak_mem_bytes_lo")
-         if (m.metrics.extra or {}).get(k) is not None},
+      **{k: extra[k] for k in ("memory_verdict", "peak_mem_bytes_lo") if extra.get(k) is not None},
   }
 
 

@@ -96,7 +96,8 @@ def prepare(rows: Sequence[Mapping[str, str]]) -> Prepared:
   hw_keys = tuple(hws[0]) if hws else ()
   auto = np.array([published.recompute_unstated(rows[i]) for i in index], bool)
   auto_mb = np.array([published.microbatch_unstated(rows[i]) for i in index], bool)
-  return Prepared(list(map(dict, rows)), index, status, stack(plans, PLAN_FIELDS), stack([model_fields(m) for m in models], MODEL_FIELDS),
+  models = [model_fields(m) for m in models]
+  return Prepared(list(map(dict, rows)), index, status, stack(plans, PLAN_FIELDS), stack(models, MODEL_FIELDS),
                   stack(hws, hw_keys), auto, auto_mb)
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import re
 from typing import Any
 
+from autoscout_jax.sim import memory
 from autoscout_jax.workload import ModelConfig, Workload
 
 
@@ -41,18 +42,11 @@ def param_count(model: ModelConfig) -> int:
 
 
 def mamba_params(model: ModelConfig) -> int:
-  """One Mamba-2 layer (Megatron's MambaMixer): the input projection to
-  z, x, B, C and dt (2 x inner + 2 x groups x state + heads), the depthwise
-  convolution (kernel 4, with bias) over x, B and C, per-head dt bias, A and
-  D, the gated norm over the inner width, the output projection, and the
-  layer's own norm."""
+  """One Mamba-2 layer of `model` (sim/memory.py `mamba_params`); 0 without one."""
   if not model.mamba_num_heads:
     return 0
-  h = model.hidden_size
-  di = model.mamba_num_heads * model.mamba_head_dim
-  gn = model.mamba_num_groups * model.mamba_state_dim
-  conv = di + 2 * gn
-  return h * (2 * di + 2 * gn + model.mamba_num_heads) + conv * 5 + 3 * model.mamba_num_heads + di + di * h + h
+  return int(memory.mamba_params(model.hidden_size, model.mamba_num_heads, model.mamba_head_dim,
+                                 model.mamba_state_dim, model.mamba_num_groups))
 
 
 @dataclasses.dataclass(frozen=True)

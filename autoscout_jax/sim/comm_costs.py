@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from autoscout_jax.sim import collectives
+from autoscout_jax.sim import collectives, memory
 
 
 def once(xp, n, c):
@@ -71,8 +71,8 @@ def layer_comm(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[st
   # for the scan and another turns the output back, each moving (cp - 1) /
   # cp of its tensor, exposed (the scan needs it); the backward moves both
   # gradients, a full recompute repeats the forward's
-  di, gn = m["ssm_nh"] * m["ssm_hd"], m["ssm_g"] * m["ssm_n"]
-  ssm_a2a_bytes = (cp - 1) / cp * T * (3 * di + 2 * gn + m["ssm_nh"]) * 2 / tp
+  di, _, ssm_in = memory.mamba_widths(m)
+  ssm_a2a_bytes = (cp - 1) / cp * T * (ssm_in + di) * 2 / tp
   ssm_cp = xp.where(cp > 1, ssm_a2a_bytes / bw_cp + 2 * (cp - 1) * (lat_cp + c["coll_fixed_s"]), 0.0)
   att_fwd = xp.maximum(cp_t - t_core, 0.0)
   cp_fwd = f_att * att_fwd + f_ssm * ssm_cp

@@ -264,14 +264,21 @@ def model_flops_per_token(xp, m: Mapping[str, Any]) -> Any:
   n_att, n_ssm = m["L"] * m["f_att"], m["L"] * m["f_ssm"]
   n_dense = m["Ld"] - m["L"] * (1 - m["f_ffn"])
   # Mamba-2: its projections, and the chunked scan (layer_costs)
-  di, gn = m["ssm_nh"] * m["ssm_hd"], m["ssm_g"] * m["ssm_n"]
-  ssm = (2 * m["h"] * (2 * di + 2 * gn + m["ssm_nh"]) + 2 * di * m["h"]
-         + 2 * SSD_CHUNK * gn + 2 * SSD_CHUNK * di + 4 * m["ssm_n"] * di)
+  di, gn, ssm_in = memory.mamba_widths(m)
+  ssm = 2 * m["h"] * ssm_in + 2 * di * m["h"] + ssd_flops_per_token(m)
   fwd = (2 * (n_att * (p["attn"] - 2 * m["h"]) + n_dense * p["dense"] + n_moe * active_moe)
          + n_att * attn_core + n_ssm * ssm + 2 * m["h"] * m["V"])
   # frozen base weights (LoRA): forward + activation gradients only, plus
   # the adapters' forward and both backward GEMMs (a token's k experts' own)
   return (3 - m["frozen"]) * fwd + 6 * active_adapter_params(xp, m)
+
+
+def ssd_flops_per_token(m: Mapping[str, Any]) -> Any:
+  """Forward FLOPs of Mamba-2's chunked scan per token (all heads): C.B^T
+  within a chunk (per group), its product with x (per head), and the chunk
+  states in and out."""
+  di, gn, _ = memory.mamba_widths(m)
+  return 2 * SSD_CHUNK * gn + 2 * SSD_CHUNK * di + 4 * m["ssm_n"] * di
 
 
 def active_adapter_params(xp, m: Mapping[str, Any]) -> Any:
@@ -344,14 +351,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # Mamba-2 mixer: input projection to z, x, B, C, dt and the output
   # projection (column-/row-parallel over heads like attention), and the
   # chunked scan (SSD) in its own fused kernels at the fused-attention
-  # efficiency for its head dim: per token C.B^T within a chunk (per
-  # group), its product with x (per head) and the chunk states in and out
-  di, gn = m["ssm_nh"] * m["ssm_hd"], m["ssm_g"] * m["ssm_n"]
-  ssm_in = 2 * di + 2 * gn + m["ssm_nh"]
+  # efficiency for its head dim
+  di, gn, ssm_in = memory.mamba_widths(m)
   t_ssm_in = gemm(2 * T * h * ssm_in / tp, mn(T, h, ssm_in / tp))
   t_ssm_out = gemm(2 * T * di * h / tp, mn(T, di / tp, h))
   f_dh = xp.minimum(m["ssm_hd"] / (m["ssm_hd"] + c["attn_d_knee"]) * (128 + c["attn_d_knee"]) / 128, 1.0)
-  ssd_flops = T * (2 * SSD_CHUNK * gn + 2 * SSD_CHUNK * di + 4 * m["ssm_n"] * di) / tp
+  ssd_flops = T * ssd_flops_per_token(m) / tp
   t_ssd = ssd_flops / (hw["peak_bf16"] * c["attn_eff"] * xp.maximum(f_dh, 1e-3))
   t_fc2 = gemm(2 * T * m["f"] * h / tp, mn(T, m["f"] / tp, h))
   t_dense = gemm(2 * T * h * m["f"] * (mats - 1) / tp, mn(T, h, m["f"] * (mats - 1) / tp)) + t_fc2

@@ -23,11 +23,25 @@ def layer_params(xp, m: Mapping[str, Any]) -> dict[str, Any]:
   moe_shared = m["h"] * m["fs"] * mats + m["h"] * m["E"]
   experts = m["E"] * m["h"] * m["fe"] * mats
   emb = m["V"] * m["h"]
-  # Mamba-2 (catalog.mamba_params): in/out projections, convolution, per-head
-  # scalars, gated norm, the layer's norm
-  di, gn = m["ssm_nh"] * m["ssm_hd"], m["ssm_g"] * m["ssm_n"]
-  ssm = m["h"] * (2 * di + 2 * gn + m["ssm_nh"]) + (di + 2 * gn) * 5 + 3 * m["ssm_nh"] + di + di * m["h"] + m["h"]
+  ssm = mamba_params(m["h"], m["ssm_nh"], m["ssm_hd"], m["ssm_n"], m["ssm_g"])
   return dict(attn=attn, dense=dense, moe_shared=moe_shared, experts=experts, emb=emb, mats=mats, ssm=ssm)
+
+
+def mamba_widths(m: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+  """(inner width, groups x state, in-projection width) of a Mamba-2 mixer:
+  the in-projection makes z and x (inner each), B and C (groups x state
+  each) and one dt per head. Zeros without a Mamba-2 mixer."""
+  di, gn = m["ssm_nh"] * m["ssm_hd"], m["ssm_g"] * m["ssm_n"]
+  return di, gn, 2 * di + 2 * gn + m["ssm_nh"]
+
+
+def mamba_params(h, heads, head_dim, state, groups):
+  """One Mamba-2 layer (Megatron's MambaMixer): the in-projection, the
+  depthwise convolution (kernel 4, with bias) over x, B and C, per-head dt
+  bias, A and D, the gated norm over the inner width, the out-projection
+  and the layer's own norm. Plain arithmetic: scalars or arrays."""
+  di, gn = heads * head_dim, groups * state
+  return h * (2 * di + 2 * gn + heads) + (di + 2 * gn) * 5 + 3 * heads + di + di * h + h
 
 
 def layer_shares(xp, m: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,8 +174,8 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # Mamba-2 (the fused, memory-efficient path): the layer input, the
   # in-projection's input and output (z, x, B, C, dt; the convolution and
   # scan are recomputed from it) and the out-projection's input
-  di, gn = m["ssm_nh"] * m["ssm_hd"], m["ssm_g"] * m["ssm_n"]
-  tok_ssm = 2 * h / sp_div + gin * h / sp_div + 2 * (2 * di + 2 * gn + m["ssm_nh"]) / tp + gin * di / tp
+  di, gn, ssm_in = mamba_widths(m)
+  tok_ssm = 2 * h / sp_div + gin * h / sp_div + 2 * ssm_in / tp + gin * di / tp
   tok_scores = f_att * xp.where(flash, 0.0, 5 * m["a"] * s / tp)  # scores, softmax, dropout mask
   # an XLA program without remat also stores what fused eager kernels
   # recompute: the fp32 inputs of both RMSNorms, the fp32 activation-function
@@ -177,7 +191,7 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # only feeds the next layer's input, which is kept anyway)
   tok_dots = 2 * (f_att * (A + KV) / tp + 2 * h / sp_div * sh["sub"] + f_dn * (mats - 1) * m["f"] / tp
                   + f_moe * ((m["k"] * m["fe"] + m["fs"]) * (mats - 1) / tp + m["k"] * h / sp_div)
-                  + f_ssm * (2 * di + 2 * gn + m["ssm_nh"] + di) / tp)
+                  + f_ssm * (ssm_in + di) / tp)
   tok_sel = (xp.where(rc == 3, tok_dots, tok_full - sel * (f_att * 2 * A / tp + tok_scores))
              + xp.where(rc == 0, tok_xla, 0.0))
   tok_ckpt = 2 * h / sp_div  # a fully recomputed layer keeps only its input
