@@ -120,6 +120,66 @@ def test_bad_row_names_its_line(tmp_path, row, words):
   assert f"{path}:5" in str(e.value) and words in str(e.value)
 
 
+PUBLISHED_HEADER = ("row_id,source_id,model,hardware,num_devices,precision,global_batch_size,micro_batch_size,"
+                    "seq_len,tp,pp,cp,tokens_per_sec_per_device,oom\n")
+PUBLISHED_ROWS = [
+    "1,ME,LLAMA3_8B,H100 80GB (DGX-H100),16,bf16,128,1,4096,1,1,1,9000,\n",
+    "2,ME,LLAMA3_8B,H100 80GB (DGX-H100),16,bf16,128,2,4096,1,1,1,9400,\n",
+    "3,ME,LLAMA3_8B,H100 80GB (DGX-H100),16,bf16,128,1,4096,2,1,1,8200,\n",
+    "4,ME,LLAMA3_8B,H100 80GB (DGX-H100),16,bf16,128,4,4096,1,1,1,,yes\n",
+    "5,ME,LLAMA3_70B,H100 80GB (DGX-H100),64,bf16,128,1,4096,4,4,1,1500,\n",
+    "6,ME,LLAMA3_70B,H100 80GB (DGX-H100),64,bf16,128,1,4096,8,2,1,1400,\n",
+]
+
+
+def test_published_runs_csv_is_a_table_one_task_per_model(tmp_path):
+  # the published-runs schema (predict_published's): text group columns, the
+  # hardware cell as the system, global_batch_size, a throughput instead of a
+  # step time, an oom column, no data-parallel column, and a sequence length
+  # that is not the catalog model's own
+  path = tmp_path / "published.csv"
+  path.write_text(PUBLISHED_HEADER + "".join(PUBLISHED_ROWS))
+  specs = bench_main.table_tasks(str(path), "megatron", "dgx_a100_80gb", groups=["model", "hardware"], min_rows=2)
+  assert [s.name for s in specs] == ["published-modelLLAMA3_70B-hardwareH100_80GB_DGX-H100",
+                                     "published-modelLLAMA3_8B-hardwareH100_80GB_DGX-H100"]
+  big, small = (tasks.build_task(s, str(tmp_path / s.name)) for s in specs)
+  assert small.cluster.device.name == "h100_sxm" and small.cluster.num_devices == 16
+  assert small.workload.model.seq_len == 4096 and small.workload.global_batch == 128
+  t = small.table
+  assert len(small.candidates) == 4
+  for c in small.candidates:
+    tp, mbs = c.values["tensor_model_parallel_size"], c.values["micro_batch_size"]
+    assert c.values["data_parallel_size"] == 16 // tp  # what tp x pp x cp leave
+    want = {(1, 1): 9000, (1, 2): 9400, (2, 1): 8200}.get((tp, mbs))
+    if want is None:
+      assert mbs == 4 and t.true_value(c) is None and t.failure_kind[t.index[c]][0] == "oom"
+    else:  # tokens/s per device x devices: the job's tokens/s
+      assert t.true_value(c) == pytest.approx(want * 16, rel=1e-9)
+  assert max(big.table.true_value(c) or 0 for c in big.candidates) == pytest.approx(1500 * 64, rel=1e-9)
+
+
+@pytest.mark.parametrize("row, words", [
+    ("7,ME,LLAMA3_8B,H100 80GB (DGX-H100),16,bf16,128,1,4096,3,1,1,9000,\n", "does not divide"),
+    ("7,ME,LLAMA3_8B,H100 80GB (DGX-H100),16,bf16,128,1,4096,1,1,1,9000,maybe\n", "column 'oom'"),
+    ("7,ME,LLAMA3_8B,H100 80GB (DGX-H100),16,bf16,128,1,4096,1,1,1,-5,\n", "not a positive throughput"),
+])
+def test_published_runs_bad_row_names_its_line(tmp_path, row, words):
+  path = tmp_path / "published.csv"
+  path.write_text(PUBLISHED_HEADER + "".join(PUBLISHED_ROWS[:3]) + row)
+  with pytest.raises(tasks.BenchError) as e:
+    bench_main.table_task(str(path), "megatron", "dgx_h100")
+  assert f"{path}:5" in str(e.value) and words in str(e.value)
+
+
+def test_model_column_with_dimensions_that_disagree_is_refused(tmp_path):
+  path = tmp_path / "t.csv"
+  path.write_text("model,hidden_size,num_devices,global_batch,tp,step_time_s\n"
+                  "llama3_8b,2048,8,64,1,2.0\n")
+  with pytest.raises(tasks.BenchError) as e:
+    bench_main.table_task(str(path), "megatron", "dgx_h100")
+  assert "hidden_size" in str(e.value) and "llama3_8b" in str(e.value)
+
+
 def test_cli_bad_row_is_one_line_and_exit_2(tmp_path):
   path = _csv(tmp_path, ROWS[:1] + ["16,64,2048,16,16,2048,1,1,16,1,abc,ok,30\n"])
   out = subprocess.run([sys.executable, "-m", "autoscout_jax.bench", f"--table={path}", "--family=megatron",

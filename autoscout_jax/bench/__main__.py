@@ -3,7 +3,8 @@
 or on a user's own measured sweep: `--table=my_sweep.csv --family=megatron
 [--system=dgx_h100]` (columns: autoscout_jax/bench/tables.py); a sweep over
 several workloads is split into one task per group: `--table_groups=hidden_size,
-num_layers [--min_group_rows=8]` (`--table_dialect=vtrain` reads vTrain's own
+num_layers [--min_group_rows=8]` (text columns group by their text:
+`--table_groups=model,hardware` for a published-runs CSV; `--table_dialect=vtrain` reads vTrain's own
 tables, `--outside_space=drop` leaves out rows the family's space rejects).
 
 Where it sits: the bench's entry layer, like autoscout_jax/run.py for a
@@ -25,7 +26,9 @@ Bad input ends with one clear message and exit status 2.
 from __future__ import annotations
 
 import glob
+import math
 import os
+import re
 import sys
 import time
 from typing import Mapping, Sequence
@@ -120,14 +123,14 @@ def define_flags() -> None:
   flags.DEFINE_enum("table_dialect", "scoutbench", ["scoutbench", "vtrain"], "Column names of --table: "
                     "scoutbench's (autoscout_jax/bench/tables.py) or vTrain's ground_truth_*.csv.")
   flags.DEFINE_list("table_groups", [], "Columns that split --table into one task per distinct combination "
-                    "of their values (e.g. a sweep over several models: hidden_size,num_layers).")
+                    "of their values (e.g. a sweep over several models: hidden_size,num_layers; model,hardware).")
   flags.DEFINE_integer("min_group_rows", 8, "With --table_groups: groups with fewer rows are left out.")
   flags.DEFINE_enum("outside_space", "error", ["error", "drop"], "A --table row the family's space rejects: "
                     "error (stop, naming it) or drop (leave it out, named in the truth's provenance).")
 
 
 def table_task(path: str, family: str, system: str, dialect: str = "scoutbench",
-               select: Mapping[str, float] | None = None, name: str | None = None, outside_space: str = "error"):
+               select: Mapping[str, float | str] | None = None, name: str | None = None, outside_space: str = "error"):
   """A task from a user's CSV: its rows (those matching `select`) are the
   candidates, the family's simulators (F0, F1) the cheap fidelities."""
   from autoscout_jax.bench import tables
@@ -154,21 +157,26 @@ def table_tasks(path: str, family: str, system: str, dialect: str = "scoutbench"
     rows, lines, _ = tables.read_rows(tables.TableProfiling(os.path.abspath(path), family=family, dialect=dialect))
   except tables.TableError as e:
     raise tasks.BenchError(str(e)) from None
+  groups = [tables.COLUMN_ALIASES.get(g, g) if g not in rows[0] else g for g in groups]
   missing = [g for g in groups if g not in rows[0]]
   if missing:
     raise tasks.BenchError(f"--table_groups names column(s) {missing} that {path!r} lacks; columns: {list(rows[0])}")
-  counts: dict[tuple[float, ...], int] = {}
-  for r, line in zip(rows, lines):
+
+  def value(raw: str):  # a number where the cell is one ("8" and "8.0" are one group), else its text
     try:
-      key = tuple(float(r[g]) for g in groups)
+      v = float(raw)
     except ValueError:
-      raise tasks.BenchError(f"{path}:{line}: a --table_groups column is not a number "
-                             f"({ {g: r[g] for g in groups} })") from None
+      return raw
+    return v if math.isfinite(v) else raw
+
+  counts: dict[tuple, int] = {}
+  for r in rows:
+    key = tuple(value(r[g]) for g in groups)
     counts[key] = counts.get(key, 0) + 1
   base = os.path.splitext(os.path.basename(path))[0]
   out = []
-  for key in sorted(k for k, n in counts.items() if n >= min_rows):
-    name = base + "-" + "-".join(f"{g}{v:g}" for g, v in zip(groups, key))
+  for key in sorted((k for k, n in counts.items() if n >= min_rows), key=lambda k: tuple((isinstance(v, str), v) for v in k)):
+    name = base + "-" + "-".join(f"{g}{_label(v)}" for g, v in zip(groups, key))
     try:
       out.append(table_task(path, family, system, dialect, dict(zip(groups, key)), name, outside_space))
     except tasks.BenchError as e:
@@ -177,6 +185,14 @@ def table_tasks(path: str, family: str, system: str, dialect: str = "scoutbench"
     raise tasks.BenchError(f"no group of {path!r} by {list(groups)} with >= {min_rows} rows became a task "
                            f"(largest group: {max(counts.values())} rows)")
   return out
+
+
+def _label(v) -> str:
+  """A group value in a task name: numbers as %g, text reduced to letters,
+  digits and dots ("H100 80GB (DGX-H100)" -> "H100_80GB_DGX-H100")."""
+  if not isinstance(v, str):
+    return f"{v:g}"
+  return re.sub(r"[^A-Za-z0-9.+-]+", "_", v).strip("_") or "_"
 
 
 def _fail(msg: str) -> None:

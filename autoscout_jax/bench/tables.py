@@ -13,14 +13,25 @@ The CSV (one row per measured run; `#` lines are comments):
 - knob columns: the family's knob names (`tensor_model_parallel_size`, ...;
   short names `tp pp cp dp vp ep mbs` are accepted). Knobs no column names
   take the value of `fixed`, else the space's default.
-- `step_time_s` (or `iteration_time_ms`): empty on a failed row;
-  `status`: ok (default) | oom | crash | timeout | compile_error;
-  optional `peak_mem_gib`; rows repeating a configuration are its repeats.
-- the workload, equal on every row: `num_devices`, `global_batch`, and
-  either `model` (a catalog model) or `hidden_size`, `num_layers`,
-  `num_heads`, `seq_len` (optional `ffn_hidden_size` = 4 x hidden,
-  `vocab_size` = 51200, `num_kv_heads`); optional `system` (a catalog
-  system; default: the `system` argument) and `precision` (bf16).
+  Without a data-parallel column, data parallelism is what the other
+  degrees leave: num_devices / (tp x pp x cp).
+- `step_time_s` (or `iteration_time_ms`, or a throughput:
+  `tokens_per_s_per_device` / `tokens_per_sec_per_device` per device,
+  `tokens_per_s` for the job; step time = global batch x sequence /
+  throughput): empty on a failed row; `status`: ok (default) | oom | crash
+  | timeout | compile_error (or an `oom` column, yes/true/1 on a row that
+  ran out of memory); optional `peak_mem_gib`; rows repeating a
+  configuration are its repeats.
+- the workload, equal on every row: `num_devices`, `global_batch` (or
+  `global_batch_size`), and either `model` (a catalog model or a published
+  table's name for one; a `seq_len` column sets its sequence length, other
+  dimension columns must agree with the catalog's) or `hidden_size`,
+  `num_layers`, `num_heads`, `seq_len` (optional `ffn_hidden_size` = 4 x
+  hidden, `vocab_size` = 51200, `num_kv_heads`); optional `system` (a
+  catalog system) or `hardware` (a published run's spelling, "H100 80GB
+  (DGX-H100)"), default: the `system` argument, and `precision` (bf16).
+  The published-runs CSV that `predict_published` reads is such a table
+  once its rows are one workload (`--table_groups=model,hardware,...`).
 A bad row ends everything with one error naming the file, its line and the
 problem.
 
@@ -55,8 +66,12 @@ SHORT = {"tp": "tensor_model_parallel_size", "pp": "pipeline_model_parallel_size
          "cp": "context_parallel_size", "dp": "data_parallel_size", "ep": "expert_model_parallel_size",
          "vp": "virtual_pipeline_model_parallel_size", "mbs": "micro_batch_size"}
 WORKLOAD_COLUMNS = ("num_devices", "global_batch", "model", "hidden_size", "num_layers", "num_heads", "seq_len",
-                    "ffn_hidden_size", "vocab_size", "num_kv_heads", "system", "precision")
-RESULT_COLUMNS = ("step_time_s", "iteration_time_ms", "status", "peak_mem_gib", "repeat")
+                    "ffn_hidden_size", "vocab_size", "num_kv_heads", "system", "hardware", "precision")
+RESULT_COLUMNS = ("step_time_s", "iteration_time_ms", "tokens_per_s_per_device", "tokens_per_s", "status", "oom",
+                  "peak_mem_gib", "repeat")
+# other spellings of a column (the published-runs CSV's, common ones)
+COLUMN_ALIASES = {"global_batch_size": "global_batch", "tokens_per_sec_per_device": "tokens_per_s_per_device",
+                  "tokens_per_sec": "tokens_per_s"}
 FAMILIES = ("megatron",)
 
 _VTRAIN_COLUMNS = {"Parameters (billion)": "params_b", "# GPUs": "num_devices", "global batch": "global_batch",
@@ -83,7 +98,7 @@ class TableProfiling:
   path: str
   family: str = "megatron"
   dialect: str = "scoutbench"  # or "vtrain"
-  select: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  select: Mapping[str, float | str] = dataclasses.field(default_factory=dict)  # numbers match numerically
   fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   system: str = "dgx_a100_80gb"
   inter_bw: float | None = None  # bytes/s per device between nodes; None: the system's
@@ -154,6 +169,9 @@ def read_rows(spec: TableProfiling) -> tuple[list[dict[str, str]], list[int], st
   header = [h.strip() for h in next(reader)]
   if spec.dialect == "vtrain":
     header = [_VTRAIN_COLUMNS.get(h, h) for h in header]
+  else:
+    named = set(header)
+    header = [COLUMN_ALIASES[h] if h in COLUMN_ALIASES and COLUMN_ALIASES[h] not in named else h for h in header]
   out, numbers = [], []
   for (line, _), cells in zip(lines[1:], reader):
     if len(cells) != len(header):
@@ -164,13 +182,21 @@ def read_rows(spec: TableProfiling) -> tuple[list[dict[str, str]], list[int], st
       if col not in row:
         raise TableError(f"measured table {spec.path!r}: select names column {col!r}, which it lacks; "
                          f"columns: {header}")
-      keep &= math.isclose(_num(row[col], f"{spec.path}:{line}", col), float(want), rel_tol=1e-9)
+      keep &= _matches(row[col], want, f"{spec.path}:{line}", col)
     if keep:
       out.append(row)
       numbers.append(line)
   if not out:
     raise TableError(f"measured table {spec.path!r}: no row matches select {dict(spec.select)}")
   return out, numbers, path
+
+
+def _matches(raw: str, want: Any, where: str, col: str) -> bool:
+  """A cell against a `select` value: numerically when the value is a
+  number ("8" matches 8.0), else as text."""
+  if isinstance(want, (int, float)) and not isinstance(want, bool):
+    return math.isclose(_num(raw, where, col), float(want), rel_tol=1e-9)
+  return raw == str(want)
 
 
 def _comment(line: str, dialect: str) -> bool:
@@ -202,6 +228,18 @@ def _workload_and_cluster(spec: TableProfiling, rows, lines) -> tuple[Workload, 
       model, _ = catalog.find_model(first["model"])
     except ValueError as e:
       raise TableError(f"{where}: {e}") from None
+    for col, field in (("hidden_size", "hidden_size"), ("num_layers", "num_layers"), ("num_heads", "num_heads"),
+                       ("ffn_hidden_size", "ffn_hidden_size"), ("vocab_size", "vocab_size")):
+      if first.get(col) and int(_num(first[col], where, col, True)) != getattr(model, field):
+        raise TableError(f"{where}: column {col!r} is {first[col]}, but catalog model {model.name!r} has "
+                         f"{getattr(model, field)}; name no model to use the columns' dimensions")
+    if first.get("seq_len"):
+      seq = int(_num(first["seq_len"], where, "seq_len", True))
+      if seq != model.seq_len:
+        try:
+          model = dataclasses.replace(model, seq_len=seq)
+        except ValueError as e:
+          raise TableError(f"{where}: {e}") from None
   else:
     need = [c for c in ("hidden_size", "num_layers", "num_heads", "seq_len") if c not in first]
     if need:
@@ -219,16 +257,23 @@ def _workload_and_cluster(spec: TableProfiling, rows, lines) -> tuple[Workload, 
     except ValueError as e:
       raise TableError(f"{where}: {e}") from None
   system = first.get("system") or spec.system
+  if not first.get("system") and first.get("hardware"):
+    try:
+      system = hardware.system_for_hardware_name(first["hardware"]).name
+    except ValueError as e:
+      raise TableError(f"{where}: column 'hardware': {e}") from None
   inter_bw = spec.inter_bw if spec.inter_bw is not None else (VTRAIN_INTER_BW if spec.dialect == "vtrain" else None)
   try:
     cluster = hardware.make_cluster(system, devices, inter_bw=inter_bw)
   except ValueError as e:
     raise TableError(f"{where}: {e}") from None
-  wl = Workload(name=f"{model.name}_gbs{gbs}", model=model, global_batch=gbs, precision=precision)
+  seq = f"_s{model.seq_len}" if first.get("model") and first.get("seq_len") else ""
+  wl = Workload(name=f"{model.name}{seq}_gbs{gbs}", model=model, global_batch=gbs, precision=precision)
   return wl, cluster
 
 
-def _parse_row(spec: TableProfiling, r: Mapping[str, str], line: int, knob_names: Sequence[str]) -> Row:
+def _parse_row(spec: TableProfiling, r: Mapping[str, str], line: int, knob_names: Sequence[str],
+               workload: Workload, devices: int) -> Row:
   where = f"{spec.path}:{line}"
   knobs: dict[str, Any] = {}
   for col, raw in r.items():
@@ -236,6 +281,13 @@ def _parse_row(spec: TableProfiling, r: Mapping[str, str], line: int, knob_names
     if name in knob_names and raw != "":
       knobs[name] = raw
   status = (r.get("status") or "ok").lower()
+  oom = (r.get("oom") or "").strip().lower()
+  if oom not in ("", "no", "false", "0", "yes", "true", "1"):
+    raise TableError(f"{where}: column 'oom' is {r['oom']!r}; yes/true/1 or no/false/0")
+  if oom in ("yes", "true", "1"):
+    if status not in ("ok", "oom"):
+      raise TableError(f"{where}: status {status!r} but column 'oom' says the run ran out of memory")
+    status = "oom"
   if status not in ("ok",) + tuple(k for k in FAILURE_KINDS if k != INVALID):
     raise TableError(f"{where}: status {status!r}; known: ok, oom, crash, timeout, compile_error")
   step = None
@@ -243,8 +295,17 @@ def _parse_row(spec: TableProfiling, r: Mapping[str, str], line: int, knob_names
     step = _num(r["step_time_s"], where, "step_time_s")
   elif r.get("iteration_time_ms"):
     step = _num(r["iteration_time_ms"], where, "iteration_time_ms") / 1e3
+  else:
+    for col, per in (("tokens_per_s_per_device", devices), ("tokens_per_s", 1)):
+      if r.get(col):
+        tput = _num(r[col], where, col)
+        if tput <= 0:
+          raise TableError(f"{where}: column {col!r} is {r[col]}, not a positive throughput")
+        step = workload.tokens_per_step / (tput * per)
+        break
   if status == "ok" and (step is None or step <= 0):
-    raise TableError(f"{where}: a row with status ok needs a positive step_time_s (or iteration_time_ms)")
+    raise TableError(f"{where}: a row with status ok needs a positive step_time_s (or iteration_time_ms, "
+                     f"tokens_per_s_per_device, tokens_per_s)")
   mem = _num(r["peak_mem_gib"], where, "peak_mem_gib") * 2**30 if r.get("peak_mem_gib") else None
   return Row(line, knobs, step if status == "ok" else None, None if status == "ok" else status, mem)
 
@@ -270,11 +331,13 @@ def table_task_parts(spec: TableProfiling) -> TableParts:
   except SpaceError as e:
     raise TableError(f"measured table {spec.path!r}: {e}") from None
   unknown = sorted(set(fixed) - set(space.names))
-  parsed = [_parse_row(spec, r, ln, space.names) for r, ln in zip(rows, lines)]
+  parsed = [_parse_row(spec, r, ln, space.names, workload, cluster.num_devices) for r, ln in zip(rows, lines)]
   allow, checked, dropped = [], [], []
   for row in parsed:
     vals = {n: v for n, v in fixed.items() if n in space.names}
     vals.update(row.knobs)
+    if "data_parallel_size" not in vals:
+      vals["data_parallel_size"] = _data_parallel(vals, cluster.num_devices, f"{spec.path}:{row.line}")
     try:
       cand = space.make({n: space[n].coerce(_typed(space[n], v)) for n, v in vals.items()})
     except (SpaceError, ValueError, TypeError) as e:
@@ -299,6 +362,18 @@ def table_task_parts(spec: TableProfiling) -> TableParts:
     raise TableError(f"measured table {spec.path!r}: no row is valid in the {spec.family} space ({dropped[0]})")
   return TableParts(workload, cluster, megatron.space, space_kwargs, restrict, tuple(allow),
                     tuple(checked), tuple(dropped))
+
+
+def _data_parallel(vals: Mapping[str, Any], devices: int, where: str) -> int:
+  """Data parallelism a row without a data-parallel column runs: the
+  devices the tensor, pipeline and context degrees leave."""
+  mp = 1
+  for k in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size"):
+    mp *= int(_num(str(vals.get(k, 1)), where, k, True))
+  if mp < 1 or devices % mp:
+    raise TableError(f"{where}: tp x pp x cp = {mp} does not divide the {devices} devices, and no column "
+                     f"gives data parallelism")
+  return devices // mp
 
 
 def _default_row(workload: Workload, allow: Sequence[Mapping[str, Any]], rows: Sequence[Row]) -> dict[str, Any]:
