@@ -49,6 +49,19 @@ class ModelConfig:
   mamba_head_dim: int = 64
   mamba_state_dim: int = 128  # SSM state size N
   mamba_num_groups: int = 8  # groups sharing the B and C projections
+  # LatentMoE (Nemotron 3 Super/Ultra): tokens are projected from the hidden
+  # width down to this width before routing; the routed experts (and the
+  # all-to-all) work at it, the router and shared experts at the hidden
+  # width; 0: routed experts at the hidden width
+  moe_latent_size: int = 0
+  # multi-token prediction: `mtp_layers` extra forward passes on the last
+  # stage, each through an MTP block (its layers in the pattern notation,
+  # `mtp_pattern`; empty: one layer like the model's last) after a 2h -> h
+  # projection, each with its own output layer and loss; `mtp_shared`: the
+  # passes reuse one block's weights (Megatron's mtp_use_repeated_layer)
+  mtp_layers: int = 0
+  mtp_pattern: str = ""
+  mtp_shared: bool = False
 
   def __post_init__(self):
     for f in ("num_layers", "hidden_size", "num_heads", "ffn_hidden_size", "vocab_size", "seq_len"):
@@ -81,6 +94,26 @@ class ModelConfig:
           v = getattr(self, f)
           if not isinstance(v, int) or v <= 0:
             raise ValueError(f"model {self.name!r}: a pattern with Mamba layers needs {f} > 0, got {v!r}")
+
+    if not isinstance(self.moe_latent_size, int) or self.moe_latent_size < 0:
+      raise ValueError(f"model {self.name!r}: moe_latent_size must be a non-negative integer, "
+                       f"got {self.moe_latent_size!r}")
+    if self.moe_latent_size and not self.is_moe:
+      raise ValueError(f"model {self.name!r}: moe_latent_size needs experts (num_experts > 0)")
+    if not isinstance(self.mtp_layers, int) or self.mtp_layers < 0:
+      raise ValueError(f"model {self.name!r}: mtp_layers must be a non-negative integer, got {self.mtp_layers!r}")
+    if self.mtp_pattern:
+      bad = sorted(set(self.mtp_pattern) - set("M*-E"))
+      if bad or not self.mtp_layers:
+        raise ValueError(f"model {self.name!r}: mtp_pattern takes M, *, - and E, and needs mtp_layers > 0; "
+                         f"got {self.mtp_pattern!r} with mtp_layers {self.mtp_layers}")
+      if "E" in self.mtp_pattern and not self.is_moe:
+        raise ValueError(f"model {self.name!r}: mtp_pattern has an MoE layer (E) but the model has no experts")
+
+  @property
+  def mtp_block_layers(self) -> int:
+    """Layers of one MTP block: its pattern's, or one transformer layer."""
+    return len(self.mtp_pattern) or (1 if self.mtp_layers else 0)
 
   @property
   def kv_heads(self) -> int:
@@ -290,6 +323,9 @@ class Workload:
     d.pop("default")  # the default is a comparison point, not part of the job
     if not d["model"]["layer_pattern"]:  # keeps the keys of models that predate hybrids
       for f in ("layer_pattern", "mamba_num_heads", "mamba_head_dim", "mamba_state_dim", "mamba_num_groups"):
+        d["model"].pop(f)
+    for f, v in (("moe_latent_size", 0), ("mtp_layers", 0), ("mtp_pattern", ""), ("mtp_shared", False)):
+      if d["model"][f] == v:  # keeps the keys of models without LatentMoE or MTP
         d["model"].pop(f)
     if d["serving"] is None:
       d.pop("serving")  # keeps the keys of training workloads as they were

@@ -49,7 +49,8 @@ def test_transformer_workload_keys_do_not_change():
   w = catalog.make_workload("llama3_8b", 8)
   d = dataclasses.asdict(w)
   d.pop("default"), d.pop("serving"), d.pop("example_lens")
-  for f in ("layer_pattern", "mamba_num_heads", "mamba_head_dim", "mamba_state_dim", "mamba_num_groups"):
+  for f in ("layer_pattern", "mamba_num_heads", "mamba_head_dim", "mamba_state_dim", "mamba_num_groups",
+            "moe_latent_size", "mtp_layers", "mtp_pattern", "mtp_shared"):
     d["model"].pop(f)
   d["lora_targets"] = tuple(d["lora_targets"])
   for k, v in {"lora_rank": 0, "lora_targets": ("query", "key", "value", "out"), "lora_alpha": 16.0,
@@ -118,13 +119,13 @@ def test_published_hybrid_rows_are_predicted_or_named(tmp_path):
               seq_len="8192", precision="FP8", tokens_per_sec_per_device="14719")
   out = predict_rows(tmp_path, [
       dict(base, row_id="1", model="Nemotron_3_Nano"),
-      dict(base, row_id="2", model="Nemotron_3_Super", ep="64", num_devices="64"),
+      dict(base, row_id="2", model="Nemotron_3_Ultra", ep="64", num_devices="64"),
       dict(base, row_id="3", model="Jamba-1.5-Mini", num_layers="32", hidden_size="4096", num_heads="32", ep=""),
   ])
   assert out["1"]["pred_status"] == "ok"
   assert 5000 < float(out["1"]["pred_tokens_per_sec_per_device"]) < 40000
   assert out["1"]["pred_feasible"] in ("yes", "uncertain")
-  assert out["2"]["pred_status"].startswith("unsupported:") and "Super" in out["2"]["pred_status"]
+  assert out["2"]["pred_status"].startswith("unsupported:") and "Ultra" in out["2"]["pred_status"]
   assert out["3"]["pred_status"].startswith("unsupported:") and "hybrid" in out["3"]["pred_status"]
 
 
@@ -179,3 +180,102 @@ def test_context_parallel_mamba_layers_pay_their_all_to_alls():
     no_ssm = costs.layer_costs(np, plan, dict(m, f_ssm=0.0), hw, CALIBRATED.as_dict())
     cp_comm[cp] = float(lc["cp_fwd_s"] + lc["cp_bwd_s"]) - float(no_ssm["cp_fwd_s"] + no_ssm["cp_bwd_s"])
   assert cp_comm[1] == 0.0 and 0 < cp_comm[2] and cp_comm[4] > 0
+
+
+# --- LatentMoE and multi-token prediction (Nemotron 3 Super) ---------------------------------
+
+
+def test_super_counts_its_published_parameters():
+  sup = catalog.find_model("Nemotron_3_Super")[0]
+  # the model hub checkpoint's BF16 weights, MTP block included (123,611,012,096)
+  assert catalog.param_count(sup) == pytest.approx(123_611_012_096, rel=1e-4)
+  assert sup.layer_counts() == dict(attention=8, mamba=40, dense=0, moe=40, blocks=88)
+  without_mtp = dataclasses.replace(sup, mtp_layers=0, mtp_pattern="", mtp_shared=False)
+  # its MTP block: 2,942,324,736 parameters
+  assert catalog.param_count(sup) - catalog.param_count(without_mtp) == pytest.approx(2_942_324_736, rel=1e-3)
+  m = costs.model_scalars(catalog.make_workload("nemotron_3_super", 64))
+  # the simulators price the MTP block as two average layers: within 1 % of the whole
+  assert float(costs.total_params(np, m)) == pytest.approx(catalog.param_count(sup), rel=1e-2)
+
+
+def _moe(**kw):
+  base = ModelConfig("latent_probe", 16, 4096, 32, 2688, 131072, 4096, num_kv_heads=8, num_experts=64,
+                     moe_top_k=8, moe_ffn_hidden_size=2688)
+  return dataclasses.replace(base, **kw)
+
+
+def _f0_ep(model_cfg, n=64, ep=64, mbs=1.0):
+  w = Workload(name=model_cfg.name, model=model_cfg, global_batch=256, precision="bf16", default={})
+  c = hardware.make_cluster("dgx_h100", n)
+  plan = megatron_plan(1.0, 1.0, 1.0, float(n), float(ep), 1.0, 1.0, mbs, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 40e6,
+                       0.0, 256.0, float(model_cfg.num_layers), 8.0, flash=1.0, grad_bytes=2.0)
+  plan = {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in dict(costs.PLAN_DEFAULTS, **plan).items()}
+  return costs.layer_costs(np, plan, costs.model_scalars(w), hardware.cluster_scalars(c),
+                           analytic.CALIBRATED.as_dict())
+
+
+def test_latent_moe_moves_and_multiplies_at_the_latent_width():
+  plain, latent = _moe(), _moe(moe_latent_size=1024)
+  a, b = _f0_ep(plain), _f0_ep(latent)
+  # the all-to-all carries the latent vector: a quarter of the bytes across nodes
+  assert float(b["ep_fwd_s"][0]) < 0.35 * float(a["ep_fwd_s"][0])
+  # expert weights at the latent width: a quarter of them, plus the two projections
+  pa, pb = (float(costs.total_params(np, costs.model_scalars(
+      Workload(name="x", model=m, global_batch=256, precision="bf16", default={})))) for m in (plain, latent))
+  experts = 16 * 64 * 2 * 2688 * 4096
+  assert pa - pb == pytest.approx(experts * 3 / 4 - 16 * 2 * 4096 * 1024, rel=1e-6)
+  # and less time in the layer (its routed GEMMs at a quarter of the FLOPs)
+  assert float(b["fwd_s"][0]) < float(a["fwd_s"][0])
+
+
+def test_multi_token_prediction_runs_on_the_last_stage():
+  plain = _moe()
+  mtp = _moe(mtp_layers=2, mtp_pattern="", mtp_shared=True)
+  a, b = _f0_ep(plain), _f0_ep(mtp)
+  # two passes, each an average layer with its communication, the 2h -> h
+  # projection and another output layer: the last stage's extra work
+  extra = float(b["head_fwd_s"][0] - a["head_fwd_s"][0])
+  layer = float(a["fwd_s"][0] + a["tp_fwd_s"][0] + a["cp_fwd_s"][0] + a["ep_fwd_s"][0])
+  assert 2 * (layer + float(a["head_fwd_s"][0])) < extra < 2 * (layer + float(a["head_fwd_s"][0])) * 1.2
+  assert float(b["mem_last"][0]) > float(a["mem_last"][0])
+  assert float(np.ravel(b["model_flops"])[0]) > float(np.ravel(a["model_flops"])[0])
+  for f in ("fwd_s", "bwd_s", "ep_fwd_s"):  # the layers themselves are the same
+    assert float(b[f][0]) == float(a[f][0]), f
+
+
+def test_published_super_rows_are_predicted_and_launch_with_latent_and_mtp_flags(tmp_path):
+  base = dict(source_id="X", framework="Megatron-Bridge", task="pretrain", hardware="GB300 NVL72",
+              num_devices="64", tp="1", pp="1", cp="1", ep="64", micro_batch_size="1", global_batch_size="512",
+              seq_len="8192", precision="MXFP8", tokens_per_sec_per_device="9856")
+  out = predict_rows(tmp_path, [dict(base, row_id="1", model="Nemotron_3_Super")])
+  assert out["1"]["pred_status"] == "ok"
+  assert 3000 < float(out["1"]["pred_tokens_per_sec_per_device"]) < 30000
+  w = catalog.make_workload("nemotron_3_super", 64)
+  c = hardware.make_cluster("gb300_nvl72", 64)
+  space = megatron.space(w, c)
+  sh = launch_files(space, space.make(w.default_values), w, c)["launch.sh"]
+  for flag in ("--moe-latent-size 1024", "--mtp-num-layers 2", "--mtp-use-repeated-layer",
+               "--mtp-hybrid-override-pattern"):
+    assert flag in sh, flag
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(moe_latent_size=-1), "moe_latent_size"),
+    (dict(num_experts=0, moe_top_k=0, moe_latent_size=512), "needs experts"),
+    (dict(mtp_pattern="*E"), "mtp_layers"),
+    (dict(mtp_layers=1, mtp_pattern="*X"), "mtp_pattern"),
+])
+def test_a_bad_latent_or_mtp_setting_gets_one_clear_error(change, message):
+  with pytest.raises(ValueError, match=message):
+    _moe(**change)
+
+
+def test_families_without_latent_moe_refuse_it():
+  from autoscout_jax.compile.evaluator import CompileAtScaleEvaluator
+  from autoscout_jax.targets import jax_mesh, maxtext
+  w = Workload(name="x", model=_moe(moe_latent_size=1024), global_batch=256, precision="bf16", default={})
+  c = hardware.make_cluster("dgx_h100", 8)
+  for build in (lambda: jax_mesh.space(w, c), lambda: maxtext.space(w, c)):
+    with pytest.raises(ValueError, match="LatentMoE"):
+      build()
+  assert "LatentMoE" in CompileAtScaleEvaluator().check_fits(w, c)

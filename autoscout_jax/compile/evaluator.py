@@ -120,6 +120,9 @@ class CompileAtScaleEvaluator(CheckedEvaluator):
     if m.is_hybrid:
       return (f"model {m.name!r} is a hybrid Mamba-2/transformer model; the compile-at-scale programs build "
               f"transformer decoders: screen it with the simulators (F0/F1)")
+    if m.moe_latent_size or m.mtp_layers:
+      return (f"model {m.name!r} has LatentMoE or multi-token prediction, which the compile-at-scale programs "
+              f"do not build: screen it with the simulators (F0/F1)")
     try:
       target = tg.compile_target(cluster)
     except tg.TargetError as e:

@@ -30,15 +30,30 @@ def param_count(model: ModelConfig) -> int:
   attn = h * (model.num_heads * d + 2 * model.kv_heads * d) + model.num_heads * d * h + 2 * h
   dense = h * model.ffn_hidden_size * mats
   fe = model.moe_ffn_hidden_size or model.ffn_hidden_size
-  moe = model.num_experts * h * fe * mats + model.num_shared_experts * h * fe * mats + h * model.num_experts
+  lat = model.moe_latent_size
+  # routed experts at the latent width, with the down and up projections around them
+  moe = (model.num_experts * (lat or h) * fe * mats + (2 * h * lat if lat else 0)
+         + model.num_shared_experts * h * fe * mats + h * model.num_experts)
   emb = model.vocab_size * h * (1 if model.tie_embeddings else 2)
   n = model.layer_counts()
   if model.is_hybrid:
     # one norm per pattern layer (attention's two above belong to a pair)
     attn -= h
     dense, moe = dense + h, moe + h
-  return int(n["attention"] * attn + n["mamba"] * mamba_params(model) + n["dense"] * dense + n["moe"] * moe
-             + emb + h)
+  per = dict(attention=attn, mamba=mamba_params(model), dense=dense, moe=moe)
+  body = sum(n[k] * v for k, v in per.items())
+  # MTP blocks (one when the passes share it): the 2h -> h projection, its
+  # two input norms and its layers (a transformer's: one attention + MLP
+  # pair of the model's last kind), and a final norm
+  mtp = 0
+  if model.mtp_layers:
+    if model.mtp_pattern:
+      kinds = {"*": "attention", "M": "mamba", "-": "dense", "E": "moe"}
+      block = sum(per[kinds[c]] for c in model.mtp_pattern)
+    else:
+      block = attn + (moe if model.is_moe else dense)
+    mtp = (1 if model.mtp_shared else model.mtp_layers) * (2 * h * h + 3 * h + block)
+  return int(body + emb + h + mtp)
 
 
 def mamba_params(model: ModelConfig) -> int:
@@ -230,6 +245,21 @@ _add(ModelConfig("nemotron_3_nano", 52, 2688, 32, 1856, 131072, 8192, num_kv_hea
                  mamba_num_heads=64, mamba_head_dim=64, mamba_state_dim=128, mamba_num_groups=8),
      Recipe(1, 1, ep=8, global_batch=512, recompute="none", source=_NH))
 
+# Nemotron 3 Super 120B-A12B: 40 Mamba-2, 8 attention (2 KV groups) and 40
+# LatentMoE layers (512 experts of width 2,688 at the latent width 1,024,
+# top-22, a shared expert of 5,376, squared ReLU); one MTP block (attention
+# + MoE) that Megatron-Bridge's recipe runs twice (mtp_num_layers 2,
+# repeated layer). The model hub config's numbers, as public model-loading
+# code checks them; 123.6B parameters with the MTP block, 12.8B active.
+# The recipe's tensor parallelism of 4 exceeds the 2 KV groups the Megatron
+# space lets a rank hold; its default is the performance tables' tp 2.
+_add(ModelConfig("nemotron_3_super", 88, 4096, 32, 2688, 131072, 8192, num_kv_heads=2, kv_channels=128,
+                 num_experts=512, moe_top_k=22, moe_ffn_hidden_size=2688, num_shared_experts=2,
+                 layer_pattern="MEMEMEM*EMEMEMEM*EMEMEMEM*EMEMEMEMEM*EMEMEMEMEM*EMEMEMEMEM*EMEMEMEMEM*EMEMEMEM*EMEMEMEME",
+                 mamba_num_heads=128, mamba_head_dim=64, mamba_state_dim=128, mamba_num_groups=8,
+                 moe_latent_size=1024, mtp_layers=2, mtp_pattern="*E", mtp_shared=True),
+     Recipe(2, 1, ep=8, global_batch=3072, recompute="none", source=_NH))
+
 MODELS = tuple(sorted(_CATALOG))
 
 # Names published tables use, normalized (lower case, alphanumerics only).
@@ -255,7 +285,8 @@ _ALIASES = {
     "nemotronnanov29b": "nemotron_nano_9b_v2", "nemotronnano12bv2": "nemotron_nano_12b_v2",
     "nemotronnanov212b": "nemotron_nano_12b_v2", "nemotron3nano": "nemotron_3_nano",
     "nemotron3nano30ba3b": "nemotron_3_nano", "nemotron3nano4b": "nemotron_3_nano_4b",
-    "nvidianemotron3nano30ba3b": "nemotron_3_nano",
+    "nvidianemotron3nano30ba3b": "nemotron_3_nano", "nemotron3super": "nemotron_3_super",
+    "nemotron3super120ba12b": "nemotron_3_super", "nvidianemotron3super120ba12b": "nemotron_3_super",
 }
 
 

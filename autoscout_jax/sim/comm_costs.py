@@ -85,7 +85,7 @@ def layer_comm(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[st
   # expert lives on another node.
   ep_local = xp.minimum(plan["ep_local"], ep)
   ep_nodes = xp.maximum(ep / xp.maximum(ep_local, 1.0), 1.0)
-  tok_bytes = T * h * 2 / sp_div
+  tok_bytes = T * memory.expert_width(xp, m) * 2 / sp_div  # LatentMoE: the latent width
   local_bytes = tok_bytes * m["k"] * (ep_local - 1) / xp.maximum(ep, 1.0)
   dedup = plan["ep_dedup"]
   remote_bytes = tok_bytes * (dedup * (ep_nodes - 1) * (1 - (1 - 1 / ep_nodes) ** m["k"])

@@ -73,6 +73,11 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            mixer, an MLP (L - Ld of them MoE); ssm_nh, ssm_hd, ssm_n,
            ssm_g: Mamba-2 heads, head dim, state size, B/C groups. A
            transformer: 1, 0, 1 (every layer attention + MLP).
+           lat: LatentMoE's latent width (0: none), the width routed
+           experts and the all-to-all work at; mtp, mtp_len, mtp_blocks:
+           multi-token prediction's passes on the last stage, layers per
+           MTP block (priced as the model's average layer) and blocks with
+           their own weights (0, 0, 0: none).
   hw    -- peak_bf16, peak_fp8, hbm_bytes, hbm_bw, intra_bw/lat,
            inter_bw/lat, node_size, num_devices.
 
@@ -124,11 +129,13 @@ PLAN_DEFAULTS = {"packed": 0.0, "ep_dedup": 1.0, "lp_grad_bytes": 0.0}
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
                 "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "lora_pm", "lora_pe", "frozen_bytes",
                 "fill", "fill_packed", "attn_packed",
-                "f_att", "f_ssm", "f_ffn", "ssm_nh", "ssm_hd", "ssm_n", "ssm_g")
+                "f_att", "f_ssm", "f_ffn", "ssm_nh", "ssm_hd", "ssm_n", "ssm_g", "lat", "mtp", "mtp_len",
+                "mtp_blocks")
 # Model fields a producer may leave out: those of hybrid Mamba-2 models (a
-# transformer: every layer attention + MLP, no Mamba-2 mixer).
+# transformer: every layer attention + MLP, no Mamba-2 mixer), LatentMoE
+# (none) and multi-token prediction (none).
 MODEL_DEFAULTS = {"f_att": 1.0, "f_ssm": 0.0, "f_ffn": 1.0, "ssm_nh": 0.0, "ssm_hd": 0.0, "ssm_n": 0.0,
-                  "ssm_g": 0.0}
+                  "ssm_g": 0.0, "lat": 0.0, "mtp": 0.0, "mtp_len": 0.0, "mtp_blocks": 0.0}
 # Mamba-2's chunked scan (SSD) works in chunks of this many tokens
 # (Megatron's and mamba_ssm's default chunk size).
 SSD_CHUNK = 128.0
@@ -139,18 +146,26 @@ def model_fields(model: Mapping[str, Any]) -> dict[str, Any]:
   return {k: model[k] if k in model else MODEL_DEFAULTS[k] for k in MODEL_FIELDS}
 
 
-def hybrid_scalars(model: Any) -> dict[str, float]:
-  """The hybrid-layer model fields of a `ModelConfig`: the share of layers
+def arch_scalars(model: Any) -> dict[str, float]:
+  """The architecture fields of a `ModelConfig` beyond a plain
+  transformer's (MODEL_DEFAULTS where it has none): the share of layers
   with an attention mixer (f_att), a Mamba-2 mixer (f_ssm) and an MLP
-  (f_ffn; dense or MoE), and the Mamba-2 widths (heads, head dim, state,
-  groups). A transformer's layer has attention and an MLP (1, 0, 1); a
-  hybrid's layer is one entry of its pattern (shares summing to 1)."""
-  if not model.is_hybrid:
-    return dict(MODEL_DEFAULTS)
-  n, L = model.layer_counts(), float(model.num_layers)
-  return dict(f_att=n["attention"] / L, f_ssm=n["mamba"] / L, f_ffn=(n["dense"] + n["moe"]) / L,
-              ssm_nh=float(model.mamba_num_heads), ssm_hd=float(model.mamba_head_dim),
-              ssm_n=float(model.mamba_state_dim), ssm_g=float(model.mamba_num_groups))
+  (f_ffn; dense or MoE) and the Mamba-2 widths (heads, head dim, state,
+  groups) -- a transformer's layer has attention and an MLP (1, 0, 1), a
+  hybrid's layer is one entry of its pattern (shares summing to 1); the
+  LatentMoE width (lat); multi-token prediction's passes (mtp), layers per
+  MTP block (mtp_len) and blocks with their own weights (mtp_blocks)."""
+  out = dict(MODEL_DEFAULTS)
+  if model.is_hybrid:
+    n, L = model.layer_counts(), float(model.num_layers)
+    out.update(f_att=n["attention"] / L, f_ssm=n["mamba"] / L, f_ffn=(n["dense"] + n["moe"]) / L,
+               ssm_nh=float(model.mamba_num_heads), ssm_hd=float(model.mamba_head_dim),
+               ssm_n=float(model.mamba_state_dim), ssm_g=float(model.mamba_num_groups))
+  if model.mtp_layers:
+    out.update(mtp=float(model.mtp_layers), mtp_len=float(model.mtp_block_layers),
+               mtp_blocks=1.0 if model.mtp_shared else float(model.mtp_layers))
+  out["lat"] = float(model.moe_latent_size)
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +240,7 @@ def model_scalars(workload: Any) -> dict[str, float]:
       fe=fe, fs=m.num_shared_experts * fe, Ld=m.num_layers - m.layer_counts()["moe"],
       tie=float(m.tie_embeddings), gbs=workload.global_batch,
       fp8=float("fp8" in prec or "fp4" in prec), fp4=float("fp4" in prec))
-  out.update(hybrid_scalars(m))
+  out.update(arch_scalars(m))
   out.update(lora_scalars(out, getattr(workload, "lora_rank", 0), getattr(workload, "lora_targets", ()),
                           getattr(workload, "frozen_dtype", "bf16")))
   out.update(packing_scalars(getattr(workload, "example_lens", ()), workload.global_batch, m.seq_len))
@@ -259,15 +274,20 @@ def model_flops_per_token(xp, m: Mapping[str, Any]) -> Any:
   causal attention counted once (half the s^2 matrix)."""
   p = layer_params(xp, m)
   attn_core = 2 * m["s"] * m["a"] * m["d"]
-  active_moe = m["h"] * (m["k"] * m["fe"] + m["fs"]) * p["mats"] + m["h"] * m["E"]
+  active_moe = ((memory.expert_width(xp, m) * m["k"] * m["fe"] + m["h"] * m["fs"]) * p["mats"] + m["h"] * m["E"]
+                + 2 * m["h"] * m["lat"])
   n_moe = m["L"] - m["Ld"]
   n_att, n_ssm = m["L"] * m["f_att"], m["L"] * m["f_ssm"]
   n_dense = m["Ld"] - m["L"] * (1 - m["f_ffn"])
   # Mamba-2: its projections, and the chunked scan (layer_costs)
   di, gn, ssm_in = memory.mamba_widths(m)
   ssm = 2 * m["h"] * ssm_in + 2 * di * m["h"] + ssd_flops_per_token(m)
-  fwd = (2 * (n_att * (p["attn"] - 2 * m["h"]) + n_dense * p["dense"] + n_moe * active_moe)
-         + n_att * attn_core + n_ssm * ssm + 2 * m["h"] * m["V"])
+  body = (2 * (n_att * (p["attn"] - 2 * m["h"]) + n_dense * p["dense"] + n_moe * active_moe)
+          + n_att * attn_core + n_ssm * ssm)
+  # multi-token prediction: per pass its block (the average layer's
+  # FLOPs), the 2h -> h projection and another output layer
+  fwd = (body + 2 * m["h"] * m["V"]
+         + m["mtp"] * (m["mtp_len"] * body / m["L"] + 4 * m["h"] * m["h"] + 2 * m["h"] * m["V"]))
   # frozen base weights (LoRA): forward + activation gradients only, plus
   # the adapters' forward and both backward GEMMs (a token's k experts' own)
   return (3 - m["frozen"]) * fwd + 6 * active_adapter_params(xp, m)
@@ -361,9 +381,13 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   t_fc2 = gemm(2 * T * m["f"] * h / tp, mn(T, m["f"] / tp, h))
   t_dense = gemm(2 * T * h * m["f"] * (mats - 1) / tp, mn(T, h, m["f"] * (mats - 1) / tp)) + t_fc2
   m_exp = xp.maximum(T * m["k"] * ep * etp / xp.maximum(m["E"] * tp, 1.0), 1.0)  # tokens per local expert
-  t_routed = gemm(2 * T * m["k"] * h * m["fe"] * mats / tp, mn(m_exp, h, m["fe"] / etp)) / c["moe_eff"]
+  # LatentMoE: the routed experts work at the latent width `hl`, after a
+  # down-projection (and before an up-projection) at the hidden width
+  hl = memory.expert_width(xp, m)
+  t_routed = gemm(2 * T * m["k"] * hl * m["fe"] * mats / tp, mn(m_exp, hl, m["fe"] / etp)) / c["moe_eff"]
   t_shared = gemm(2 * T * h * m["fs"] * mats / tp + 2 * T * h * m["E"] / tp, mn(T, h, m["fs"] / tp + m["E"]))
-  t_moe = t_routed + xp.where(m["fs"] + m["E"] > 0, t_shared, 0.0)
+  t_latent = xp.where(m["lat"] > 0, gemm(4 * T * h * m["lat"] / tp, mn(T, h, xp.maximum(m["lat"], 1.0) / tp)), 0.0)
+  t_moe = t_routed + xp.where(m["fs"] + m["E"] > 0, t_shared, 0.0) + t_latent
   # memory-bound element-wise work: norms/residuals on h-vectors (replicated
   # across TP ranks unless SP shards them), activation functions, token
   # permutation for MoE.
@@ -371,7 +395,7 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # norm over the inner width, each read and written once
   elem_bytes = T * 2 * (c["elem_h_vectors"] * h / sp_div * sub + f_att * KV / tp
                         + f_dn * mats * m["f"] / tp
-                        + f_moe * (4 * m["k"] * h / sp_div + mats * (m["k"] * m["fe"] + m["fs"]) / tp)
+                        + f_moe * (4 * m["k"] * hl / sp_div + mats * (m["k"] * m["fe"] + m["fs"]) / tp)
                         + f_ssm * 2 * (2 * di + 2 * gn) / tp)
   # Mamba-2's chunked scan passes its fp32 chunk states through HBM: each
   # chunk's state (heads x head dim x state) is written, read and
@@ -442,6 +466,16 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
       T=T, full=full, f_moe=f_moe, mats=mats, sp_div=sp_div, t_qkv=t_qkv, t_dense=t_dense, t_fc2=t_fc2,
       t_moe=t_moe, t_core=t_core_att, fwd=fwd, bwd=bwd, f_att=f_att, f_ssm=f_ssm, f_ffn=f_ffn, f_dn=f_dn,
       t_ssm_in=t_ssm_in))
+
+  # --- multi-token prediction (last stage), per micro-batch ---------------------------------
+  # each pass: the 2h -> h projection of the normalized embedding and hidden
+  # state, an MTP block of `mtp_len` layers (priced as the model's average
+  # layer, with its communication) and its own output layer and loss
+  t_eh = gemm(4 * T * h * h / tp, mn(T, h, h / tp))
+  layer_comm_fwd = comm["tp_fwd_s"] + comm["cp_fwd_s"] + comm["ep_fwd_s"]
+  layer_comm_bwd = comm["tp_bwd_s"] + comm["cp_bwd_s"] + comm["ep_bwd_s"]
+  head_fwd, head_bwd = (head_fwd + m["mtp"] * (m["mtp_len"] * (fwd + layer_comm_fwd) + t_eh + head_fwd),
+                        head_bwd + m["mtp"] * (m["mtp_len"] * (bwd + layer_comm_bwd) + 2 * t_eh + head_bwd))
 
   # --- pipeline --------------------------------------------------------------------
   layers_stage = xp.ceil(m["L"] / (pp * vp)) * vp

@@ -20,11 +20,17 @@ def layer_params(xp, m: Mapping[str, Any]) -> dict[str, Any]:
   mats = 2.0 + m["gated"]
   attn = m["h"] * (m["a"] * m["d"] + 2 * m["g"] * m["d"]) + m["a"] * m["d"] * m["h"] + 2 * m["h"]
   dense = m["h"] * m["f"] * mats
-  moe_shared = m["h"] * m["fs"] * mats + m["h"] * m["E"]
-  experts = m["E"] * m["h"] * m["fe"] * mats
+  moe_shared = m["h"] * m["fs"] * mats + m["h"] * m["E"] + 2 * m["h"] * m["lat"]  # + LatentMoE's projections
+  experts = m["E"] * expert_width(xp, m) * m["fe"] * mats
   emb = m["V"] * m["h"]
   ssm = mamba_params(m["h"], m["ssm_nh"], m["ssm_hd"], m["ssm_n"], m["ssm_g"])
   return dict(attn=attn, dense=dense, moe_shared=moe_shared, experts=experts, emb=emb, mats=mats, ssm=ssm)
+
+
+def expert_width(xp, m: Mapping[str, Any]) -> Any:
+  """The width routed experts work at (and the all-to-all moves): the
+  LatentMoE latent width, else the hidden width."""
+  return xp.where(m["lat"] > 0, m["lat"], m["h"])
 
 
 def mamba_widths(m: Mapping[str, Any]) -> tuple[Any, Any, Any]:
@@ -84,8 +90,11 @@ def total_params(xp, m: Mapping[str, Any]) -> Any:
   p = layer_params(xp, m)
   n_moe = m["L"] - m["Ld"]
   n_dense = m["Ld"] - m["L"] * (1 - m["f_ffn"])  # a hybrid's mixer-only layers have no MLP
-  return (m["L"] * m["f_att"] * p["attn"] + m["L"] * m["f_ssm"] * p["ssm"] + n_dense * p["dense"]
-          + n_moe * (p["moe_shared"] + p["experts"]) + p["emb"] * (2 - m["tie"]) + m["h"])
+  body = (m["L"] * m["f_att"] * p["attn"] + m["L"] * m["f_ssm"] * p["ssm"] + n_dense * p["dense"]
+          + n_moe * (p["moe_shared"] + p["experts"]))
+  # MTP blocks with their own weights: `mtp_len` average layers and the 2h -> h projection each
+  mtp = m["mtp_blocks"] * (m["mtp_len"] * body / m["L"] + 2 * m["h"] * m["h"])
+  return body + mtp + p["emb"] * (2 - m["tie"]) + m["h"]
 
 
 def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any], c: Mapping[str, Any],
@@ -112,9 +121,14 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # a tied output matrix is the embedding itself on one stage; with a
   # pipeline the last stage keeps its own copy (Megatron syncs their grads)
   out_dev = xp.where((m["tie"] > 0) & (pp <= 1), 0.0, p["emb"] / tp)
-  P_dense_first = layers_stage * dense_layer + emb_dev + xp.where(pp > 1, 0.0, out_dev)
-  P_dense_last = layers_stage * dense_layer + out_dev + xp.where(pp > 1, 0.0, emb_dev)
+  # MTP blocks live on the last stage: `mtp_len` average layers and the 2h -> h projection each
+  mtp_dense = m["mtp_blocks"] * (m["mtp_len"] * dense_layer + 2 * h * h / tp)
+  mtp_exp = m["mtp_blocks"] * m["mtp_len"] * expert_layer
+  P_dense_first = layers_stage * dense_layer + emb_dev + xp.where(pp > 1, 0.0, out_dev + mtp_dense)
+  P_dense_last = layers_stage * dense_layer + out_dev + mtp_dense + xp.where(pp > 1, 0.0, emb_dev)
   P_exp = layers_stage * expert_layer
+  P_exp_first = P_exp + xp.where(pp > 1, 0.0, mtp_exp)
+  P_exp_last = P_exp + mtp_exp
   zero, shard = plan["zero"], xp.maximum(plan["shard"], 1.0)
   dpg = dp * cp  # context-parallel ranks hold the same weights: gradients sync over dp x cp
   edp = xp.maximum(tp * cp * dp / (ep * etp), 1.0)  # expert data-parallel group
@@ -156,12 +170,12 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   z3_eager = (xp.minimum(2 * unit, c["z3_live_params"]) * xp.minimum(wb, 2.0)
               + xp.minimum(unit, c["z3_live_params"]) * gb)
   zero3_work = xp.where(zero == 3, xp.where(plan["xla"] > 0, unit * 2.0, z3_eager), 0.0)
-  state_first = state_bytes(P_dense_first, shard) + state_bytes(P_exp, e_shard) + zero3_work
-  state_last = state_bytes(P_dense_last, shard) + state_bytes(P_exp, e_shard) + zero3_work
+  state_first = state_bytes(P_dense_first, shard) + state_bytes(P_exp_first, e_shard) + zero3_work
+  state_last = state_bytes(P_dense_last, shard) + state_bytes(P_exp_last, e_shard) + zero3_work
   lora_state = state_bytes(adapters, shard) + state_bytes(expert_adapters, e_shard) + zero3_work
-  state_first = xp.where(fz, frozen_bytes(P_dense_first, shard) + frozen_bytes(P_exp, e_shard) + lora_state,
+  state_first = xp.where(fz, frozen_bytes(P_dense_first, shard) + frozen_bytes(P_exp_first, e_shard) + lora_state,
                          state_first)
-  state_last = xp.where(fz, frozen_bytes(P_dense_last, shard) + frozen_bytes(P_exp, e_shard) + lora_state,
+  state_last = xp.where(fz, frozen_bytes(P_dense_last, shard) + frozen_bytes(P_exp_last, e_shard) + lora_state,
                         state_last)
 
   # --- activations (Korthikanti et al. 2022, with flash attention and no dropout) ---
@@ -169,8 +183,12 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   gin = 2 - m["fp8"]
   tok_attn = 2 * h / sp_div + gin * h / sp_div + 2 * (A + KV) / tp + gin * A / tp + 4 * m["a"] / tp
   tok_dense = 2 * h / sp_div + gin * h / sp_div + 2 * (mats - 1) * m["f"] / tp + gin * m["f"] / tp
-  tok_moe = (2 * h / sp_div + gin * m["k"] * h / sp_div
-             + (m["k"] * m["fe"] + m["fs"]) * (2 * (mats - 1) + gin) / tp)
+  # (LatentMoE: the k dispatched copies at the latent width, and the down-
+  # and up-projections' inputs)
+  hl = expert_width(xp, m)
+  tok_moe = (2 * h / sp_div + gin * m["k"] * hl / sp_div
+             + (m["k"] * m["fe"] + m["fs"]) * (2 * (mats - 1) + gin) / tp
+             + xp.where(m["lat"] > 0, gin * (h + m["lat"]) / sp_div, 0.0))
   # Mamba-2 (the fused, memory-efficient path): the layer input, the
   # in-projection's input and output (z, x, B, C, dt; the convolution and
   # scan are recomputed from it) and the out-projection's input
@@ -190,7 +208,7 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # q/k/v, attention out-projection, MLP up/gate (the last matmul's output
   # only feeds the next layer's input, which is kept anyway)
   tok_dots = 2 * (f_att * (A + KV) / tp + 2 * h / sp_div * sh["sub"] + f_dn * (mats - 1) * m["f"] / tp
-                  + f_moe * ((m["k"] * m["fe"] + m["fs"]) * (mats - 1) / tp + m["k"] * h / sp_div)
+                  + f_moe * ((m["k"] * m["fe"] + m["fs"]) * (mats - 1) / tp + m["k"] * hl / sp_div)
                   + f_ssm * (ssm_in + di) / tp)
   tok_sel = (xp.where(rc == 3, tok_dots, tok_full - sel * (f_att * 2 * A / tp + tok_scores))
              + xp.where(rc == 0, tok_xla, 0.0))
@@ -221,8 +239,11 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # Llama-3 8B at 8k tokens on v5p agrees within 7 %); an unfused eager
   # fp32 upcast peaks near 10-12, inside the memory interval's width
   logits = T * m["V"] / tp * plan["loss_bytes"]
-  act_last = xp.where(off > 0, 2 * T * tok_sel, layers_stage * per_layer_stored) + work + logits
-  live_first = state_first + act_first + xp.where(pp > 1, 0.0, logits)
+  # multi-token prediction: each pass's block activations and its own
+  # logits (the fused cross entropy keeps its softmax for the backward)
+  mtp_act = m["mtp"] * (m["mtp_len"] * per_layer_stored + logits)
+  act_last = xp.where(off > 0, 2 * T * tok_sel, layers_stage * per_layer_stored) + work + logits + mtp_act
+  live_first = state_first + act_first + xp.where(pp > 1, 0.0, logits + mtp_act)
   live_last = state_last + act_last
   over = (xp.where(plan["xla"] > 0, c["mem_overhead_xla_bytes"], c["mem_overhead_bytes"])
           + c["mem_reserve_frac"] * hw["hbm_bytes"])

@@ -148,8 +148,8 @@ def model_numbers(row) -> dict[str, float]:
   """Model/job scalars (costs.MODEL_FIELDS) of a row: its own dimensions, or
   the catalog entry its model name matches."""
   name = row.get("model") or ""
-  if re.search(r"nemotron[_ ]?3[_ .]*(5[_ ]*)?(super|ultra|lightning)", name, re.I):
-    raise Unsupported("Nemotron 3 Super/Ultra/Lightning (hybrid Mamba-2 with latent MoE) are not in the "
+  if re.search(r"nemotron[_ ]?3[_ .]*(5[_ ]*)?(ultra|lightning)", name, re.I):
+    raise Unsupported("Nemotron 3 Ultra and 3.5 Lightning (hybrid Mamba-2, LatentMoE) are not in the "
                       "catalog: their released recipes build them from a model hub config, not given here")
   task = (row.get("task") or "").lower()
   prec = (row.get("precision") or "").lower()
@@ -187,7 +187,7 @@ def model_numbers(row) -> dict[str, float]:
              f=cfg.ffn_hidden_size, V=cfg.vocab_size, s=_num(row, "seq_len", cfg.seq_len),
              gated=float(cfg.gated_mlp), E=cfg.num_experts, k=cfg.moe_top_k, fe=fe,
              fs=cfg.num_shared_experts * fe, Ld=cfg.num_layers - cfg.layer_counts()["moe"],
-             tie=float(cfg.tie_embeddings), **costs.hybrid_scalars(cfg))
+             tie=float(cfg.tie_embeddings), **costs.arch_scalars(cfg))
   if not m["s"]:
     raise Unsupported("seq_len missing")
   gbs = _global_batch(row, m["s"])

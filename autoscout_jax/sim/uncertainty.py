@@ -15,8 +15,8 @@ tokens per micro-batch, device peak) and `distance` counts, in factors of
 4 (log base 4), how far a candidate lies outside it, plus one unit for
 each mechanism no calibration row exercised (eager FSDP / ZeRO-3 prefetch
 with PyTorch, activation offload, fp4 GEMMs) or no fitted constant saw
-(Mamba-2 layers: the calibration set's Nemotron 3 Nano rows postdate the
-fit).
+(Mamba-2 layers and LatentMoE: the calibration set's Nemotron 3 Nano and
+Super rows postdate the fit).
 The throughput interval also widens by one unit on a device no calibration
 row ran on (`CALIBRATED_DEVICES`: its kernels' efficiencies, clocks under
 its power limit and its software are what the fitted constants never saw;
@@ -71,7 +71,8 @@ def distance(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str,
     d = d + xp.maximum(xp.maximum(xp.log(x / hi), xp.log(lo / x)), 0.0) / xp.log(4.0)
   eager_fsdp = (plan["zero"] == 3) & (plan["xla"] == 0) & (plan["rails"] > 0)
   return (d + xp.where(eager_fsdp, 1.0, 0.0) + xp.where(plan["offload"] > 0, 1.0, 0.0)
-          + xp.where(m["fp4"] > 0, 1.0, 0.0) + xp.where(m["f_ssm"] > 0, 1.0, 0.0))
+          + xp.where(m["fp4"] > 0, 1.0, 0.0) + xp.where(m["f_ssm"] > 0, 1.0, 0.0)
+          + xp.where(m["lat"] > 0, 1.0, 0.0))
 
 
 def uncalibrated_device(xp, hw: Mapping[str, Any]) -> Any:

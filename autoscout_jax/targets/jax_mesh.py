@@ -62,6 +62,9 @@ def space(workload: Workload, cluster: Any, batch_sizes: tuple[int, ...] | None 
   if m.is_hybrid:
     raise ValueError(f"model {m.name!r} is a hybrid Mamba-2/transformer model; the JAX-mesh family launches "
                      "MaxText, which builds transformer decoders: use the megatron family")
+  if m.moe_latent_size or m.mtp_layers:
+    raise ValueError(f"model {m.name!r} has LatentMoE or multi-token prediction, which the JAX-mesh family's "
+                     "MaxText launch does not carry: use the megatron family")
   per, slices = cluster.node_size, cluster.num_nodes
   batch_sizes = batch_sizes or divisors(workload.global_batch, 64)  # sequences per shard per micro-step
   ici_vals = divisors(per, max_axis)

@@ -63,6 +63,9 @@ def check_job(workload: Workload) -> None:
   if workload.model.is_hybrid:
     raise ValueError(f"model {workload.model.name!r} is a hybrid Mamba-2/transformer model; MaxText (and the "
                      "JAX-mesh family's MaxText launch) builds transformer decoders: use the megatron family")
+  if workload.model.moe_latent_size or workload.model.mtp_layers:
+    raise ValueError(f"model {workload.model.name!r} has LatentMoE or multi-token prediction, which this "
+                     "family's MaxText mapping does not carry: use the megatron family")
   if workload.is_lora:
     raise ValueError(
         f"workload {workload.name!r}: the maxtext family cannot run LoRA (lora_rank={workload.lora_rank}): "

@@ -108,6 +108,15 @@ def _model_args(workload) -> list[str]:
             str(m.num_shared_experts * (m.moe_ffn_hidden_size or m.ffn_hidden_size))]
     if m.num_dense_layers and not m.is_hybrid:  # a hybrid's pattern places its MoE layers
       a += ["--moe-layer-freq", f"([0]*{m.num_dense_layers}+[1]*{m.num_layers - m.num_dense_layers})"]
+    if m.moe_latent_size:
+      a += ["--moe-latent-size", str(m.moe_latent_size)]
+  if m.mtp_layers:
+    a += ["--mtp-num-layers", str(m.mtp_layers)]
+    if m.mtp_shared:
+      a.append("--mtp-use-repeated-layer")
+    if m.mtp_pattern and m.is_hybrid:
+      a += ["--mtp-hybrid-override-pattern", m.mtp_pattern,
+            "--mtp-spec", "megatron.core.models.hybrid.hybrid_layer_specs", "hybrid_stack_spec"]
   a += _PRECISION_ARGS[workload.precision]
   return a
 
