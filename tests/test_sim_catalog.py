@@ -25,6 +25,13 @@ def test_parameter_counts_match_published_sizes():
   assert count("gpt_neox_20b") == pytest.approx(20.6, abs=0.2)
   assert count("qwen2.5_72b") == pytest.approx(72.7, abs=0.2)
   assert count("kimi_k2") == pytest.approx(1040, rel=0.02)  # latent attention approximated
+  # released configs: Qwen3 dense, GPT-OSS-20B, Nemotron-4 15B, Llama 4 Scout (text: 109B with vision)
+  assert count("Qwen3-8B") == pytest.approx(8.19, abs=0.02)
+  assert count("qwen3_14b") == pytest.approx(14.77, abs=0.03)
+  assert count("Qwen3-32B") == pytest.approx(32.76, abs=0.05)
+  assert count("gpt-oss-20b") == pytest.approx(20.91, abs=0.05)
+  assert count("Nemotron-4-15B") == pytest.approx(15.6, abs=0.1)
+  assert count("Llama-4-Scout-17B-16E") == pytest.approx(109, rel=0.02)
 
 
 @pytest.mark.parametrize("name,published,h", [

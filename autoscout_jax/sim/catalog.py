@@ -194,6 +194,30 @@ _add(ModelConfig("gpt_oss_120b", 36, 2880, 64, 2880, 201088, 4096, num_kv_heads=
 # Dense models of other published runs (their released configs): recipes
 # are a plain data-parallel default, as these were trained with FSDP/ZeRO.
 _FSDP = "FSDP / ZeRO-3 data parallel (no published Megatron recipe)"
+# Released configs without a recipe here: the default is plain data
+# parallelism with the tensor parallelism the model's size needs on 80 GB
+_RELEASED = "released config (default: a plain layout, not a published recipe)"
+# Qwen3 dense (Qwen 2025): 128-dim heads, 8 KV heads, SwiGLU, untied 151,936 vocab
+_add(ModelConfig("qwen3_8b", 36, 4096, 32, 12288, 151936, 4096, num_kv_heads=8, gated_mlp=True, kv_channels=128),
+     Recipe(1, 1, global_batch=256, source=_RELEASED))
+_add(ModelConfig("qwen3_14b", 40, 5120, 40, 17408, 151936, 4096, num_kv_heads=8, gated_mlp=True, kv_channels=128),
+     Recipe(2, 1, global_batch=256, source=_RELEASED))
+_add(ModelConfig("qwen3_32b", 64, 5120, 64, 25600, 151936, 4096, num_kv_heads=8, gated_mlp=True, kv_channels=128),
+     Recipe(4, 1, global_batch=256, source=_RELEASED))
+# GPT-OSS-20B: GPT-OSS-120B's layer with 32 experts (top-4), 24 layers
+_add(ModelConfig("gpt_oss_20b", 24, 2880, 64, 2880, 201088, 4096, num_kv_heads=8, gated_mlp=True,
+                 num_experts=32, moe_top_k=4, moe_ffn_hidden_size=2880, kv_channels=64),
+     Recipe(1, 1, ep=8, global_batch=512, recompute="none", source=_RELEASED))
+# Nemotron-4 15B (NVIDIA 2024): squared-ReLU MLP of 4h, 8 KV heads, 256k vocab
+_add(ModelConfig("nemotron4_15b", 32, 6144, 48, 24576, 256000, 4096, num_kv_heads=8),
+     Recipe(2, 1, global_batch=256, source=_RELEASED))
+# Llama 4 Scout 17B-16E (Meta 2025): every layer MoE, 16 experts top-1 and a
+# shared expert (8,192 wide each), 40 heads x 128, 8 KV heads, 202,048
+# vocab; its chunked local attention (8,192-token chunks on three of four
+# layers) is full attention at the sequence lengths priced here
+_add(ModelConfig("llama4_scout", 48, 5120, 40, 8192, 202048, 8192, num_kv_heads=8, gated_mlp=True,
+                 num_experts=16, moe_top_k=1, moe_ffn_hidden_size=8192, num_shared_experts=1, kv_channels=128),
+     Recipe(2, 1, ep=8, global_batch=1024, source=_RELEASED))
 _add(ModelConfig("mistral_7b", 32, 4096, 32, 14336, 32000, 4096, num_kv_heads=8, gated_mlp=True),
      Recipe(1, 1, global_batch=256, source=_FSDP))
 # MPT (MosaicML 2023): GELU MLP of 4h, ALiBi, tied embeddings, 50,432 vocab.
@@ -287,6 +311,9 @@ _ALIASES = {
     "nemotron3nano30ba3b": "nemotron_3_nano", "nemotron3nano4b": "nemotron_3_nano_4b",
     "nvidianemotron3nano30ba3b": "nemotron_3_nano", "nemotron3super": "nemotron_3_super",
     "nemotron3super120ba12b": "nemotron_3_super", "nvidianemotron3super120ba12b": "nemotron_3_super",
+    "qwen38b": "qwen3_8b", "qwen314b": "qwen3_14b", "qwen332b": "qwen3_32b", "gptoss20b": "gpt_oss_20b",
+    "nemotron415b": "nemotron4_15b", "llama4scout": "llama4_scout", "llama4scout17b16e": "llama4_scout",
+    "llama4scout17b16einstruct": "llama4_scout", "metallama4scout17b16e": "llama4_scout",
 }
 
 
