@@ -43,6 +43,9 @@ class ModelConfig:
   moe_ffn_hidden_size: int | None = None  # per-expert FFN width (default ffn_hidden_size)
   num_shared_experts: int = 0
   num_dense_layers: int = 0  # leading dense layers in an MoE model (DeepSeek-style)
+  # after those, every `moe_layer_freq`-th layer is MoE and the others dense
+  # (Llama 4 Maverick: 2, MoE and dense layers alternate)
+  moe_layer_freq: int = 1
   kv_channels: int | None = None  # per-head width when not hidden_size // num_heads (Qwen3, MaxText)
   layer_pattern: str = ""  # hybrid models: one of "M*-E" per layer (see above)
   mamba_num_heads: int = 0  # Mamba-2 heads; inner width = mamba_num_heads x mamba_head_dim
@@ -95,6 +98,12 @@ class ModelConfig:
           if not isinstance(v, int) or v <= 0:
             raise ValueError(f"model {self.name!r}: a pattern with Mamba layers needs {f} > 0, got {v!r}")
 
+    if not isinstance(self.moe_layer_freq, int) or self.moe_layer_freq < 1:
+      raise ValueError(f"model {self.name!r}: moe_layer_freq must be a positive integer, got {self.moe_layer_freq!r}")
+    if self.moe_layer_freq > 1 and (not self.is_moe or self.layer_pattern
+                                    or (self.num_layers - self.num_dense_layers) % self.moe_layer_freq):
+      raise ValueError(f"model {self.name!r}: moe_layer_freq {self.moe_layer_freq} needs experts, no layer "
+                       f"pattern, and layers after the dense ones in whole groups of it")
     if not isinstance(self.moe_latent_size, int) or self.moe_latent_size < 0:
       raise ValueError(f"model {self.name!r}: moe_latent_size must be a non-negative integer, "
                        f"got {self.moe_latent_size!r}")
@@ -136,7 +145,7 @@ class ModelConfig:
     blocks -- what the simulators call a layer (sim/costs.py): a
     transformer's attention + MLP pair, or one entry of a hybrid's pattern."""
     if not self.layer_pattern:
-      moe = self.num_layers - self.num_dense_layers if self.is_moe else 0
+      moe = (self.num_layers - self.num_dense_layers) // self.moe_layer_freq if self.is_moe else 0
       return dict(attention=self.num_layers, mamba=0, dense=self.num_layers - moe, moe=moe,
                   blocks=self.num_layers)
     p = self.layer_pattern
@@ -324,7 +333,8 @@ class Workload:
     if not d["model"]["layer_pattern"]:  # keeps the keys of models that predate hybrids
       for f in ("layer_pattern", "mamba_num_heads", "mamba_head_dim", "mamba_state_dim", "mamba_num_groups"):
         d["model"].pop(f)
-    for f, v in (("moe_latent_size", 0), ("mtp_layers", 0), ("mtp_pattern", ""), ("mtp_shared", False)):
+    for f, v in (("moe_latent_size", 0), ("mtp_layers", 0), ("mtp_pattern", ""), ("mtp_shared", False),
+                 ("moe_layer_freq", 1)):
       if d["model"][f] == v:  # keeps the keys of models without LatentMoE or MTP
         d["model"].pop(f)
     if d["serving"] is None:

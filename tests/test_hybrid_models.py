@@ -50,7 +50,7 @@ def test_transformer_workload_keys_do_not_change():
   d = dataclasses.asdict(w)
   d.pop("default"), d.pop("serving"), d.pop("example_lens")
   for f in ("layer_pattern", "mamba_num_heads", "mamba_head_dim", "mamba_state_dim", "mamba_num_groups",
-            "moe_latent_size", "mtp_layers", "mtp_pattern", "mtp_shared"):
+            "moe_latent_size", "mtp_layers", "mtp_pattern", "mtp_shared", "moe_layer_freq"):
     d["model"].pop(f)
   d["lora_targets"] = tuple(d["lora_targets"])
   for k, v in {"lora_rank": 0, "lora_targets": ("query", "key", "value", "out"), "lora_alpha": 16.0,
@@ -279,3 +279,20 @@ def test_families_without_latent_moe_refuse_it():
     with pytest.raises(ValueError, match="LatentMoE"):
       build()
   assert "LatentMoE" in CompileAtScaleEvaluator().check_fits(w, c)
+
+
+def test_alternating_moe_layers_price_and_launch_as_alternating():
+  w = catalog.make_workload("llama4_maverick", 64)
+  c = hardware.make_cluster("dgx_h100", 64)
+  space = megatron.space(w, c)
+  table, out = analytic.score_space(space, w, c)
+  ok = out["feasible"] > 0
+  top = np.argsort(-np.where(ok, out["tokens_per_s"], 0.0))[:40]
+  plan = {k: v[top] for k, v in space.plan(table, w, c).items()}
+  f1 = event.simulate_f1(plan, costs.model_scalars(w), hardware.cluster_scalars(c))
+  # F1 prices alternating layers at their average, as F0 does (no leading dense block on stage 0)
+  np.testing.assert_allclose(f1["tokens_per_s"], out["tokens_per_s"][top], rtol=0.05)
+  sh = launch_files(space, space.make(w.default_values), w, c)["launch.sh"]
+  assert "([0]*0+([0]*1+[1])*24)" in sh
+  with pytest.raises(ValueError, match="moe_layer_freq"):
+    dataclasses.replace(w.model, moe_layer_freq=5)  # 48 layers are not whole groups of 5

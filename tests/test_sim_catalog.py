@@ -32,6 +32,8 @@ def test_parameter_counts_match_published_sizes():
   assert count("gpt-oss-20b") == pytest.approx(20.91, abs=0.05)
   assert count("Nemotron-4-15B") == pytest.approx(15.6, abs=0.1)
   assert count("Llama-4-Scout-17B-16E") == pytest.approx(109, rel=0.02)
+  assert count("LLAMA4_E128") == pytest.approx(400, rel=0.01)  # Maverick: MoE on every other layer
+  assert catalog.find_model("llama4_maverick")[0].layer_counts()["moe"] == 24
 
 
 @pytest.mark.parametrize("name,published,h", [

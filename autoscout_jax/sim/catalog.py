@@ -218,6 +218,12 @@ _add(ModelConfig("nemotron4_15b", 32, 6144, 48, 24576, 256000, 4096, num_kv_head
 _add(ModelConfig("llama4_scout", 48, 5120, 40, 8192, 202048, 8192, num_kv_heads=8, gated_mlp=True,
                  num_experts=16, moe_top_k=1, moe_ffn_hidden_size=8192, num_shared_experts=1, kv_channels=128),
      Recipe(2, 1, ep=8, global_batch=1024, source=_RELEASED))
+# Llama 4 Maverick 17B-128E: Scout's layer with 128 experts on every other
+# layer (the others dense MLPs of 16,384): 400B parameters, 17B active
+_add(ModelConfig("llama4_maverick", 48, 5120, 40, 16384, 202048, 8192, num_kv_heads=8, gated_mlp=True,
+                 num_experts=128, moe_top_k=1, moe_ffn_hidden_size=8192, num_shared_experts=1, kv_channels=128,
+                 moe_layer_freq=2),
+     Recipe(4, 1, ep=16, global_batch=1024, source=_RELEASED))
 _add(ModelConfig("mistral_7b", 32, 4096, 32, 14336, 32000, 4096, num_kv_heads=8, gated_mlp=True),
      Recipe(1, 1, global_batch=256, source=_FSDP))
 # MPT (MosaicML 2023): GELU MLP of 4h, ALiBi, tied embeddings, 50,432 vocab.
@@ -314,6 +320,9 @@ _ALIASES = {
     "qwen38b": "qwen3_8b", "qwen314b": "qwen3_14b", "qwen332b": "qwen3_32b", "gptoss20b": "gpt_oss_20b",
     "nemotron415b": "nemotron4_15b", "llama4scout": "llama4_scout", "llama4scout17b16e": "llama4_scout",
     "llama4scout17b16einstruct": "llama4_scout", "metallama4scout17b16e": "llama4_scout",
+    "llama4e16": "llama4_scout", "llama4maverick": "llama4_maverick", "llama4maverick17b128e": "llama4_maverick",
+    "llama4maverick17b128einstruct": "llama4_maverick", "metallama4maverick17b128e": "llama4_maverick",
+    "llama4e128": "llama4_maverick",
 }
 
 

@@ -77,7 +77,8 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            experts and the all-to-all work at; mtp, mtp_len, mtp_blocks:
            multi-token prediction's passes on the last stage, layers per
            MTP block (priced as the model's average layer) and blocks with
-           their own weights (0, 0, 0: none).
+           their own weights (0, 0, 0: none); moe_int: 1 where MoE
+           and dense layers alternate (no leading dense block), 0 else.
   hw    -- peak_bf16, peak_fp8, hbm_bytes, hbm_bw, intra_bw/lat,
            inter_bw/lat, node_size, num_devices.
 
@@ -130,12 +131,12 @@ MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe",
                 "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "lora_pm", "lora_pe", "frozen_bytes",
                 "fill", "fill_packed", "attn_packed",
                 "f_att", "f_ssm", "f_ffn", "ssm_nh", "ssm_hd", "ssm_n", "ssm_g", "lat", "mtp", "mtp_len",
-                "mtp_blocks")
+                "mtp_blocks", "moe_int")
 # Model fields a producer may leave out: those of hybrid Mamba-2 models (a
 # transformer: every layer attention + MLP, no Mamba-2 mixer), LatentMoE
 # (none) and multi-token prediction (none).
 MODEL_DEFAULTS = {"f_att": 1.0, "f_ssm": 0.0, "f_ffn": 1.0, "ssm_nh": 0.0, "ssm_hd": 0.0, "ssm_n": 0.0,
-                  "ssm_g": 0.0, "lat": 0.0, "mtp": 0.0, "mtp_len": 0.0, "mtp_blocks": 0.0}
+                  "ssm_g": 0.0, "lat": 0.0, "mtp": 0.0, "mtp_len": 0.0, "mtp_blocks": 0.0, "moe_int": 0.0}
 # Mamba-2's chunked scan (SSD) works in chunks of this many tokens
 # (Megatron's and mamba_ssm's default chunk size).
 SSD_CHUNK = 128.0
@@ -154,7 +155,8 @@ def arch_scalars(model: Any) -> dict[str, float]:
   groups) -- a transformer's layer has attention and an MLP (1, 0, 1), a
   hybrid's layer is one entry of its pattern (shares summing to 1); the
   LatentMoE width (lat); multi-token prediction's passes (mtp), layers per
-  MTP block (mtp_len) and blocks with their own weights (mtp_blocks)."""
+  MTP block (mtp_len) and blocks with their own weights (mtp_blocks);
+  whether MoE and dense layers alternate (moe_int)."""
   out = dict(MODEL_DEFAULTS)
   if model.is_hybrid:
     n, L = model.layer_counts(), float(model.num_layers)
@@ -165,6 +167,7 @@ def arch_scalars(model: Any) -> dict[str, float]:
     out.update(mtp=float(model.mtp_layers), mtp_len=float(model.mtp_block_layers),
                mtp_blocks=1.0 if model.mtp_shared else float(model.mtp_layers))
   out["lat"] = float(model.moe_latent_size)
+  out["moe_int"] = float(model.moe_layer_freq > 1)
   return out
 
 

@@ -113,8 +113,9 @@ def pipeline_inputs(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mappi
 
   # MoE models with leading dense layers (DeepSeek): the first Ld layers in
   # virtual-stage order are dense, the rest MoE, each at its own cost. A
-  # hybrid's layers interleave (its pattern): every layer at their average.
-  hybrid = (model["f_att"] < 1) | (model["f_ffn"] < 1)
+  # hybrid's layers interleave (its pattern), as do alternating MoE and
+  # dense layers (Llama 4 Maverick): every layer at their average.
+  hybrid = (model["f_att"] < 1) | (model["f_ffn"] < 1) | (model["moe_int"] > 0)
   moe = (model["E"] > 0) & ~hybrid
   if moe.any():
     lcd = costs.layer_costs(np, plan, dict(model, Ld=np.where(moe, model["L"], model["Ld"])), hw, consts)

@@ -186,4 +186,4 @@ def arch_from_model(model) -> ServingArch:
                      model.vocab_size, experts=model.num_experts, top_k=model.moe_top_k if moe else 0,
                      expert_ffn=(model.moe_ffn_hidden_size or model.ffn_hidden_size) if moe else 0,
                      shared_ffn=model.num_shared_experts * (model.moe_ffn_hidden_size or model.ffn_hidden_size),
-                     dense_layers=model.num_dense_layers if moe else 0)
+                     dense_layers=model.num_layers - model.layer_counts()["moe"] if moe else 0)

@@ -145,8 +145,8 @@ def model_keys(workload: Workload) -> dict[str, Any]:
     known = False
   if known and m.name in CATALOG:
     return {"model_name": CATALOG[m.name], **out}
-  if m.num_dense_layers or m.num_shared_experts:
-    raise ValueError(f"model {m.name!r}: leading dense layers / shared experts need a MaxText model config; "
+  if m.num_dense_layers or m.num_shared_experts or m.moe_layer_freq > 1:
+    raise ValueError(f"model {m.name!r}: dense layers among the MoE ones / shared experts need a MaxText model config; "
                      f"the explicit-dims path builds a uniform decoder")
   mlp = (m.moe_ffn_hidden_size or m.ffn_hidden_size) if m.is_moe else m.ffn_hidden_size
   out.update(base_num_decoder_layers=m.num_layers, base_emb_dim=m.hidden_size, base_num_query_heads=m.num_heads,

@@ -106,8 +106,11 @@ def _model_args(workload) -> list[str]:
     if m.num_shared_experts:
       a += ["--moe-shared-expert-intermediate-size",
             str(m.num_shared_experts * (m.moe_ffn_hidden_size or m.ffn_hidden_size))]
-    if m.num_dense_layers and not m.is_hybrid:  # a hybrid's pattern places its MoE layers
-      a += ["--moe-layer-freq", f"([0]*{m.num_dense_layers}+[1]*{m.num_layers - m.num_dense_layers})"]
+    if (m.num_dense_layers or m.moe_layer_freq > 1) and not m.is_hybrid:  # a hybrid's pattern places them
+      k = m.moe_layer_freq
+      groups = (m.num_layers - m.num_dense_layers) // k
+      a += ["--moe-layer-freq", f"([0]*{m.num_dense_layers}+[1]*{groups})" if k == 1 else
+            f"([0]*{m.num_dense_layers}+([0]*{k - 1}+[1])*{groups})"]
     if m.moe_latent_size:
       a += ["--moe-latent-size", str(m.moe_latent_size)]
   if m.mtp_layers:
