@@ -346,6 +346,14 @@ def test_megatron_bridge_moe_rows_follow_their_recipes_dispatch():
   # DeepSeek-V3 on H100: HybridEP, no overlap (the defaults)
   plan, _, _ = published.row_inputs(dict(qwen_h100, model="DeepSeekV3", num_devices="1024", dp="64", ep="64"))
   assert (plan["ep_dedup"], plan["ep_overlap"]) == (1.0, 0.0)
+  # DeepSeek-V3 MXFP8 on GB300: its preset overlaps the all-to-all inside the
+  # NVLink domain too; its BF16 preset does not
+  gb300 = dict(base, model="DeepSeekV3", hardware="GB300 NVL72", num_devices="256", tp="1", pp="2", vp="8",
+               ep="32", precision="MXFP8", global_batch_size="4096")
+  plan, _, _ = published.row_inputs(gb300)
+  assert (plan["ep_dedup"], plan["ep_overlap"]) == (1.0, 1.0)
+  plan, _, _ = published.row_inputs(dict(gb300, precision="BF16"))
+  assert plan["ep_overlap"] == 0.0
 
 
 def test_throughput_interval_widens_on_a_device_no_calibration_row_ran_on():

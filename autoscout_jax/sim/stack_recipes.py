@@ -24,15 +24,29 @@ MBRIDGE_MOE_DISPATCH = (
     (r"qwen3[_ ]?235b", r"b[23]00", 0.0, 0.0),  # ..._B200_* / _B300_*: alltoall
     (r"deepseek", r"b200", 1.0, 1.0),  # DEEPSEEK_V3_..._B200_FP8_MX_V2 (pp 8, vp 2, ep 32): deepep, overlap
 )
+# Recipes that overlap the all-to-all of an expert-parallel group inside one
+# NVLink domain as well, for one precision: (model, hardware, precision)
+# patterns. DEEPSEEK_V3_..._GB300_FP8_MX / _GB200_FP8_MX / _B300_FP8_MX:
+# moe_a2a_overlap True (hybridep; their BF16, FP8-CS and NVFP4 presets turn
+# it off), in scripts/performance/configs/deepseek/deepseek_workload_base_configs.py.
+MBRIDGE_LOCAL_OVERLAP = (
+    (r"deepseek", r"gb300|gb200|b300", r"mxfp8|fp8[-_ ]?mx"),
+)
 
 
 def moe_dispatch(row, cross_node: bool, interleaved: bool) -> dict[str, float]:
   """ep_dedup / ep_overlap of a MoE row: Megatron-Bridge's recipe facts
-  (`MBRIDGE_MOE_DISPATCH`) for its own rows; the defaults elsewhere."""
+  (`MBRIDGE_MOE_DISPATCH`, `MBRIDGE_LOCAL_OVERLAP`) for its own rows; the
+  defaults elsewhere. Megatron-core overlaps the all-to-all in its
+  interleaved 1F1B schedule only (virtual stages once pp > 1)."""
   framework = (row.get("framework") or "").lower()
   if row.get("source_id") != "MBRIDGE" and "megatron-bridge" not in framework:
     return {}
   name, hw = (row.get("model") or "").lower(), (row.get("hardware") or "").lower()
+  prec = (row.get("precision") or "").lower()
+  for model_pat, hw_pat, prec_pat in MBRIDGE_LOCAL_OVERLAP:
+    if re.search(model_pat, name) and re.search(hw_pat, hw) and re.search(prec_pat, prec):
+      return dict(ep_dedup=1.0, ep_overlap=float(interleaved))
   for model_pat, hw_pat, dedup, overlap in MBRIDGE_MOE_DISPATCH:
     if re.search(model_pat, name) and re.search(hw_pat, hw):
       return dict(ep_dedup=dedup, ep_overlap=float(overlap and cross_node and interleaved))
