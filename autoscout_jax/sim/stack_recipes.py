@@ -28,9 +28,12 @@ MBRIDGE_MOE_DISPATCH = (
 # NVLink domain as well, for one precision: (model, hardware, precision)
 # patterns. DEEPSEEK_V3_..._GB300_FP8_MX / _GB200_FP8_MX / _B300_FP8_MX:
 # moe_a2a_overlap True (hybridep; their BF16, FP8-CS and NVFP4 presets turn
-# it off), in scripts/performance/configs/deepseek/deepseek_workload_base_configs.py.
+# it off), in scripts/performance/configs/deepseek/deepseek_workload_base_configs.py;
+# KIMI_K2_PRETRAIN_CONFIG_GB300_FP8_MX likewise (kimi/kimi_workload_base_configs.py;
+# its GB200 preset does not).
 MBRIDGE_LOCAL_OVERLAP = (
     (r"deepseek", r"gb300|gb200|b300", r"mxfp8|fp8[-_ ]?mx"),
+    (r"kimi", r"gb300", r"mxfp8|fp8[-_ ]?mx"),
 )
 
 
