@@ -374,3 +374,51 @@ def test_throughput_interval_widens_on_a_device_no_calibration_row_ran_on():
       assert new["peak_mem_hi"] / new["peak_mem_lo"] == pytest.approx(seen["peak_mem_hi"] / seen["peak_mem_lo"])
   for system in ("dgx_a100_80gb", "dgx_h100", "dgx_b200"):
     assert float(uncertainty.uncalibrated_device(np, hardware.cluster_scalars(hardware.make_cluster(system, 8)))) == 0.0
+
+
+def test_megatron_recompute_modules_trade_moe_time_for_memory():
+  from autoscout_jax.sim import hardware
+  w = catalog.make_workload("qwen3_30b_a3b", 16)
+  m = costs.model_scalars(w)
+  hw = hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 16))
+  plan = _plan(tp=1, pp=1, dp=16, ep=16, mbs=1, global_batch=1024, layers=48, fsdp=0.0, recompute=0)
+  base = costs.layer_costs(np, plan, m, hw, C)
+  moe = costs.layer_costs(np, dict(plan, rc_moe=1.0), m, hw, C)
+  elem = costs.layer_costs(np, dict(plan, rc_elem=1.0), m, hw, C)
+  # "moe": the MoE layers' forward again in the backward (its GEMMs at
+  # least), one more dispatch + combine, and only their input kept
+  assert float(moe["recompute_s"]) > float(base["recompute_s"]) + 0.9 * float(base["fwd_s"]) * 0.3
+  assert float(moe["ep_bwd_s"]) > float(base["ep_bwd_s"])
+  assert float(moe["mem_act_layer"]) < 0.6 * float(base["mem_act_layer"])
+  # "layernorm" / "moe_act": cheap element-wise work for less memory
+  assert float(base["recompute_s"]) < float(elem["recompute_s"]) < float(moe["recompute_s"])
+  assert float(elem["mem_act_layer"]) < float(base["mem_act_layer"])
+  # a full recompute already repeats them: the modules add nothing on top
+  full = _plan(tp=1, pp=1, dp=16, ep=16, mbs=1, global_batch=1024, layers=48, fsdp=0.0, recompute=2)
+  a = costs.layer_costs(np, full, m, hw, C)
+  b = costs.layer_costs(np, dict(full, rc_moe=1.0, rc_elem=1.0), m, hw, C)
+  assert float(b["recompute_s"]) == pytest.approx(float(a["recompute_s"]))
+  assert float(b["ep_bwd_s"]) == pytest.approx(float(a["ep_bwd_s"]))
+
+
+def test_megatron_bridge_rows_take_their_presets_recompute_modules():
+  from autoscout_jax.sim import published
+  base = dict(source_id="MBRIDGE", framework="Megatron-Bridge", task="pretrain", seq_len="8192",
+              model="Nemotron_3_Nano", num_devices="16", tp="1", pp="1", ep="8", micro_batch_size="1",
+              global_batch_size="1024")
+  h100 = dict(base, hardware="H100 80GB (DGX-H100)", precision="FP8")
+  plan, _, _ = published.row_inputs(h100)
+  # NEMOTRON_3_NANO_PRETRAIN_CONFIG_H100_FP8_CS_V1: moe, layernorm, core_attn, moe_act
+  assert (plan["recompute"], plan["rc_moe"], plan["rc_elem"]) == (1.0, 1.0, 1.0)
+  assert not published.recompute_unstated(h100)
+  plan, _, _ = published.row_inputs(dict(h100, precision="BF16"))  # moe, layernorm
+  assert (plan["recompute"], plan["rc_moe"], plan["rc_elem"]) == (0.0, 1.0, 1.0)
+  b200 = dict(base, hardware="B200 (DGX-B200)", num_devices="8", precision="MXFP8")
+  plan, _, _ = published.row_inputs(b200)  # its B200 preset recomputes nothing
+  assert (plan["recompute"], plan["rc_moe"], plan["rc_elem"]) == (0.0, 0.0, 0.0)
+  assert not published.recompute_unstated(b200)
+  # a row that states its recompute keeps it; other stacks' rows are untouched
+  plan, _, _ = published.row_inputs(dict(h100, recompute="full"))
+  assert (plan["recompute"], plan["rc_moe"]) == (2.0, 0.0)
+  plan, _, _ = published.row_inputs(dict(h100, source_id="X", framework="NeMo"))
+  assert (plan["rc_moe"], plan["rc_elem"]) == (0.0, 0.0)

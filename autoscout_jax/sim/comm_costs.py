@@ -99,7 +99,9 @@ def layer_comm(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[st
   # excess over the compute window shows
   ep_hide = plan["ep_overlap"] * c["overlap_eff"]
   ep_fwd = xp.maximum(2 * a2a * f_moe - ep_hide * fwd, 0.0)
-  ep_bwd = xp.maximum((2 + 2 * full) * a2a * f_moe - ep_hide * bwd, 0.0)
+  # (a recomputed MoE layer -- full recompute, or the "moe" module -- dispatches and combines again)
+  rc_moe = full + (1 - full) * plan["rc_moe"]
+  ep_bwd = xp.maximum((2 + 2 * rc_moe) * a2a * f_moe - ep_hide * bwd, 0.0)
 
 
   return dict(tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, cp_fwd_s=cp_fwd, cp_bwd_s=cp_bwd, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd)

@@ -48,8 +48,13 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            low-precision gradients kept beside a higher-precision
            accumulation buffer of g_bytes (DeepSpeed's BF16_Optimizer:
            each bf16 .grad stays allocated next to its fp32 buffer, which
-           is what is reduced); 0 elsewhere. Plans that predate packed /
-           ep_dedup / lp_grad_bytes leave them out (`PLAN_DEFAULTS`).
+           is what is reduced); 0 elsewhere. rc_moe / rc_elem (0/1):
+           Megatron's recompute modules beside `recompute` -- "moe" (each
+           MoE layer's forward, its all-to-all included, again in the
+           backward; only its input kept) and "layernorm" / "moe_act"
+           (norm outputs and activation outputs recomputed, not kept).
+           Plans that predate packed / ep_dedup / lp_grad_bytes / rc_moe /
+           rc_elem leave them out (`PLAN_DEFAULTS`).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
@@ -123,9 +128,9 @@ PLAN_FIELDS = (
     "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
     "bucket_bytes", "tp_local", "cp_local", "ep_local", "dp_local", "shard_local", "rep_local", "pp_inter",
     "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes",
-    "packed", "ep_dedup", "lp_grad_bytes")
+    "packed", "ep_dedup", "lp_grad_bytes", "rc_moe", "rc_elem")
 # Plan fields a family's translation may leave out (they default to these).
-PLAN_DEFAULTS = {"packed": 0.0, "ep_dedup": 1.0, "lp_grad_bytes": 0.0}
+PLAN_DEFAULTS = {"packed": 0.0, "ep_dedup": 1.0, "lp_grad_bytes": 0.0, "rc_moe": 0.0, "rc_elem": 0.0}
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
                 "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "lora_pm", "lora_pe", "frozen_bytes",
@@ -396,10 +401,10 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # permutation for MoE.
   # Mamba-2: the convolution over x, B and C, dt's softplus and the gated
   # norm over the inner width, each read and written once
-  elem_bytes = T * 2 * (c["elem_h_vectors"] * h / sp_div * sub + f_att * KV / tp
-                        + f_dn * mats * m["f"] / tp
-                        + f_moe * (4 * m["k"] * hl / sp_div + mats * (m["k"] * m["fe"] + m["fs"]) / tp)
-                        + f_ssm * 2 * (2 * di + 2 * gn) / tp)
+  norm_bytes = T * 2 * c["elem_h_vectors"] * h / sp_div * sub
+  moe_bytes = T * 2 * f_moe * (4 * m["k"] * hl / sp_div + mats * (m["k"] * m["fe"] + m["fs"]) / tp)
+  elem_bytes = (norm_bytes + moe_bytes
+                + T * 2 * (f_att * KV / tp + f_dn * mats * m["f"] / tp + f_ssm * 2 * (2 * di + 2 * gn) / tp))
   # Mamba-2's chunked scan passes its fp32 chunk states through HBM: each
   # chunk's state (heads x head dim x state) is written, read and
   # rewritten by the state passing, and read by the output scan; and the
@@ -449,8 +454,13 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   # the residual stream, so they are not recomputed
   pruned = plan["xla"] * (f_att * t_out + f_ssm * t_ssm_out + f_dn * t_fc2)
   # selective recompute: the attention core (Mamba's scan keeps its inputs)
+  # Megatron's recompute modules "moe" (the MoE layers' forward; their
+  # all-to-all in comm_costs) and "layernorm" / "moe_act" (norms and
+  # activations, memory-bound), where the whole layer is not recomputed
+  modules = (1 - full) * (plan["rc_moe"] * f_moe * (t_moe + moe_bytes / hw["hbm_bw"])
+                          + plan["rc_elem"] * (norm_bytes / hw["hbm_bw"] + t_tr_act))
   recompute = ((sel + dots) * (f_att * t_core_att + t_tr_scores) + dots * (t_elem + t_tr_act)
-               + full * hosted(fwd_gpu - pruned, host))
+               + full * hosted(fwd_gpu - pruned, host) + modules)
   bwd = bwd_base + recompute
 
   # --- output layer + loss (last stage), per micro-batch ----------------------------

@@ -202,6 +202,15 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # they are transient inside one layer's backward
   ffn_act = f_dn * m["f"] + f_moe * (m["k"] * m["fe"] + m["fs"])
   tok_xla = plan["xla"] * (8 * h / sp_div * sh["sub"] + 4 * ffn_act / tp + 2 * f_att * (A + KV / 2) / tp)
+  # Megatron's recompute modules: "moe" keeps an MoE layer's input only;
+  # "layernorm" / "moe_act" keep neither the norms' outputs (each GEMM
+  # sublayer's input) nor the activation outputs (the down-projection's input)
+  rc_moe, rc_elem = plan["rc_moe"], plan["rc_elem"]
+  tok_moe = tok_moe - rc_moe * (tok_moe - 2 * h / sp_div)
+  tok_attn = tok_attn - rc_elem * gin * h / sp_div
+  tok_ssm = tok_ssm - rc_elem * gin * h / sp_div
+  tok_dense = tok_dense - rc_elem * gin * (h / sp_div + m["f"] / tp)
+  tok_moe = tok_moe - (1 - rc_moe) * rc_elem * gin * (h / sp_div + (m["k"] * m["fe"] + m["fs"]) / tp)
   tok_full = f_att * tok_attn + f_ssm * tok_ssm + f_dn * tok_dense + f_moe * tok_moe + tok_scores
   # selective drops the core-attention output (and any materialized scores);
   # 'dots' keeps the layer input and the matmul outputs the backward needs:

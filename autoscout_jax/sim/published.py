@@ -28,7 +28,7 @@ from autoscout_jax import packing
 from autoscout_jax.sim import costs, hardware
 from autoscout_jax.sim.catalog import find_model
 from autoscout_jax.sim.plan import Recompute
-from autoscout_jax.sim.stack_recipes import moe_dispatch
+from autoscout_jax.sim.stack_recipes import moe_dispatch, recompute_modules
 from autoscout_jax.targets.jax_mesh import mesh_plan, xla_loss_bytes
 from autoscout_jax.targets.megatron import megatron_plan
 
@@ -446,7 +446,11 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     p.update(deepspeed_state(row.get("precision") or "", zero))
   p["packed"] = float(packed_squad(row))  # THD-packed rows, per-example flash attention
   if m["E"] > 0:
-    p.update(moe_dispatch(row, cross_node=p["ep_local"] < ep, interleaved=vp > 1))
+    p.update(moe_dispatch(row, cross_node=p["ep_local"] < ep, interleaved=vp > 1 or pp <= 1))
+  modules = recompute_modules(row)
+  if modules is not None:  # a Megatron-Bridge preset's recompute modules
+    p.update(recompute=float(Recompute.SELECTIVE if "core_attn" in modules else Recompute.NONE),
+             rc_moe=float("moe" in modules), rc_elem=float("layernorm" in modules or "moe_act" in modules))
   if zero == 2:
     p["zero"] = 2.0
   if zero == 3 and ("hybrid" in sharding or "hsdp" in sharding):
@@ -495,7 +499,8 @@ def microbatch_unstated(row) -> bool:
 
 def recompute_unstated(row) -> bool:
   """The row does not say how it recomputed (NeMo / Megatron-Bridge tables)."""
-  return not (row.get("recompute") or "").strip() and row.get("source_id") != "NARAYANAN2021"
+  return (not (row.get("recompute") or "").strip() and row.get("source_id") != "NARAYANAN2021"
+          and recompute_modules(row) is None)
 
 
 def row_inputs(row) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:

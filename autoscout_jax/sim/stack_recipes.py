@@ -40,8 +40,9 @@ MBRIDGE_LOCAL_OVERLAP = (
 def moe_dispatch(row, cross_node: bool, interleaved: bool) -> dict[str, float]:
   """ep_dedup / ep_overlap of a MoE row: Megatron-Bridge's recipe facts
   (`MBRIDGE_MOE_DISPATCH`, `MBRIDGE_LOCAL_OVERLAP`) for its own rows; the
-  defaults elsewhere. Megatron-core overlaps the all-to-all in its
-  interleaved 1F1B schedule only (virtual stages once pp > 1)."""
+  defaults elsewhere. Megatron-core overlaps the all-to-all without a
+  pipeline or in its interleaved 1F1B schedule (virtual stages once pp > 1):
+  `interleaved` says the layout has one of those."""
   framework = (row.get("framework") or "").lower()
   if row.get("source_id") != "MBRIDGE" and "megatron-bridge" not in framework:
     return {}
@@ -54,3 +55,35 @@ def moe_dispatch(row, cross_node: bool, interleaved: bool) -> dict[str, float]:
     if re.search(model_pat, name) and re.search(hw_pat, hw):
       return dict(ep_dedup=dedup, ep_overlap=float(overlap and cross_node and interleaved))
   return {}
+
+
+# Megatron's recompute modules of Megatron-Bridge's performance presets,
+# read off scripts/performance/configs/nemotronh/nemotron_3_workload_base_configs.py
+# (NEMOTRON_3_{NANO,SUPER}_PRETRAIN_CONFIG_<GPU>_<PRECISION>_V1): (model,
+# hardware, precision) patterns -> modules, () where the preset recomputes
+# nothing. The first match wins.
+MBRIDGE_RECOMPUTE = (
+    (r"nemotron[_ ]?3[_ ]?nano", r"h100", r"bf16", ("moe", "layernorm")),
+    (r"nemotron[_ ]?3[_ ]?nano", r"h100", r"fp8", ("moe", "layernorm", "core_attn", "moe_act")),
+    (r"nemotron[_ ]?3[_ ]?nano", r"gb300|gb200|b300|b200", r".", ()),
+    (r"nemotron[_ ]?3[_ ]?super", r"gb200", r"bf16|mxfp8|fp8[-_ ]?mx", ("moe_act", "layernorm", "core_attn", "moe")),
+    (r"nemotron[_ ]?3[_ ]?super", r"(?<!g)b200", r"bf16|mxfp8|fp8[-_ ]?mx", ("moe_act", "layernorm", "core_attn")),
+    (r"nemotron[_ ]?3[_ ]?super", r"gb300|gb200|b300|b200", r".", ()),
+)
+
+
+def recompute_modules(row) -> tuple[str, ...] | None:
+  """Megatron's recompute modules of a Megatron-Bridge row's preset
+  (`MBRIDGE_RECOMPUTE`); None where no preset is known (the row's own
+  recompute column, or the least that fits, decides)."""
+  framework = (row.get("framework") or "").lower()
+  if row.get("source_id") != "MBRIDGE" and "megatron-bridge" not in framework:
+    return None
+  if (row.get("recompute") or "").strip():
+    return None  # the row says what it recomputed
+  name, hw = (row.get("model") or "").lower(), (row.get("hardware") or "").lower()
+  prec = (row.get("precision") or "").lower()
+  for model_pat, hw_pat, prec_pat, modules in MBRIDGE_RECOMPUTE:
+    if re.search(model_pat, name) and re.search(hw_pat, hw) and re.search(prec_pat, prec):
+      return modules
+  return None
