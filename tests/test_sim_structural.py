@@ -422,3 +422,30 @@ def test_megatron_bridge_rows_take_their_presets_recompute_modules():
   assert (plan["recompute"], plan["rc_moe"]) == (2.0, 0.0)
   plan, _, _ = published.row_inputs(dict(h100, source_id="X", framework="NeMo"))
   assert (plan["rc_moe"], plan["rc_elem"]) == (0.0, 0.0)
+
+
+def test_partial_activation_offload_and_the_host_link():
+  from autoscout_jax.sim import hardware, published
+  m = _llama8b(8192)
+  plan = _plan(tp=1, pp=1, dp=8, mbs=2, global_batch=64, recompute=0, fsdp=1.0)
+  h100 = hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 8))
+  gb200 = hardware.cluster_scalars(hardware.make_cluster("gb200_nvl72", 8))
+  none, half, full = (costs.layer_costs(np, dict(plan, offload=f), m, h100, C) for f in (0.0, 0.5, 1.0))
+  act = lambda o: float(o["mem_first"]) - float(o["mem_state"])
+  # half the layers offloaded: about half the stored activations leave the device
+  assert act(full) < act(half) < act(none)
+  assert act(none) - act(half) == pytest.approx((act(none) - act(full)) / 2, rel=0.15)
+  # the copies cost what the host link cannot hide: NVLink-C2C (Grace) hides more than PCIe
+  slow = costs.layer_costs(np, dict(plan, offload=1.0), m, h100, C)
+  fast = costs.layer_costs(np, dict(plan, offload=1.0), m, gb200, C)
+  assert float(fast["fwd_s"]) / float(costs.layer_costs(np, plan, m, gb200, C)["fwd_s"]) < \
+      float(slow["fwd_s"]) / float(none["fwd_s"])
+  # Megatron-Bridge's Llama 3 70B FSDP preset on GB200 (FP8): 40 of 80 layers offloaded, no recompute
+  row = dict(source_id="MBRIDGE", framework="Megatron-Bridge", task="pretrain", model="LLAMA3_70B",
+             hardware="GB200 NVL72", num_devices="64", tp="1", pp="1", cp="1", micro_batch_size="2",
+             global_batch_size="256", seq_len="8192", precision="FP8", sharding="FSDP")
+  p, _, _ = published.row_inputs(row)
+  assert (p["offload"], p["recompute"]) == (0.5, 0.0)
+  assert not published.recompute_unstated(row)
+  p, _, _ = published.row_inputs(dict(row, sharding=""))  # not the FSDP preset: nothing assumed
+  assert p["offload"] == 0.0 and published.recompute_unstated(dict(row, sharding=""))

@@ -30,8 +30,9 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            program: static buffers, no allocator fragmentation, and remat
            recomputes only what the backward needs; 0: PyTorch/Megatron).
            recompute 3 = save every matmul output, recompute the rest
-           (JAX 'minimal' / dots-saveable remat). offload (0/1): stored
-           activations live in host memory (CPU activation offload).
+           (JAX 'minimal' / dots-saveable remat). offload (0-1): the
+           share of layers whose stored activations live in host memory
+           (CPU activation offload; 1 all of them).
            rails (0/1): data-parallel collectives drive one NIC per group
            member on a node (NCCL channels; 1) or one per rank (0).
            ep_overlap (0/1): expert all-to-all overlapped with another
@@ -503,7 +504,9 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   mm = memory.memory(xp, plan, m, hw, c, layers_stage)
   off, frac, chunk, tok_sel, tok_ckpt = mm["off"], mm["frac"], mm["chunk"], mm["tok_sel"], mm["tok_ckpt"]
   # offloaded activations: the copies overlap the layer's compute; the excess shows
-  off_xfer = T * ((1 - frac) * tok_sel + frac * tok_ckpt / chunk) / c["pcie_bw"]
+  # over the device's host link (NVLink-C2C on Grace superchips), else the PCIe constant
+  host_bw = xp.where(hw["host_bw"] > 0, hw["host_bw"], c["pcie_bw"])
+  off_xfer = T * ((1 - frac) * tok_sel + frac * tok_ckpt / chunk) / host_bw
   fwd = fwd + off * xp.maximum(off_xfer - fwd, 0.0)
   bwd = bwd + off * xp.maximum(off_xfer - bwd, 0.0)
 

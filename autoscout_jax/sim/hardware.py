@@ -39,6 +39,9 @@ class DeviceSpec:
   hbm_bw: float
   platform: str  # gpu | tpu (| cpu: this machine's measured devices)
   peak_fp4: float | None = None  # dense NVFP4/MXFP4 GEMMs (Blackwell)
+  # bytes/s one direction between the device and host memory (activation
+  # offload); None: the PCIe figure of the simulators' constants
+  host_bw: float | None = None
 
   def __post_init__(self):
     for f in ("peak_bf16", "hbm_bytes", "hbm_bw"):
@@ -47,6 +50,8 @@ class DeviceSpec:
         raise ValueError(f"device {self.name!r}: {f} must be positive, got {v!r}")
     if self.peak_fp8 is not None and not self.peak_fp8 > 0:
       raise ValueError(f"device {self.name!r}: peak_fp8 must be positive or None, got {self.peak_fp8!r}")
+    if self.host_bw is not None and not self.host_bw > 0:
+      raise ValueError(f"device {self.name!r}: host_bw must be positive or None, got {self.host_bw!r}")
     if self.platform not in ("gpu", "tpu", "cpu"):  # cpu: measured local devices (sim/measured.py)
       raise ValueError(f"device {self.name!r}: platform must be gpu, tpu or cpu, got {self.platform!r}")
 
@@ -90,6 +95,10 @@ class Link:
 # 186 GB (GB200) / 288 GB (GB300) HBM3e at 8 TB/s; 72 GPUs per NVLink domain.
 # Dense FP4 per GPU (HGX/NVL72 datasheets, sparse figures halved): B200 9 PF,
 # B300 13.5 PF, GB200 10 PF, GB300 15 PF.
+# Host links (one direction, per GPU): PCIe Gen5 x16 on H100 / H200 / B200 /
+# B300 boards (64 GB/s, ~50 GB/s reached); NVLink-C2C on Grace superchips
+# (GB200 / GB300: 900 GB/s both ways between one Grace and its two GPUs,
+# 225 GB/s per GPU per direction). A100's PCIe Gen4 is the constant's 25 GB/s.
 # Google Cloud TPU system-architecture pages: v4 275 TF bf16, 32 GiB 1.2 TB/s;
 # v5e 197 TF, 16 GiB 819 GB/s; v5p 459 TF, 95 GiB 2.765 TB/s; v6e (Trillium)
 # 918 TF, 32 GiB 1.64 TB/s. ICI per chip (bidirectional, all links): v4
@@ -97,12 +106,16 @@ class Link:
 DEVICES: dict[str, DeviceSpec] = {d.name: d for d in (
     DeviceSpec("a100_40gb", 312 * TFLOP, None, 40 * GIB, 1555 * GB, "gpu"),
     DeviceSpec("a100_80gb", 312 * TFLOP, None, 80 * GIB, 2039 * GB, "gpu"),
-    DeviceSpec("h100_sxm", 989.4 * TFLOP, 1978.9 * TFLOP, 80 * GIB, 3350 * GB, "gpu"),
-    DeviceSpec("h200", 989.4 * TFLOP, 1978.9 * TFLOP, 141 * GB, 4800 * GB, "gpu"),
-    DeviceSpec("b200", 2250 * TFLOP, 4500 * TFLOP, 180 * GB, 8000 * GB, "gpu", peak_fp4=9000 * TFLOP),
-    DeviceSpec("b300", 2250 * TFLOP, 4500 * TFLOP, 288 * GB, 8000 * GB, "gpu", peak_fp4=13500 * TFLOP),
-    DeviceSpec("gb200", 2500 * TFLOP, 5000 * TFLOP, 186 * GB, 8000 * GB, "gpu", peak_fp4=10000 * TFLOP),
-    DeviceSpec("gb300", 2500 * TFLOP, 5000 * TFLOP, 288 * GB, 8000 * GB, "gpu", peak_fp4=15000 * TFLOP),
+    DeviceSpec("h100_sxm", 989.4 * TFLOP, 1978.9 * TFLOP, 80 * GIB, 3350 * GB, "gpu", host_bw=50 * GB),
+    DeviceSpec("h200", 989.4 * TFLOP, 1978.9 * TFLOP, 141 * GB, 4800 * GB, "gpu", host_bw=50 * GB),
+    DeviceSpec("b200", 2250 * TFLOP, 4500 * TFLOP, 180 * GB, 8000 * GB, "gpu", peak_fp4=9000 * TFLOP,
+               host_bw=50 * GB),
+    DeviceSpec("b300", 2250 * TFLOP, 4500 * TFLOP, 288 * GB, 8000 * GB, "gpu", peak_fp4=13500 * TFLOP,
+               host_bw=50 * GB),
+    DeviceSpec("gb200", 2500 * TFLOP, 5000 * TFLOP, 186 * GB, 8000 * GB, "gpu", peak_fp4=10000 * TFLOP,
+               host_bw=225 * GB),
+    DeviceSpec("gb300", 2500 * TFLOP, 5000 * TFLOP, 288 * GB, 8000 * GB, "gpu", peak_fp4=15000 * TFLOP,
+               host_bw=225 * GB),
     DeviceSpec("tpu_v4", 275 * TFLOP, None, 32 * GIB, 1228 * GB, "tpu"),
     DeviceSpec("tpu_v5e", 197 * TFLOP, None, 16 * GIB, 819 * GB, "tpu"),
     DeviceSpec("tpu_v5p", 459 * TFLOP, None, 95 * GIB, 2765 * GB, "tpu"),
@@ -411,7 +424,7 @@ def cluster_scalars(cluster: Cluster) -> dict[str, float]:
   d = cluster.device
   return dict(
       peak_bf16=d.peak_bf16, peak_fp8=d.peak_fp8 or d.peak_bf16, peak_fp4=d.peak_fp4 or d.peak_fp8 or d.peak_bf16,
-      hbm_bytes=d.hbm_bytes, hbm_bw=d.hbm_bw,
+      hbm_bytes=d.hbm_bytes, hbm_bw=d.hbm_bw, host_bw=d.host_bw or 0.0,
       intra_bw=cluster.intra.bw, intra_lat=cluster.intra.latency,
       inter_bw=cluster.inter.bw, inter_lat=cluster.inter.latency,
       node_size=float(cluster.node_size), num_devices=float(cluster.num_devices),

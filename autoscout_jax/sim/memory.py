@@ -232,12 +232,13 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # pipeline (GSPMD / GPipe loop, as MaxText's) keeps every micro-batch's
   # stage inputs live until its backward
   inflight = xp.where(pp > 1, xp.where(plan["xla"] > 0, mic, xp.minimum(mic, pp) * interleave), 1.0)
-  # activation offload (CPU): stored activations stream to host memory as
-  # layers finish and back before their backward; two layers' worth stay
-  # resident (the one in flight and the one being copied)
+  # activation offload (CPU): stored activations of a share `offload` of
+  # the layers (1: all; Megatron's cpu_offloading_num_layers / L) stream
+  # to host memory as layers finish and back before their backward; two
+  # layers' worth stay resident (the one in flight and the one being copied)
   off = plan["offload"]
   stored = layers_stage * per_layer_stored * inflight
-  stored = xp.where(off > 0, xp.minimum(stored, 2 * T * tok_sel), stored)
+  stored = xp.where(off > 0, (1 - off) * stored + xp.minimum(off * stored, 2 * T * tok_sel), stored)
   act_first = stored + work + T * 2 * h / sp_div * inflight
   # logits of one micro-batch at the loss's peak, `loss_bytes` per logit:
   # Megatron's fused vocab-parallel cross entropy keeps the bf16 logits and
@@ -251,7 +252,9 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # multi-token prediction: each pass's block activations and its own
   # logits (the fused cross entropy keeps its softmax for the backward)
   mtp_act = m["mtp"] * (m["mtp_len"] * per_layer_stored + logits)
-  act_last = xp.where(off > 0, 2 * T * tok_sel, layers_stage * per_layer_stored) + work + logits + mtp_act
+  act_last = (xp.where(off > 0, (1 - off) * layers_stage * per_layer_stored
+                       + xp.minimum(off * layers_stage * per_layer_stored, 2 * T * tok_sel),
+                       layers_stage * per_layer_stored) + work + logits + mtp_act)
   live_first = state_first + act_first + xp.where(pp > 1, 0.0, logits + mtp_act)
   live_last = state_last + act_last
   over = (xp.where(plan["xla"] > 0, c["mem_overhead_xla_bytes"], c["mem_overhead_bytes"])

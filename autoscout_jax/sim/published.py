@@ -28,7 +28,7 @@ from autoscout_jax import packing
 from autoscout_jax.sim import costs, hardware
 from autoscout_jax.sim.catalog import find_model
 from autoscout_jax.sim.plan import Recompute
-from autoscout_jax.sim.stack_recipes import moe_dispatch, recompute_modules
+from autoscout_jax.sim.stack_recipes import moe_dispatch, offload_layers, recompute_modules
 from autoscout_jax.targets.jax_mesh import mesh_plan, xla_loss_bytes
 from autoscout_jax.targets.megatron import megatron_plan
 
@@ -447,6 +447,9 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   p["packed"] = float(packed_squad(row))  # THD-packed rows, per-example flash attention
   if m["E"] > 0:
     p.update(moe_dispatch(row, cross_node=p["ep_local"] < ep, interleaved=vp > 1 or pp <= 1))
+  layers = offload_layers(row)
+  if layers is not None:  # a Megatron-Bridge FSDP preset: activation offload, no recompute
+    p.update(recompute=float(Recompute.NONE), offload=min(layers / max(m["L"], 1.0), 1.0))
   modules = recompute_modules(row)
   if modules is not None:  # a Megatron-Bridge preset's recompute modules
     p.update(recompute=float(Recompute.SELECTIVE if "core_attn" in modules else Recompute.NONE),
@@ -500,7 +503,7 @@ def microbatch_unstated(row) -> bool:
 def recompute_unstated(row) -> bool:
   """The row does not say how it recomputed (NeMo / Megatron-Bridge tables)."""
   return (not (row.get("recompute") or "").strip() and row.get("source_id") != "NARAYANAN2021"
-          and recompute_modules(row) is None)
+          and recompute_modules(row) is None and offload_layers(row) is None)
 
 
 def row_inputs(row) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:

@@ -87,3 +87,36 @@ def recompute_modules(row) -> tuple[str, ...] | None:
     if re.search(model_pat, name) and re.search(hw_pat, hw) and re.search(prec_pat, prec):
       return modules
   return None
+
+
+# Layers whose activations Megatron-Bridge's Llama 3 70B presets offload to
+# host memory (cpu_offloading_num_layers; their Megatron-FSDP presets
+# recompute nothing), read off scripts/performance/configs/llama/
+# llama3_workload_base_configs.py (LLAMA3_70B_PRETRAIN_CONFIG_<GPU>_<PRECISION>_V1/_V2):
+# (model, hardware, precision) patterns -> layers offloaded. Only rows that
+# say FSDP (the tables' FSDP column) take them.
+MBRIDGE_OFFLOAD = (
+    (r"llama3[_ .]?70b", r"gb300", r"bf16", 30),
+    (r"llama3[_ .]?70b", r"gb300", r"fp8", 20),
+    (r"llama3[_ .]?70b", r"gb200", r"bf16", 20),
+    (r"llama3[_ .]?70b", r"gb200", r"fp8", 40),
+    (r"llama3[_ .]?70b", r"(?<!g)b300", r".", 0),
+    (r"llama3[_ .]?70b", r"(?<!g)b200", r"fp8", 5),
+)
+
+
+def offload_layers(row) -> int | None:
+  """Layers whose activations a Megatron-Bridge FSDP row's preset offloads
+  (`MBRIDGE_OFFLOAD`); None where no preset is known."""
+  framework = (row.get("framework") or "").lower()
+  if row.get("source_id") != "MBRIDGE" and "megatron-bridge" not in framework:
+    return None
+  if "fsdp" not in (row.get("sharding") or "").lower() or (row.get("recompute") or "").strip():
+    return None
+  name, hw = (row.get("model") or "").lower(), (row.get("hardware") or "").lower()
+  prec = (row.get("precision") or "").lower()
+  # "FP8" alone is current scaling (FP8-CS); MXFP8 presets of these models are not FSDP
+  for model_pat, hw_pat, prec_pat, layers in MBRIDGE_OFFLOAD:
+    if re.search(model_pat, name) and re.search(hw_pat, hw) and re.search(prec_pat, prec):
+      return layers
+  return None
