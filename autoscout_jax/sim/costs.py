@@ -85,8 +85,9 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            MTP block (priced as the model's average layer) and blocks with
            their own weights (0, 0, 0: none); moe_int: 1 where MoE
            and dense layers alternate (no leading dense block), 0 else.
-  hw    -- peak_bf16, peak_fp8, hbm_bytes, hbm_bw, intra_bw/lat,
-           inter_bw/lat, node_size, num_devices.
+  hw    -- peak_bf16, peak_fp8, peak_fp4, hbm_bytes, hbm_bw, host_bw
+           (device <-> host memory, one direction; 0: the constants'
+           PCIe figure), intra_bw/lat, inter_bw/lat, node_size, num_devices.
 
 Output of `layer_costs` (the contract F1 consumes), per candidate, seconds
 per device unless noted:
