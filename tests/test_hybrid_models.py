@@ -100,17 +100,24 @@ def test_mamba_layers_scale_linearly_with_the_sequence():
   assert growth["nemotron_h_8b"] > 1.0
 
 
-def test_f0_and_f1_agree_on_a_hybrid_moe_space():
-  w = catalog.make_workload("nemotron_3_nano", 16)
-  c = hardware.make_cluster("dgx_h100", 16)
+def _f0_f1_on_the_top(name, n, top_k):
+  """A workload's Megatron space on n H100s: F0's scores, and F1 beside
+  them on F0's `top_k` feasible candidates."""
+  w = catalog.make_workload(name, n)
+  c = hardware.make_cluster("dgx_h100", n)
   space = megatron.space(w, c)
   table, out = analytic.score_space(space, w, c)
   ok = out["feasible"] > 0
-  assert ok.sum() > 1000 and np.isfinite(out["tokens_per_s"]).all()
-  top = np.argsort(-np.where(ok, out["tokens_per_s"], 0.0))[:50]
+  top = np.argsort(-np.where(ok, out["tokens_per_s"], 0.0))[:top_k]
   plan = {k: v[top] for k, v in space.plan(table, w, c).items()}
   f1 = event.simulate_f1(plan, costs.model_scalars(w), hardware.cluster_scalars(c))
-  np.testing.assert_allclose(f1["tokens_per_s"], out["tokens_per_s"][top], rtol=0.05)
+  return w, c, space, out, ok, f1["tokens_per_s"], out["tokens_per_s"][top]
+
+
+def test_f0_and_f1_agree_on_a_hybrid_moe_space():
+  _, _, _, out, ok, f1, f0 = _f0_f1_on_the_top("nemotron_3_nano", 16, 50)
+  assert ok.sum() > 1000 and np.isfinite(out["tokens_per_s"]).all()
+  np.testing.assert_allclose(f1, f0, rtol=0.05)
 
 
 def test_published_hybrid_rows_are_predicted_or_named(tmp_path):
@@ -282,16 +289,9 @@ def test_families_without_latent_moe_refuse_it():
 
 
 def test_alternating_moe_layers_price_and_launch_as_alternating():
-  w = catalog.make_workload("llama4_maverick", 64)
-  c = hardware.make_cluster("dgx_h100", 64)
-  space = megatron.space(w, c)
-  table, out = analytic.score_space(space, w, c)
-  ok = out["feasible"] > 0
-  top = np.argsort(-np.where(ok, out["tokens_per_s"], 0.0))[:40]
-  plan = {k: v[top] for k, v in space.plan(table, w, c).items()}
-  f1 = event.simulate_f1(plan, costs.model_scalars(w), hardware.cluster_scalars(c))
+  w, c, space, _, _, f1, f0 = _f0_f1_on_the_top("llama4_maverick", 64, 40)
   # F1 prices alternating layers at their average, as F0 does (no leading dense block on stage 0)
-  np.testing.assert_allclose(f1["tokens_per_s"], out["tokens_per_s"][top], rtol=0.05)
+  np.testing.assert_allclose(f1, f0, rtol=0.05)
   sh = launch_files(space, space.make(w.default_values), w, c)["launch.sh"]
   assert "([0]*0+([0]*1+[1])*24)" in sh
   with pytest.raises(ValueError, match="moe_layer_freq"):

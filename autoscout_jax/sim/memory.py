@@ -237,8 +237,11 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # to host memory as layers finish and back before their backward; two
   # layers' worth stay resident (the one in flight and the one being copied)
   off = plan["offload"]
-  stored = layers_stage * per_layer_stored * inflight
-  stored = xp.where(off > 0, (1 - off) * stored + xp.minimum(off * stored, 2 * T * tok_sel), stored)
+
+  def resident(x):  # stored activations x that stay on the device
+    return xp.where(off > 0, (1 - off) * x + xp.minimum(off * x, 2 * T * tok_sel), x)
+
+  stored = resident(layers_stage * per_layer_stored * inflight)
   act_first = stored + work + T * 2 * h / sp_div * inflight
   # logits of one micro-batch at the loss's peak, `loss_bytes` per logit:
   # Megatron's fused vocab-parallel cross entropy keeps the bf16 logits and
@@ -252,9 +255,7 @@ def memory(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, A
   # multi-token prediction: each pass's block activations and its own
   # logits (the fused cross entropy keeps its softmax for the backward)
   mtp_act = m["mtp"] * (m["mtp_len"] * per_layer_stored + logits)
-  act_last = (xp.where(off > 0, (1 - off) * layers_stage * per_layer_stored
-                       + xp.minimum(off * layers_stage * per_layer_stored, 2 * T * tok_sel),
-                       layers_stage * per_layer_stored) + work + logits + mtp_act)
+  act_last = resident(layers_stage * per_layer_stored) + work + logits + mtp_act
   live_first = state_first + act_first + xp.where(pp > 1, 0.0, logits + mtp_act)
   live_last = state_last + act_last
   over = (xp.where(plan["xla"] > 0, c["mem_overhead_xla_bytes"], c["mem_overhead_bytes"])

@@ -446,7 +446,7 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     p.update(deepspeed_state(row.get("precision") or "", zero))
   p["packed"] = float(packed_squad(row))  # THD-packed rows, per-example flash attention
   if m["E"] > 0:
-    p.update(moe_dispatch(row, cross_node=p["ep_local"] < ep, interleaved=vp > 1 or pp <= 1))
+    p.update(moe_dispatch(row, cross_node=p["ep_local"] < ep, overlappable=vp > 1 or pp <= 1))
   layers = offload_layers(row)
   if layers is not None:  # a Megatron-Bridge FSDP preset: activation offload, no recompute
     p.update(recompute=float(Recompute.NONE), offload=min(layers / max(m["L"], 1.0), 1.0))

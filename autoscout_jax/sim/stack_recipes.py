@@ -37,24 +37,41 @@ MBRIDGE_LOCAL_OVERLAP = (
 )
 
 
-def moe_dispatch(row, cross_node: bool, interleaved: bool) -> dict[str, float]:
+def _mbridge(row) -> tuple[str, str, str] | None:
+  """(model, hardware, precision) of a Megatron-Bridge row, lower case;
+  None for another source's row."""
+  framework = (row.get("framework") or "").lower()
+  if row.get("source_id") != "MBRIDGE" and "megatron-bridge" not in framework:
+    return None
+  return tuple((row.get(k) or "").lower() for k in ("model", "hardware", "precision"))
+
+
+def _first(table, keys: tuple[str, ...]) -> tuple | None:
+  """The values after the patterns of the first entry of `table` whose
+  patterns (one per key, in order) all match `keys`; None without one."""
+  for entry in table:
+    pats = entry[:len(keys)]
+    if all(re.search(p, k) for p, k in zip(pats, keys)):
+      return entry[len(keys):]
+  return None
+
+
+def moe_dispatch(row, cross_node: bool, overlappable: bool) -> dict[str, float]:
   """ep_dedup / ep_overlap of a MoE row: Megatron-Bridge's recipe facts
   (`MBRIDGE_MOE_DISPATCH`, `MBRIDGE_LOCAL_OVERLAP`) for its own rows; the
   defaults elsewhere. Megatron-core overlaps the all-to-all without a
   pipeline or in its interleaved 1F1B schedule (virtual stages once pp > 1):
-  `interleaved` says the layout has one of those."""
-  framework = (row.get("framework") or "").lower()
-  if row.get("source_id") != "MBRIDGE" and "megatron-bridge" not in framework:
+  `overlappable` says the layout has one of those."""
+  keys = _mbridge(row)
+  if keys is None:
     return {}
-  name, hw = (row.get("model") or "").lower(), (row.get("hardware") or "").lower()
-  prec = (row.get("precision") or "").lower()
-  for model_pat, hw_pat, prec_pat in MBRIDGE_LOCAL_OVERLAP:
-    if re.search(model_pat, name) and re.search(hw_pat, hw) and re.search(prec_pat, prec):
-      return dict(ep_dedup=1.0, ep_overlap=float(interleaved))
-  for model_pat, hw_pat, dedup, overlap in MBRIDGE_MOE_DISPATCH:
-    if re.search(model_pat, name) and re.search(hw_pat, hw):
-      return dict(ep_dedup=dedup, ep_overlap=float(overlap and cross_node and interleaved))
-  return {}
+  if _first(MBRIDGE_LOCAL_OVERLAP, keys) is not None:
+    return dict(ep_dedup=1.0, ep_overlap=float(overlappable))
+  found = _first(MBRIDGE_MOE_DISPATCH, keys[:2])
+  if found is None:
+    return {}
+  dedup, overlap = found
+  return dict(ep_dedup=dedup, ep_overlap=float(overlap and cross_node and overlappable))
 
 
 # Megatron's recompute modules of Megatron-Bridge's performance presets,
@@ -76,17 +93,11 @@ def recompute_modules(row) -> tuple[str, ...] | None:
   """Megatron's recompute modules of a Megatron-Bridge row's preset
   (`MBRIDGE_RECOMPUTE`); None where no preset is known (the row's own
   recompute column, or the least that fits, decides)."""
-  framework = (row.get("framework") or "").lower()
-  if row.get("source_id") != "MBRIDGE" and "megatron-bridge" not in framework:
+  keys = _mbridge(row)
+  if keys is None or (row.get("recompute") or "").strip():  # the row says what it recomputed
     return None
-  if (row.get("recompute") or "").strip():
-    return None  # the row says what it recomputed
-  name, hw = (row.get("model") or "").lower(), (row.get("hardware") or "").lower()
-  prec = (row.get("precision") or "").lower()
-  for model_pat, hw_pat, prec_pat, modules in MBRIDGE_RECOMPUTE:
-    if re.search(model_pat, name) and re.search(hw_pat, hw) and re.search(prec_pat, prec):
-      return modules
-  return None
+  found = _first(MBRIDGE_RECOMPUTE, keys)
+  return None if found is None else found[0]
 
 
 # Layers whose activations Megatron-Bridge's Llama 3 70B presets offload to
@@ -108,15 +119,9 @@ MBRIDGE_OFFLOAD = (
 def offload_layers(row) -> int | None:
   """Layers whose activations a Megatron-Bridge FSDP row's preset offloads
   (`MBRIDGE_OFFLOAD`); None where no preset is known."""
-  framework = (row.get("framework") or "").lower()
-  if row.get("source_id") != "MBRIDGE" and "megatron-bridge" not in framework:
+  keys = _mbridge(row)
+  if keys is None or "fsdp" not in (row.get("sharding") or "").lower() or (row.get("recompute") or "").strip():
     return None
-  if "fsdp" not in (row.get("sharding") or "").lower() or (row.get("recompute") or "").strip():
-    return None
-  name, hw = (row.get("model") or "").lower(), (row.get("hardware") or "").lower()
-  prec = (row.get("precision") or "").lower()
   # "FP8" alone is current scaling (FP8-CS); MXFP8 presets of these models are not FSDP
-  for model_pat, hw_pat, prec_pat, layers in MBRIDGE_OFFLOAD:
-    if re.search(model_pat, name) and re.search(hw_pat, hw) and re.search(prec_pat, prec):
-      return layers
-  return None
+  found = _first(MBRIDGE_OFFLOAD, keys)
+  return None if found is None else found[0]
