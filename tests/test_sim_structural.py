@@ -449,3 +449,39 @@ def test_partial_activation_offload_and_the_host_link():
   assert not published.recompute_unstated(row)
   p, _, _ = published.row_inputs(dict(row, sharding=""))  # not the FSDP preset: nothing assumed
   assert p["offload"] == 0.0 and published.recompute_unstated(dict(row, sharding=""))
+
+
+def test_flashattention_2_runs_at_its_own_rate_on_hopper_only_for_pytorch_native_stacks():
+  """FlashAttention-2 (what PyTorch-native trainers call) predates Hopper:
+  on H100 it is priced at the device's fa2_rate, so a long-context row
+  slows by nearly that factor; a Megatron (Transformer Engine) row, a row
+  naming FlashAttention-3, and the same row on A100 keep the native rate."""
+  from autoscout_jax.sim import published
+
+  def tps(row):
+    plan, m, hw = published.row_inputs(row)
+    arr = lambda d: {k: np.array([v], np.float64) for k, v in d.items()}
+    out = analytic.simulate_f0({k: np.array([plan[k]]) for k in costs.PLAN_FIELDS}, arr(m), arr(hw), CALIBRATED)
+    return plan["flash"], float(out["tokens_per_s_per_device"][0])
+
+  long = _row(seq_len="65536", micro_batch_size="1", global_batch_size="16", recompute="full")
+  flash, fa2 = tps(long)
+  assert flash == pytest.approx(hardware.DEVICES["h100_sxm"].fa2_rate) and flash < 1
+  flash, fa3 = tps(dict(long, notes="flash-attn 3"))
+  assert flash == 1.0
+  # attention is most of a 1B model's step at 64k tokens: nearly the whole factor
+  assert 0.47 < fa2 / fa3 < 0.65
+  flash, mcore = tps(dict(long, framework="Megatron-LM (Transformer Engine)"))
+  assert flash == 1.0
+  for hw_name in ("A100-SXM4-80GB", "B200"):  # native there / no published figure: the native rate
+    assert tps(dict(long, hardware=hw_name))[0] == 1.0
+  # at 2k tokens attention is a small share: the change is small
+  short_fa2, short_fa3 = tps(_row())[1], tps(_row(notes="FA3"))[1]
+  assert 0.8 < short_fa2 / short_fa3 < 1.0
+  with pytest.raises(ValueError, match="fa2_rate"):
+    hardware.DeviceSpec("x", 1e15, None, 80e9, 3e12, "gpu", fa2_rate=1.5)
+  # catalog devices' cluster keys leave the rate out (committed tables keep their keys)
+  import dataclasses
+  cl = hardware.make_cluster("dgx_h100", 8)
+  with_rate = lambda r: dataclasses.replace(cl, device=dataclasses.replace(cl.device, fa2_rate=r)).key
+  assert cl.device.fa2_rate == 0.47 and with_rate(None) == cl.key and with_rate(0.6) != cl.key

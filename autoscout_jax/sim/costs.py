@@ -25,7 +25,10 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            the group on the same node/slice as a given member; pp_inter:
            1 when adjacent stages talk over the slow tier) and framework
            bytes per parameter for weights/grads/optimizer (w_bytes,
-           g_bytes, o_bytes), flash (1: fused flash attention; 0: scores
+           g_bytes, o_bytes), flash (1: fused flash attention native to the
+           device; in (0, 1): a fused kernel of an older generation running
+           at that share of the native one's rate, as FlashAttention-2 on
+           Hopper, hardware.DeviceSpec.fa2_rate; 0: scores
            materialized in HBM, as Megatron-LM before 2023), xla (1: a JAX/XLA
            program: static buffers, no allocator fragmentation, and remat
            recomputes only what the backward needs; 0: PyTorch/Megatron).
@@ -373,7 +376,10 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   f_s = xp.minimum(s_kv / (s_kv + c["attn_s_knee"]) * (4096 + c["attn_s_knee"]) / 4096, 1.0)
   # packed rows with a segment-aware kernel pay attention per example (sum
   # of L^2); padded rows pay the whole row, as do materialized scores
-  t_flash = (2 * T * s * A / tp / (hw["peak_bf16"] * c["attn_eff"] * f_d * f_s)
+  # (a fused kernel of an older generation than the device's own -- plan
+  # flash < 1, e.g. FlashAttention-2 on Hopper -- runs at that share of it)
+  f_gen = xp.where(flash, xp.minimum(plan["flash"], 1.0), 1.0)
+  t_flash = (2 * T * s * A / tp / (hw["peak_bf16"] * c["attn_eff"] * f_d * f_s * f_gen)
              * xp.where(plan["packed"] > 0, m["attn_packed"], 1.0))
   t_scores = (4 * T * s * A / tp / (hw["peak_bf16"] * c["gemm_eff"] * m["d"] / (m["d"] + c["gemm_knee"]))
               + T * s * m["a"] / tp * 11 / hw["hbm_bw"])

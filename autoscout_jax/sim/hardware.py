@@ -42,6 +42,10 @@ class DeviceSpec:
   # bytes/s one direction between the device and host memory (activation
   # offload); None: the PCIe figure of the simulators' constants
   host_bw: float | None = None
+  # rate of a FlashAttention-2-generation fused attention kernel (warp-level
+  # mma.sync, the Ampere instruction path) relative to the device's native
+  # fused kernel; None: 1, that path is the native one (Ampere, Ada)
+  fa2_rate: float | None = None
 
   def __post_init__(self):
     for f in ("peak_bf16", "hbm_bytes", "hbm_bw"):
@@ -52,6 +56,8 @@ class DeviceSpec:
       raise ValueError(f"device {self.name!r}: peak_fp8 must be positive or None, got {self.peak_fp8!r}")
     if self.host_bw is not None and not self.host_bw > 0:
       raise ValueError(f"device {self.name!r}: host_bw must be positive or None, got {self.host_bw!r}")
+    if self.fa2_rate is not None and not 0 < self.fa2_rate <= 1:
+      raise ValueError(f"device {self.name!r}: fa2_rate must be in (0, 1] or None, got {self.fa2_rate!r}")
     if self.platform not in ("gpu", "tpu", "cpu"):  # cpu: measured local devices (sim/measured.py)
       raise ValueError(f"device {self.name!r}: platform must be gpu, tpu or cpu, got {self.platform!r}")
 
@@ -103,11 +109,20 @@ class Link:
 # v5e 197 TF, 16 GiB 819 GB/s; v5p 459 TF, 95 GiB 2.765 TB/s; v6e (Trillium)
 # 918 TF, 32 GiB 1.64 TB/s. ICI per chip (bidirectional, all links): v4
 # 2400 Gb/s, v5e 1600 Gb/s, v5p 4800 Gb/s, v6e 3584 Gb/s.
+# FlashAttention-2 on Hopper (fa2_rate): its kernels use the warp-level MMA
+# of Ampere, not Hopper's asynchronous wgmma/TMA, and reach 35 % of H100's
+# bf16 peak where Hopper-native kernels (FlashAttention-3, cuDNN's fused
+# attention, which Transformer Engine and XLA call) reach 75 % (Shah et
+# al. 2024, FlashAttention-3, sec. 1 and 4): 0.47 of the native rate. On
+# Blackwell no published figure for the Ampere path is known here, so its
+# devices keep None (1) and a PyTorch-native run there is priced as native.
 DEVICES: dict[str, DeviceSpec] = {d.name: d for d in (
     DeviceSpec("a100_40gb", 312 * TFLOP, None, 40 * GIB, 1555 * GB, "gpu"),
     DeviceSpec("a100_80gb", 312 * TFLOP, None, 80 * GIB, 2039 * GB, "gpu"),
-    DeviceSpec("h100_sxm", 989.4 * TFLOP, 1978.9 * TFLOP, 80 * GIB, 3350 * GB, "gpu", host_bw=50 * GB),
-    DeviceSpec("h200", 989.4 * TFLOP, 1978.9 * TFLOP, 141 * GB, 4800 * GB, "gpu", host_bw=50 * GB),
+    DeviceSpec("h100_sxm", 989.4 * TFLOP, 1978.9 * TFLOP, 80 * GIB, 3350 * GB, "gpu", host_bw=50 * GB,
+               fa2_rate=0.47),
+    DeviceSpec("h200", 989.4 * TFLOP, 1978.9 * TFLOP, 141 * GB, 4800 * GB, "gpu", host_bw=50 * GB,
+               fa2_rate=0.47),
     DeviceSpec("b200", 2250 * TFLOP, 4500 * TFLOP, 180 * GB, 8000 * GB, "gpu", peak_fp4=9000 * TFLOP,
                host_bw=50 * GB),
     DeviceSpec("b300", 2250 * TFLOP, 4500 * TFLOP, 288 * GB, 8000 * GB, "gpu", peak_fp4=13500 * TFLOP,
@@ -123,7 +138,7 @@ DEVICES: dict[str, DeviceSpec] = {d.name: d for d in (
     # Devices a local profile may run on (NVIDIA datasheets, dense): H100 PCIe
     # 756 TF bf16 / 1513 fp8, 80 GB 2.0 TB/s; L40S 362 / 733, 48 GB 864 GB/s;
     # L4 121 / 242.5, 24 GB 300 GB/s; V100 125 TF fp16 (no bf16), 32 GB 900 GB/s.
-    DeviceSpec("h100_pcie", 756 * TFLOP, 1513 * TFLOP, 80 * GIB, 2000 * GB, "gpu"),
+    DeviceSpec("h100_pcie", 756 * TFLOP, 1513 * TFLOP, 80 * GIB, 2000 * GB, "gpu", fa2_rate=0.47),
     DeviceSpec("l40s", 362 * TFLOP, 733 * TFLOP, 48 * GB, 864 * GB, "gpu"),
     DeviceSpec("l4", 121 * TFLOP, 242.5 * TFLOP, 24 * GB, 300 * GB, "gpu"),
     DeviceSpec("v100", 125 * TFLOP, None, 32 * GIB, 900 * GB, "gpu"),
@@ -314,8 +329,10 @@ class Cluster:
     # by their clusters: keys of devices without one stay as they were, and
     # it enters a key only where it is not the catalog device's own
     dev = DEVICES.get(self.device.name)
-    if dev is not None and d["device"]["host_bw"] == dev.host_bw or d["device"]["host_bw"] is None:
-      d["device"].pop("host_bw")
+    # (the same for the FlashAttention-2 rate, which joined later still)
+    for f in ("host_bw", "fa2_rate"):
+      if dev is not None and d["device"][f] == getattr(dev, f) or d["device"][f] is None:
+        d["device"].pop(f)
     return f"{self.name}-{_digest(d)}"
 
 

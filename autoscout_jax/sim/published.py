@@ -405,6 +405,13 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   notes = ((row.get("notes") or "") + " " + (row.get("other_metrics") or "")).lower()
   flash = 0.0 if old_stack or re.search(r"no flash|without flash|flash[_ -]?attn(ention)?[=: ]+(off|false)", notes) \
       else 1.0
+  # PyTorch-native trainers call FlashAttention-2 (the flash-attn package,
+  # or SDPA's flash backend), whose kernels predate Hopper: on a device
+  # whose native kernel is newer they run at its fa2_rate, unless the row
+  # names a Hopper-native kernel (FlashAttention-3, cuDNN's fused attention)
+  hopper_native = re.search(r"flash[_ -]?attn(ention)?[_ -]?3|\bfa3\b|cudnn|transformer engine", notes + " " + framework)
+  if flash and native and not hopper_native:
+    flash = cluster.device.fa2_rate or 1.0
   sp_txt = (row.get("sequence_parallel") or "").lower()
   # unstated: NeMo / Megatron-Bridge recipes run SP with TP; so does
   # PyTorch-native TP (torchtitan's and PyTorch's FSDP + TP plans shard the
