@@ -39,6 +39,7 @@ def _lines(path):
     return [l for l in f.read().split("\n") if l.strip()]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_leaves_a_full_record(tmp_path):
   workdir = str(tmp_path / "run")
   store = os.path.join(workdir, "measurements.jsonl")

@@ -114,6 +114,7 @@ def _run_with(executor_gin, workdir):
   return proc
 
 
+@pytest.mark.slow
 def test_process_run_stores_what_the_serial_run_stores(planning_run, tmp_path):
   serial_dir, _, _ = planning_run
   proc = _run_with("gin/executors/process.gin", str(tmp_path / "p"))
