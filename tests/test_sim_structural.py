@@ -84,7 +84,7 @@ def test_flash_attention_keeps_an_8b_model_at_128k_tokens_on_8x80gb_under_fsdp()
   hw = hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 8))
   # FSDP over all 8 GPUs (data x context), full recompute, flash attention
   plan = _plan(cp=4, dp=2, mbs=1, global_batch=2)
-  lc = costs.layer_costs(np, plan, m, hw, C)
+  lc = costs.layer_costs(np, plan, {**costs.MODEL_DEFAULTS, **m}, hw, C)
   assert lc["mem_peak"] < hw["hbm_bytes"]
   # the same run with the s x s scores materialized needs far more than a device
   scores = costs.layer_costs(np, _plan(cp=4, dp=2, mbs=1, global_batch=2, flash=0.0), m, hw, C)
@@ -485,3 +485,40 @@ def test_flashattention_2_runs_at_its_own_rate_on_hopper_only_for_pytorch_native
   cl = hardware.make_cluster("dgx_h100", 8)
   with_rate = lambda r: dataclasses.replace(cl, device=dataclasses.replace(cl.device, fa2_rate=r)).key
   assert cl.device.fa2_rate == 0.47 and with_rate(None) == cl.key and with_rate(0.6) != cl.key
+
+
+def test_fsdp1_backward_post_prefetch_puts_the_backward_gathers_on_the_critical_path():
+  """Composer's FSDP config (LLM Foundry) prefetches backward gathers only
+  after the next unit's gradient (BACKWARD_POST): each backward gather
+  waits on the critical path, one gather of the stage's weights per
+  micro-batch more than a prefetching stack pays; a row that states its
+  prefetch, FSDP2 and plain PyTorch FSDP (BACKWARD_PRE) keep overlapping."""
+  from autoscout_jax.sim import event, published
+
+  composer = _row(framework="LLM Foundry (Composer, PyTorch FSDP)", model="mpt-13b-like", num_layers="40",
+                  hidden_size="5120", num_heads="40", ffn_hidden_size="20480", micro_batch_size="2",
+                  global_batch_size="16")
+  assert published.row_inputs(composer)[0]["z3_post"] == 1.0
+  for other in (dict(composer, notes="backward_prefetch: BACKWARD_PRE"), dict(composer, framework="PyTorch FSDP"),
+                dict(composer, framework="torchtitan (PyTorch FSDP2)"), dict(composer, sharding="DDP")):
+    assert published.row_inputs(other)[0]["z3_post"] == 0.0
+  assert published.row_inputs(dict(_row(), notes="backward_prefetch=BACKWARD_POST"))[0]["z3_post"] == 1.0
+
+  plan, m, hw = published.row_inputs(composer)
+  arr = lambda d: {k: np.array([v], np.float64) for k, v in d.items()}
+  P = {k: np.array([plan[k]]) for k in costs.PLAN_FIELDS}
+  pre = dict(P, z3_post=np.array([0.0]))
+  lc = costs.layer_costs(np, plan, {**costs.MODEL_DEFAULTS, **m}, hw, C)
+  t_post = analytic.simulate_f0(P, arr(m), arr(hw), CALIBRATED)["step_time_s"][0]
+  t_pre = analytic.simulate_f0(pre, arr(m), arr(hw), CALIBRATED)["step_time_s"][0]
+  # 13B on 8 GPUs, 2 sequences per GPU: prefetching hides every collective;
+  # after the gradient, the step pays one gather of the weights per micro-batch
+  assert t_post - t_pre == pytest.approx(plan["num_micro"] * float(lc["zero3_ag_s"]), rel=1e-6)
+  assert 0.05 < (t_post - t_pre) / t_pre < 0.5
+  f1_post = event.simulate_f1(P, arr(m), arr(hw), CALIBRATED)["step_time_s"][0]
+  f1_pre = event.simulate_f1(pre, arr(m), arr(hw), CALIBRATED)["step_time_s"][0]
+  assert f1_post > f1_pre * 1.05
+  # without prefetch (overlap_param 0) every collective is already serial
+  serial = dict(P, overlap_param=np.array([0.0]))
+  assert analytic.simulate_f0(serial, arr(m), arr(hw), CALIBRATED)["step_time_s"][0] == pytest.approx(
+      analytic.simulate_f0(dict(serial, z3_post=np.array([0.0])), arr(m), arr(hw), CALIBRATED)["step_time_s"][0])

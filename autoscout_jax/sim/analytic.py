@@ -100,7 +100,10 @@ def step_time(xp, lc: Mapping[str, Any], plan: Mapping[str, Any], c: Mapping[str
   p2p = xp.where(pp > 1, 2 * (mic * vp + pp - 1) * lc["p2p_s"] * (1 - p2p_hidden), 0.0)
   # ZeRO-3 gathers of the next layer overlap this layer's compute (prefetch)
   z3_window = xp.where(plan["overlap_param"] > 0, c["overlap_eff"] * (comp + rec), 0.0)
-  z3 = mic * xp.maximum(lc["zero3_mb_s"] - z3_window, 0.0)
+  # (gathers issued only after the next unit's gradient -- FSDP1's
+  # BACKWARD_POST -- wait on the critical path: the backward ones)
+  z3_serial = plan["z3_post"] * lc["zero3_ag_s"]
+  z3 = mic * (z3_serial + xp.maximum(lc["zero3_mb_s"] - z3_serial - z3_window, 0.0))
   bwd_window = c["overlap_eff"] * n_l * lc["bwd_s"]
   fwd_window = c["overlap_eff"] * n_l * lc["fwd_s"]
   bucket_t = plan["bucket_bytes"] / xp.maximum(lc["dp_grad_bytes"], 1.0) * lc["dp_grad_s"]

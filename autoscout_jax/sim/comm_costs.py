@@ -148,12 +148,14 @@ def data_parallel(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping
   # reduce-scatter its gradient: three collectives per layer
   z3_ops = layers_stage + 1
   steps_sh = collectives.ring_steps(xp, shard, hw)
-  zero3_mb = xp.where(zero == 3, 2 * collectives.gather_s(xp, shard, param_bytes, bw_sh, lat_sh, steps_sh, z3_ops)
+  z3_gather = collectives.gather_s(xp, shard, param_bytes, bw_sh, lat_sh, steps_sh, z3_ops)
+  zero3_mb = xp.where(zero == 3, 2 * z3_gather
                       + collectives.gather_s(xp, shard, grad_bytes, bw_sh, lat_sh, steps_sh, z3_ops)
                       + 3 * z3_ops * once(xp, shard, c), 0.0)
+  z3_ag = xp.where(zero == 3, z3_gather + z3_ops * once(xp, shard, c), 0.0)  # one of the two gathers
   grad_t = xp.where(zero == 3, rep_ar, grad_t)
   local_opt = xp.where(zero > 0, (P_dense_first / shard + P_exp / e_shard), P_dense_first + P_exp)
   optimizer = local_opt * (2 * ob + gb + 2 * wb) / hw["hbm_bw"]
   return dict(dp_grad_bytes=grad_bytes, dp_param_bytes=param_bytes, dp_bw=xp.where(zero == 0, bw_dp, bw_sh),
               dp_lat=xp.where(zero == 0, lat_dp, lat_sh), dp_size=dpg, dp_grad_s=grad_t, dp_param_s=param_t,
-              dp_step_s=grad_t + param_t, zero3_mb_s=zero3_mb, optimizer_s=optimizer)
+              dp_step_s=grad_t + param_t, zero3_mb_s=zero3_mb, zero3_ag_s=z3_ag, optimizer_s=optimizer)

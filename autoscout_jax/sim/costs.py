@@ -57,8 +57,14 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            MoE layer's forward, its all-to-all included, again in the
            backward; only its input kept) and "layernorm" / "moe_act"
            (norm outputs and activation outputs recomputed, not kept).
+           z3_post (0/1): ZeRO-3 / FSDP issues each unit's backward
+           all-gather only after the next unit's gradient is computed
+           (PyTorch FSDP1's BACKWARD_POST prefetch, Composer's default),
+           so that gather overlaps the reduce-scatter, not compute, and
+           sits on the critical path; 0: gathers prefetched ahead of the
+           compute (FSDP1's BACKWARD_PRE, FSDP2, Megatron, DeepSpeed).
            Plans that predate packed / ep_dedup / lp_grad_bytes / rc_moe /
-           rc_elem leave them out (`PLAN_DEFAULTS`).
+           rc_elem / z3_post leave them out (`PLAN_DEFAULTS`).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
@@ -109,6 +115,7 @@ per device unless noted:
   dp_bw, dp_lat, dp_size         the ZeRO/DP group's tier and size
   dp_step_s         total DP gradient/parameter collective time per step
   zero3_mb_s        ZeRO-3 gathers + reduce-scatter per micro-batch
+  zero3_ag_s        one of its two gathers (all the stage's units, once)
   optimizer_s       optimizer update per step
   host_step_s       dispatch of the step's program (once per step; 0 unless
                     the constants have it: measured CPU devices)
@@ -133,9 +140,10 @@ PLAN_FIELDS = (
     "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
     "bucket_bytes", "tp_local", "cp_local", "ep_local", "dp_local", "shard_local", "rep_local", "pp_inter",
     "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes",
-    "packed", "ep_dedup", "lp_grad_bytes", "rc_moe", "rc_elem")
+    "packed", "ep_dedup", "lp_grad_bytes", "rc_moe", "rc_elem", "z3_post")
 # Plan fields a family's translation may leave out (they default to these).
-PLAN_DEFAULTS = {"packed": 0.0, "ep_dedup": 1.0, "lp_grad_bytes": 0.0, "rc_moe": 0.0, "rc_elem": 0.0}
+PLAN_DEFAULTS = {"packed": 0.0, "ep_dedup": 1.0, "lp_grad_bytes": 0.0, "rc_moe": 0.0, "rc_elem": 0.0,
+                 "z3_post": 0.0}
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
                 "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "lora_pm", "lora_pe", "frozen_bytes",

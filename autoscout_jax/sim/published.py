@@ -452,6 +452,7 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   if deepspeed:
     p.update(deepspeed_state(row.get("precision") or "", zero))
   p["packed"] = float(packed_squad(row))  # THD-packed rows, per-example flash attention
+  p["z3_post"] = float(zero == 3 and backward_post(row))
   if m["E"] > 0:
     p.update(moe_dispatch(row, cross_node=p["ep_local"] < ep, overlappable=vp > 1 or pp <= 1))
   layers = offload_layers(row)
@@ -468,6 +469,19 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     shard = float(min(dp * cp, max(cluster.node_size // (tp * pp), 1)))
     p.update(shard=shard, shard_local=shard, rep_local=1.0)
   return p
+
+
+def backward_post(row) -> bool:
+  """Whether a fully sharded run issues each unit's backward all-gather
+  only after the next unit's gradient (PyTorch FSDP1's BACKWARD_POST):
+  what its notes say, else its stack's default -- BACKWARD_POST in
+  Composer's FSDP config (LLM Foundry, MosaicML); FSDP1's own default
+  is BACKWARD_PRE, and FSDP2, Megatron and DeepSpeed prefetch ahead."""
+  text = " ".join(row.get(k) or "" for k in ("notes", "other_metrics", "sharding", "framework")).lower()
+  stated = re.search(r"backward[_ ]prefetch\W*(backward[_ ])?(pre|post|none)", text)
+  if stated:
+    return stated.group(2) in ("post", "none")
+  return "fsdp2" not in text and bool(re.search(r"composer|llm[- ]?foundry|mosaic", text))
 
 
 def deepspeed_state(precision: str, zero: int) -> dict[str, float]:
