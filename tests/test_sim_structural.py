@@ -79,6 +79,23 @@ def test_nvl72_jobs_that_split_racks_get_whole_tray_nvlink_domains():
     hardware.make_cluster("dgx_h100", 12)
 
 
+def test_a_published_nvl72_row_counting_4_gpu_trays_as_nodes_keeps_the_rack_as_its_nvlink_domain():
+  """Published NVL72 rows often count a compute tray (4 GPUs, the host a
+  scheduler hands out) as a node: devices_per_node 4 must not shrink the
+  NVLink domain from the rack to the tray. On an 8-GPU-node system a
+  smaller stated node still does (4-GPU nodes)."""
+  from autoscout_jax.sim import published
+  gb = dict(source_id="X", framework="Megatron-Bridge", model="LLAMA3_70B", seq_len="8192",
+            hardware="GB200 NVL72", num_devices="128", tp="2", pp="4", dp="16", vp="5", micro_batch_size="1",
+            global_batch_size="256", precision="FP8-MX")
+  tray = dict(gb, devices_per_node="4", num_nodes="32")
+  assert published.cluster_for(tray).node_size == published.cluster_for(gb).node_size == 64
+  assert published.row_inputs(tray)[0] == published.row_inputs(gb)[0]
+  h100 = dict(gb, hardware="H100 80GB (DGX-H100)", num_devices="64", dp="8")
+  assert published.cluster_for(dict(h100, devices_per_node="4")).node_size == 4
+  assert published.cluster_for(h100).node_size == 8
+
+
 def test_flash_attention_keeps_an_8b_model_at_128k_tokens_on_8x80gb_under_fsdp():
   m = _llama8b(131072)
   hw = hardware.cluster_scalars(hardware.make_cluster("dgx_h100", 8))

@@ -251,6 +251,10 @@ def cluster_for(row) -> hardware.Cluster:
     per = int(_num(row, "devices_per_node") or hardware.tpu_chips_from_name(hw_name) or n)
   else:
     row_per = _num(row, "devices_per_node")
+    # a rack-scale system's compute tray (4 GPUs of an NVL72 rack: the host
+    # a scheduler counts as a node) is not its NVLink domain, the rack is
+    if row_per == hardware.RACK_TRAY and sysm.devices_per_node >= 32:
+      row_per = None
     if row_per and row_per < sysm.devices_per_node and n % row_per == 0:
       per = int(row_per)  # smaller nodes than the system's (4-GPU nodes, a partial rack per node)
   inter_bw = _nic_bw(row.get("interconnect") or "", per or sysm.devices_per_node or n)
