@@ -505,9 +505,9 @@ def test_flashattention_2_runs_at_its_own_rate_on_hopper_only_for_pytorch_native
 
 
 def test_fsdp1_backward_post_prefetch_puts_the_backward_gathers_on_the_critical_path():
-  """Composer's FSDP config (LLM Foundry) prefetches backward gathers only
-  after the next unit's gradient (BACKWARD_POST): each backward gather
-  waits on the critical path, one gather of the stage's weights per
+  """Composer's FSDP config (LLM Foundry) issues the gather of the unit the
+  backward reaches next only once the current unit's gradient is done
+  (BACKWARD_POST): each backward gather waits on the critical path, one gather of the stage's weights per
   micro-batch more than a prefetching stack pays; a row that states its
   prefetch, FSDP2 and plain PyTorch FSDP (BACKWARD_PRE) keep overlapping."""
   from autoscout_jax.sim import event, published

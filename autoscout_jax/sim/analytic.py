@@ -100,8 +100,8 @@ def step_time(xp, lc: Mapping[str, Any], plan: Mapping[str, Any], c: Mapping[str
   p2p = xp.where(pp > 1, 2 * (mic * vp + pp - 1) * lc["p2p_s"] * (1 - p2p_hidden), 0.0)
   # ZeRO-3 gathers of the next layer overlap this layer's compute (prefetch)
   z3_window = xp.where(plan["overlap_param"] > 0, c["overlap_eff"] * (comp + rec), 0.0)
-  # (gathers issued only after the next unit's gradient -- FSDP1's
-  # BACKWARD_POST -- wait on the critical path: the backward ones)
+  # (a backward gather issued only once the current unit's gradient is
+  # done -- FSDP1's BACKWARD_POST -- waits on the critical path)
   z3_serial = plan["z3_post"] * lc["zero3_ag_s"]
   z3 = mic * (z3_serial + xp.maximum(lc["zero3_mb_s"] - z3_serial - z3_window, 0.0))
   bwd_window = c["overlap_eff"] * n_l * lc["bwd_s"]

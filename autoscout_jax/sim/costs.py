@@ -57,11 +57,11 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            MoE layer's forward, its all-to-all included, again in the
            backward; only its input kept) and "layernorm" / "moe_act"
            (norm outputs and activation outputs recomputed, not kept).
-           z3_post (0/1): ZeRO-3 / FSDP issues each unit's backward
-           all-gather only after the next unit's gradient is computed
-           (PyTorch FSDP1's BACKWARD_POST prefetch, Composer's default),
-           so that gather overlaps the reduce-scatter, not compute, and
-           sits on the critical path; 0: gathers prefetched ahead of the
+           z3_post (0/1): ZeRO-3 / FSDP issues the all-gather of the unit
+           the backward reaches next only once the current unit's
+           gradient is computed (PyTorch FSDP1's BACKWARD_POST prefetch,
+           Composer's default), so that gather overlaps the
+           reduce-scatter, not compute, and sits on the critical path; 0: gathers prefetched ahead of the
            compute (FSDP1's BACKWARD_PRE, FSDP2, Megatron, DeepSpeed).
            Plans that predate packed / ep_dedup / lp_grad_bytes / rc_moe /
            rc_elem / z3_post leave them out (`PLAN_DEFAULTS`).

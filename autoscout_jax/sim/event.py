@@ -109,8 +109,8 @@ def pipeline_inputs(plan: Mapping[str, Any], model: Mapping[str, Any], hw: Mappi
   z3_layer = lc["zero3_mb_s"] / layers_dev0
   hide = np.where(plan["overlap_param"] > 0, consts["overlap_eff"], 0.0)
   z3_f = np.maximum(z3_layer / 3 - hide * lc["fwd_s"], 0.0)
-  # a backward gather issued after the next unit's gradient (FSDP1's
-  # BACKWARD_POST) waits on the critical path
+  # a backward gather issued only once the current unit's gradient is done
+  # (FSDP1's BACKWARD_POST) waits on the critical path
   z3_serial = plan["z3_post"] * lc["zero3_ag_s"] / layers_dev0
   z3_b = z3_serial + np.maximum(2 * z3_layer / 3 - z3_serial - hide * lc["bwd_s"], 0.0)
 

@@ -476,8 +476,9 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
 
 
 def backward_post(row) -> bool:
-  """Whether a fully sharded run issues each unit's backward all-gather
-  only after the next unit's gradient (PyTorch FSDP1's BACKWARD_POST):
+  """Whether a fully sharded run issues the all-gather of the unit the
+  backward reaches next only once the current unit's gradient is
+  computed (PyTorch FSDP1's BACKWARD_POST):
   what its notes say, else its stack's default -- BACKWARD_POST in
   Composer's FSDP config (LLM Foundry, MosaicML); FSDP1's own default
   is BACKWARD_PRE, and FSDP2, Megatron and DeepSpeed prefetch ahead."""
