@@ -44,6 +44,14 @@ def _plan(**kw):
   return {k: float(v) for k, v in megatron.megatron_plan(**base, fsdp=fsdp, flash=flash, grad_bytes=4.0).items()}
 
 
+def _row_arrays(row):
+  """A published row's (plan, model, hardware) numbers as 1-element arrays,
+  the simulators' batch form."""
+  from autoscout_jax.sim import published
+  return tuple({k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in d.items()}
+               for d in published.row_inputs(row))
+
+
 def _llama8b(seq):
   wl = catalog.make_workload("llama3_8b", 8, seq_len=seq, global_batch=8)
   return costs.model_scalars(wl)
@@ -476,10 +484,9 @@ def test_flashattention_2_runs_at_its_own_rate_on_hopper_only_for_pytorch_native
   from autoscout_jax.sim import published
 
   def tps(row):
-    plan, m, hw = published.row_inputs(row)
-    arr = lambda d: {k: np.array([v], np.float64) for k, v in d.items()}
-    out = analytic.simulate_f0({k: np.array([plan[k]]) for k in costs.PLAN_FIELDS}, arr(m), arr(hw), CALIBRATED)
-    return plan["flash"], float(out["tokens_per_s_per_device"][0])
+    plan, m, hw = _row_arrays(row)
+    out = analytic.simulate_f0(plan, m, hw, CALIBRATED)
+    return float(plan["flash"][0]), float(out["tokens_per_s_per_device"][0])
 
   long = _row(seq_len="65536", micro_batch_size="1", global_batch_size="16", recompute="full")
   flash, fa2 = tps(long)
@@ -488,8 +495,7 @@ def test_flashattention_2_runs_at_its_own_rate_on_hopper_only_for_pytorch_native
   assert flash == 1.0
   # attention is most of a 1B model's step at 64k tokens: nearly the whole factor
   assert 0.47 < fa2 / fa3 < 0.65
-  flash, mcore = tps(dict(long, framework="Megatron-LM (Transformer Engine)"))
-  assert flash == 1.0
+  assert tps(dict(long, framework="Megatron-LM (Transformer Engine)"))[0] == 1.0
   for hw_name in ("A100-SXM4-80GB", "B200"):  # native there / no published figure: the native rate
     assert tps(dict(long, hardware=hw_name))[0] == 1.0
   # at 2k tokens attention is a small share: the change is small
@@ -507,8 +513,9 @@ def test_flashattention_2_runs_at_its_own_rate_on_hopper_only_for_pytorch_native
 def test_fsdp1_backward_post_prefetch_puts_the_backward_gathers_on_the_critical_path():
   """Composer's FSDP config (LLM Foundry) issues the gather of the unit the
   backward reaches next only once the current unit's gradient is done
-  (BACKWARD_POST): each backward gather waits on the critical path, one gather of the stage's weights per
-  micro-batch more than a prefetching stack pays; a row that states its
+  (BACKWARD_POST): each backward gather waits on the critical path, one
+  gather of the stage's weights per micro-batch more than a prefetching
+  stack pays; a row that states its
   prefetch, FSDP2 and plain PyTorch FSDP (BACKWARD_PRE) keep overlapping."""
   from autoscout_jax.sim import event, published
 
@@ -521,21 +528,16 @@ def test_fsdp1_backward_post_prefetch_puts_the_backward_gathers_on_the_critical_
     assert published.row_inputs(other)[0]["z3_post"] == 0.0
   assert published.row_inputs(dict(_row(), notes="backward_prefetch=BACKWARD_POST"))[0]["z3_post"] == 1.0
 
-  plan, m, hw = published.row_inputs(composer)
-  arr = lambda d: {k: np.array([v], np.float64) for k, v in d.items()}
-  P = {k: np.array([plan[k]]) for k in costs.PLAN_FIELDS}
-  pre = dict(P, z3_post=np.array([0.0]))
+  plan, m, hw = _row_arrays(composer)
+  pre = dict(plan, z3_post=np.zeros(1))
   lc = costs.layer_costs(np, plan, {**costs.MODEL_DEFAULTS, **m}, hw, C)
-  t_post = analytic.simulate_f0(P, arr(m), arr(hw), CALIBRATED)["step_time_s"][0]
-  t_pre = analytic.simulate_f0(pre, arr(m), arr(hw), CALIBRATED)["step_time_s"][0]
+  f0 = lambda p: analytic.simulate_f0(p, m, hw, CALIBRATED)["step_time_s"][0]
+  f1 = lambda p: event.simulate_f1(p, m, hw, CALIBRATED)["step_time_s"][0]
   # 13B on 8 GPUs, 2 sequences per GPU: prefetching hides every collective;
   # after the gradient, the step pays one gather of the weights per micro-batch
-  assert t_post - t_pre == pytest.approx(plan["num_micro"] * float(lc["zero3_ag_s"]), rel=1e-6)
-  assert 0.05 < (t_post - t_pre) / t_pre < 0.5
-  f1_post = event.simulate_f1(P, arr(m), arr(hw), CALIBRATED)["step_time_s"][0]
-  f1_pre = event.simulate_f1(pre, arr(m), arr(hw), CALIBRATED)["step_time_s"][0]
-  assert f1_post > f1_pre * 1.05
+  assert f0(plan) - f0(pre) == pytest.approx(float(plan["num_micro"][0] * lc["zero3_ag_s"][0]), rel=1e-6)
+  assert 0.05 < (f0(plan) - f0(pre)) / f0(pre) < 0.5
+  assert f1(plan) > f1(pre) * 1.05
   # without prefetch (overlap_param 0) every collective is already serial
-  serial = dict(P, overlap_param=np.array([0.0]))
-  assert analytic.simulate_f0(serial, arr(m), arr(hw), CALIBRATED)["step_time_s"][0] == pytest.approx(
-      analytic.simulate_f0(dict(serial, z3_post=np.array([0.0])), arr(m), arr(hw), CALIBRATED)["step_time_s"][0])
+  serial = dict(plan, overlap_param=np.zeros(1))
+  assert f0(serial) == pytest.approx(f0(dict(serial, z3_post=np.zeros(1))))

@@ -115,9 +115,13 @@ def predicted(request, tmp_path_factory):
   return {r["row_id"]: r for r in out}
 
 
+def _device(row) -> hardware.DeviceSpec:
+  return hardware.DEVICES[hardware.system_for_hardware_name(row["hardware"]).device]
+
+
 def _peaks(row) -> tuple[float, float]:
   """(bf16 peak, peak of the run's GEMM precision), FLOP/s per device."""
-  dev = hardware.DEVICES[hardware.system_for_hardware_name(row["hardware"]).device]
+  dev = _device(row)
   low = "fp8" in row["precision"].lower() or "fp4" in row["precision"].lower()
   return dev.peak_bf16, (dev.peak_fp8 or dev.peak_bf16) if low else dev.peak_bf16
 
@@ -128,8 +132,7 @@ def test_every_unseen_run_gets_a_plausible_prediction(predicted, row_id):
   assert r["pred_status"] == "ok", r["pred_status"]
   flops = float(r["pred_model_tflops_per_device"]) * 1e12
   bf16, peak = _peaks(r)
-  dev = hardware.DEVICES[hardware.system_for_hardware_name(r["hardware"]).device]
-  fa2_long = dev.fa2_rate is not None and "megatron" not in r["framework"].lower() and int(r["seq_len"]) >= 65536
+  fa2_long = _device(r).fa2_rate is not None and "megatron" not in r["framework"].lower() and int(r["seq_len"]) >= 65536
   floor = 0.12 if fa2_long else 0.15
   assert floor * bf16 <= flops <= 0.75 * peak, (
       f"{row_id}: model FLOPs at {100 * flops / bf16:.1f} % of the bf16 peak, {100 * flops / peak:.1f} % of its own")

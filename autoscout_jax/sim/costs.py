@@ -61,8 +61,9 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            the backward reaches next only once the current unit's
            gradient is computed (PyTorch FSDP1's BACKWARD_POST prefetch,
            Composer's default), so that gather overlaps the
-           reduce-scatter, not compute, and sits on the critical path; 0: gathers prefetched ahead of the
-           compute (FSDP1's BACKWARD_PRE, FSDP2, Megatron, DeepSpeed).
+           reduce-scatter, not compute, and sits on the critical path;
+           0: gathers prefetched ahead of the compute (FSDP1's
+           BACKWARD_PRE, FSDP2, Megatron, DeepSpeed).
            Plans that predate packed / ep_dedup / lp_grad_bytes / rc_moe /
            rc_elem / z3_post leave them out (`PLAN_DEFAULTS`).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
