@@ -297,10 +297,23 @@ def _devices_implied(row) -> float | None:
   return None
 
 
+# Per-link signalling rate (Gb/s) of fabrics a row may name without a
+# number: InfiniBand generations by their names and Intel's Omni-Path
+# (OPA 100); the first match wins, so the more specific names come first.
+FABRIC_GBPS = (
+    (r"hdr[- ]?100", 100.0), (r"ndr[- ]?200", 200.0), (r"\bedr\b", 100.0), (r"\bhdr\b", 200.0),
+    (r"\bndr\b", 400.0), (r"\bxdr\b", 800.0), (r"omni[- ]?path|\bopa\b", 100.0),
+)
+_LINKS = r"(?:links?|nics?|ports?|adapters?|hcas?|rails?|cards?)"
+
+
 def _nic_bw(text: str, per_node: float) -> float | None:
   """Inter-node bytes/s per device when the row states its NICs
   ("8x200Gb/s HDR InfiniBand per node", "4x100 Gbps per node",
-  "400 Gb/s per GPU"): the network is a property of the row's cluster."""
+  "400 Gb/s per GPU"), or names a fabric and how many links a node has
+  ("4 Omni-Path links per node", "8x HDR"): the network is a property of
+  the row's cluster. A fabric named without its link count leaves the
+  system's own network."""
   t = text.lower()
   pair = re.search(r"(\d+)\s*[x×]\s*(\d+)\s*gb(?:it)?(?:/s|ps)", t)
   one = re.search(r"(\d+)\s*gb(?:it)?(?:/s|ps)", t)
@@ -309,7 +322,14 @@ def _nic_bw(text: str, per_node: float) -> float | None:
   elif one:
     bits, per_gpu = float(one.group(1)), "per node" not in t
   else:
-    return None
+    rate = next((g for pat, g in FABRIC_GBPS if re.search(pat, t)), None)
+    count = (re.search(r"(\d+)\s*[x×]?\s*(?:[\w-]+\s+){0,3}?" + _LINKS + r"\s*(?:per|/|each|a)\s*(?:node|host|server)", t)
+             or re.search(r"(\d+)\s*[x×]\s*(?:[\w-]+\s+){0,2}?(?:" + "|".join(p for p, _ in FABRIC_GBPS) + ")", t))
+    per_gpu = re.search(r"\b(one|1|an?)\s+(?:[\w-]+\s+){0,3}?" + _LINKS + r"\s*per\s+(gpu|device|accelerator)", t)
+    if rate is None or not (count or per_gpu):
+      return None
+    bits = rate * (1.0 if per_gpu else float(count.group(1)))
+    per_gpu = bool(per_gpu)
   return bits * 1e9 / 8 / (1.0 if per_gpu else max(per_node, 1.0))
 
 
@@ -455,6 +475,8 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   p = {k: float(v) for k, v in p.items()}
   if deepspeed:
     p.update(deepspeed_state(row.get("precision") or "", zero))
+    if zero <= 2 and not deepspeed_overlaps(row, pp):
+      p.update(overlap_grad=0.0, overlap_param=0.0)
   p["packed"] = float(packed_squad(row))  # THD-packed rows, per-example flash attention
   p["z3_post"] = float(zero == 3 and backward_post(row))
   if m["E"] > 0:
@@ -487,6 +509,19 @@ def backward_post(row) -> bool:
   if stated:
     return stated.group(2) in ("post", "none")
   return "fsdp2" not in text and bool(re.search(r"composer|llm[- ]?foundry|mosaic", text))
+
+
+def deepspeed_overlaps(row, pp: float) -> bool:
+  """Whether DeepSpeed (ZeRO-0/1/2) overlaps its data-parallel gradient
+  reduction with the backward pass. Its pipeline engine reduces the
+  gradients, and ZeRO-1/2 gathers the updated parameters, only after the
+  schedule's last micro-batch; without a pipeline the ZeRO-1/2 optimizer
+  overlaps only when the config sets `overlap_comm` (default off below
+  ZeRO-3), and plain data parallelism reduces after the backward."""
+  if pp > 1:
+    return False
+  text = " ".join(row.get(k) or "" for k in ("notes", "other_metrics", "sharding")).lower()
+  return bool(re.search(r"overlap[_ ]comm\W*(true|on|enabled|1)\b", text))
 
 
 def deepspeed_state(precision: str, zero: int) -> dict[str, float]:
