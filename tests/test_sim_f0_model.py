@@ -10,6 +10,7 @@ from autoscout_jax.problem import Problem
 from autoscout_jax.sim import analytic, catalog, costs, hardware
 from autoscout_jax.space import Candidate
 from autoscout_jax.targets import jax_mesh, megatron
+from autoscout_jax.workload import Workload
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +140,33 @@ def test_scoring_a_whole_space_prefers_a_sensible_layout(setup):
   cand = space.candidates_from_table(table, [best])[0]
   assert cand["tensor_model_parallel_size"] <= 8  # TP stays inside the NVLink node
   assert 0.2 < out["mfu"][best] < 0.9
+
+
+@pytest.mark.parametrize("L,pp,vp", [(70, 12, 1), (70, 72, 1), (70, 16, 1), (126, 8, 8), (61, 16, 1), (61, 8, 4),
+                                     (94, 8, 4), (32, 4, 2), (30, 4, 1), (71, 2, 1), (48, 1, 1), (80, 3, 1)])
+def test_f0_places_a_pipelines_layers_as_f1_does(L, pp, vp):
+  from autoscout_jax.sim import event
+  split = costs.stage_split(np, np.float64(L), np.float64(pp), np.float64(vp))
+  per_rank = event.stage_layers(np.array([float(L)]), np.array([pp]), np.array([vp]), vp, pp)[0].sum(axis=0)
+  assert split["layers_first"] == per_rank[0] and split["layers_last"] == per_rank[-1]
+  assert split["layers_mid"] == (per_rank[1:-1].max() if pp > 2 else 0.0)
+  assert split["layers_total"] == per_rank.sum() == L
+
+
+def test_a_stage_whose_layer_slot_the_output_layer_takes_is_not_charged_both():
+  # BLOOM's shape on 72 stages: 70 layers + embedding + loss, one per rank
+  # (Megatron-DeepSpeed's 'type:transformer|embedding' partition). The
+  # steady state goes at max(one layer, the output layer), not their sum.
+  wl = Workload(name="bloom", model=catalog.find_model("bloom_176b")[0], global_batch=2048)
+  cl = hardware.make_cluster("dgx_a100_80gb", 288)
+  plan = dict(megatron.megatron_plan(1, 72, 1, 4, 1, 1, 1, 1, 0, 1, 2, 0, 1, 0, 0, 40e6, 0, 2048, 70, 8, flash=0.0))
+  plan = {k: np.asarray(plan.get(k, costs.PLAN_DEFAULTS.get(k)), np.float64) for k in costs.PLAN_FIELDS}
+  model, hw = costs.model_scalars(wl), hardware.cluster_scalars(cl)
+  out = analytic.simulate_f0(plan, model, hw)
+  lc = costs.layer_costs(np, plan, {k: np.float64(v) for k, v in costs.model_fields(model).items()},
+                         {k: np.float64(v) for k, v in hw.items()}, analytic._consts(None))
+  layer = float(lc["fwd_s"] + lc["bwd_s"] + lc["tp_fwd_s"] + lc["tp_bwd_s"])
+  head = float(lc["head_fwd_s"] + lc["head_bwd_s"])
+  per_mb = max(layer, head)
+  steady = 512 * per_mb  # 2048 / (dp 4 x mbs 1) micro-batches
+  assert float(out["compute_s"][0] + out["recompute_s"][0] + out["tp_comm_s"][0]) == pytest.approx(steady, rel=1e-3)

@@ -46,7 +46,7 @@ from autoscout_jax.space import Candidate
 # alters any simulated number: it is part of every simulated measurement's
 # cache key and of the workdir identity, so stored rows of an older model
 # are never reused as if current. (Calibrated constants are keyed by value.)
-SIMULATOR_VERSION = "2026-12-01a"
+SIMULATOR_VERSION = "2026-12-02a"
 
 BREAKDOWN = ("compute_s", "recompute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "pp_comm_s", "dp_comm_s",
              "bubble_s", "optimizer_s", "host_s")
@@ -80,21 +80,31 @@ def step_time(xp, lc: Mapping[str, Any], plan: Mapping[str, Any], c: Mapping[str
   """F0's composition of `layer_costs` into one training step: 1F1B /
   interleaved pipeline with its bubble, exposed communication by knob, the
   optimizer. Returns step time and its breakdown (seconds)."""
-  n_l = lc["layers_per_stage"]
   mic, vp, pp = lc["num_micro"], lc["vp"], lc["pp"]
   # the output layer + loss runs on the last stage and the embedding on the
-  # first: a pipeline's steady state goes at its slower end stage, its
-  # fill/drain at the average stage (the ends' extra work spread over pp)
+  # first, beside the layers `costs.stage_split` gives those ranks (one
+  # fewer where the embedding or the loss takes a layer's slot): a
+  # pipeline's steady state goes at its slowest rank, its fill/drain at
+  # the average rank (every layer and both ends spread over pp)
   head = lc["head_fwd_s"] + lc["head_bwd_s"]
   emb = lc["emb_fwd_s"] + lc["emb_bwd_s"]
-  ends = xp.where(pp > 1, xp.maximum(head, emb), head + emb)
+  layer = (lc["fwd_s"] + lc["bwd_s"] + lc["tp_fwd_s"] + lc["tp_bwd_s"] + lc["cp_fwd_s"] + lc["cp_bwd_s"]
+           + lc["ep_fwd_s"] + lc["ep_bwd_s"])
+  n_f, n_la, n_mid = lc["layers_first"], lc["layers_last"], lc["layers_mid"]
+  t_first = n_f * layer + emb + xp.where(pp > 1, 0.0, head)
+  t_last = n_la * layer + head
+  t_mid = n_mid * layer
+  last_busiest = (pp > 1) & (t_last > t_first) & (t_last >= t_mid)
+  mid_busiest = (pp > 2) & (t_mid > t_first) & (t_mid > t_last)
+  n_l = xp.where(last_busiest, n_la, xp.where(mid_busiest, n_mid, n_f))
+  ends = xp.where(last_busiest, head, xp.where(mid_busiest, 0.0, t_first - n_f * layer))
   comp = n_l * (lc["fwd_s"] + lc["bwd_s"] - lc["recompute_s"]) + ends
   rec = n_l * lc["recompute_s"]
   tp = n_l * (lc["tp_fwd_s"] + lc["tp_bwd_s"])
   cp = n_l * (lc["cp_fwd_s"] + lc["cp_bwd_s"])
   ep = n_l * (lc["ep_fwd_s"] + lc["ep_bwd_s"])
   per_mb = comp + rec + tp + cp + ep
-  per_mb_avg = per_mb - ends + (head + emb) / pp
+  per_mb_avg = (lc["layers_total"] * layer + head + emb) / pp
   bubble_mb = (pp - 1) / vp
   p2p_hidden = xp.where(vp > 1, c["p2p_overlap"], 0.0)
   p2p = xp.where(pp > 1, 2 * (mic * vp + pp - 1) * lc["p2p_s"] * (1 - p2p_hidden), 0.0)

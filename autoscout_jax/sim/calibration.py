@@ -345,8 +345,11 @@ def main(argv: Sequence[str]) -> None:
   del argv
   c = fit(published.read_rows(flags.FLAGS.input))
   print("fitted constants:")
-  for name in tuple(FITTED) + ("tput_spread",):
+  for name in FITTED:
     print(f"  {name} = {getattr(c, name):.4g}")
+  # rounded up, so that the row on the interval's boundary stays inside it
+  digits = 3 - math.floor(math.log10(c.tput_spread))
+  print(f"  tput_spread = {math.ceil(c.tput_spread * 10 ** digits) / 10 ** digits:.4g}")
 
 
 if __name__ == "__main__":

@@ -102,6 +102,10 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
 Output of `layer_costs` (the contract F1 consumes), per candidate, seconds
 per device unless noted:
   layers_per_stage  layers on the busiest stage (all virtual chunks)
+  layers_first, layers_last, layers_mid  transformer layers on the first
+                    rank (beside the embedding), the last (beside the
+                    output layer) and the busiest rank between them,
+                    placed as `stage_split` places them; layers_total
   num_micro, vp, pp micro-batches per step, virtual stages, stages
   fwd_s, bwd_s      compute of ONE layer for ONE micro-batch (bwd_s
                     includes recompute), averaged over dense/MoE layers
@@ -332,6 +336,34 @@ def active_adapter_params(xp, m: Mapping[str, Any]) -> Any:
 # --- the contract ---------------------------------------------------------------
 
 
+def stage_split(xp, L: Any, pp: Any, vp: Any) -> dict[str, Any]:
+  """Transformer layers per pipeline rank, all its virtual chunks counted:
+  an even split when pp*vp divides L; otherwise, as Megatron's
+  pipeline-split accounting does, the embedding (first virtual stage), the
+  loss (last) and an MTP block (last) each take a layer's slot when that
+  makes the split even (sim/event.py `stage_layers` places the same
+  layers), and any remaining imbalance goes to the first virtual stages.
+  Returns layers_first (rank 0), layers_last (rank pp-1), layers_mid
+  (rank 1, the busiest between them; 0 without one) and layers_total."""
+  Q = pp * vp
+  extra = -1.0 + 0 * Q
+  for e in (3.0, 2.0, 1.0, 0.0):  # the smallest extra that makes the split even wins
+    extra = xp.where((xp.mod(L + e, Q) == 0) & (L + e >= Q), e, extra)
+  even = extra >= 0
+  base = xp.where(even, (L + xp.maximum(extra, 0.0)) / Q, xp.floor(L / Q))
+  rem = xp.where(even, 0.0, L - xp.floor(L / Q) * Q)
+
+  def chunks_before(r):  # a rank's virtual chunks c with c*pp + r < rem
+    return xp.clip(xp.ceil((rem - r) / pp), 0.0, vp)
+
+  first = base * vp + chunks_before(0.0) - xp.where(extra >= 2, 1.0, 0.0)
+  last = base * vp + chunks_before(pp - 1) - xp.where(extra >= 1, 1.0, 0.0) - xp.where(extra >= 3, 1.0, 0.0)
+  mid = xp.where(pp > 2, base * vp + chunks_before(1.0), 0.0)
+  single = pp <= 1
+  return dict(layers_first=xp.where(single, L, xp.maximum(first, 0.0)),
+              layers_last=xp.where(single, L, xp.maximum(last, 0.0)), layers_mid=mid, layers_total=L + 0 * Q)
+
+
 def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any],
                 c: Mapping[str, Any]) -> dict[str, Any]:
   """See the module docstring for inputs and outputs."""
@@ -509,6 +541,7 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
 
   # --- pipeline --------------------------------------------------------------------
   layers_stage = xp.ceil(m["L"] / (pp * vp)) * vp
+  split = stage_split(xp, m["L"], pp, vp)
   # each tensor-parallel rank sends its 1/tp slice (sequence parallelism, or
   # Megatron's scatter/gather of the replicated activation over NVLink)
   p2p_bytes = T * h * 2 / tp
@@ -537,7 +570,7 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   host_step = c["step_host_s"] + c["buffer_host_s"] * 3 * tensors
 
   return dict(
-      layers_per_stage=layers_stage, num_micro=mic, vp=vp, pp=pp,
+      layers_per_stage=layers_stage, **split, num_micro=mic, vp=vp, pp=pp,
       fwd_s=fwd, bwd_s=bwd, recompute_s=recompute, **comm,
       head_fwd_s=head_fwd, head_bwd_s=head_bwd, emb_fwd_s=emb_fwd, emb_bwd_s=emb_bwd, p2p_s=p2p,
       **dpc, host_step_s=host_step + 0 * dpc["optimizer_s"],
