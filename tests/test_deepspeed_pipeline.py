@@ -86,3 +86,20 @@ def test_the_reduction_waits_for_the_schedule_and_the_named_network(fidelity):
   # the same job on the catalog system's network (8 x 200 Gb/s HDR per node)
   dgx = calibration.simulate(_plan(dict(BASE, interconnect="")), fidelity)
   assert float(dgx["dp_comm_s"][0]) < exposed / 3
+
+
+def test_bf16_optimizer_adds_each_micro_batchs_gradients_into_its_fp32_buffer():
+  # after every micro-batch's backward the pipeline engine adds the bf16
+  # gradients into the fp32 buffer (update_hp_grads) and zeroes them before
+  # the next: 2 + 2 bytes of bf16 and 4 + 4 of fp32 per local parameter
+  bf16, fp16 = (calibration.prepare([dict(BASE, precision=p)]) for p in ("bf16", "fp16"))
+  for fidelity in ("analytic", "event"):
+    if fidelity == "event" and calibration.event_simulator() is None:
+      continue
+    a, b = calibration.simulate(bf16, fidelity), calibration.simulate(fp16, fidelity)
+    micro = 2048 / (8 * 2)
+    # the busiest stage: 6 of the 72 layers, and the embedding on the first
+    params = (6 * 12 * H * H + V * H) / 4
+    hbm = hardware.DEVICES["a100_80gb"].hbm_bw
+    extra = float(a["compute_s"][0] - b["compute_s"][0])
+    assert extra == pytest.approx(micro * params * 12 / hbm, rel=0.05), fidelity

@@ -48,11 +48,12 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            node and fans it out over NVLink there (DeepEP / HybridEP,
            Megatron-core's "flex" dispatcher; 1) or sends each of its k
            copies to its expert's rank (NCCL all-to-all; 0).
-           lp_grad_bytes: memory only, bytes per parameter of
-           low-precision gradients kept beside a higher-precision
-           accumulation buffer of g_bytes (DeepSpeed's BF16_Optimizer:
-           each bf16 .grad stays allocated next to its fp32 buffer, which
-           is what is reduced); 0 elsewhere. rc_moe / rc_elem (0/1):
+           lp_grad_bytes: bytes per parameter of low-precision
+           gradients kept beside a higher-precision accumulation buffer
+           of g_bytes (DeepSpeed's BF16_Optimizer: each bf16 .grad stays
+           allocated next to its fp32 buffer, which is what is reduced;
+           after each micro-batch's backward the bf16 gradients are added
+           into it, and zeroed before the next); 0 elsewhere. rc_moe / rc_elem (0/1):
            Megatron's recompute modules beside `recompute` -- "moe" (each
            MoE layer's forward, its all-to-all included, again in the
            backward; only its input kept) and "layernorm" / "moe_act"
@@ -558,6 +559,12 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   off_xfer = T * ((1 - frac) * tok_sel + frac * tok_ckpt / chunk) / host_bw
   fwd = fwd + off * xp.maximum(off_xfer - fwd, 0.0)
   bwd = bwd + off * xp.maximum(off_xfer - bwd, 0.0)
+  # an optimizer that keeps low-precision gradients beside a wider buffer
+  # (DeepSpeed's BF16_Optimizer) zeroes them before each micro-batch's
+  # backward and adds them into the buffer after it: a pass over the
+  # stage's trained parameters per micro-batch, priced per layer
+  acc_bytes = xp.where(plan["lp_grad_bytes"] > 0, 2 * plan["lp_grad_bytes"] + 2 * plan["g_bytes"], 0.0)
+  bwd = bwd + (mm["P_train_first"] + mm["P_train_exp"]) / xp.maximum(layers_stage, 1.0) * acc_bytes / hw["hbm_bw"]
 
   # --- data parallel: gradients and parameters, the optimizer (sim/comm_costs.py) ----
   dpc = comm_costs.data_parallel(xp, plan, m, hw, c, mm, layers_stage)
