@@ -60,6 +60,7 @@ def _llama8b(seq):
 def test_unplaceable_cluster_is_refused_per_row_and_the_others_are_predicted(tmp_path):
   rows = [_row(row_id="a"), _row(row_id="b", num_devices="12", global_batch_size="48"),
           _row(row_id="c", model="unknown-without-dims", num_layers="", hidden_size=""), _row(row_id="d"),
+          _row(row_id="f", model="unknown-200B", num_layers="", hidden_size="14400"),
           # 128 GPUs of NVL72 racks (two 64-GPU NVLink domains), fp4 GEMMs
           _row(row_id="e", hardware="GB300 NVL72", num_devices="128", global_batch_size="256", micro_batch_size="2",
                precision="NVFP4")]
@@ -73,6 +74,7 @@ def test_unplaceable_cluster_is_refused_per_row_and_the_others_are_predicted(tmp
   assert status["a"] == status["d"] == status["e"] == "ok"
   assert status["b"].startswith("unsupported: cluster cannot be placed") and "12 devices" in status["b"]
   assert status["c"].startswith("unsupported: no dimensions")
+  assert status["f"].startswith("unsupported: num_layers missing (hidden_size given) and unknown model 'unknown-200B'")
   a = next(r for r in out if r["row_id"] == "a")
   assert float(a["pred_tokens_per_sec_per_device_lo"]) < float(a["pred_tokens_per_sec_per_device"]) \
       < float(a["pred_tokens_per_sec_per_device_hi"])

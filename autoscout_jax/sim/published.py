@@ -181,6 +181,10 @@ def model_numbers(row) -> dict[str, float]:
     try:
       cfg, _ = find_model(_catalog_name(name))
     except ValueError as e:
+      given = [k for k, v in (("num_layers", L), ("hidden_size", h)) if v]
+      if given:  # a partial shape: name what is missing
+        missing = [k for k in ("num_layers", "hidden_size") if k not in given]
+        raise Unsupported(f"{', '.join(missing)} missing ({', '.join(given)} given) and {e}") from None
       raise Unsupported(f"no dimensions and {e}") from None
     fe = cfg.moe_ffn_hidden_size or cfg.ffn_hidden_size
     m = dict(L=cfg.num_layers, h=cfg.hidden_size, a=cfg.num_heads, g=cfg.kv_heads, d=cfg.head_dim,
