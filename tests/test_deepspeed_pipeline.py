@@ -44,7 +44,8 @@ def test_a_named_fabric_with_its_link_count_sets_the_network(text, per_gpu):
   assert cluster.inter.bw == pytest.approx(per_gpu)
 
 
-@pytest.mark.parametrize("text", ["Omni-Path", "DGX-H100 (NVLink4; IB NDR)", "ICI within slice; DCN between slices", ""])
+@pytest.mark.parametrize("text", ["Omni-Path", "DGX-H100 (NVLink4; IB NDR)", "ICI within slice; DCN between slices",
+                                  ""])
 def test_a_fabric_named_without_its_link_count_keeps_the_systems_network(text):
   assert published._nic_bw(text, 8) is None
   default = hardware.make_cluster("dgx_a100_80gb", 384)

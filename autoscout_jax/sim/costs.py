@@ -53,11 +53,12 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            of g_bytes (DeepSpeed's BF16_Optimizer: each bf16 .grad stays
            allocated next to its fp32 buffer, which is what is reduced;
            after each micro-batch's backward the bf16 gradients are added
-           into it, and zeroed before the next); 0 elsewhere. rc_moe / rc_elem (0/1):
-           Megatron's recompute modules beside `recompute` -- "moe" (each
-           MoE layer's forward, its all-to-all included, again in the
-           backward; only its input kept) and "layernorm" / "moe_act"
-           (norm outputs and activation outputs recomputed, not kept).
+           into it, and zeroed before the next); 0 elsewhere.
+           rc_moe / rc_elem (0/1): Megatron's recompute modules beside
+           `recompute` -- "moe" (each MoE layer's forward, its all-to-all
+           included, again in the backward; only its input kept) and
+           "layernorm" / "moe_act" (norm outputs and activation outputs
+           recomputed, not kept).
            z3_post (0/1): ZeRO-3 / FSDP issues the all-gather of the unit
            the backward reaches next only once the current unit's
            gradient is computed (PyTorch FSDP1's BACKWARD_POST prefetch,

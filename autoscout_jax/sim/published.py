@@ -327,13 +327,14 @@ def _nic_bw(text: str, per_node: float) -> float | None:
     bits, per_gpu = float(one.group(1)), "per node" not in t
   else:
     rate = next((g for pat, g in FABRIC_GBPS if re.search(pat, t)), None)
-    count = (re.search(r"(\d+)\s*[x×]?\s*(?:[\w-]+\s+){0,3}?" + _LINKS + r"\s*(?:per|/|each|a)\s*(?:node|host|server)", t)
-             or re.search(r"(\d+)\s*[x×]\s*(?:[\w-]+\s+){0,2}?(?:" + "|".join(p for p, _ in FABRIC_GBPS) + ")", t))
-    per_gpu = re.search(r"\b(one|1|an?)\s+(?:[\w-]+\s+){0,3}?" + _LINKS + r"\s*per\s+(gpu|device|accelerator)", t)
-    if rate is None or not (count or per_gpu):
+    fabrics = "|".join(p for p, _ in FABRIC_GBPS)
+    count = (re.search(r"(\d+)\s*[x×]?\s*(?:[\w-]+\s+){0,3}?" + _LINKS + r"\s*(?:per|/|each|a)\s*(?:node|host|server)",
+                       t)
+             or re.search(r"(\d+)\s*[x×]\s*(?:[\w-]+\s+){0,2}?(?:" + fabrics + ")", t))
+    one_each = re.search(r"\b(one|1|an?)\s+(?:[\w-]+\s+){0,3}?" + _LINKS + r"\s*per\s+(gpu|device|accelerator)", t)
+    if rate is None or not (count or one_each):
       return None
-    bits = rate * (1.0 if per_gpu else float(count.group(1)))
-    per_gpu = bool(per_gpu)
+    bits, per_gpu = (rate, True) if one_each else (rate * float(count.group(1)), False)
   return bits * 1e9 / 8 / (1.0 if per_gpu else max(per_node, 1.0))
 
 
