@@ -91,13 +91,12 @@ def step_time(xp, lc: Mapping[str, Any], plan: Mapping[str, Any], c: Mapping[str
   layer = (lc["fwd_s"] + lc["bwd_s"] + lc["tp_fwd_s"] + lc["tp_bwd_s"] + lc["cp_fwd_s"] + lc["cp_bwd_s"]
            + lc["ep_fwd_s"] + lc["ep_bwd_s"])
   n_f, n_la, n_mid = lc["layers_first"], lc["layers_last"], lc["layers_mid"]
-  t_first = n_f * layer + emb + xp.where(pp > 1, 0.0, head)
-  t_last = n_la * layer + head
-  t_mid = n_mid * layer
+  first_ends = emb + xp.where(pp > 1, 0.0, head)  # one stage holds both
+  t_first, t_last, t_mid = n_f * layer + first_ends, n_la * layer + head, n_mid * layer
   last_busiest = (pp > 1) & (t_last > t_first) & (t_last >= t_mid)
   mid_busiest = (pp > 2) & (t_mid > t_first) & (t_mid > t_last)
   n_l = xp.where(last_busiest, n_la, xp.where(mid_busiest, n_mid, n_f))
-  ends = xp.where(last_busiest, head, xp.where(mid_busiest, 0.0, t_first - n_f * layer))
+  ends = xp.where(last_busiest, head, xp.where(mid_busiest, 0.0, first_ends))
   comp = n_l * (lc["fwd_s"] + lc["bwd_s"] - lc["recompute_s"]) + ends
   rec = n_l * lc["recompute_s"]
   tp = n_l * (lc["tp_fwd_s"] + lc["tp_bwd_s"])

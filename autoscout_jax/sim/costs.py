@@ -338,6 +338,21 @@ def active_adapter_params(xp, m: Mapping[str, Any]) -> Any:
 # --- the contract ---------------------------------------------------------------
 
 
+def split_slots(xp, L: Any, Q: Any) -> tuple[Any, Any, Any]:
+  """The pipeline split of L layers over Q virtual stages: `extra`, the
+  fewest slots (0-3: the embedding's, the loss's, an MTP block's) that make
+  L + extra a multiple of Q (-1: none does); `base`, layers per virtual
+  stage; `rem`, layers left over when no slot evens it (they go to the
+  first virtual stages)."""
+  extra = -1.0 + 0 * (L + Q)
+  for e in (3.0, 2.0, 1.0, 0.0):  # the smallest extra that makes the split even wins
+    extra = xp.where((xp.mod(L + e, Q) == 0) & (L + e >= Q), e, extra)
+  even = extra >= 0
+  base = xp.where(even, (L + xp.maximum(extra, 0.0)) / Q, xp.floor(L / Q))
+  rem = xp.where(even, 0.0, L - xp.floor(L / Q) * Q)
+  return extra, base, rem
+
+
 def stage_split(xp, L: Any, pp: Any, vp: Any) -> dict[str, Any]:
   """Transformer layers per pipeline rank, all its virtual chunks counted:
   an even split when pp*vp divides L; otherwise, as Megatron's
@@ -348,12 +363,7 @@ def stage_split(xp, L: Any, pp: Any, vp: Any) -> dict[str, Any]:
   Returns layers_first (rank 0), layers_last (rank pp-1), layers_mid
   (rank 1, the busiest between them; 0 without one) and layers_total."""
   Q = pp * vp
-  extra = -1.0 + 0 * Q
-  for e in (3.0, 2.0, 1.0, 0.0):  # the smallest extra that makes the split even wins
-    extra = xp.where((xp.mod(L + e, Q) == 0) & (L + e >= Q), e, extra)
-  even = extra >= 0
-  base = xp.where(even, (L + xp.maximum(extra, 0.0)) / Q, xp.floor(L / Q))
-  rem = xp.where(even, 0.0, L - xp.floor(L / Q) * Q)
+  extra, base, rem = split_slots(xp, L, Q)
 
   def chunks_before(r):  # a rank's virtual chunks c with c*pp + r < rem
     return xp.clip(xp.ceil((rem - r) / pp), 0.0, vp)

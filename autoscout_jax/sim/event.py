@@ -54,23 +54,20 @@ def stage_layers(L: np.ndarray, pp: np.ndarray, vp: np.ndarray, V: int, P: int) 
   virtual stage c*pp+r). Even split when pp*vp divides L; otherwise, as
   Megatron's pipeline-split accounting does, the embedding (first stage)
   and the loss (last stage; an MTP block too) take a layer's slot, and
-  any remaining imbalance goes to the first stages."""
+  any remaining imbalance goes to the first stages (`costs.split_slots`,
+  which F0's `costs.stage_split` counts per rank)."""
   Q = (pp * vp).astype(np.int64)
-  L = L.astype(np.int64)
   q = np.arange(V)[None, :, None] * pp[:, None, None] + np.arange(P)[None, None, :]
   valid = (np.arange(V)[None, :, None] < vp[:, None, None]) & (np.arange(P)[None, None, :] < pp[:, None, None])
-  extra = np.full(len(L), -1)
-  for e in (3, 2, 1, 0):  # the smallest extra that makes the split even wins
-    extra = np.where(((L + e) % Q == 0) & (L + e >= Q), e, extra)
-  base = np.where(extra >= 0, (L + np.maximum(extra, 0)) // Q, L // Q)[:, None, None]
-  layers = np.broadcast_to(base, q.shape).copy()
+  extra, base, rem = (np.rint(a).astype(np.int64)
+                      for a in costs.split_slots(np, np.asarray(L, np.float64), Q.astype(np.float64)))
+  layers = np.broadcast_to(base[:, None, None], q.shape).copy()
   e = extra[:, None, None]
   first, last = q == 0, q == (Q - 1)[:, None, None]
   layers -= (first & (e >= 2)).astype(np.int64)        # embedding slot
   layers -= (last & (e >= 1)).astype(np.int64)         # loss slot
   layers -= (last & (e >= 3)).astype(np.int64)         # MTP slot
-  rem = np.where(extra < 0, L - (L // Q) * Q, 0)[:, None, None]
-  layers += ((extra[:, None, None] < 0) & (q < rem)).astype(np.int64)
+  layers += ((e < 0) & (q < rem[:, None, None])).astype(np.int64)
   return np.where(valid, np.maximum(layers, 0), 0).astype(np.float64)
 
 

@@ -103,6 +103,12 @@ def _num(row, key, default=None):
   return x
 
 
+def _text(row, *keys) -> str:
+  """The row's free-text cells `keys`, joined and lower-cased: what a stack
+  setting stated in prose is searched in."""
+  return " ".join(row.get(k) or "" for k in keys).lower()
+
+
 def _global_batch(row, seq_len: float) -> float | None:
   """Sequences per step; a batch given in tokens ("4M tokens") is divided by
   the sequence length."""
@@ -235,7 +241,7 @@ LORA_ASSUMED_TARGETS = ("query", "key", "value", "out", "wi", "wo")
 def _lora_fields(row, task: str, m: Mapping[str, float]) -> dict[str, float]:
   if "lora" not in task:
     return costs.lora_scalars(m, 0, ())
-  text = " ".join(row.get(k) or "" for k in ("notes", "other_metrics"))
+  text = _text(row, "notes", "other_metrics")
   rank = re.search(r"(?:lora[_ ]?)?(?:rank|dim|adapter_dim)\s*[=:]?\s*(\d+)", text, re.I)
   targets = LORA_ASSUMED_TARGETS + (("wg",) if m["gated"] else ())
   return costs.lora_scalars(m, int(rank.group(1)) if rank else LORA_ASSUMED_RANK, targets)
@@ -431,7 +437,7 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   # scores; every stack since (NeMo, Megatron-Bridge, FSDP/FSDP2 trainers,
   # MaxText) runs fused flash attention unless the row says otherwise.
   old_stack = row.get("source_id") in ("NARAYANAN2021", "KORTHIKANTI2022") or deepspeed
-  notes = ((row.get("notes") or "") + " " + (row.get("other_metrics") or "")).lower()
+  notes = _text(row, "notes", "other_metrics")
   flash = 0.0 if old_stack or re.search(r"no flash|without flash|flash[_ -]?attn(ention)?[=: ]+(off|false)", notes) \
       else 1.0
   # PyTorch-native trainers call FlashAttention-2 (the flash-attn package,
@@ -509,7 +515,7 @@ def backward_post(row) -> bool:
   what its notes say, else its stack's default -- BACKWARD_POST in
   Composer's FSDP config (LLM Foundry, MosaicML); FSDP1's own default
   is BACKWARD_PRE, and FSDP2, Megatron and DeepSpeed prefetch ahead."""
-  text = " ".join(row.get(k) or "" for k in ("notes", "other_metrics", "sharding", "framework")).lower()
+  text = _text(row, "notes", "other_metrics", "sharding", "framework")
   stated = re.search(r"backward[_ ]prefetch\W*(backward[_ ])?(pre|post|none)", text)
   if stated:
     return stated.group(2) in ("post", "none")
@@ -525,7 +531,7 @@ def deepspeed_overlaps(row, pp: float) -> bool:
   ZeRO-3), and plain data parallelism reduces after the backward."""
   if pp > 1:
     return False
-  text = " ".join(row.get(k) or "" for k in ("notes", "other_metrics", "sharding")).lower()
+  text = _text(row, "notes", "other_metrics", "sharding")
   return bool(re.search(r"overlap[_ ]comm\W*(true|on|enabled|1)\b", text))
 
 
