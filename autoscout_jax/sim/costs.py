@@ -66,8 +66,12 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            reduce-scatter, not compute, and sits on the critical path;
            0: gathers prefetched ahead of the compute (FSDP1's
            BACKWARD_PRE, FSDP2, Megatron, DeepSpeed).
+           eager (0/1): the layer's element-wise work runs as PyTorch's
+           eager kernels, one per operator (a PyTorch-native trainer
+           without torch.compile); 0: fused kernels (Transformer Engine,
+           Megatron's fusions, torch.compile, XLA).
            Plans that predate packed / ep_dedup / lp_grad_bytes / rc_moe /
-           rc_elem / z3_post leave them out (`PLAN_DEFAULTS`).
+           rc_elem / z3_post / eager leave them out (`PLAN_DEFAULTS`).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
@@ -147,10 +151,10 @@ PLAN_FIELDS = (
     "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
     "bucket_bytes", "tp_local", "cp_local", "ep_local", "dp_local", "shard_local", "rep_local", "pp_inter",
     "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes",
-    "packed", "ep_dedup", "lp_grad_bytes", "rc_moe", "rc_elem", "z3_post")
+    "packed", "ep_dedup", "lp_grad_bytes", "rc_moe", "rc_elem", "z3_post", "eager")
 # Plan fields a family's translation may leave out (they default to these).
 PLAN_DEFAULTS = {"packed": 0.0, "ep_dedup": 1.0, "lp_grad_bytes": 0.0, "rc_moe": 0.0, "rc_elem": 0.0,
-                 "z3_post": 0.0}
+                 "z3_post": 0.0, "eager": 0.0}
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
                 "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "lora_pm", "lora_pe", "frozen_bytes",
@@ -376,6 +380,35 @@ def stage_split(xp, L: Any, pp: Any, vp: Any) -> dict[str, Any]:
               layers_last=xp.where(single, L, xp.maximum(last, 0.0)), layers_mid=mid, layers_total=L + 0 * Q)
 
 
+# Bytes per element that PyTorch's eager kernels move beyond one fused
+# kernel's read and write of a bf16 tensor (counted from the operators the
+# trainers call; backward and recompute follow from the forward's share):
+# - RMSNorm written as x.float() -> pow -> mean -> x * rsqrt -> type_as ->
+#   * weight (torchtitan's, and nn.RMSNorm's composite before PyTorch had a
+#   fused kernel): 6 + 8 + 4 + 8 + 6 + 4 = 36 bytes against 4;
+# - rotary embedding through complex fp32 (q and k: .float() 6, complex
+#   multiply 8, type_as 6) = 20 against 4;
+# - SwiGLU as silu(a) * b: 4 + 6 = 10 against a fused 6 (per FFN unit).
+# The fused stacks the constants were fitted on (Megatron with Transformer
+# Engine) add the residual in a kernel of its own too, and LayerNorm and
+# GELU are one native kernel each in eager PyTorch: nothing extra there.
+# The Llama family (gated MLP) is the one with RMSNorm and rotary.
+EAGER_NORM_BYTES = 32.0
+EAGER_ROPE_BYTES = 16.0
+EAGER_GLU_BYTES = 4.0
+
+
+def eager_bytes_per_token(m: Mapping[str, Any], tp: Any, sp_div: Any, sub: Any, f_att: Any, f_dn: Any,
+                          f_moe: Any) -> Any:
+  """Extra HBM bytes per token of one layer's forward when its element-wise
+  work runs as eager PyTorch kernels (plan field `eager`), per device."""
+  gated = m["gated"]
+  norms = 2 * sub * gated * EAGER_NORM_BYTES * m["h"] / sp_div
+  rope = gated * f_att * EAGER_ROPE_BYTES * (m["a"] + m["g"]) * m["d"] / tp
+  glu = gated * EAGER_GLU_BYTES * (f_dn * m["f"] + f_moe * (m["k"] * m["fe"] + m["fs"])) / tp
+  return norms + rope + glu
+
+
 def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[str, Any],
                 c: Mapping[str, Any]) -> dict[str, Any]:
   """See the module docstring for inputs and outputs."""
@@ -465,7 +498,8 @@ def layer_costs(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[s
   norm_bytes = T * 2 * c["elem_h_vectors"] * h / sp_div * sub
   moe_bytes = T * 2 * f_moe * (4 * m["k"] * hl / sp_div + mats * (m["k"] * m["fe"] + m["fs"]) / tp)
   elem_bytes = (norm_bytes + moe_bytes
-                + T * 2 * (f_att * KV / tp + f_dn * mats * m["f"] / tp + f_ssm * 2 * (2 * di + 2 * gn) / tp))
+                + T * 2 * (f_att * KV / tp + f_dn * mats * m["f"] / tp + f_ssm * 2 * (2 * di + 2 * gn) / tp)
+                + plan["eager"] * T * eager_bytes_per_token(m, tp, sp_div, sub, f_att, f_dn, f_moe))
   # Mamba-2's chunked scan passes its fp32 chunk states through HBM: each
   # chunk's state (heads x head dim x state) is written, read and
   # rewritten by the state passing, and read by the output scan; and the

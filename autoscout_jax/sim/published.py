@@ -488,6 +488,10 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
     p.update(deepspeed_state(row.get("precision") or "", zero))
     if zero <= 2 and not deepspeed_overlaps(row, pp):
       p.update(overlap_grad=0.0, overlap_param=0.0)
+  # PyTorch runs eagerly unless the trainer compiles (torch.compile is opt-in:
+  # torchtitan's --compile, a row's "torch.compile"); Megatron's and
+  # DeepSpeed's Megatron models call fused kernels either way
+  p["eager"] = float(native and not compiled(row))
   p["packed"] = float(packed_squad(row))  # THD-packed rows, per-example flash attention
   p["z3_post"] = float(zero == 3 and backward_post(row))
   if m["E"] > 0:
@@ -533,6 +537,14 @@ def deepspeed_overlaps(row, pp: float) -> bool:
     return False
   text = _text(row, "notes", "other_metrics", "sharding")
   return bool(re.search(r"overlap[_ ]comm\W*(true|on|enabled|1)\b", text))
+
+
+def compiled(row) -> bool:
+  """Whether a row's PyTorch-native trainer compiled its model
+  (torch.compile / Inductor), by its notes and framework cells."""
+  text = _text(row, "notes", "other_metrics", "framework")
+  return bool(re.search(r"torch[._ ]?compile|inductor|\bcompiled?\b", text)) and not re.search(
+      r"(no|without|w/o) (torch[._ ]?)?compile|compile[=: ]+(off|false|0)\b", text)
 
 
 def deepspeed_state(precision: str, zero: int) -> dict[str, float]:
