@@ -104,3 +104,32 @@ def test_bf16_optimizer_adds_each_micro_batchs_gradients_into_its_fp32_buffer():
     hbm = hardware.DEVICES["a100_80gb"].hbm_bw
     extra = float(a["compute_s"][0] - b["compute_s"][0])
     assert extra == pytest.approx(micro * params * 12 / hbm, rel=0.05), fidelity
+
+
+def test_which_stacks_all_reduce_the_input_gradient_before_the_weight_gradient():
+  # BigScience's Megatron-DeepSpeed and Megatron-LM of early 2021 call a
+  # blocking all-reduce in the column-parallel linear's backward; since
+  # late 2021 Megatron-LM runs it under the weight-gradient GEMM
+  assert _plan(BASE).plan["tp_async"][0] == 0
+  assert _plan(dict(BASE, source_id="NARAYANAN2021", framework="Megatron-LM", sharding="")).plan["tp_async"][0] == 0
+  assert _plan(dict(BASE, framework="Megatron-LM", sharding="distributed optimizer")).plan["tp_async"][0] == 1
+  # Microsoft's Megatron-DeepSpeed has megatron-core's layers (2023 on)
+  ms = dict(BASE, model="GPT 181B", framework="Megatron-DeepSpeed (microsoft, 2024)")
+  assert _plan(ms).plan["tp_async"][0] == 1
+
+
+@pytest.mark.parametrize("fidelity", ["analytic", "event"])
+def test_a_blocking_backward_all_reduce_is_exposed_in_full(fidelity):
+  if fidelity == "event" and calibration.event_simulator() is None:
+    pytest.skip("event simulator unavailable")
+  row = dict(BASE, tp="8", pp="12", dp="4", micro_batch_size="1")
+  prep = _plan(row)
+  assert prep.plan["sp"][0] == 0 and prep.plan["tp_async"][0] == 0
+  out = calibration.simulate(prep, fidelity)
+  hidden = calibration.simulate(dataclasses.replace(prep, plan={**prep.plan, "tp_async": np.ones(1)}), fidelity)
+  # per layer and micro-batch, two column-parallel all-reduces of the
+  # micro-batch's activations (2048 tokens x 14336 x 2 bytes) over 8 GPUs of
+  # NVLink: the blocking stack pays both; the asynchronous one hides them
+  # under GEMMs about twice as long
+  assert float(out["tp_comm_s"][0]) > float(hidden["tp_comm_s"][0]) * 1.2
+  assert float(out["step_time_s"][0]) > float(hidden["step_time_s"][0])

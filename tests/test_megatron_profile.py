@@ -156,7 +156,7 @@ def test_committed_h200_table_rows_and_what_the_space_learned_from_them():
   assert n_ok == 19 and "{'ok': 19, 'oom': 3, 'crash': 2}" in text
   # F0 prices the local spec the child ran (transformer_impl='local': scores stored)
   assert "spearman 0.92" in text and "measured #1 at 1.000 of the best" in text
-  assert "F0 / measured tok/s 2.16-2.71 (median 2.29)" in text
+  assert "F0 / measured tok/s 2.21-2.76 (median 2.34)" in text
   assert "measured / F0 memory 0.70-1.06 (median 0.89)" in text
   assert "measured OOMs F0 called infeasible: 2 of 3" in text
   assert "/work" not in open(path).read()

@@ -52,9 +52,15 @@ def layer_comm(xp, plan: Mapping[str, Any], m: Mapping[str, Any], hw: Mapping[st
   # all-gather blocks. Full recompute repeats the forward's collectives.
   sp_on = xp.where(plan["sp"] > 0, 1.0, 0.0)
 
+  # (`tp_async` 0: a stack whose column-parallel backward all-reduces the
+  # input gradient before the weight-gradient GEMM starts -- Megatron-LM
+  # before its asynchronous all-reduce, BigScience's Megatron-DeepSpeed --
+  # so nothing of it hides)
+  tp_async = plan["tp_async"]
+
   def tp_pair_bwd(g):  # g: that linear's GEMM time (forward = dgrad = wgrad; frozen weights: no wgrad)
     return (sp_on * (0.5 * tp_one + xp.maximum(tp_one - 2 * g, 0.0))
-            + (1 - sp_on) * xp.maximum(tp_one - g, 0.0))
+            + (1 - sp_on) * (tp_async * xp.maximum(tp_one - g, 0.0) + (1 - tp_async) * tp_one))
 
   # an MLP layer's column-parallel GEMMs, averaged over the MLP layers
   g_mlp = (f_dn * (t_dense - t_fc2) + f_moe * t_moe * (mats - 1) / mats) / xp.maximum(f_ffn, 1e-9)

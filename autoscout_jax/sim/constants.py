@@ -13,5 +13,5 @@ from autoscout_jax.sim.costs import SimConstants
 # Fitted on shared/calibration/published_points.csv (see sim/calibration.py);
 # the lower bound of attn_eff is active (the data would push flash attention
 # slower still).
-CALIBRATED = SimConstants(gemm_eff=0.7923, gemm_knee=206.9, attn_eff=0.35, comm_eff=0.6597, fp8_eff=0.6512,
-                          moe_eff=0.3873, launch_s=3.318e-4, tput_spread=0.1395)
+CALIBRATED = SimConstants(gemm_eff=0.7943, gemm_knee=190.1, attn_eff=0.35, comm_eff=0.6613, fp8_eff=0.646,
+                          moe_eff=0.383, launch_s=3.323e-4, tput_spread=0.1405)

@@ -70,8 +70,14 @@ Inputs (all numbers, see `PLAN_FIELDS`, `model_scalars`, `cluster_scalars`):
            eager kernels, one per operator (a PyTorch-native trainer
            without torch.compile); 0: fused kernels (Transformer Engine,
            Megatron's fusions, torch.compile, XLA).
+           tp_async (0/1): without SP, a column-parallel linear's
+           backward all-reduce of the input gradient runs under its
+           weight-gradient GEMM (1: Megatron-LM since late 2021,
+           megatron-core, Transformer Engine) or before it, exposed (0:
+           Megatron-LM of early 2021, BigScience's Megatron-DeepSpeed).
            Plans that predate packed / ep_dedup / lp_grad_bytes / rc_moe /
-           rc_elem / z3_post / eager leave them out (`PLAN_DEFAULTS`).
+           rc_elem / z3_post / eager / tp_async leave them out
+           (`PLAN_DEFAULTS`).
   model -- L, h, a (query heads), g (kv heads), d (head dim), f (dense FFN),
            V, s, gated, E (experts, 0 dense), k (top-k), fe (expert FFN),
            fs (shared-expert FFN total), Ld (leading dense layers), tie,
@@ -151,10 +157,10 @@ PLAN_FIELDS = (
     "recompute", "rc_frac", "rc_chunk", "overlap_grad", "overlap_param", "tp_overlap",
     "bucket_bytes", "tp_local", "cp_local", "ep_local", "dp_local", "shard_local", "rep_local", "pp_inter",
     "w_bytes", "g_bytes", "o_bytes", "flash", "xla", "offload", "rails", "ep_overlap", "loss_bytes",
-    "packed", "ep_dedup", "lp_grad_bytes", "rc_moe", "rc_elem", "z3_post", "eager")
+    "packed", "ep_dedup", "lp_grad_bytes", "rc_moe", "rc_elem", "z3_post", "eager", "tp_async")
 # Plan fields a family's translation may leave out (they default to these).
 PLAN_DEFAULTS = {"packed": 0.0, "ep_dedup": 1.0, "lp_grad_bytes": 0.0, "rc_moe": 0.0, "rc_elem": 0.0,
-                 "z3_post": 0.0, "eager": 0.0}
+                 "z3_post": 0.0, "eager": 0.0, "tp_async": 1.0}
 
 MODEL_FIELDS = ("L", "h", "a", "g", "d", "f", "V", "s", "gated", "E", "k", "fe", "fs", "Ld",
                 "tie", "gbs", "fp8", "fp4", "frozen", "lora_r", "lora_p", "lora_pm", "lora_pe", "frozen_bytes",

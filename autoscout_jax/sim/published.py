@@ -492,6 +492,14 @@ def plan_numbers(row, m: Mapping[str, float], cluster: hardware.Cluster) -> dict
   # torchtitan's --compile, a row's "torch.compile"); Megatron's and
   # DeepSpeed's Megatron models call fused kernels either way
   p["eager"] = float(native and not compiled(row))
+  # Megatron-LM of early 2021 (Narayanan et al.) and BigScience's fork of
+  # Megatron-DeepSpeed (BLOOM's) all-reduce a column-parallel linear's input
+  # gradient in its backward before the weight-gradient GEMM (no
+  # asynchronous all-reduce yet): without SP that collective is exposed in
+  # full. Microsoft's Megatron-DeepSpeed took megatron-core's layers in 2023.
+  bigscience = deepspeed and re.search(r"bigscience|bloom", _text(row, "source_id", "source_ref", "framework",
+                                                                    "model", "notes"))
+  p["tp_async"] = 0.0 if (bigscience or row.get("source_id") == "NARAYANAN2021") else 1.0
   p["packed"] = float(packed_squad(row))  # THD-packed rows, per-example flash attention
   p["z3_post"] = float(zero == 3 and backward_post(row))
   if m["E"] > 0:
